@@ -1,0 +1,71 @@
+"""The page registry: which pages exist, who may open them, and how they appear in the menu.
+
+Adding a page is ONE entry in :data:`REGISTRY` plus its file under ``annotate_app/pages/``; the role
+rule comes from :data:`rlhf.auth.ROLE_PAGES` (keyed by ``PageEntry.key``). Entries whose file does
+not exist yet are skipped, so a page can be registered before it is written.
+
+Every page is registered with ``st.navigation`` (so a URL always reaches the page's own role check),
+but pages the user's role may not open are hidden from the menu. Each page must still start with
+``user = ui.require_page("<key>")``: the menu is a convenience, the page check is the rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.auth import can_open
+
+APP_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class PageEntry:
+    """One page: ``key`` (URL path and ROLE_PAGES key), file relative to annotate_app/, title, icon."""
+
+    key: str
+    file: str
+    title: str
+    icon: str
+    section: str = "Work"
+
+    @property
+    def path(self) -> Path:
+        return APP_DIR / self.file
+
+
+REGISTRY: tuple[PageEntry, ...] = (
+    PageEntry("label", "pages/label.py", "Label", ":material/compare_arrows:"),
+    PageEntry("review", "pages/review.py", "Review", ":material/gavel:"),
+    PageEntry("agreement", "pages/agreement.py", "Agreement", ":material/groups:", "Quality"),
+    PageEntry("training", "pages/training.py", "Training", ":material/model_training:", "Models"),
+    PageEntry("data", "pages/data.py", "Data", ":material/database:", "Admin"),
+    PageEntry("users", "pages/users.py", "Users", ":material/manage_accounts:", "Admin"),
+)
+
+DEFAULT_PAGE = "label"
+
+
+def available_pages() -> list[PageEntry]:
+    """Registered pages whose file exists."""
+    return [p for p in REGISTRY if p.path.is_file()]
+
+
+def pages_for(role: str) -> list[PageEntry]:
+    """The pages a role sees in its menu (existing files that ROLE_PAGES allows)."""
+    return [p for p in available_pages() if can_open(role, p.key)]
+
+
+def build_navigation(role: str) -> dict[str, list]:
+    """``st.Page`` objects by menu section for ``st.navigation``: allowed pages visible, others hidden."""
+    import streamlit as st
+
+    sections: dict[str, list] = {}
+    for entry in available_pages():
+        visible = can_open(role, entry.key)
+        page = st.Page(
+            str(entry.path), title=entry.title, icon=entry.icon, url_path=entry.key,
+            default=entry.key == DEFAULT_PAGE, visibility="visible" if visible else "hidden",
+        )
+        sections.setdefault(entry.section, []).append(page)
+    return sections

@@ -1,0 +1,333 @@
+"""Agreement page (managers, admins): agreement, annotator quality, aggregation, throughput, queue, rounds.
+
+Thin: filters in the sidebar build a :class:`storage.analytics.LabelSelection`; every number comes from
+:mod:`rlhf.dashboard` (cached per selection); this file only lays out tables and Altair charts.
+Session state keys: ``agreement.*`` widget keys only.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from annotate_app import ui
+from rlhf import dashboard as dash_service
+from storage.analytics import NO_ROUND, LabelSelection
+from storage.errors import StoreError
+
+user = ui.require_page("agreement")  # the role check: the menu hides the page, this refuses it
+store = ui.store()
+settings = ui.settings()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _options(db_path: str) -> dict:
+    return dash_service.filter_options(store)
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=8)
+def _dashboard(db_path: str, selection: LabelSelection, kappa_option: str, n_boot: int) -> dash_service.Dashboard:
+    return dash_service.build_dashboard(store, selection, settings, kappa_option=kappa_option, n_boot=n_boot)
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=16)
+def _drilldown(db_path: str, annotator_id: str, selection: LabelSelection) -> pd.DataFrame:
+    return dash_service.annotator_labels(store, annotator_id, selection)
+
+
+def _download(frame: pd.DataFrame, name: str, key: str) -> None:
+    """A CSV download button under a table (every table on this page has one)."""
+    st.download_button(f"Download {name} (CSV)", frame.to_csv(index=False).encode("utf-8"),
+                       file_name=f"{name}.csv", mime="text/csv", key=f"agreement.dl.{key}",
+                       icon=":material/download:")
+
+
+PCT = st.column_config.NumberColumn(format="percent")
+COEF = st.column_config.NumberColumn(format="%.3f")
+
+db_key = str(settings.store.db_path.resolve())
+st.title("Agreement")
+
+try:
+    options = _options(db_key)
+except StoreError as exc:
+    st.error(f"The store cannot be read right now: {exc}")
+    st.stop()
+
+# ------------------------------------------------------------------------------------------- filters
+with st.sidebar:
+    st.header("Filters")
+    rounds = st.multiselect("Round", options["rounds"], key="agreement.rounds",
+                            help=f"'{NO_ROUND}' = pairs made outside any training round.")
+    strategies = st.multiselect("Pair strategy", options["strategies"], key="agreement.strategies")
+    sources = st.multiselect("Label source", options["sources"], key="agreement.sources",
+                             help="app = labelled here; import = recfeedback import-labels; others from simulations.")
+    annotators = st.multiselect("Annotators", options["annotators"], key="agreement.annotators")
+    first, last = options["first_label"][0], options["last_label"][0]
+    dates = None
+    if first is not None and last is not None:
+        dates = st.date_input("Label dates (UTC)", value=(first.date(), last.date()), key="agreement.dates")
+    kappa_option = st.selectbox("Cohen's kappa on", list(dash_service.KAPPA_OPTIONS), key="agreement.kappa")
+    n_boot = st.number_input("Bootstrap resamples", min_value=0, max_value=5000, step=100,
+                             value=settings.quality.bootstrap_samples, key="agreement.boot",
+                             help="For the 95% intervals (items resampled with replacement). 0 = none.")
+    if st.button("Refresh", icon=":material/refresh:", key="agreement.refresh"):
+        st.cache_data.clear()
+
+date_from = date_to = None
+if isinstance(dates, (tuple, list)) and len(dates) == 2:
+    date_from, date_to = dates
+    if (date_from, date_to) == (first.date(), last.date()):
+        date_from = date_to = None  # the whole span: no restriction (labels added later still show)
+
+selection = LabelSelection(
+    round_ids=tuple(rounds) or None, strategies=tuple(strategies) or None, sources=tuple(sources) or None,
+    annotators=tuple(annotators) or None, date_from=date_from, date_to=date_to,
+)
+
+with st.spinner("Computing agreement..."):
+    try:
+        dash = _dashboard(db_key, selection, kappa_option, int(n_boot))
+    except StoreError as exc:
+        st.error(f"The store cannot be read right now: {exc}")
+        st.stop()
+
+c = dash.counts
+cols = st.columns(5)
+cols[0].metric("Labels", f"{c['labels']:,}")
+cols[1].metric("Pairs", f"{c['pairs']:,}")
+cols[2].metric("Pairs with 2+ labels", f"{c['pairs_with_2plus']:,}")
+cols[3].metric("Annotators", f"{c['annotators']:,}")
+flagged = int((dash.quality["flags"] != "").sum()) if len(dash.quality) else 0
+cols[4].metric("Flagged annotators", f"{flagged:,}")
+if c["labels"] == 0:
+    st.info("No labels match this selection yet. Labels appear here as annotators work on the Label page, "
+            "or after `recfeedback import-labels`.")
+
+tab_agree, tab_people, tab_agg, tab_flow, tab_rounds = st.tabs(
+    ["Agreement", "Annotators", "Aggregation", "Throughput & queue", "Round quality"])
+
+# ----------------------------------------------------------------------------------------- agreement
+with tab_agree:
+    if dash.summary.empty:
+        st.info("No pair in this selection has two labels yet, so agreement cannot be measured.")
+    else:
+        top = dash.summary.set_index("metric")
+        m = st.columns(3)
+        m[0].metric("Raw agreement", f"{top.loc['raw_agreement', 'value']:.1%}")
+        m[1].metric("Krippendorff's alpha (nominal)", f"{top.loc['krippendorff_alpha_nominal', 'value']:.3f}")
+        m[2].metric("Krippendorff's alpha (ordinal, 7-point)", f"{top.loc['krippendorff_alpha_ordinal', 'value']:.3f}")
+        st.dataframe(
+            dash.summary[["label", "value", "ci_low", "ci_high", "n_items", "n_labels", "convention"]],
+            hide_index=True, width="stretch",
+            column_config={"label": "Coefficient", "value": COEF, "ci_low": st.column_config.NumberColumn(
+                "95% low", format="%.3f"), "ci_high": st.column_config.NumberColumn("95% high", format="%.3f"),
+                "n_items": st.column_config.NumberColumn("Pairs used", format="%d"),
+                "n_labels": st.column_config.NumberColumn("Labels", format="%d"),
+                "convention": st.column_config.TextColumn("Weighting / level / library", width="large")},
+        )
+        st.caption("Choice = A / B / tie / both bad (nominal). 7-point scale = -3 'A much better' .. 0 tie .. "
+                   "+3 'B much better'; 'both bad' has no place on it and is left out; a missing strength "
+                   f"counts as 'slightly'. Intervals: percentile bootstrap over pairs ({int(n_boot)} resamples). "
+                   "Re-shown labels are not counted twice.")
+        _download(dash.summary, "agreement_summary", "summary")
+
+    st.subheader("Cohen's kappa between annotators")
+    st.caption(f"{dash.kappa_convention}. scikit-learn `cohen_kappa_score` on the pairs both annotators labelled; "
+               f"the {settings.quality.kappa_heatmap_annotators} most active annotators; blank where they share "
+               f"fewer than {settings.quality.kappa_min_shared} pairs.")
+    heat = dash_service.kappa_long(dash.kappa)
+    if heat.empty or heat["kappa"].notna().sum() <= len(dash.kappa.kappa):
+        st.info("Not enough annotators share pairs yet for a kappa heatmap.")
+    else:
+        heat_chart = alt.Chart(heat.dropna(subset=["kappa"])).mark_rect().encode(
+            x=alt.X("rater_b:N", title=None), y=alt.Y("rater_a:N", title=None),
+            color=alt.Color("kappa:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1]), title="kappa"),
+            tooltip=["rater_a", "rater_b", alt.Tooltip("kappa:Q", format=".3f"), "shared:Q"],
+        ).properties(height=min(40 * len(dash.kappa.kappa) + 40, 700))
+        st.altair_chart(heat_chart, width="stretch")
+    _download(heat, "cohen_kappa_pairs", "kappa")
+
+# ---------------------------------------------------------------------------------------- annotators
+with tab_people:
+    q = dash.quality
+    if q.empty:
+        st.info("No annotator has labels in this selection.")
+    else:
+        s = settings.quality
+        st.caption(
+            f"Flags: too fast (median < {s.too_fast_median_s:g} s), always one side (left share >= "
+            f"{s.one_side_share:.0%} or <= {1 - s.one_side_share:.0%} and binomial p < {s.position_bias_alpha:g}), "
+            f"low gold accuracy (< {s.min_gold_accuracy:.0%}, >= {s.min_gold_for_flags} gold labels), low agreement "
+            f"(< {s.min_agreement:.0%} with the leave-one-out majority), inconsistent on re-shows "
+            f"(< {s.min_self_consistency:.0%}); only with >= {s.min_labels_for_flags} labels. Thresholds: settings "
+            "`[quality]`.")
+        only_flagged = st.toggle("Only flagged annotators", key="agreement.only_flagged")
+        shown = q[q["flags"] != ""] if only_flagged else q
+        st.dataframe(
+            shown.sort_values("labels", ascending=False), hide_index=True, width="stretch",
+            column_config={
+                "annotator_id": "Annotator", "labels": st.column_config.NumberColumn("Labels", format="%d"),
+                "loo_compared": st.column_config.NumberColumn("Compared", format="%d",
+                                                              help="Labels with a unique majority of the others"),
+                "loo_agreement": st.column_config.NumberColumn("Agreement (LOO)", format="percent"),
+                "gold_labels": st.column_config.NumberColumn("Gold", format="%d"),
+                "gold_accuracy": st.column_config.NumberColumn("Gold accuracy", format="percent"),
+                "labels_per_hour": st.column_config.NumberColumn("Labels/hour", format="%.1f"),
+                "median_seconds": st.column_config.NumberColumn("Median s/label", format="%.1f"),
+                "tie_rate": st.column_config.NumberColumn("Tie rate", format="percent"),
+                "both_bad_rate": st.column_config.NumberColumn("Both bad", format="percent"),
+                "sided_labels": st.column_config.NumberColumn("A/B with side", format="%d"),
+                "left_share": st.column_config.NumberColumn("Left share", format="percent"),
+                "left_pvalue": st.column_config.NumberColumn("p (left = 0.5)", format="%.2g"),
+                "reshows": st.column_config.NumberColumn("Re-shows", format="%d"),
+                "self_consistency": st.column_config.NumberColumn("Self-consistency", format="percent"),
+                "ds_reliability": st.column_config.NumberColumn("Dawid-Skene reliability", format="%.2f"),
+                "flags": st.column_config.TextColumn("Flags", width="medium"),
+            },
+        )
+        _download(shown, "annotator_quality", "quality")
+
+        st.subheader("Position bias")
+        sided = q[q["sided_labels"] > 0].nlargest(30, "sided_labels")
+        if sided.empty:
+            st.info("No label in this selection records which list was on the left (imported labels often don't).")
+        else:
+            sided = sided.assign(biased=sided["left_pvalue"] < settings.quality.position_bias_alpha)
+            bars = alt.Chart(sided).mark_bar().encode(
+                x=alt.X("left_share:Q", title="Share of A/B choices for the LEFT list", scale=alt.Scale(domain=[0, 1]),
+                        axis=alt.Axis(format="%")),
+                y=alt.Y("annotator_id:N", sort="-x", title=None),
+                color=alt.Color("biased:N", title=f"p < {settings.quality.position_bias_alpha:g}",
+                                scale=alt.Scale(domain=[False, True], range=["#4c78a8", "#e45756"])),
+                tooltip=["annotator_id", alt.Tooltip("left_share:Q", format=".1%"), "sided_labels:Q",
+                         alt.Tooltip("left_pvalue:Q", format=".2g")],
+            )
+            rule = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+            st.altair_chart(bars + rule, width="stretch")
+            st.caption("Exact two-sided binomial test of the left share against 0.5; the 30 annotators with "
+                       "the most side-recorded A/B labels.")
+
+        st.subheader("Drill-down: one annotator's labels")
+        ordered = q.sort_values(["flags", "labels"], ascending=[False, False])["annotator_id"].tolist()
+        who = st.selectbox("Annotator", ordered, key="agreement.drill",
+                           help="Flagged annotators first. Shows each label beside the others' majority.")
+        if who:
+            mine = _drilldown(db_key, who, selection)
+            st.dataframe(mine, hide_index=True, width="stretch", column_config={
+                "loo_agrees": st.column_config.CheckboxColumn("Agrees with others"),
+                "loo_majority": "Others' majority", "gold_choice": "Gold",
+                "rationale": st.column_config.TextColumn("Rationale", width="large"),
+                "time_ms": st.column_config.NumberColumn("ms", format="%d")})
+            _download(mine, f"labels_{who}", "drill")
+
+# --------------------------------------------------------------------------------------- aggregation
+with tab_agg:
+    st.caption(
+        "How several labels per pair become one training target. Majority vote (crowd-kit MajorityVote): "
+        "confidence = the winner's vote share, 'contested' = a draw at the top. Dawid-Skene (crowd-kit): one "
+        "confusion matrix per annotator, fitted by EM; confidence = posterior probability. Gold answers are not "
+        f"used by either, so 'gold accuracy' is an honest check. Training uses `{settings.reward_model.aggregation}` "
+        "(settings `reward_model.aggregation`).")
+    report = dash.aggregation_report
+    if report.empty:
+        st.info("No labels to aggregate in this selection.")
+    else:
+        st.dataframe(report, hide_index=True, width="stretch", column_config={
+            "mean_confidence": COEF, "gold_accuracy": st.column_config.NumberColumn("Gold accuracy", format="percent")})
+        _download(report, "aggregation_methods", "aggreport")
+        method = st.radio("Show pairs from", list(dash.aggregations), horizontal=True, key="agreement.aggmethod")
+        result = dash.aggregations[method]
+        st.dataframe(result.pairs.sort_values("confidence").head(2000), hide_index=True, width="stretch",
+                     column_config={"confidence": COEF, "scale_mean": COEF})
+        st.caption("Lowest-confidence pairs first (first 2,000 shown; the download has all).")
+        _download(result.pairs, f"aggregated_pairs_{method}", "aggpairs")
+        st.dataframe(result.reliability.sort_values("labels", ascending=False), hide_index=True, width="stretch",
+                     column_config={"agreement_with_aggregate": PCT, "reliability": COEF})
+        _download(result.reliability, f"annotator_reliability_{method}", "aggrel")
+
+# ---------------------------------------------------------------------------------- throughput/queue
+with tab_flow:
+    st.subheader("Labels per day")
+    tp = dash_service.throughput_for_chart(dash.throughput)
+    if tp.empty:
+        st.info("No labels in this selection.")
+    else:
+        chart = alt.Chart(tp).mark_bar().encode(
+            x=alt.X("day:T", title="Day (UTC)"), y=alt.Y("labels:Q", title="Labels", stack=True),
+            color=alt.Color("annotator:N", title="Annotator"),
+            tooltip=[alt.Tooltip("day:T"), "annotator:N", "labels:Q"],
+        )
+        st.altair_chart(chart, width="stretch")
+        st.caption("The 12 busiest annotators by name, everyone else as 'others'.")
+    st.dataframe(dash.throughput, hide_index=True, width="stretch",
+                 column_config={"median_seconds": st.column_config.NumberColumn("Median s/label", format="%.1f")})
+    _download(dash.throughput, "labels_per_day", "throughput")
+
+    st.subheader("Queue")
+    queue = dash.queue
+    if queue.empty:
+        st.info("There are no pairs in the store yet.")
+    else:
+        long = queue.melt(id_vars=["strategy", "round_id"], value_vars=["complete", "waiting_for_overlap", "unlabelled"],
+                          var_name="state", value_name="n")
+        long["group"] = long["strategy"] + " / " + long["round_id"]
+        st.altair_chart(alt.Chart(long).mark_bar().encode(
+            x=alt.X("n:Q", stack=True, title="Pairs"), y=alt.Y("group:N", title="Strategy / round"),
+            color=alt.Color("state:N", title=None, scale=alt.Scale(
+                domain=["complete", "waiting_for_overlap", "unlabelled"], range=["#54a24b", "#f58518", "#bab0ac"])),
+            tooltip=["strategy", "round_id", "state", "n"]), width="stretch")
+        st.dataframe(queue, hide_index=True, width="stretch")
+        st.caption(f"Complete = current labels reach the pair's overlap target (default {settings.queue.overlap_target}); "
+                   "waiting = some labels but fewer; labels needed = what open pairs still need; live leases = "
+                   "pairs being labelled right now.")
+        _download(queue, "queue", "queue")
+
+    st.subheader("Gold and re-show rates achieved")
+    served = dash.served
+    if served.empty:
+        st.info("No labels in this selection.")
+    else:
+        totals = served[["labels", "gold_labels", "reshow_labels"]].sum()
+        g = st.columns(2)
+        g[0].metric("Gold rate", f"{totals['gold_labels'] / totals['labels']:.1%}",
+                    help=f"Target {settings.queue.gold_rate:.0%} (settings queue.gold_rate)")
+        g[1].metric("Re-show rate", f"{totals['reshow_labels'] / totals['labels']:.1%}",
+                    help=f"Target {settings.queue.reshow_rate:.0%} (settings queue.reshow_rate)")
+        st.caption(f"Targets: gold {settings.queue.gold_rate:.0%}, re-shows {settings.queue.reshow_rate:.0%} of served "
+                   "items (imported labels are not served, so their pairs only count if marked gold).")
+        st.dataframe(served, hide_index=True, width="stretch",
+                     column_config={"gold_rate": PCT, "reshow_rate": PCT})
+        _download(served, "gold_and_reshow_rates", "served")
+
+# ------------------------------------------------------------------------------------- round quality
+with tab_rounds:
+    rq = dash.rounds
+    if rq.empty:
+        st.info("No training rounds have run yet. After a round, its reward model's held-out accuracy, its "
+                "agreement with annotators and the new policy's win rate over its predecessor appear here.")
+    else:
+        st.dataframe(rq, hide_index=True, width="stretch", column_config={
+            "rm_heldout_accuracy": st.column_config.NumberColumn("RM held-out accuracy", format="percent"),
+            "rm_gold_accuracy": st.column_config.NumberColumn("RM gold accuracy", format="percent"),
+            "rm_human_agreement": st.column_config.NumberColumn("RM agreement with annotators", format="percent"),
+            "rm_win_rate": st.column_config.NumberColumn("RM win rate vs previous", format="percent"),
+            "human_win_rate": st.column_config.NumberColumn("Human win rate vs previous", format="percent"),
+            "human_win_labels": st.column_config.NumberColumn("Human labels", format="%d")})
+        st.caption("Human win rate: labels on pairs of the round's policy against its parent preferring the new "
+                   "policy (ties count one half). RM agreement: mean over annotators of the share of their "
+                   "held-out A/B labels the reward model agrees with.")
+        long = rq.melt(id_vars=["round_id", "created_at"], value_vars=["rm_heldout_accuracy", "rm_human_agreement",
+                                                                        "human_win_rate", "rm_win_rate"],
+                       var_name="measure", value_name="value").dropna(subset=["value"])
+        if not long.empty:
+            st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
+                x=alt.X("created_at:T", title="Round started"), y=alt.Y("value:Q", axis=alt.Axis(format="%"),
+                                                                        scale=alt.Scale(domain=[0, 1])),
+                color="measure:N", tooltip=["round_id", "measure", alt.Tooltip("value:Q", format=".1%")]),
+                width="stretch")
+        _download(rq, "round_quality", "rounds")
+
+with st.expander("Timings"):
+    st.write({k: round(v, 3) for k, v in dash.timings.items()})

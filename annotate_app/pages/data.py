@@ -1,0 +1,69 @@
+"""Data page (engineer, manager, admin): import catalogue/interaction files, export labels."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from annotate_app import ui
+from rlhf import annotation as ann
+from rlhf import export
+from rlhf.errors import RecFeedbackError
+from storage.errors import StoreError, ValidationError
+
+user = ui.require_page("data")
+store = ui.store()
+
+st.title("Data")
+
+summary = ann.queue_summary(store)
+cols = st.columns(5)
+for col, (name, key) in zip(cols, (("Open pairs", "open_pairs"), ("Complete pairs", "complete_pairs"),
+                                   ("Gold pairs", "gold_pairs"), ("Labels", "labels"),
+                                   ("Held now", "live_leases"))):
+    col.metric(name, f"{summary[key]:,}")
+
+st.subheader("Export labels")
+st.caption("Current labels only (undone labels are left out). TRL JSONL holds A/B labels with "
+           "prompt / chosen / rejected / margin for trl.RewardTrainer.")
+c1, c2 = st.columns(2)
+c1.download_button("Labels as Parquet", data=lambda: export.parquet_bytes(store), file_name="labels.parquet",
+                   mime="application/octet-stream", key="data_export_parquet", icon=":material/download:")
+c2.download_button("Labels as TRL JSONL", data=lambda: export.trl_jsonl_bytes(store), file_name="labels_trl.jsonl",
+                   mime="application/jsonl", key="data_export_trl", icon=":material/download:")
+
+st.subheader("Import")
+try:
+    from rlhf import importing
+except ImportError:  # pragma: no cover - importing ships with the foundation
+    importing = None
+if importing is None:
+    st.info("File import is not available in this installation; use the `recfeedback import-*` commands.")
+else:
+    kind = st.radio("What is in the file?", ("Catalogue items", "Interactions"), horizontal=True, key="data_kind")
+    upload = st.file_uploader("CSV, Parquet or JSONL file", type=["csv", "tsv", "parquet", "pq", "jsonl", "ndjson"],
+                              key="data_upload")
+    mapping_text = st.text_input("Column mapping (optional, e.g. `title=name, price=unit_price`)", key="data_mapping")
+    if upload is not None and st.button("Import", type="primary", key="data_import"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(upload.name).name
+            path.write_bytes(upload.getvalue())
+            with st.status("Importing…", expanded=False) as status:
+                try:
+                    mapping = importing.parse_mapping([p.strip() for p in mapping_text.split(",") if p.strip()])
+                    fn = importing.import_catalog if kind == "Catalogue items" else importing.import_interactions
+                    report = fn(store, path, mapping=mapping, settings=ui.settings(),
+                                on_stage=lambda s: status.update(label=f"Importing: {s}…"))
+                except ValidationError as exc:
+                    status.update(label="Nothing was imported.", state="error")
+                    st.error(str(exc).splitlines()[0])
+                    if exc.problems:
+                        st.text("\n".join(exc.problems[:200]))
+                except (RecFeedbackError, StoreError) as exc:
+                    status.update(label="Nothing was imported.", state="error")
+                    st.error(str(exc))
+                else:
+                    status.update(label="Done.", state="complete")
+                    st.success(report.summary())

@@ -1,0 +1,277 @@
+"""Label page: compare two recommendation lists for one shopper and say which is better.
+
+Thin by design: layout and widgets; every queue change goes through :mod:`rlhf.annotation`.
+Session state keys (prefix ``label.``): ``label.task`` (the current Task), ``label.shown_at`` (when it
+was first shown, for time on task), ``label.last`` (label id and monotonic time of the last submit, for
+the undo button), ``label.notice`` (a one-shot message). Untrusted text (catalogue titles, model
+reasons) is rendered only through :func:`annotate_app.ui.esc` inside st.html: it shows as text.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from annotate_app import ui
+from rlhf import annotation as ann
+from storage.errors import StoreError
+
+user = ui.require_page("label")
+store = ui.store()
+settings = ui.settings()
+
+CHOICE_OPTIONS = ("A", "B", "Tie", "Both bad")
+CHOICE_TO_SHOWN = {"A": "left", "B": "right", "Tie": "tie", "Both bad": "both_bad"}
+STRENGTH_OPTIONS = ("slightly better", "clearly better", "much better")
+FLAG_NAMES = {"irrelevant": "irrelevant", "not_in_catalogue": "not in catalogue", "duplicate": "duplicate",
+              "bad_reason": "bad reason"}
+FLAG_BY_NAME = {v: k for k, v in FLAG_NAMES.items()}
+
+_CSS = """<style>
+.rf-list { display: flex; flex-direction: column; gap: .2rem; }
+.rf-item { border: 1px solid rgba(128,128,128,.35); border-radius: .5rem; padding: .45rem .6rem; }
+.rf-item .rf-title { font-weight: 600; }
+.rf-item .rf-meta { color: rgba(120,120,120,1); font-size: .85rem; }
+.rf-item .rf-reason { margin-top: .2rem; }
+.rf-badge { display: inline-block; background: #fde2e1; color: #8a1c17; border-radius: .6rem;
+            padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
+.rf-problems { margin-bottom: .3rem; }
+table.rf-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128,.25); padding: .15rem .4rem;
+            text-align: left; }
+</style>"""
+
+# Keyboard: 1..4 choose, Enter submits (not while typing in a text box). Installed once per browser tab.
+_KEYS_JS = """
+(function () {
+  const doc = window.parent.document;
+  if (doc.__recfeedbackKeys) { return; }
+  doc.__recfeedbackKeys = true;
+  // The page may be re-rendering when a key arrives: retry briefly until the choice sticks.
+  function choose(idx, attempt) {
+    const inputs = doc.querySelectorAll('.st-key-label_choice [role="radiogroup"] input[type="radio"]');
+    const labels = doc.querySelectorAll('.st-key-label_choice [role="radiogroup"] label');
+    if (inputs[idx] && inputs[idx].checked) { return; }
+    if (labels[idx]) { labels[idx].click(); }
+    if (attempt < 20) { setTimeout(function () { choose(idx, attempt + 1); }, 100); }
+  }
+  function submit(attempt) {
+    const btn = doc.querySelector('.st-key-label_submit button');
+    if (btn && !btn.disabled) { btn.click(); return; }
+    if (attempt < 20) { setTimeout(function () { submit(attempt + 1); }, 100); }
+  }
+  doc.addEventListener('keydown', function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing || e.repeat) { return; }
+    const t = e.target || {};
+    const tag = (t.tagName || '').toLowerCase();
+    const typing = tag === 'textarea' || tag === 'select' || t.isContentEditable ||
+      (tag === 'input' && !['radio', 'checkbox', 'button', 'submit'].includes((t.type || '').toLowerCase()));
+    if (typing) { return; }
+    const idx = {'1': 0, '2': 1, '3': 2, '4': 3}[e.key];
+    if (idx !== undefined) {
+      e.preventDefault();
+      choose(idx, 0);
+    } else if (e.key === 'Enter' && tag !== 'button' && tag !== 'a' && doc.querySelector('.st-key-label_choice')) {
+      e.preventDefault();
+      submit(0);
+    }
+  }, true);
+})();
+"""
+
+
+def _notice(kind: str, text: str) -> None:
+    st.session_state["label.notice"] = (kind, text)
+
+
+def _set_task(task: ann.Task | None) -> None:
+    st.session_state["label.task"] = task
+    st.session_state["label.shown_at"] = time.monotonic()
+
+
+def _current_task() -> ann.Task | None:
+    if "label.task" not in st.session_state:
+        _set_task(ann.next_task(store, user.annotator_id, settings=settings))
+    return st.session_state["label.task"]
+
+
+def _flags_from_state(task: ann.Task) -> dict[str, dict[str, list[str]]]:
+    flags: dict[str, dict[str, list[str]]] = {}
+    for side, shown in (("left", task.left), ("right", task.right)):
+        for item in shown.items:
+            picked = st.session_state.get(f"label_flags_{task.assignment_id}_{side}_{item.rank}") or []
+            codes = [FLAG_BY_NAME[p] for p in picked if p in FLAG_BY_NAME]
+            if codes:
+                flags.setdefault(side, {}).setdefault(item.item_id, []).extend(codes)
+    return flags
+
+
+def _reset_answer() -> None:
+    """Clear the answer widgets for the next pair (flag widgets are keyed per assignment)."""
+    st.session_state["label_choice"] = None
+    st.session_state["label_strength"] = STRENGTH_OPTIONS[1]
+    st.session_state["label_rationale"] = ""
+
+
+def _on_submit() -> None:
+    """Form callback: one click is one write, then the next pair is shown in the same rerun."""
+    task: ann.Task | None = st.session_state.get("label.task")
+    if task is None:
+        return
+    picked = st.session_state.get("label_choice")
+    if picked not in CHOICE_TO_SHOWN:
+        _notice("warning", "Choose A, B, Tie or Both bad first (keys 1-4).")
+        return
+    shown = CHOICE_TO_SHOWN[picked]
+    strength = None
+    if shown in ("left", "right"):
+        name = st.session_state.get("label_strength") or STRENGTH_OPTIONS[1]
+        strength = STRENGTH_OPTIONS.index(name) + 1
+    time_ms = int((time.monotonic() - st.session_state.get("label.shown_at", time.monotonic())) * 1000)
+    try:
+        label, nxt = ann.submit_and_next(
+            store, user.annotator_id, task.assignment_id, shown, strength=strength,
+            item_flags=_flags_from_state(task), rationale=st.session_state.get("label_rationale") or None,
+            time_ms=time_ms, settings=settings,
+        )
+    except StoreError as exc:
+        _notice("error", f"{exc} Loading another pair.")
+        _set_task(ann.next_task(store, user.annotator_id, settings=settings))
+        return
+    st.session_state["label.last"] = (label.label_id, time.monotonic())
+    _reset_answer()
+    _set_task(nxt)
+
+
+def _on_undo() -> None:
+    try:
+        task = ann.undo_last_label(store, user.annotator_id, settings=settings)
+    except StoreError as exc:
+        _notice("error", str(exc))
+        return
+    st.session_state.pop("label.last", None)
+    _reset_answer()
+    _set_task(task)
+    _notice("info", "Your last label was undone. Label this pair again.")
+
+
+def _on_skip() -> None:
+    task: ann.Task | None = st.session_state.get("label.task")
+    if task is None:
+        return
+    reason = st.session_state.get("label_skip_reason") or ""
+    extra = (st.session_state.get("label_skip_note") or "").strip()
+    if extra:
+        reason = f"{reason}: {extra}" if reason else extra
+    try:
+        ann.skip_task(store, user.annotator_id, task.assignment_id, reason)
+    except StoreError as exc:
+        _notice("error", str(exc))
+        return
+    _set_task(ann.next_task(store, user.annotator_id, settings=settings))
+    _notice("info", "Skipped.")
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _guidelines(_store_path: str) -> str:
+    return ann.get_guidelines(store)
+
+
+def _item_html(item: ann.ShownItem) -> str:
+    badges = "".join(f'<span class="rf-badge">{ui.esc(b)}</span>' for b in item.badges)
+    meta = " · ".join(x for x in (ui.esc(item.category or ""), ui.esc(ui.price(item.price))) if x)
+    return (
+        f'<div class="rf-item"><div class="rf-title">{item.rank}. {ui.esc(item.title)}{badges}</div>'
+        f'<div class="rf-meta">{meta}</div><div class="rf-reason">{ui.esc(item.reason)}</div></div>'
+    )
+
+
+def _items_table(items) -> str:
+    rows = "".join(
+        f"<tr><td>{ui.esc(i.title)}</td><td>{ui.esc(i.category or '')}</td><td>{ui.esc(ui.price(i.price))}</td></tr>"
+        for i in items
+    )
+    return (f'<table class="rf-table"><thead><tr><th>Title</th><th>Category</th><th>Price</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+# ---------------------------------------------------------------- sidebar: guidelines and progress
+
+with st.sidebar:
+    progress = ann.get_progress(store, user.annotator_id)
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Today", progress.today)
+    c2.metric("Total", progress.total)
+    c3.metric("Left", progress.queue_left)
+    done_share = progress.total / max(1, progress.total + progress.queue_left)
+    st.progress(done_share, text=f"{progress.queue_left} pairs left for you")
+    with st.expander("Guidelines", expanded=True, icon=":material/menu_book:"):
+        st.markdown(_guidelines(str(settings.store.db_path)))
+
+st.html(_CSS)
+ui.run_js(_KEYS_JS, key="rf_keys_js")
+
+notice = st.session_state.pop("label.notice", None)
+if notice:
+    getattr(st, notice[0])(notice[1])
+
+task = _current_task()
+
+last = st.session_state.get("label.last")
+if last and time.monotonic() - last[1] < settings.queue.undo_window_s:
+    st.button("Undo last label", key="label_undo", on_click=_on_undo, icon=":material/undo:")
+
+if task is None:
+    st.success("Nothing left to label for you right now. Thank you!")
+    if st.button("Check again", key="label_refresh"):
+        st.session_state.pop("label.task", None)
+        st.rerun()
+    st.stop()
+
+# ---------------------------------------------------------------- the shopper
+
+st.subheader("The shopper")
+st.html("<div><b>Recent purchases</b> (most recent first)</div>"
+        + (_items_table(task.history) if task.history else "<p>No purchases known.</p>"))
+with st.expander(f"Candidate items the lists could choose from ({len(task.candidates)})"):
+    st.html(_items_table(task.candidates))
+
+# ---------------------------------------------------------------- the two lists and the answer
+
+if "label_choice" not in st.session_state:
+    _reset_answer()
+
+with st.form("label_form", border=False, enter_to_submit=False):
+    columns = st.columns(2, gap="medium")
+    for column, name, side, shown in ((columns[0], "A", "left", task.left), (columns[1], "B", "right", task.right)):
+        with column:
+            st.markdown(f"#### List {name}")
+            if shown.problems:
+                badges = "".join(f'<span class="rf-badge">{ui.esc(p)}</span>' for p in shown.problems)
+                st.html(f'<div class="rf-problems">Problems found: {badges}</div>')
+            for item in shown.items:
+                st.html(_item_html(item))
+                st.pills(
+                    f"Flags for item {item.rank} of list {name}", list(FLAG_NAMES.values()), selection_mode="multi",
+                    key=f"label_flags_{task.assignment_id}_{side}_{item.rank}", label_visibility="collapsed",
+                )
+    st.divider()
+    left, right = st.columns([3, 2])
+    with left:
+        st.radio("Which list is better?", CHOICE_OPTIONS, horizontal=True, key="label_choice",
+                 help="Keys: 1 = A, 2 = B, 3 = tie, 4 = both bad; Enter submits.")
+        st.radio("How much better?", STRENGTH_OPTIONS, horizontal=True, key="label_strength",
+                 help="Ignored for Tie and Both bad.")
+    with right:
+        st.text_area("Why? (optional)", key="label_rationale", max_chars=settings.queue.max_rationale_chars,
+                     height=80, placeholder="A short rationale helps reviewers.")
+    st.form_submit_button("Submit (Enter)", type="primary", key="label_submit", on_click=_on_submit)
+
+with st.expander("Skip this pair", icon=":material/skip_next:"):
+    st.selectbox("Reason", settings.queue.skip_reasons, key="label_skip_reason")
+    st.text_input("Note (optional)", key="label_skip_note", max_chars=200)
+    st.button("Skip", key="label_skip", on_click=_on_skip)
+
+# Last element of the page: marks which task is fully rendered (browser tests and benchmarks wait on it).
+st.html(f'<div data-task="{ui.esc(task.assignment_id)}"></div>')

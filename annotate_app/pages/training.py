@@ -1,0 +1,205 @@
+"""Training page (engineers, managers, admins): start and watch rounds, past rounds, the model registry.
+
+Thin: every action is a call into :mod:`rlhf.rounds`. A round runs as a detached background process
+(``python -m rlhf.cli.rounds run``, log in its round folder), so the app keeps serving annotators; this
+page only reads the rounds row, the round folder's progress file and its log. Nothing heavy is imported
+here (no torch): the page starts a process instead.
+Session state keys: ``training.*`` (widgets) and ``training.notice`` (a one-shot message).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from annotate_app import ui
+from rlhf import rounds as rounds_service
+from rlhf.errors import RecFeedbackError
+from storage.errors import StoreError
+
+user = ui.require_page("training")  # the role check: the menu hides the page, this refuses it
+store = ui.store()
+settings = ui.settings()
+
+STATUS_ICONS = {"running": "🟢", "done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+CURVE_TITLES = {"reward/score": "Reward (RM score + structure)", "kl/mean": "KL to the reference",
+                "reward/validity_rate": "Validity of sampled lists"}
+
+st.title("Training")
+notice = st.session_state.pop("training.notice", None)
+if notice:
+    st.success(notice)
+
+try:
+    summaries = rounds_service.list_round_summaries(store)
+except StoreError as exc:
+    st.error(f"The store cannot be read right now: {exc}")
+    st.stop()
+active = next((r for r in reversed(summaries) if r["status"] == "running"), None)
+
+
+# ------------------------------------------------------------------------------------------- start
+def _start() -> None:
+    try:
+        n = rounds_service.check_can_start(store, settings)
+        round_id, pid = rounds_service.launch_round(settings)
+    except (RecFeedbackError, StoreError) as exc:
+        st.session_state["training.notice"] = None
+        st.error(str(exc))
+        return
+    st.session_state["training.notice"] = f"Round {round_id} started in the background (pid {pid}) on {n} labels."
+    st.rerun()
+
+
+with st.container(border=True):
+    st.subheader("New round")
+    r, p, rm = settings.rounds, settings.ppo, settings.reward_model
+    st.caption(
+        f"Labels → reward model ({rm.backbone}, {rm.epochs:g} epochs) → PPO ({p.steps} steps, batch {p.batch_size}) → "
+        f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "
+        f"(uncertainty {r.active_uncertainty_share:.0%}, disagreement {r.active_disagreement_share:.0%}, "
+        f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%}). "
+        f"Needs at least {r.min_labels} usable labels. Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
+    )
+    if active:
+        st.info(f"Round {active['round_id']} is running; one round at a time.")
+    if st.button("Start a round", type="primary", disabled=active is not None, key="training.start",
+                 icon=":material/play_arrow:"):
+        _start()
+
+
+# ------------------------------------------------------------------------------------------- live view
+def _progress_view(round_id: str) -> None:
+    status = rounds_service.round_status(store, round_id)
+    state = status["status"]
+    st.markdown(f"**{STATUS_ICONS.get(state, '')} Round `{round_id}` — {state}**, stage `{status['stage']}`")
+    done = status["completed_stages"]
+    st.progress(len(done) / len(rounds_service.STAGES),
+                text=" → ".join(f"**{s}**" if s == status["stage"] else s for s in rounds_service.STAGES))
+    prog = status["progress"]
+    if prog.get("total"):
+        step, total = int(prog.get("step") or 0), int(prog["total"])
+        extra = ""
+        if prog.get("reward") is not None:
+            extra = f" · reward {prog['reward']:.3f} · KL {prog.get('kl') or 0:.3f}"
+        st.progress(min(1.0, step / max(total, 1)), text=f"{prog.get('stage')}: {step}/{total}{extra}")
+    if status["timings"]:
+        st.caption("Seconds per finished stage: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
+    if status["error"]:
+        st.error(status["error"])
+    if status["folder"]:
+        curves = rounds_service.live_ppo_metrics(status["folder"])
+        wanted = curves[curves["metric"].isin(CURVE_TITLES)] if not curves.empty else curves
+        if not wanted.empty:
+            st.altair_chart(
+                alt.Chart(wanted).mark_line(point=True).encode(
+                    x="step:Q", y=alt.Y("value:Q", title=None), color="metric:N",
+                    tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
+                ).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent"),
+            )
+        with st.expander("Log", expanded=state == "running"):
+            st.code(rounds_service.log_tail(Path(status["folder"]), 30) or "(no log yet)", language=None)
+    cols = st.columns(3)
+    if state == "running" and cols[0].button("Cancel round", key=f"training.cancel.{round_id}",
+                                             icon=":material/stop:"):
+        with st.spinner("Stopping the round…"):
+            try:
+                rounds_service.cancel_round(store, round_id)
+                st.session_state["training.notice"] = f"Round {round_id} was cancelled; the store is unchanged."
+            except (RecFeedbackError, StoreError) as exc:
+                st.error(str(exc))
+        st.rerun()
+    if state in ("failed", "cancelled", "interrupted") and cols[0].button(
+            "Resume round", key=f"training.resume.{round_id}", icon=":material/replay:",
+            disabled=active is not None and active["round_id"] != round_id):
+        try:
+            rounds_service.launch_round(settings, round_id=round_id, resume=True)
+            st.session_state["training.notice"] = f"Round {round_id} resumed after its last finished stage."
+        except (RecFeedbackError, StoreError) as exc:
+            st.error(str(exc))
+        st.rerun()
+
+
+@st.fragment(run_every=3)
+def _live(round_id: str) -> None:
+    _progress_view(round_id)
+    if rounds_service.round_status(store, round_id)["status"] != "running":
+        st.rerun()  # finished: redraw the whole page (history, registry)
+
+
+latest = summaries[-1] if summaries else None
+if active is not None:
+    st.subheader("Current round")
+    _live(active["round_id"])
+elif latest is not None:
+    st.subheader("Latest round")
+    _progress_view(latest["round_id"])
+
+
+# ------------------------------------------------------------------------------------------- history
+st.subheader("Past rounds")
+frame = rounds_service.rounds_metrics_frame(store)
+if frame.empty:
+    st.info("No rounds yet. Collect labels on the Label page (or `recfeedback simulate`), then start one.")
+else:
+    n = settings.generation.list_length
+    show = [c for c in ["round", "round_id", "status", "policy_id", "rm_heldout_accuracy", "ppo_reward", "ppo_kl",
+                        "generation_validity", "rm_win_rate", f"ndcg@{n}", f"hr@{n}", "pairs_enqueued", "seconds"]
+            if c in frame]
+    st.dataframe(frame[show], hide_index=True, width="stretch",
+                 column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
+                                "generation_validity": st.column_config.NumberColumn("validity", format="percent"),
+                                "rm_win_rate": st.column_config.NumberColumn("RM win rate", format="%.3f"),
+                                "seconds": st.column_config.NumberColumn(format="%.0f")})
+    charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
+              "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",
+              "rm_win_rate": "RM win rate vs previous policy", f"ndcg@{n}": f"NDCG@{n} (held-out)"}
+    done = frame[frame["status"] == "done"]
+    long = done.melt(id_vars="round", value_vars=[c for c in charts if c in done], var_name="metric",
+                     value_name="value").dropna(subset=["value"])
+    if not long.empty:
+        long["metric"] = long["metric"].map(charts)
+        st.altair_chart(
+            alt.Chart(long).mark_line(point=True).encode(
+                x=alt.X("round:O", title="round"), y=alt.Y("value:Q", title=None),
+                tooltip=["round", "metric", alt.Tooltip("value:Q", format=".3f")],
+            ).properties(width=220, height=160).facet(facet=alt.Facet("metric:N", title=None), columns=3)
+            .resolve_scale(y="independent"),
+        )
+    chosen = st.selectbox("Round details", frame["round_id"].tolist()[::-1], key="training.detail")
+    if chosen:
+        curves = rounds_service.round_curves(store, chosen)
+        wanted = curves[curves["metric"].isin(CURVE_TITLES)] if not curves.empty else curves
+        if not wanted.empty:
+            st.altair_chart(
+                alt.Chart(wanted).mark_line().encode(
+                    x="step:Q", y=alt.Y("value:Q", title=None), color="metric:N",
+                    tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
+                ).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent"),
+            )
+        detail = rounds_service.round_status(store, chosen)
+        table = (detail["metrics"] or {})
+        st.json({"timings_s": detail["timings"], "metrics": table, "error": detail["error"]}, expanded=False)
+
+# ------------------------------------------------------------------------------------------- registry
+st.subheader("Model registry")
+registry = rounds_service.model_registry(store)
+tab_rm, tab_pol = st.tabs(["Reward models", "Policies"])
+with tab_rm:
+    if registry["reward_models"].empty:
+        st.caption("No reward model yet.")
+    else:
+        st.dataframe(registry["reward_models"], hide_index=True, width="stretch",
+                     column_config={"heldout_accuracy": st.column_config.NumberColumn(format="%.3f"),
+                                    "gold_accuracy": st.column_config.NumberColumn(format="%.3f"),
+                                    "ece": st.column_config.NumberColumn(format="%.3f")})
+with tab_pol:
+    if registry["policies"].empty:
+        st.caption("No policy yet.")
+    else:
+        st.dataframe(registry["policies"], hide_index=True, width="stretch")
+st.caption(f"{len(summaries)} rounds · data folder `{settings.data_dir}`")
+_ = pd  # pandas is used through the service frames

@@ -1,0 +1,83 @@
+"""Users page (admin): create accounts, change roles, deactivate, reset passwords, edit guidelines."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from annotate_app import ui
+from rlhf import annotation as ann
+from rlhf import auth
+from storage.errors import StoreError
+from storage.records import ROLES
+
+admin = ui.require_page("users")
+store = ui.store()
+
+st.title("Users")
+
+users = auth.list_users(store)
+st.dataframe(
+    pd.DataFrame([
+        {"user": u.annotator_id, "name": u.display_name, "role": u.role, "active": u.active, "kind": u.kind,
+         "created": u.created_at}
+        for u in users
+    ]),
+    hide_index=True, width="stretch",
+)
+
+col_new, col_edit = st.columns(2, gap="large")
+with col_new, st.form("users_create", clear_on_submit=True):
+    st.subheader("New account")
+    name = st.text_input("User name", key="users_new_name")
+    display = st.text_input("Display name (optional)", key="users_new_display")
+    role = st.selectbox("Role", ROLES, key="users_new_role")
+    password = st.text_input("Initial password (8+ characters)", type="password", key="users_new_password")
+    if st.form_submit_button("Create account", type="primary"):
+        try:
+            auth.create_user(store, name.strip(), password, role, display_name=display.strip() or None)
+        except (auth.AuthError, StoreError) as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Created {name.strip()} ({role}).")
+            st.rerun()
+
+with col_edit:
+    st.subheader("Change an account")
+    names = [u.annotator_id for u in users]
+    target = st.selectbox("Account", names, key="users_edit_target")
+    current = next((u for u in users if u.annotator_id == target), None)
+    # Widgets are keyed per account so that picking another account shows that account's values.
+    with st.form(f"users_edit_{target}"):
+        new_role = st.selectbox("Role", ROLES, index=ROLES.index(current.role) if current else 0,
+                                key=f"users_edit_role_{target}")
+        active = st.checkbox("Active (may log in)", value=current.active if current else True,
+                             key=f"users_edit_active_{target}")
+        new_password = st.text_input("New password (leave empty to keep)", type="password",
+                                     key=f"users_edit_password_{target}")
+        if st.form_submit_button("Save changes"):
+            try:
+                if target == admin.annotator_id and (new_role != "admin" or not active):
+                    raise auth.AuthError("You cannot remove your own admin role or deactivate yourself.")
+                auth.set_role(store, target, new_role)
+                auth.set_active(store, target, active)
+                if new_password:
+                    auth.set_password(store, target, new_password)
+            except (auth.AuthError, StoreError) as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Saved {target}.")
+
+st.divider()
+st.subheader("Labelling guidelines")
+st.caption("Markdown shown in the Label page's sidebar. Each save is kept as a new version.")
+with st.form("users_guidelines"):
+    body = st.text_area("Guidelines", value=ann.get_guidelines(store), height=260, key="users_guidelines_body")
+    if st.form_submit_button("Save guidelines"):
+        try:
+            version = ann.set_guidelines(store, body, updated_by=admin.annotator_id)
+        except StoreError as exc:
+            st.error(str(exc))
+        else:
+            st.cache_data.clear()
+            st.success(f"Saved as version {version}.")

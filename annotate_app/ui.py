@@ -1,0 +1,236 @@
+"""Shared helpers for the app's pages: the store, the logged-in user, role checks, safe text rendering.
+
+Session state keys used here (all prefixed ``auth.``):
+
+- ``auth.user``   -- the logged-in :class:`storage.records.Annotator` (re-read from the store every run,
+                     so a deactivated account or a changed role takes effect at once).
+- ``auth.notice`` -- a one-shot message for the login page (e.g. after log-out).
+
+Log-in survives a page reload and a deep link (``/users``) through a signed cookie
+(``recfeedback_session``: user, expiry, HMAC-SHA256 with a per-store secret kept in the data folder).
+The cookie carries no password and is refused once expired, tampered with, or the account is inactive.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import streamlit.components.v1 as components
+
+from rlhf import auth
+from rlhf.runtime import open_store
+from rlhf.settings import Settings, get_settings
+from storage import Store
+from storage.errors import StoreError
+from storage.records import Annotator
+
+SESSION_COOKIE = "recfeedback_session"
+SESSION_DAYS = 7
+PAGE_TITLES = {
+    "label": "Label", "users": "Users", "data": "Data", "agreement": "Agreement", "training": "Training",
+    "review": "Review",
+}
+
+
+# ---------------------------------------------------------------- resources
+
+
+@st.cache_resource(show_spinner=False)
+def _store_for(path: str) -> Store:
+    return open_store(get_settings())
+
+
+def settings() -> Settings:
+    """The process's settings (read once per process)."""
+    return get_settings()
+
+
+def store() -> Store:
+    """The configured store, opened (and migrated) once per process."""
+    return _store_for(str(settings().store.db_path.resolve()))
+
+
+# ---------------------------------------------------------------- log-in and roles
+
+
+def _secret() -> bytes:
+    """The per-data-folder signing key for session cookies (created on first use, mode 0600)."""
+    path = Path(settings().store.data_dir) / ".app_secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def make_session_token(user_id: str, *, now: float | None = None) -> str:
+    """A signed, expiring token naming a user (the value of the session cookie)."""
+    body = json.dumps({"u": user_id, "exp": int((now or time.time()) + SESSION_DAYS * 86400)}).encode()
+    payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
+    sig = hmac.new(_secret(), payload.encode(), hashlib.sha256).hexdigest()
+    return f"{payload}.{sig}"
+
+
+def read_session_token(token: str | None) -> str | None:
+    """The user named by a valid, unexpired token, else None."""
+    if not token or "." not in token:
+        return None
+    payload, sig = token.rsplit(".", 1)
+    expected = hmac.new(_secret(), payload.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(sig, expected):
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return None
+    if int(data.get("exp", 0)) < time.time():
+        return None
+    return str(data.get("u") or "") or None
+
+
+def run_js(script: str, key: str) -> None:
+    """Run a trusted script of ours in the page (an invisible same-origin iframe reaching window.parent).
+
+    Only constant code and values we produced (signed tokens) go here -- never catalogue or model text.
+    """
+    st.html(f"<style>.st-key-{key} {{ display: none; }}</style>")
+    with st.container(key=key):
+        html_doc = f"<script>{script}</script>"
+        if hasattr(st, "iframe"):
+            st.iframe(html_doc, height=1)
+        else:  # Streamlit before st.iframe
+            components.html(html_doc, height=0)
+
+
+def _set_cookie(value: str, max_age: int) -> None:
+    """Set (or clear, with max_age 0) the session cookie from the browser side."""
+    cookie = f"{SESSION_COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict"
+    run_js(f"window.parent.document.cookie = {json.dumps(cookie)};", key="rf_cookie_js")
+
+
+def _cookie_token() -> str | None:
+    try:
+        return st.context.cookies.get(SESSION_COOKIE)
+    except Exception:  # noqa: BLE001 - no browser context (AppTest, bare mode)
+        return None
+
+
+def current_user() -> Annotator | None:
+    """The logged-in, active account, refreshed from the store; None when nobody is logged in."""
+    user: Annotator | None = st.session_state.get("auth.user")
+    user_id = user.annotator_id if user else None
+    if user_id is None and not st.session_state.get("auth.logged_out"):
+        user_id = read_session_token(_cookie_token())
+    if user_id is None:
+        return None
+    try:
+        with store().transaction() as con:
+            from storage.users import get_annotator
+
+            fresh = get_annotator(con, user_id)
+    except StoreError:
+        fresh = None
+    if fresh is None or not fresh.active:
+        st.session_state.pop("auth.user", None)
+        return None
+    st.session_state["auth.user"] = fresh
+    return fresh
+
+
+def login_page() -> None:
+    """The log-in form (the only page before log-in)."""
+    s = settings()
+    st.title(s.app.title)
+    notice = st.session_state.pop("auth.notice", None)
+    if notice:
+        st.info(notice)
+    with st.form("login_form"):
+        username = st.text_input("User name", key="login_user")
+        password = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in", type="primary")
+    if submitted:
+        try:
+            user = auth.authenticate(store(), username.strip(), password)
+        except auth.AuthError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["auth.user"] = user
+        st.session_state.pop("auth.logged_out", None)
+        st.session_state["auth.new_cookie"] = make_session_token(user.annotator_id)
+        st.rerun()
+    if s.app.oidc_enabled and hasattr(st, "login"):
+        st.divider()
+        st.button("Log in with your organisation", on_click=st.login)
+
+
+def sync_cookie() -> None:
+    """Write a pending session cookie (after log-in) into the browser."""
+    token = st.session_state.pop("auth.new_cookie", None)
+    if token:
+        _set_cookie(token, SESSION_DAYS * 86400)
+    if st.session_state.pop("auth.clear_cookie", False):
+        _set_cookie("", 0)
+
+
+def logout() -> None:
+    """Log out: give back held pairs, forget the user and the cookie."""
+    user: Annotator | None = st.session_state.get("auth.user")
+    if user is not None:
+        try:
+            from rlhf.annotation import release_tasks
+
+            release_tasks(store(), user.annotator_id)
+        except StoreError:
+            pass
+    for key in [k for k in st.session_state if str(k).startswith(("auth.", "label."))]:
+        del st.session_state[key]
+    st.session_state["auth.logged_out"] = True
+    st.session_state["auth.clear_cookie"] = True
+    st.session_state["auth.notice"] = "You are logged out."
+
+
+def require_page(page_key: str) -> Annotator:
+    """Stop the page unless a user with a role that may open it is logged in (checked on EVERY page)."""
+    user = current_user()
+    if user is None:
+        st.warning("Please log in first.")
+        st.stop()
+    if not auth.can_open(user.role, page_key):
+        title = PAGE_TITLES.get(page_key, page_key)
+        st.error(f"Access denied: your role ({user.role}) cannot open the {title} page.")
+        st.stop()
+    return user
+
+
+# ---------------------------------------------------------------- safe rendering
+
+
+def esc(text: Any) -> str:
+    """HTML-escape untrusted text (catalogue titles, model reasons) for st.html: markup shows literally."""
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:=\"'&")
+
+
+def md_escape(text: Any) -> str:
+    """Backslash-escape markdown punctuation so untrusted text renders literally inside st.markdown."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in ("" if text is None else str(text)))
+
+
+def price(value: float | None) -> str:
+    return "" if value is None else f"{value:,.2f}"

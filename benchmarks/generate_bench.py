@@ -1,0 +1,180 @@
+"""Generation speed and list validity of the default policy (SmolLM2-135M-Instruct from the wheel).
+
+Prints, for each batch size, completion tokens/s and lists/s of constrained sampling; then the share of
+valid lists (see rlhf.parsing) over N demo contexts, unconstrained vs constrained, with the problems
+that made lists invalid. Contexts come from the demo shop (rlhf.demo, built into a temporary store).
+
+    nice -n 10 .venv/bin/python benchmarks/generate_bench.py                 # full: 1,8,32 and 200 contexts
+    nice -n 10 .venv/bin/python benchmarks/generate_bench.py --batch-sizes 1,8 --validity-contexts 40
+
+Figures are measurements of this machine at this moment: on a shared CPU they vary with load (the
+script prints the load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def demo_views(n: int, data_dir: Path):
+    """``n`` contexts of the demo shop as ContextViews (built in a temporary store)."""
+    from rlhf.demo import build_demo
+    from rlhf.prompts import build_context_views
+    from rlhf.settings import load_settings
+    from storage import Store
+    from storage.contexts import list_contexts
+
+    settings = load_settings(store={"data_dir": data_dir})
+    store = Store.from_settings(settings)
+    build_demo(store, settings, with_accounts=False)
+    with store.transaction() as con:
+        contexts = list_contexts(con, limit=n)
+        views = build_context_views(con, contexts)
+    return views, settings
+
+
+def constraint_overhead(tokenizer, views, n_items: int, max_reason_tokens: int, batch: int = 8,
+                        steps: int = 160) -> dict:
+    """Milliseconds per decoding step that the constraint adds (processor) and per list (recompute).
+
+    Random logits stand in for the model, so this isolates the state machine and mask building.
+    """
+    import torch
+
+    from rlhf.constrained import ConstrainedListProcessor, apply_constraint, constraint_for_view
+
+    torch.manual_seed(0)
+    vocab = len(tokenizer)
+    constraints = [constraint_for_view(tokenizer, views[i % len(views)], n_items, max_reason_tokens)
+                   for i in range(batch)]
+    processor = ConstrainedListProcessor(constraints, prompt_length=0)
+    ids = torch.zeros((batch, 0), dtype=torch.long)
+    spent = 0.0
+    for _ in range(steps):
+        logits = torch.randn(batch, vocab)
+        start = time.perf_counter()
+        scores = processor(ids, logits)
+        spent += time.perf_counter() - start
+        nxt = torch.multinomial(torch.softmax(scores, -1), 1)
+        ids = torch.cat([ids, nxt], dim=1)
+    per_step = spent / steps * 1000
+    logits = torch.randn(batch, ids.shape[1], vocab)
+    start = time.perf_counter()
+    apply_constraint(logits, ids, constraints)
+    recompute = (time.perf_counter() - start) / batch * 1000
+    return {"batch": batch, "steps": steps, "processor_ms_per_step": per_step, "recompute_ms_per_list": recompute}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--validity-contexts", type=int, default=200)
+    parser.add_argument("--validity-batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: settings.generation")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-validity", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--modes", default="unconstrained,constrained", help="validity modes to run")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    from rlhf.generate import generate_lists
+    from rlhf.models import get_policy_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    needed = max([8] + ([] if args.skip_speed else batch_sizes)
+                 + ([] if args.skip_validity else [args.validity_contexts]))
+    with tempfile.TemporaryDirectory() as tmp:
+        views, settings = demo_views(needed, Path(tmp) / "data")
+    g = settings.generation
+    max_new = args.max_new_tokens or g.max_new_tokens
+    t0 = time.perf_counter()
+    model, tokenizer = get_policy_model(settings.model.policy, device=args.device)
+    device = str(next(model.parameters()).device)
+    load_s = time.perf_counter() - t0
+    hw = {
+        "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": device, "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "load_avg_start": os.getloadavg(), "torch": torch.__version__,
+    }
+    print(f"hardware: {json.dumps(hw)}")
+    print(f"model {settings.model.policy} loaded in {load_s:.1f} s; {len(views)} demo contexts; "
+          f"{len(views[0].candidates)} candidates each; list length {g.list_length}; max_new_tokens {max_new}; "
+          f"max_reason_tokens {g.max_reason_tokens}")
+    common = {"n_items": g.list_length, "temperature": g.temperature, "top_p": g.top_p, "top_k": g.top_k,
+                  "max_new_tokens": max_new, "max_prompt_tokens": g.max_prompt_tokens,
+                  "max_reason_tokens": g.max_reason_tokens, "seed": g.seed, "progress": False}
+    results: dict = {"hardware": hw, "speed": [], "validity": {}}
+    if not args.skip_overhead:
+        over = constraint_overhead(tokenizer, views, g.list_length, g.max_reason_tokens)
+        results["constraint_overhead"] = over
+        print(f"\nconstraint overhead (random logits, batch {over['batch']}, {over['steps']} steps): "
+              f"{over['processor_ms_per_step']:.1f} ms per decoding step; "
+              f"{over['recompute_ms_per_list']:.1f} ms per list to recompute the masks (PPO)", flush=True)
+    if not args.skip_speed:
+        print("\nspeed (constrained sampling, one batch per size):")
+        print(f"{'batch':>5} {'lists':>5} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'lists/s':>8}")
+        for b in batch_sizes:
+            start = time.perf_counter()
+            lists = generate_lists(model, tokenizer, views[:b], samples_per_context=1, constrained=True,
+                                   batch_size=b, **common)
+            secs = time.perf_counter() - start
+            toks = sum(x.completion_tokens for x in lists)
+            row = {"batch_size": b, "lists": len(lists), "seconds": secs, "completion_tokens": toks,
+                   "tokens_per_s": toks / secs, "lists_per_s": len(lists) / secs,
+                   "mean_prompt_tokens": sum(x.prompt_tokens for x in lists) / len(lists)}
+            results["speed"].append(row)
+            print(f"{b:>5} {len(lists):>5} {secs:>8.1f} {toks:>7} {toks / secs:>9.1f} {len(lists) / secs:>8.3f}"
+                  f"   (mean prompt {row['mean_prompt_tokens']:.0f} tokens)", flush=True)
+    if not args.skip_validity:
+        subset = views[: args.validity_contexts]
+        print(f"\nvalidity over {len(subset)} demo contexts (1 sample each, T={g.temperature}, "
+              f"batch {args.validity_batch_size}):")
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        for constrained in [m == "constrained" for m in modes]:
+            start = time.perf_counter()
+            lists = generate_lists(model, tokenizer, subset, samples_per_context=1, constrained=constrained,
+                                   batch_size=args.validity_batch_size, **common)
+            secs = time.perf_counter() - start
+            valid = sum(x.parsed.is_valid for x in lists)
+            kinds = Counter(k for x in lists for k in x.parsed.problem_kinds())
+            items = sum(x.parsed.n_valid for x in lists) / (len(lists) * g.list_length)
+            # Position bias: lists that are just the first N candidates in the order shown.
+            in_order = sum(x.parsed.short_ids == [f"C{k:02d}" for k in range(1, g.list_length + 1)] for x in lists)
+            name = "constrained" if constrained else "unconstrained"
+            results["validity"][name] = {
+                "lists": len(lists), "valid": valid, "rate": valid / len(lists), "usable_item_share": items,
+                "problems": dict(kinds), "seconds": secs, "first_n_in_order": in_order,
+                "completion_tokens": sum(x.completion_tokens for x in lists),
+                "example": lists[0].raw_text,
+            }
+            print(f"  {name:>13}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
+                  f"{items:.0%} of asked; lists with each problem: {dict(kinds)}; {in_order} lists are just "
+                  f"C01..C{g.list_length:02d} in order; {secs:.0f} s", flush=True)
+            print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
+    results["hardware"]["load_avg_end"] = os.getloadavg()
+    print(f"\nload average at end: {os.getloadavg()}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

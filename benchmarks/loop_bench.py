@@ -1,0 +1,506 @@
+"""The loop's measures (issue 7): label efficiency, the loop on real UCI data, stage wall times, and the
+annotator-facing latency while a round runs in another process. Prints figures; asserts nothing.
+
+Sections (each can be skipped; every size is a flag):
+
+1. ``--section efficiency`` — labels needed to reach a reward-model held-out accuracy with ACTIVE
+   selection (rlhf.active, the round's mix) vs RANDOM pairs. Demo shop (hidden preferences = truth),
+   pool of candidate lists per training context, a simulated default crowd (~0.75 agreement) answers
+   with :func:`rlhf.simulate.judge`; the reward model (TRL RewardTrainer + LoRA, ``--rm-backbone``) is
+   retrained from scratch after each batch and scored on held-out-context pairs whose label is the TRUE
+   utility order. Lists are sampled from each context's candidates with templated reasons (not LLM
+   samples) so that the pool is large and the CPU budget goes into the reward model.
+2. ``--section uci`` — the real loop on UCI Online Retail: import (rlhf.importing), contexts at a time
+   cut (rlhf.contexts), zero-shot lists and a first queue (rlhf.pairs.bootstrap_queue), simulated
+   annotators whose ground truth is the shopper's LATER purchases (``PurchaseUtility``,
+   ``--category-credit``), then ``--rounds`` training rounds, each run as a BACKGROUND PROCESS
+   (rlhf.rounds.launch_round) while the crowd keeps labelling through rlhf.annotation: that gives the
+   annotator latency during a round (vs before any round), and each round's stage wall times and its
+   evaluation (NDCG@N, HR@N, validity, diversity; popularity and co-purchase baselines; zero-shot).
+
+Full run (GPU recommended): see benchmarks/results/loop.md for the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rlhf.settings import load_settings
+from storage import Store
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+# ============================================================================ 1. label efficiency
+def _list_text(items, titles: dict[str, str], cats: dict[str, str]) -> str:
+    return "\n".join(f"{k + 1}. {titles[i]} - a good match in {cats.get(i) or 'the shop'}" for k, i in enumerate(items))
+
+
+def efficiency(args) -> dict:
+    """Labels to reach --target held-out accuracy, active vs random (same pool, crowd, seeds)."""
+    from rlhf import simulate as sim
+    from rlhf.active import CandidatePair, SelectionShares, select_pairs
+    from rlhf.demo import build_demo, utility_fn_for_store
+    from rlhf.reward.evaluate import pairwise_accuracy
+    from rlhf.reward.train import train_reward_model
+    from storage import catalog as catalog_repo
+    from storage import contexts as contexts_repo
+
+    rm_name = "feature Bradley-Terry model" if args.le_rm == "features" else f"TRL RewardTrainer ({args.rm_backbone})"
+    print(f"== 1. label efficiency: active vs random pairs (demo shop, {args.le_crowd} crowd, "
+          f"reward model: {rm_name}, ensemble {args.le_ensemble}, target accuracy {args.target})")
+    tmp = tempfile.TemporaryDirectory()
+    settings = load_settings(
+        store={"data_dir": Path(tmp.name) / "data"},
+        demo={"n_items": args.le_items, "n_shoppers": args.le_shoppers, "seed": args.seed},
+        contexts={"n_candidates": 12, "history_cap": 6},
+        reward_model={"backbone": args.rm_backbone, "epochs": args.rm_epochs, "batch_size": 16,
+                      "max_length": args.rm_max_length, "learning_rate": args.rm_lr, "logging_steps": 1000,
+                      "warmup_ratio": 0.0, "seed": args.seed},
+        rounds={"ensemble_size": 1},
+    )
+    store = Store.from_settings(settings)
+    build_demo(store, settings, with_accounts=False)
+    utility = utility_fn_for_store(store)
+    with store.transaction() as con:
+        contexts = contexts_repo.list_contexts(con)
+        items = catalog_repo.get_items(con, list({i for c in contexts for i in (*c.history, *c.candidates)}))
+    titles = {k: v.title for k, v in items.items()}
+    cats = {k: v.category for k, v in items.items()}
+    rng = np.random.default_rng(args.seed)
+    n = args.list_length
+
+    def prompt(c) -> str:
+        return "Shopper bought: " + "; ".join(titles[i] for i in c.history if i in titles)
+
+    # Pool: L random lists per context, all pairs within a context.
+    lists: dict[str, tuple[str, list[str]]] = {}
+    for c in contexts:
+        cand = [i for i in c.candidates if i in titles]
+        if len(cand) < n:
+            continue
+        for k in range(args.lists_per_context):
+            lists[f"{c.context_id}#{k}"] = (c.context_id, list(rng.choice(cand, n, replace=False)))
+    by_ctx = {c.context_id: c for c in contexts}
+    true_u = {g: float(utility(by_ctx[cid], its)) for g, (cid, its) in lists.items()}
+    train_ctx = [c.context_id for c in contexts if c.split != "heldout"]
+    held_ctx = [c.context_id for c in contexts if c.split == "heldout"]
+
+    def pairs_for(ctx_ids):
+        out = []
+        for cid in ctx_ids:
+            gs = sorted(g for g in lists if g.startswith(cid + "#"))
+            out += [CandidatePair(cid, gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))]
+        return out
+
+    pool = pairs_for(train_ctx)
+    test = [p for p in pairs_for(held_ctx) if abs(true_u[p.gen_a] - true_u[p.gen_b]) > 1e-9]
+    test = [test[i] for i in rng.permutation(len(test))[: args.test_pairs]]
+    crowd = sim.make_crowd(args.crowd_size, args.le_crowd, seed=args.seed)
+    scale = sim.utility_scale([true_u[p.gen_a] - true_u[p.gen_b] for p in pool])
+    print(f"pool: {len(pool)} candidate pairs on {len(train_ctx)} contexts; test: {len(test)} pairs on "
+          f"{len(held_ctx)} held-out contexts (label = true utility order); crowd {len(crowd)}, scale {scale:.3f}")
+
+    def label(pairs, rng_l):
+        rows = []
+        for p in pairs:
+            who = crowd[int(rng_l.integers(0, len(crowd)))]
+            left_is_a = bool(rng_l.random() < 0.5)
+            ul, ur = (true_u[p.gen_a], true_u[p.gen_b]) if left_is_a else (true_u[p.gen_b], true_u[p.gen_a])
+            j = sim.judge(who, ul, ur, rng_l, scale=scale, floor=getattr(utility, "floor", None))
+            choice = sim.canonical_choice(j, left_is_a)
+            if choice in ("A", "B"):
+                win, lose = (p.gen_a, p.gen_b) if choice == "A" else (p.gen_b, p.gen_a)
+                rows.append((p.context_id, win, lose))
+        return rows
+
+    gids = sorted(lists)
+
+    def fit(examples):
+        """A reward model trained on (context, chosen, rejected) -> scores of every list in ``gids``."""
+        if args.le_rm == "features":
+            return _feature_rm(examples, lists, by_ctx, items, n, args.seed)
+        frame = pd.DataFrame([{"prompt": prompt(by_ctx[c]), "chosen": _list_text(lists[w][1], titles, cats),
+                               "rejected": _list_text(lists[lo][1], titles, cats), "margin": 0.0}
+                              for c, w, lo in examples])
+        with tempfile.TemporaryDirectory() as out:
+            result = train_reward_model(frame, settings=settings, output_dir=out, progress=False)
+        scores = result.scorer.score([prompt(by_ctx[lists[g][0]]) for g in gids],
+                                     [_list_text(lists[g][1], titles, cats) for g in gids])
+        return dict(zip(gids, np.asarray(scores, dtype=float)))
+
+    test_better = [p.gen_a if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_b for p in test]
+    test_worse = [p.gen_b if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_a for p in test]
+
+    curves = {}
+    for strategy in ("random", "active"):
+        rng_l = np.random.default_rng(args.seed + 1)  # the same crowd draws for the same seed batch
+        rng_pick = np.random.default_rng(args.seed + 2)
+        asked: list[CandidatePair] = [pool[i] for i in rng_pick.permutation(len(pool))[: args.seed_pairs]]
+        examples = label(asked, rng_l)
+        curve = []
+        for step in range(args.steps + 1):
+            t0 = time.perf_counter()
+            score_of = fit(examples)
+            acc = pairwise_accuracy([score_of[g] for g in test_better], [score_of[g] for g in test_worse])
+            curve.append({"pairs_asked": len(asked), "labels_used": len(examples), "accuracy": float(acc),
+                          "train_s": time.perf_counter() - t0})
+            print(f"  {strategy:<6} step {step}: {len(asked):>4} pairs asked, {len(examples):>4} usable labels, "
+                  f"held-out accuracy {acc:.3f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+            if step == args.steps:
+                break
+            done = {(p.gen_a, p.gen_b) for p in asked}
+            if strategy == "random":
+                rest = [p for p in pool if (p.gen_a, p.gen_b) not in done]
+                batch = [rest[i] for i in rng_pick.permutation(len(rest))[: args.batch]]
+            else:
+                members = [score_of]
+                for k in range(1, args.le_ensemble):  # bootstrap replicas: disagreement signal
+                    idx = np.random.default_rng(args.seed + 10 * k + step).integers(0, len(examples), len(examples))
+                    members.append(fit([examples[i] for i in idx]))
+                scores = np.vstack([[m[g] for g in gids] for m in members])
+                labelled: dict[str, int] = {}
+                for p in asked:
+                    labelled[p.context_id] = labelled.get(p.context_id, 0) + 1
+                sel = select_pairs(pool, scores, gids, args.batch, shares=SelectionShares.from_settings(settings.rounds),
+                                   labelled_per_context=labelled, exclude=done, seed=args.seed + step)
+                batch = [CandidatePair(s.context_id, s.gen_a, s.gen_b) for s in sel]
+            asked += batch
+            examples += label(batch, rng_l)
+        curves[strategy] = curve
+
+    def needed(curve):
+        for prev, cur in zip([None, *curve[:-1]], curve):
+            if cur["accuracy"] >= args.target:
+                if prev is None or prev["accuracy"] >= args.target:
+                    return float(cur["pairs_asked"])
+                frac = (args.target - prev["accuracy"]) / max(cur["accuracy"] - prev["accuracy"], 1e-9)
+                return prev["pairs_asked"] + frac * (cur["pairs_asked"] - prev["pairs_asked"])
+        return None
+
+    n_random, n_active = needed(curves["random"]), needed(curves["active"])
+    print(f"labels (pairs asked) to reach accuracy {args.target}: random {n_random}, active {n_active}")
+    if n_random and n_active:
+        print(f"active needs {100 * (1 - n_active / n_random):.0f}% fewer labels (goal >= 30%)")
+    else:
+        print("the target was not reached by both strategies within the budget: compare the curves instead")
+    area = {k: float(np.mean([c["accuracy"] for c in v])) for k, v in curves.items()}
+    print(f"mean accuracy over the curve: random {area['random']:.3f}, active {area['active']:.3f}\n")
+    tmp.cleanup()
+    return {"curves": curves, "needed": {"random": n_random, "active": n_active}}
+
+
+def _features(context, items_in_list, items, n_cats: dict[str, int], attr_index: dict[tuple[str, str], int]):
+    """Observable features of a list for a context (never the hidden preferences): per position, discounted
+    by 1/log2(i+2): the share of the shopper's history in the item's category, the item's category,
+    its attribute values, log price and rating."""
+    hist = [items[i].category for i in context.history if i in items]
+    share = {c: hist.count(c) / len(hist) for c in set(hist)} if hist else {}
+    hist_attrs = [items[i].attributes or {} for i in context.history if i in items]
+    k = len(n_cats)
+    base = 3 + k + len(attr_index)
+    keys = ("material", "colour", "color", "style")
+    dim = base + k * k + len(keys)
+    v = np.zeros(dim)
+    for pos, item_id in enumerate(items_in_list):
+        it = items.get(item_id)
+        if it is None:
+            continue
+        w = 1.0 / np.log2(pos + 2)
+        v[0] += w * share.get(it.category, 0.0)
+        attrs = it.attributes or {}
+        v[1] += w * np.log1p(float(it.price or 0.0))
+        v[2] += w * (float(attrs.get("rating", 4.0)) - 4.0)
+        if it.category in n_cats:
+            v[3 + n_cats[it.category]] += w
+        for key, value in attrs.items():
+            j = attr_index.get((key, str(value)))
+            if j is not None:
+                v[3 + len(n_cats) + j] += w
+        if it.category in n_cats:  # history category mix x item category (cross-category taste)
+            for c, sh in share.items():
+                if c in n_cats:
+                    v[base + n_cats[c] * k + n_cats[it.category]] += w * sh
+        for a, key in enumerate(keys):  # the item shares an attribute value with the shopper's history
+            if key in attrs and hist_attrs:
+                v[base + k * k + a] += w * np.mean([h.get(key) == attrs[key] for h in hist_attrs])
+    return v
+
+
+def _feature_rm(examples, lists, by_ctx, items, n, seed):
+    """Bradley-Terry (logistic regression on feature differences, no intercept) -> scores of every list."""
+    from sklearn.linear_model import LogisticRegression
+
+    cats = sorted({it.category for it in items.values() if it.category})
+    n_cats = {c: i for i, c in enumerate(cats)}
+    attrs = sorted({(k, str(v)) for it in items.values() for k, v in (it.attributes or {}).items()
+                    if k not in ("rating",) and isinstance(v, str)})
+    attr_index = {a: i for i, a in enumerate(attrs)}
+    phi = {g: _features(by_ctx[cid], its, items, n_cats, attr_index) for g, (cid, its) in lists.items()}
+    if not examples:
+        return {g: 0.0 for g in lists}
+    x = np.array([phi[w] - phi[lo] for _, w, lo in examples])
+    x = np.vstack([x, -x])  # both orders: a symmetric, intercept-free Bradley-Terry fit
+    y = np.r_[np.ones(len(examples)), np.zeros(len(examples))]
+    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y)
+    w = model.coef_[0]
+    return {g: float(phi[g] @ w) for g in lists}
+
+
+def summarise_efficiency(runs: list[dict], target: float) -> None:
+    """Mean accuracy curves over repeats (different shops, crowds and seeds) and labels to the target."""
+    print(f"== label efficiency over {len(runs)} repeats (mean held-out accuracy by pairs asked)")
+    means = {}
+    for strategy in ("random", "active"):
+        acc = np.array([[c["accuracy"] for c in run["curves"][strategy]] for run in runs])
+        asked = [c["pairs_asked"] for c in runs[0]["curves"][strategy]]
+        means[strategy] = (asked, acc.mean(axis=0), acc.std(axis=0) / np.sqrt(len(runs)))
+    print("pairs asked  " + "  ".join(f"{a:>6}" for a in means["random"][0]))
+    for strategy, (asked, m, se) in means.items():
+        print(f"{strategy:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
+        print(f"{'  +/- s.e.':<11}  " + "  ".join(f"{v:6.3f}" for v in se))
+
+    def needed(asked, m):
+        for i, v in enumerate(m):
+            if v >= target:
+                if i == 0:
+                    return float(asked[0])
+                frac = (target - m[i - 1]) / max(v - m[i - 1], 1e-9)
+                return asked[i - 1] + frac * (asked[i] - asked[i - 1])
+        return None
+
+    nr, na = needed(*means["random"][:2]), needed(*means["active"][:2])
+    print(f"pairs to reach mean accuracy {target}: random {nr}, active {na}")
+    if nr and na:
+        print(f"active needs {100 * (1 - na / nr):.0f}% fewer labels (goal >= 30%)")
+    print()
+
+
+# ============================================================================ 2. UCI loop
+def _crowd_labels(store, settings, crowd, utility, n, seed, scale=None):
+    """Label up to n pairs with the crowd through rlhf.annotation; returns per-call latencies (ms)."""
+    from rlhf import simulate as sim
+
+    rep = sim.run_simulation(store, crowd, utility, n, settings=settings, seed=seed, scale=scale)
+    return rep
+
+
+def _tiny_policy(folder: Path) -> str:
+    """A 2-layer Llama (hidden 64) with SmolLM2's real tokenizer, saved as a local model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.models import load_tokenizer
+
+    if (folder / "config.json").is_file():
+        return str(folder)
+    tokenizer = load_tokenizer(load_settings().model.policy)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def uci(args) -> dict:
+    from rlhf import rounds as R
+    from rlhf import simulate as sim
+    from rlhf.contexts import build_contexts
+    from rlhf.importing import import_online_retail
+    from rlhf.pairs import bootstrap_queue
+    from storage import contexts as contexts_repo
+
+    data = Path(args.uci_dir)
+    print(f"== 2. the loop on UCI Online Retail ({data}), cut {args.cut}, {args.rounds} rounds, policy "
+          f"{'tiny (see below)' if args.tiny_policy else args.policy or 'default SmolLM2-135M'}, "
+          f"category_credit {args.category_credit}")
+    if not data.is_dir():
+        print("skipped: data not found\n")
+        return {}
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="loop_bench_"))
+    overrides = {
+        "store": {"data_dir": work / "data", "lock_timeout_s": 60.0},
+        "contexts": {"n_candidates": args.candidates, "history_cap": args.history_cap, "heldout_fraction": 0.3},
+        "generation": {"list_length": args.list_length, "samples_per_context": 2, "max_new_tokens": args.max_new_tokens,
+                    "batch_size": 8},
+        "reward_model": {"backbone": args.rm_backbone, "epochs": args.rm_epochs, "max_length": args.rm_max_length,
+                      "learning_rate": args.rm_lr, "min_examples": 4, "logging_steps": 5},
+        "ppo": {"steps": args.ppo_steps, "batch_size": args.ppo_batch, "mini_batch_size": max(1, args.ppo_batch // 2),
+             "ppo_epochs": 2, "max_new_tokens": args.max_new_tokens, "checkpoint_every": 0},
+        "rounds": {"new_pairs": args.new_pairs, "contexts_per_round": args.pool_contexts,
+                "eval_contexts": args.eval_contexts, "ensemble_size": args.ensemble, "min_labels": 8,
+                "eval_bootstrap_samples": 1000},
+        "simulation": {"category_credit": args.category_credit},
+        "queue": {"overlap_target": args.overlap, "gold_rate": 0.0, "reshow_rate": 0.0},
+    }
+    if args.tiny_policy:
+        args.policy = _tiny_policy(work / "tiny_policy")
+        print(f"policy: a tiny random-init Llama (2 layers, hidden 64) with SmolLM2's tokenizer at {args.policy} "
+              "(machinery, wall times and latency only: its NDCG says nothing about learning)")
+    if args.policy:
+        overrides["model"] = {"policy": args.policy}
+    settings = load_settings(**overrides)
+    store = Store.from_settings(settings)
+    t0 = time.perf_counter()
+    rep = import_online_retail(store, data, settings=settings)
+    print(f"import: {rep.items} items, {rep.interactions} interactions in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    built = build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
+    print(f"contexts at cut {args.cut}: {built.built} in {time.perf_counter() - t0:.1f} s")
+    with store.transaction() as con:
+        contexts = contexts_repo.list_contexts(con)
+    utility = sim.PurchaseUtility.from_store(store, contexts, events=["purchase"],
+                                             category_credit=args.category_credit)
+    crowd = sim.make_crowd(args.crowd_size, "default", seed=args.seed)
+    sim.ensure_accounts(store, crowd)
+    t0 = time.perf_counter()
+    bootstrap_queue(store, settings, args.initial_pairs, progress=False)
+    print(f"zero-shot queue: {args.initial_pairs} pairs sampled in {time.perf_counter() - t0:.1f} s")
+    quiet = _crowd_labels(store, settings, crowd, utility, args.labels_per_round, args.seed)
+    print(f"labels before round 1: {quiet.labels}; service latency with NO round running: "
+          f"p50 {pct(quiet.service_ms, 50):.1f} ms, p95 {pct(quiet.service_ms, 95):.1f} ms "
+          f"({len(quiet.service_ms)} calls)")
+    results = []
+    for k in range(1, args.rounds + 1):
+        round_id, pid = R.launch_round(settings)
+        t0 = time.perf_counter()
+        lat: list[float] = []
+        labels = 0
+        while R.pid_alive(pid):
+            rep = _crowd_labels(store, settings, crowd, utility, 5, args.seed + k * 100 + labels)
+            lat += rep.service_ms
+            labels += rep.labels
+            if rep.labels == 0:
+                time.sleep(1.0)
+        wall = time.perf_counter() - t0
+        status = R.round_status(store, round_id)
+        print(f"-- round {k} ({round_id}): {status['status']} in {wall:.0f} s; during it the crowd submitted "
+              f"{labels} labels, service latency p50 {pct(lat, 50):.1f} ms, p95 {pct(lat, 95):.1f} ms "
+              f"({len(lat)} calls)")
+        if status["status"] != "done":
+            print(status["error"])
+            print(R.log_tail(Path(status["folder"]), 30))
+            break
+        print("   stage seconds: " + ", ".join(f"{s} {v:.1f}" for s, v in status["timings"].items()))
+        ev = json.loads((Path(status["folder"]) / "evaluation.json").read_text())
+        table = pd.DataFrame(ev.get("table", []))
+        n = args.list_length
+        if not table.empty:
+            cols = ["policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", f"hr@{n}", "hr_lo", "hr_hi",
+                    "validity", "item_validity", "diversity"]
+            print(table[[c for c in cols if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        m = status["metrics"]
+        print(f"   RM held-out accuracy {m.get('rm_heldout_accuracy')}, RM win rate vs previous "
+              f"{m.get('rm_win_rate')}, PPO reward {m.get('ppo_reward')}, KL {m.get('ppo_kl')}, "
+              f"pairs enqueued {m.get('pairs_enqueued')}")
+        results.append({"round": k, "round_id": round_id, "wall_s": wall, "timings": status["timings"],
+                        "metrics": m, "table": ev.get("table"), "latency_ms": {"p50": pct(lat, 50),
+                                                                               "p95": pct(lat, 95)}})
+        more = _crowd_labels(store, settings, crowd, utility, args.labels_per_round, args.seed + k)
+        print(f"   labels after round {k}: +{more.labels}")
+    if results:
+        first, last = results[0]["table"] or [], results[-1]["table"] or []
+        zero = next((r for r in first if r["policy"] == results[0]["metrics"].get("parent") or
+                     r["policy"].startswith("base-")), None)
+        final = next((r for r in last if r["policy"] == results[-1]["metrics"].get("policy_id")), None) or \
+            (last[0] if last else None)
+        pop = next((r for r in last if "popularity" in r["policy"]), None)
+        n = args.list_length
+        if zero and final and pop:
+            print(f"round {len(results)} NDCG@{n} {final[f'ndcg@{n}']:.4f} [{final['ndcg_lo']:.4f}, "
+                  f"{final['ndcg_hi']:.4f}] vs zero-shot {zero[f'ndcg@{n}']:.4f} [{zero['ndcg_lo']:.4f}, "
+                  f"{zero['ndcg_hi']:.4f}] (ratio {final[f'ndcg@{n}'] / max(zero[f'ndcg@{n}'], 1e-12):.2f}, goal >= 1.2) "
+                  f"vs popularity {pop[f'ndcg@{n}']:.4f} [{pop['ndcg_lo']:.4f}, {pop['ndcg_hi']:.4f}]")
+    print(f"work folder: {work}\n")
+    return {"rounds": results}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--section", choices=["all", "efficiency", "uci"], default="all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--list-length", type=int, default=5)
+    p.add_argument("--rm-backbone", default="minilm")
+    p.add_argument("--rm-epochs", type=float, default=2.0)
+    p.add_argument("--rm-lr", type=float, default=5e-4)
+    p.add_argument("--rm-max-length", type=int, default=256)
+    p.add_argument("--json-out", default=None)
+    p.add_argument("--repeats", type=int, default=1, help="label efficiency: repeat with seeds seed..seed+R-1")
+    g = p.add_argument_group("label efficiency")
+    g.add_argument("--le-rm", choices=["features", "trl"], default="features",
+                   help="features: Bradley-Terry logistic model on observable list features (fast, CPU); "
+                        "trl: the product's TRL RewardTrainer + LoRA on --rm-backbone (slow on CPU)")
+    g.add_argument("--le-ensemble", type=int, default=3, help="reward models in the active ensemble (bootstrap)")
+    g.add_argument("--le-items", type=int, default=240)
+    g.add_argument("--le-shoppers", type=int, default=160)
+    g.add_argument("--le-crowd", default="default")
+    g.add_argument("--crowd-size", type=int, default=20)
+    g.add_argument("--lists-per-context", type=int, default=4)
+    g.add_argument("--seed-pairs", type=int, default=40)
+    g.add_argument("--batch", type=int, default=40)
+    g.add_argument("--steps", type=int, default=5)
+    g.add_argument("--test-pairs", type=int, default=300)
+    g.add_argument("--target", type=float, default=0.70)
+    u = p.add_argument_group("UCI loop")
+    u.add_argument("--uci-dir", default=str(ROOT.parent / "shared" / "data" / "uci_online_retail"))
+    u.add_argument("--workdir", default=None)
+    u.add_argument("--cut", default="2011-09-01")
+    u.add_argument("--max-contexts", type=int, default=400)
+    u.add_argument("--candidates", type=int, default=20)
+    u.add_argument("--history-cap", type=int, default=10)
+    u.add_argument("--policy", default=None, help="model spec (default: settings.model.policy)")
+    u.add_argument("--tiny-policy", action="store_true",
+                   help="use a tiny random-init policy (CPU smoke run of the machinery; NDCG is meaningless)")
+    u.add_argument("--max-new-tokens", type=int, default=160)
+    u.add_argument("--ppo-steps", type=int, default=50)
+    u.add_argument("--ppo-batch", type=int, default=16)
+    u.add_argument("--pool-contexts", type=int, default=100)
+    u.add_argument("--eval-contexts", type=int, default=200)
+    u.add_argument("--new-pairs", type=int, default=200)
+    u.add_argument("--initial-pairs", type=int, default=100)
+    u.add_argument("--labels-per-round", type=int, default=300)
+    u.add_argument("--overlap", type=int, default=3)
+    u.add_argument("--ensemble", type=int, default=3)
+    u.add_argument("--rounds", type=int, default=3)
+    u.add_argument("--category-credit", type=float, default=0.2)
+    args = p.parse_args()
+    import torch
+
+    print(f"host: {os.cpu_count()} CPUs, torch {torch.__version__}, CUDA {torch.cuda.is_available()}; "
+          f"args: {vars(args)}\n", flush=True)
+    out = {}
+    if args.section in ("all", "efficiency"):
+        runs = []
+        for r in range(args.repeats):
+            runs.append(efficiency(argparse.Namespace(**{**vars(args), "seed": args.seed + r})))
+        if args.repeats > 1:
+            summarise_efficiency(runs, args.target)
+        out["efficiency"] = runs
+    if args.section in ("all", "uci"):
+        out["uci"] = uci(args)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Annotation services: what the Label page (and simulated annotators, benchmarks) call.
+
+Public API -- every function takes the :class:`storage.Store` and an annotator id, opens its own short
+unit(s) of work, and returns plain records; none imports torch or any model code:
+
+- :func:`next_task` -- the annotator's current pair, ready to display (:class:`Task`), or None when the
+  queue has nothing left for them. Idempotent: asking again returns the same task until it is answered.
+- :func:`submit_label` -- record the answer to a task. ``choice`` is in DISPLAY terms ('left', 'right',
+  'tie', 'both_bad'); it is stored in the pair's canonical A/B terms. Submitting twice stores once.
+- :func:`submit_and_next` -- both of the above in ONE unit of work (one commit; all or nothing).
+- :func:`skip_task` -- close a task with a reason; the pair is never shown to this annotator again.
+- :func:`undo_last_label` -- retract the annotator's latest label within ``settings.queue.undo_window_s``
+  and return its pair as the current task (same sides as before).
+- :func:`get_progress` -- labels today / in total, pairs left for this annotator.
+- :func:`release_tasks` -- give back held pairs (log-out).
+- :func:`get_guidelines` / :func:`set_guidelines` -- the markdown shown in the Label page's sidebar.
+
+The queue rules themselves live in :mod:`storage.queue` (one function serves, one records).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rlhf.settings import Settings, get_settings
+from storage import Store
+from storage import app_texts as texts_repo
+from storage import queue as queue_repo
+from storage.errors import NotFoundError, ValidationError
+from storage.queue import Progress, QueuePolicy
+from storage.records import CatalogItem, Label
+
+GUIDELINES_KEY = "guidelines"
+
+DEFAULT_GUIDELINES = """\
+**Which list would this shopper rather see?**
+
+1. Read the shopper's recent purchases first.
+2. Compare the two lists as a whole: relevance to this shopper, variety, and whether each reason is
+   true and specific.
+3. Choose **A** or **B** and how much better it is; **Tie** when they are equally good; **Both bad**
+   when neither is useful.
+4. Flag single items that are irrelevant, not in the catalogue, duplicated, or have a bad reason.
+
+Keyboard: **1** = A, **2** = B, **3** = tie, **4** = both bad, **Enter** = submit.
+"""
+
+#: Human names for parser problem kinds (kept in sync with rlhf.parsing.PROBLEM_LABELS when present).
+_PROBLEM_NAMES: dict[str, str] = {
+    "unparseable": "unreadable line",
+    "unknown_id": "unknown item",
+    "not_a_candidate": "not a candidate",
+    "duplicate": "duplicate",
+    "missing_reason": "no reason",
+    "too_few": "too few items",
+    "too_many": "too many items",
+}
+
+
+@dataclass(frozen=True)
+class ShownItem:
+    """One recommended item as the annotator sees it; ``badges`` name problems with this item."""
+
+    rank: int
+    item_id: str
+    title: str
+    category: str | None
+    price: float | None
+    reason: str
+    badges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShownList:
+    """One side of a task: its items and list-level problems found by the parser."""
+
+    items: tuple[ShownItem, ...]
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    """A pair leased to an annotator, resolved for display.
+
+    ``reason`` (priority / gold / reshow / undo) is for logs and debugging only: the page must not show
+    it, so that gold pairs and re-shows are not recognisable.
+    """
+
+    assignment_id: str
+    pair_id: str
+    reason: str
+    shopper_id: str
+    history: tuple[CatalogItem, ...]
+    candidates: tuple[CatalogItem, ...]
+    left: ShownList
+    right: ShownList
+    expires_at: datetime
+    assigned_at: datetime = field(compare=False, default=None)  # type: ignore[assignment]
+
+
+def queue_policy(settings: Settings | None = None) -> QueuePolicy:
+    """The queue's knobs from ``settings.queue``."""
+    q = (settings or get_settings()).queue
+    return QueuePolicy(
+        lease_minutes=q.lease_minutes, gold_rate=q.gold_rate, reshow_rate=q.reshow_rate,
+        reshow_min_gap=q.reshow_min_gap, undo_window_s=q.undo_window_s, max_rationale_chars=q.max_rationale_chars,
+    )
+
+
+def _rng(con: Any, settings: Settings, annotator_id: str) -> random.Random:
+    """Fresh randomness, or with ``settings.queue.seed`` a reproducible stream per annotator."""
+    seed = settings.queue.seed
+    if seed is None:
+        return random.Random()
+    n = queue_repo.count_assignments(con, annotator_id)
+    return random.Random(f"{seed}/{annotator_id}/{n}")
+
+
+def next_task(
+    store: Store, annotator_id: str, *, settings: Settings | None = None, now: datetime | None = None
+) -> Task | None:
+    """The annotator's current task (leased now if they hold none); None when nothing is left for them."""
+    settings = settings or get_settings()
+    with store.transaction() as con:
+        assignment = queue_repo.next_assignment(
+            con, annotator_id, queue_policy(settings), now=now, rng=_rng(con, settings, annotator_id)
+        )
+        if assignment is None:
+            return None
+        return _resolve(con, assignment)
+
+
+def _resolve(con: Any, assignment: Any) -> Task:
+    """Everything the page shows for an assignment, in two queries (pair+context+generations, items)."""
+    shown = queue_repo.pair_for_display(con, assignment.pair_id)
+    left_id = assignment.left_gen
+    right_id = shown["gen_b"] if left_id == shown["gen_a"] else shown["gen_a"]
+    gens = shown["generations"]
+    if left_id not in gens or right_id not in gens:
+        raise NotFoundError(f"Pair {assignment.pair_id} names a generation that does not exist.")
+    listed = [i.get("item_id", "") for g in (gens[left_id], gens[right_id]) for i in g["items"]]
+    rows = queue_repo.items_for_display(con, [*shown["history"], *shown["candidates"], *listed])
+    items = {i: CatalogItem(item_id=i, title=t, category=c, price=p) for i, (t, c, p) in rows.items()}
+    candidate_set = set(shown["candidates"])
+    history = tuple(reversed([items[i] for i in shown["history"] if i in items]))  # most recent first
+    candidates = tuple(items[i] for i in shown["candidates"] if i in items)
+    return Task(
+        assignment_id=assignment.assignment_id, pair_id=assignment.pair_id, reason=assignment.reason,
+        shopper_id=shown["shopper_id"] or "", history=history, candidates=candidates,
+        left=_shown_list(gens[left_id], items, candidate_set), right=_shown_list(gens[right_id], items, candidate_set),
+        expires_at=assignment.expires_at, assigned_at=assignment.assigned_at,
+    )
+
+
+def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str]) -> ShownList:
+    shown: list[ShownItem] = []
+    seen: set[str] = set()
+    for rank, entry in enumerate(gen["items"], start=1):
+        item_id = str(entry.get("item_id", ""))
+        reason = str(entry.get("reason") or "")
+        item = items.get(item_id)
+        badges: list[str] = []
+        if item is None:
+            badges.append(_PROBLEM_NAMES["unknown_id"])
+        elif candidates and item_id not in candidates:
+            badges.append(_PROBLEM_NAMES["not_a_candidate"])
+        if item_id in seen:
+            badges.append(_PROBLEM_NAMES["duplicate"])
+        if not reason.strip():
+            badges.append(_PROBLEM_NAMES["missing_reason"])
+        seen.add(item_id)
+        shown.append(ShownItem(
+            rank=rank, item_id=item_id, title=item.title if item else f"(unknown item {item_id})",
+            category=item.category if item else None, price=item.price if item else None,
+            reason=reason, badges=tuple(badges),
+        ))
+    problems = []
+    for p in gen["problems"]:
+        kind = str(p.get("kind", "problem")) if isinstance(p, dict) else str(p)
+        name = _PROBLEM_NAMES.get(kind, kind.replace("_", " "))
+        if name not in problems:
+            problems.append(name)
+    return ShownList(items=tuple(shown), problems=tuple(problems))
+
+
+def submit_label(
+    store: Store,
+    annotator_id: str,
+    assignment_id: str,
+    choice: str,
+    *,
+    strength: int | None = None,
+    item_flags: dict[str, dict[str, list[str]]] | None = None,
+    rationale: str | None = None,
+    time_ms: int | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> Label:
+    """Record the annotator's answer to a task (display terms; see the module docstring)."""
+    policy = queue_policy(settings)
+    with store.transaction() as con:
+        label, _created = queue_repo.record_label(
+            con, assignment_id=assignment_id, annotator_id=annotator_id, shown_choice=choice, strength=strength,
+            item_flags=item_flags, rationale=rationale, time_ms=time_ms, policy=policy, now=now,
+        )
+    return label
+
+
+def submit_and_next(
+    store: Store,
+    annotator_id: str,
+    assignment_id: str,
+    choice: str,
+    *,
+    strength: int | None = None,
+    item_flags: dict[str, dict[str, list[str]]] | None = None,
+    rationale: str | None = None,
+    time_ms: int | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> tuple[Label, Task | None]:
+    """Record an answer and lease the next task, in ONE unit of work (one commit, one file attach).
+
+    All or nothing: if anything fails, no label is stored and the same task can be submitted again.
+    """
+    settings = settings or get_settings()
+    policy = queue_policy(settings)
+    with store.transaction() as con:
+        label, _created = queue_repo.record_label(
+            con, assignment_id=assignment_id, annotator_id=annotator_id, shown_choice=choice, strength=strength,
+            item_flags=item_flags, rationale=rationale, time_ms=time_ms, policy=policy, now=now,
+        )
+        assignment = queue_repo.next_assignment(
+            con, annotator_id, policy, now=now, rng=_rng(con, settings, annotator_id)
+        )
+        return label, (None if assignment is None else _resolve(con, assignment))
+
+
+def skip_task(
+    store: Store, annotator_id: str, assignment_id: str, reason: str, *, now: datetime | None = None
+) -> None:
+    """Skip a task with a reason (one of ``settings.queue.skip_reasons`` or free text)."""
+    with store.transaction() as con:
+        queue_repo.skip(con, assignment_id=assignment_id, annotator_id=annotator_id, reason=reason, now=now)
+
+
+def undo_last_label(
+    store: Store, annotator_id: str, *, settings: Settings | None = None, now: datetime | None = None
+) -> Task:
+    """Retract the latest label (within the undo window) and return its pair as the current task."""
+    with store.transaction() as con:
+        _label, assignment = queue_repo.undo_last(con, annotator_id, queue_policy(settings), now=now)
+        return _resolve(con, assignment)
+
+
+def get_progress(store: Store, annotator_id: str, *, now: datetime | None = None) -> Progress:
+    """Labels today and in total, and pairs the queue could still give this annotator."""
+    with store.transaction() as con:
+        return queue_repo.progress(con, annotator_id, now=now)
+
+
+def release_tasks(store: Store, annotator_id: str) -> int:
+    """Give back the annotator's held pairs at once (log-out) instead of waiting for the lease to expire."""
+    with store.transaction() as con:
+        return queue_repo.release_leases(con, annotator_id)
+
+
+def queue_summary(store: Store) -> dict[str, int]:
+    """Counts of open / complete / gold pairs, live leases and labels (dashboards)."""
+    with store.transaction() as con:
+        return queue_repo.queue_summary(con)
+
+
+def get_guidelines(store: Store) -> str:
+    """The labelling guidelines (markdown); a sensible default until an admin writes some."""
+    with store.transaction() as con:
+        found = texts_repo.get_text(con, GUIDELINES_KEY)
+    return found[0] if found else DEFAULT_GUIDELINES
+
+
+def set_guidelines(store: Store, body: str, *, updated_by: str | None = None) -> int:
+    """Save a new version of the guidelines; returns the version number."""
+    body = (body or "").strip()
+    if not body:
+        raise ValidationError("The guidelines cannot be empty.")
+    if len(body) > 50_000:
+        raise ValidationError("The guidelines are longer than 50,000 characters.")
+    with store.transaction() as con:
+        return texts_repo.set_text(con, GUIDELINES_KEY, body, updated_by=updated_by)

@@ -1,0 +1,84 @@
+"""Annotation commands: export labels, set the labelling guidelines, see the queue."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from rlhf.cli.common import friendly_errors
+
+guidelines_app = typer.Typer(help="Show or set the labelling guidelines shown on the Label page.", no_args_is_help=True)
+queue_app = typer.Typer(help="Inspect the labelling queue.", no_args_is_help=True)
+
+
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    trl = "trl"
+
+
+class TrlStyle(str, Enum):
+    conversational = "conversational"
+    text = "text"
+
+
+@friendly_errors
+def export_command(
+    fmt: ExportFormat = typer.Option(..., "--format", help="parquet: every current label; trl: prompt/chosen/"
+                                     "rejected/margin JSONL for trl.RewardTrainer."),
+    out: Path = typer.Option(..., "--out", help="File to write (replaced atomically)."),
+    style: TrlStyle = typer.Option(TrlStyle.conversational, help="TRL only: chat messages or plain strings."),
+    with_ids: bool = typer.Option(False, "--with-ids", help="TRL only: add label_id, pair_id, annotator_id."),
+    no_gold: bool = typer.Option(False, "--no-gold", help="TRL only: leave gold pairs out."),
+) -> None:
+    """Export labels (undone labels are never exported)."""
+    from rlhf.export import export_labels
+    from rlhf.runtime import open_store
+
+    store = open_store()
+    kwargs = {} if fmt is ExportFormat.parquet else {
+        "style": style.value, "with_ids": with_ids, "include_gold": not no_gold}
+    summary = export_labels(store, out, fmt=fmt.value, **kwargs)
+    typer.echo(summary.sentence())
+
+
+@guidelines_app.command("set")
+@friendly_errors
+def guidelines_set(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A markdown file."),
+    by: str = typer.Option("cli", help="Recorded as the author of this version."),
+) -> None:
+    """Replace the guidelines with the content of a markdown file (the old version is kept)."""
+    from rlhf.annotation import set_guidelines
+    from rlhf.runtime import open_store
+
+    version = set_guidelines(open_store(), file.read_text(encoding="utf-8"), updated_by=by)
+    typer.echo(f"Guidelines saved as version {version}.")
+
+
+@guidelines_app.command("show")
+@friendly_errors
+def guidelines_show() -> None:
+    """Print the current guidelines."""
+    from rlhf.annotation import get_guidelines
+    from rlhf.runtime import open_store
+
+    typer.echo(get_guidelines(open_store()))
+
+
+@queue_app.command("status")
+@friendly_errors
+def queue_status() -> None:
+    """Open / complete / gold pairs, live leases and labels."""
+    from rlhf.annotation import queue_summary
+    from rlhf.runtime import open_store
+
+    typer.echo(json.dumps(queue_summary(open_store()), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
+    app.add_typer(guidelines_app, name="guidelines")
+    app.add_typer(queue_app, name="queue")

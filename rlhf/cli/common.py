@@ -1,0 +1,32 @@
+"""Shared CLI plumbing: turning known errors into one clear sentence and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from rlhf.errors import RecFeedbackError
+from rlhf.settings import ConfigError
+from storage.errors import StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("recfeedback")
+
+
+def friendly_errors(func: F) -> F:
+    """Print known failures as a sentence (details in the log) and exit 1 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (RecFeedbackError, StoreError, ConfigError, FileNotFoundError) as exc:
+            log.debug("command failed", exc_info=True)
+            typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from exc
+
+    return wrapper  # type: ignore[return-value]

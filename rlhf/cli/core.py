@@ -1,0 +1,55 @@
+"""Core commands: configuration and starting the app."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from rlhf.cli.common import friendly_errors
+from rlhf.settings import config_file_path, get_settings
+
+config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
+
+
+@config_app.command("show")
+@friendly_errors
+def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of TOML-like text.")) -> None:
+    """Print the effective settings (defaults, then the TOML file, then RECFEEDBACK_* variables)."""
+    settings = get_settings()
+    data = settings.to_toml_dict()
+    source = config_file_path()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"# config file: {source or '(none; defaults + environment)'}")
+    for section, values in data.items():
+        typer.echo(f"\n[{section}]")
+        for key, value in values.items():
+            typer.echo(f"{key} = {json.dumps(value)}")
+
+
+def app_command(
+    port: int = typer.Option(None, help="Port (default: settings.app.port)."),
+    headless: bool = typer.Option(True, help="Do not open a browser window."),
+) -> None:
+    """Start the Streamlit annotation app on the configured store."""
+    settings = get_settings()
+    script = Path(__file__).resolve().parents[2] / "annotate_app" / "Home.py"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.port", str(port or settings.app.port),
+        "--server.address", settings.app.host,
+        "--server.headless", "true" if headless else "false",
+        "--browser.gatherUsageStats", "false",
+    ]
+    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")
+    app.command("app")(app_command)

@@ -1,0 +1,87 @@
+"""``recfeedback generate`` (the policy writes lists) and ``recfeedback pairs make`` (fill the queue)."""
+
+from __future__ import annotations
+
+import typer
+
+from rlhf.cli.common import friendly_errors
+
+pairs_app = typer.Typer(help="Build A/B pairs of lists for the labelling queue.", no_args_is_help=True)
+
+
+@friendly_errors
+def generate_command(
+    policy_id: str = typer.Option(None, "--policy-id", help="Policy to sample (default: the base model's id). "
+                                  "A trained policy loads its base model plus LoRA adapter; a baseline "
+                                  "(baseline-popularity, baseline-copurchase) writes template lists."),
+    model: str = typer.Option(None, "--model", help="Model for a NEW policy id (default: settings.model.policy): "
+                              "a local folder, a .gguf file or a cached Hugging Face id."),
+    contexts: int = typer.Option(None, "--contexts", help="How many contexts without lists of this policy "
+                                 "(default: settings.generation.contexts_per_run)."),
+    context_id: list[str] = typer.Option(  # noqa: B008 - typer's way to declare a repeatable option
+        None, "--context-id", help="Exact context(s) to sample for (repeatable)."
+    ),
+    split: str = typer.Option("train", help="Context split to draw from: train, heldout or all."),
+    samples: int = typer.Option(None, "--samples", help="Lists per context (default: settings)."),
+    constrained: bool = typer.Option(None, "--constrained/--no-constrained",
+                                     help="Force the format and candidate ids while decoding (default: settings)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Prompts per batch (default: settings)."),
+    temperature: float = typer.Option(None, help="Sampling temperature; 0 is greedy (default: settings)."),
+    seed: int = typer.Option(None, help="Random seed (default: settings.generation.seed)."),
+) -> None:
+    """Sample recommendation lists with reasons from a policy and store them."""
+    from rlhf.generate import generate_for_store
+    from rlhf.runtime import open_store, setup_logging
+    from rlhf.settings import get_settings
+
+    setup_logging()
+    settings = get_settings()
+    if settings.model.cpu_threads:
+        import torch
+
+        torch.set_num_threads(settings.model.cpu_threads)
+    run = generate_for_store(
+        open_store(settings), settings, policy_id, context_ids=context_id or None, n_contexts=contexts,
+        split=None if split == "all" else split, model_spec=model, samples_per_context=samples,
+        constrained=constrained, seed=seed, batch_size=batch_size, temperature=temperature,
+    )
+    if not run.generation_ids:
+        typer.echo(f"Nothing to do: every context of split {split!r} already has lists from {run.policy_id}.")
+        return
+    speed = f", {run.completion_tokens / run.seconds:.1f} tokens/s" if run.seconds and run.completion_tokens else ""
+    typer.echo(
+        f"{run.n_generations} lists for {run.n_contexts} context{'s' if run.n_contexts != 1 else ''} from "
+        f"{run.policy_id}: "
+        f"{run.n_valid} valid ({run.validity:.0%}), {run.seconds:.1f} s{speed}."
+    )
+
+
+@pairs_app.command("make")
+@friendly_errors
+def pairs_make(
+    strategy: str = typer.Option("same_policy", help="same_policy, new_vs_previous or vs_baseline."),
+    policy: str = typer.Option(None, "--policy", help="Policy whose lists are paired (default: the latest LLM policy)."),
+    baseline: str = typer.Option("popularity", help="For vs_baseline: popularity or copurchase."),
+    limit: int = typer.Option(None, help="At most this many new pairs (default: as many as possible)."),
+    per_context: int = typer.Option(1, "--per-context", help="At most this many new pairs per context."),
+) -> None:
+    """Pair stored lists and add the pairs to the labelling queue (never twice the same pair)."""
+    from rlhf.pairs import make_pairs
+    from rlhf.runtime import open_store, setup_logging
+    from rlhf.settings import get_settings
+
+    setup_logging()
+    settings = get_settings()
+    report = make_pairs(open_store(settings), settings, strategy=strategy, policy_id=policy, baseline=baseline,
+                        limit=limit, per_context=per_context)
+    other = f" vs {report.other_policy_id}" if report.other_policy_id else ""
+    typer.echo(
+        f"{report.created} new {strategy} pair{'s' if report.created != 1 else ''} ({report.policy_id}{other}) "
+        f"over {report.contexts_considered} context{'s' if report.contexts_considered != 1 else ''}; skipped {report.skipped_identical} identical, {report.skipped_existing} already queued, "
+        f"{report.skipped_empty} lists without usable items."
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate_command)
+    app.add_typer(pairs_app, name="pairs")

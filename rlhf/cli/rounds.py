@@ -1,0 +1,186 @@
+"""``recfeedback round run|status|list|cancel|resume``: training rounds from the command line.
+
+``python -m rlhf.cli.rounds ...`` runs the same commands without the rest of the CLI; the Training page
+starts background rounds that way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rlhf.cli.common import friendly_errors
+
+
+def _settings(data_dir: str | None) -> Any:
+    from rlhf.settings import get_settings, load_settings
+
+    if data_dir is None:
+        return get_settings()
+    return load_settings(store={**get_settings().store.model_dump(), "data_dir": Path(data_dir)})
+
+
+def _print_status(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(status, indent=2, default=str))
+        return
+    typer.echo(f"Round {status['round_id']}: {status['status']} (stage {status['stage']})")
+    progress = status.get("progress") or {}
+    if progress.get("total"):
+        typer.echo(f"  progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}")
+    typer.echo(f"  finished stages: {', '.join(status['completed_stages']) or 'none'}")
+    if status.get("timings"):
+        typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
+    if status.get("policy_id"):
+        typer.echo(f"  new policy: {status['policy_id']} (from {status['parent_policy_id']})")
+    if status.get("reward_model_id"):
+        typer.echo(f"  reward model: {status['reward_model_id']}")
+    for key, value in (status.get("metrics") or {}).items():
+        if not isinstance(value, dict):
+            typer.echo(f"  {key}: {value}")
+    if status.get("error"):
+        typer.echo(f"  error: {status['error']}")
+    if status["status"] == "interrupted":
+        typer.echo(f"  Its process is gone: continue it with `recfeedback round resume {status['round_id']}`.")
+
+
+@friendly_errors
+def run_command(
+    round_id: str = typer.Option(None, "--id", help="Round id (default: a new one)."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Data folder (default: settings.store.data_dir)."),
+    background: bool = typer.Option(False, "--background", "-b", help="Start it as a background process and return."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    stop_after: str = typer.Option(None, "--stop-after", help="Stop after this stage (debugging)."),
+) -> None:
+    """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
+    from rlhf.rounds import check_can_start, launch_round, run_round
+    from rlhf.runtime import open_store, setup_logging
+
+    setup_logging()
+    settings = _settings(data_dir)
+    store = open_store(settings)
+    if background:
+        check_can_start(store, settings)
+        rid, pid = launch_round(settings, round_id=round_id)
+        typer.echo(f"Round {rid} started in the background (pid {pid}); `recfeedback round status {rid}`.")
+        return
+    record = run_round(store, settings, round_id=round_id, progress=progress, stop_after=stop_after)
+    _print_status(_status(store, record.round_id), False)
+
+
+def _status(store: Any, round_id: str) -> dict[str, Any]:
+    from rlhf.rounds import round_status
+
+    return round_status(store, round_id)
+
+
+@friendly_errors
+def resume_command(
+    round_id: str = typer.Argument(..., help="The round to continue."),
+    data_dir: str = typer.Option(None, "--data-dir"),
+    background: bool = typer.Option(False, "--background", "-b"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    stop_after: str = typer.Option(None, "--stop-after"),
+) -> None:
+    """Continue a failed, cancelled or interrupted round after its last finished stage."""
+    from rlhf.rounds import launch_round, resume_round
+    from rlhf.runtime import open_store, setup_logging
+
+    setup_logging()
+    settings = _settings(data_dir)
+    store = open_store(settings)
+    if background:
+        rid, pid = launch_round(settings, round_id=round_id, resume=True)
+        typer.echo(f"Round {rid} resumed in the background (pid {pid}).")
+        return
+    record = resume_round(store, round_id, progress=progress, stop_after=stop_after)
+    _print_status(_status(store, record.round_id), False)
+
+
+@friendly_errors
+def status_command(
+    round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
+    data_dir: str = typer.Option(None, "--data-dir"),
+    as_json: bool = typer.Option(False, "--json"),
+    log_lines: int = typer.Option(0, "--log", help="Also print this many lines of the round's log."),
+) -> None:
+    """A round's status, stage, progress, timings and metrics."""
+    from rlhf.errors import RoundError
+    from rlhf.rounds import list_round_summaries, log_tail
+    from rlhf.runtime import open_store
+
+    store = open_store(_settings(data_dir))
+    if round_id is None:
+        rounds = list_round_summaries(store)
+        if not rounds:
+            raise RoundError("There are no rounds yet; start one with `recfeedback round run`.")
+        round_id = rounds[-1]["round_id"]
+    status = _status(store, round_id)
+    _print_status(status, as_json)
+    if log_lines and status.get("folder"):
+        typer.echo(log_tail(Path(status["folder"]), log_lines))
+
+
+@friendly_errors
+def list_command(
+    data_dir: str = typer.Option(None, "--data-dir"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """All rounds, oldest first."""
+    from rlhf.rounds import list_round_summaries
+    from rlhf.runtime import open_store
+
+    rounds = list_round_summaries(open_store(_settings(data_dir)))
+    if as_json:
+        typer.echo(json.dumps(rounds, indent=2, default=str))
+        return
+    if not rounds:
+        typer.echo("No rounds yet.")
+        return
+    for r in rounds:
+        m = r["metrics"]
+        acc = m.get("rm_heldout_accuracy")
+        win = m.get("rm_win_rate")
+        typer.echo(
+            f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}  "
+            f"rm_acc={'-' if acc is None else f'{acc:.3f}'}  win={'-' if win is None else f'{win:.3f}'}  "
+            f"pairs={m.get('pairs_enqueued', '-')}"
+        )
+
+
+@friendly_errors
+def cancel_command(
+    round_id: str = typer.Argument(..., help="The round to stop."),
+    data_dir: str = typer.Option(None, "--data-dir"),
+    grace: float = typer.Option(None, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+) -> None:
+    """Stop a running round (SIGTERM, then SIGKILL) and mark it cancelled; the store keeps its data as it was."""
+    from rlhf.rounds import cancel_round
+    from rlhf.runtime import open_store
+
+    record = cancel_round(open_store(_settings(data_dir)), round_id, grace_s=grace)
+    typer.echo(f"Round {round_id} is {record.status}. `recfeedback round resume {round_id}` continues it.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``round`` command group."""
+    group = typer.Typer(help="Training rounds: labels -> reward model -> PPO -> new pairs.", no_args_is_help=True)
+    group.command("run")(run_command)
+    group.command("resume")(resume_command)
+    group.command("status")(status_command)
+    group.command("list")(list_command)
+    group.command("cancel")(cancel_command)
+    app.add_typer(group, name="round")
+
+
+def main() -> None:  # pragma: no cover - `python -m rlhf.cli.rounds`
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    register(app)
+    app(args=["round", *__import__("sys").argv[1:]])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

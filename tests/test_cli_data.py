@@ -1,0 +1,146 @@
+"""The data commands through typer's CliRunner: init, imports, contexts build, users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run ``recfeedback ...`` against a store in a temporary folder; returns (invoke, data_dir)."""
+    from rlhf import runtime
+    from rlhf.settings import get_settings
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)  # no recfeedback.toml, no ../shared/data here
+    get_settings.cache_clear()
+    runtime._open_store.cache_clear()
+    from rlhf.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, list(args), input=input)
+
+    yield invoke, data_dir
+    get_settings.cache_clear()
+    runtime._open_store.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["init"],
+        ["import-catalog"],
+        ["import-interactions"],
+        ["import-online-retail"],
+        ["contexts", "build"],
+        ["users", "add"],
+        ["users", "list"],
+    ],
+)
+def test_every_data_command_has_help(cli, command: list[str]) -> None:
+    invoke, _ = cli
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    invoke, data_dir = cli
+    monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")
+    monkeypatch.setenv("RECFEEDBACK_DEMO__N_SHOPPERS", "60")
+    from rlhf.settings import get_settings
+
+    get_settings.cache_clear()
+    result = invoke("init")
+    assert result.exit_code == 0 and "Store ready" in result.output
+    assert (data_dir / "recfeedback.duckdb").exists()
+
+    result = invoke("init", "--demo")  # an empty store may be filled
+    assert result.exit_code == 0, result.output
+    assert "120 items in 12 categories, 60 shoppers" in result.output
+    assert "ann1       annotator  ann1-demo" in result.output and "admin-demo" in result.output
+
+    result = invoke("init", "--demo")
+    assert result.exit_code == 1
+    assert "already holds data (120 catalog items" in result.output and "--force" in result.output
+    assert "Traceback" not in result.output
+
+    result = invoke("init", "--demo", "--force")
+    assert result.exit_code == 0, result.output
+    assert "Moved the old store to" in result.output
+    assert len(list(data_dir.glob("recfeedback.duckdb.bak-*"))) == 1
+
+    result = invoke("users", "list")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()[1:]] == [
+        "admin",
+        "ann1",
+        "ann2",
+        "ann3",
+        "engineer",
+        "manager",
+    ]
+
+
+def test_imports_contexts_and_errors(cli) -> None:
+    invoke, _ = cli
+    result = invoke("import-catalog", str(FIXTURES / "catalog_bad.csv"))
+    assert result.exit_code == 1
+    assert "line 3: empty title" in result.output and "nothing was imported" in result.output
+
+    result = invoke("import-catalog", str(FIXTURES / "catalog_good.csv"))
+    assert result.exit_code == 0 and "Imported 4 catalogue rows" in result.output, result.output
+    result = invoke(
+        "import-catalog", str(FIXTURES / "catalog_mapped.csv"), "--map", "item_id=sku", "--map", "title=name"
+    )
+    assert result.exit_code == 0 and "Imported 2 catalogue rows" in result.output, result.output
+    result = invoke("import-catalog", str(FIXTURES / "catalog_mapped.csv"), "--map", "title")
+    assert result.exit_code == 1 and "OUR_COLUMN=FILE_COLUMN" in result.output
+
+    result = invoke("import-interactions", str(FIXTURES / "interactions_bad.csv"))
+    assert result.exit_code == 1 and "line 3: item 'NOPE' is not in the catalogue" in result.output
+    result = invoke("import-interactions", str(FIXTURES / "interactions_good.csv"))
+    assert result.exit_code == 0 and "Imported 5 interaction rows" in result.output, result.output
+
+    result = invoke("import-catalog", str(FIXTURES / "catalog_latin1.csv"))
+    assert result.exit_code == 1 and "is not UTF-8 text" in result.output
+
+    result = invoke("contexts", "build", "--as-of", "2024-03-04", "--strategy", "popularity")
+    assert result.exit_code == 0, result.output
+    assert "Built 1 contexts" in result.output  # u1 has two items before the cut; u2 only one
+    result = invoke("contexts", "build", "--as-of", "yesterday-ish")
+    assert result.exit_code == 1 and "--as-of 'yesterday-ish' is not a date" in result.output
+    result = invoke("contexts", "build", "--strategy", "magic")
+    assert result.exit_code == 1 and "Unknown retrieval strategy" in result.output
+
+    result = invoke("import-online-retail")
+    assert result.exit_code == 1 and "pass the folder" in result.output
+
+
+def test_users_add_and_list(cli) -> None:
+    invoke, _ = cli
+    result = invoke("users", "list")
+    assert result.exit_code == 0 and "No accounts yet" in result.output
+    result = invoke("users", "add", "alice", "--role", "manager", "--password", "correct-horse")
+    assert result.exit_code == 0 and "Created manager account 'alice'" in result.output
+    result = invoke("users", "add", "bob", "--role", "annotator", input="secret-pass\nsecret-pass\n")
+    assert result.exit_code == 0, result.output
+    result = invoke("users", "add", "carol", "--role", "boss", "--password", "whatever-1")
+    assert result.exit_code == 1 and "Unknown role 'boss'" in result.output
+    result = invoke("users", "add", "alice", "--role", "admin", "--password", "another-one")
+    assert result.exit_code == 1 and "already exists" in result.output
+    result = invoke("users", "list")
+    assert "alice" in result.output and "bob" in result.output and "carol" not in result.output
+
+    from rlhf.auth import authenticate
+    from rlhf.runtime import open_store
+
+    assert authenticate(open_store(), "bob", "secret-pass").role == "annotator"

