@@ -258,7 +258,12 @@ class DemoSettings(BaseModel):
     n_items: int = 480
     n_shoppers: int = 320
     n_categories: int = 12
-    initial_pairs: int = 40
+    initial_pairs: int = Field(
+        12, description="Pairs the real policy writes for a new store on the app's first start (0: none)."
+    )
+    initial_chunk_contexts: int = Field(
+        2, description="Contexts per chunk of that first job; each chunk's pairs are served at once."
+    )
     start: str = Field("2025-01-06", description="First day of the demo shop's interaction history.")
     days: int = Field(180, description="Length of the demo shop's interaction history in days.")
     sessions_mean: float = Field(7.0, description="Mean shopping sessions per demo shopper.")

