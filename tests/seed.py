@@ -125,3 +125,22 @@ def seed_store(
             create_user(store, name, PASSWORD, role)
             seeded.users[name] = role
     return seeded
+
+
+#: A small catalogue of varied title lengths (different prompt lengths give real left padding).
+SMALL_ITEMS = [
+    CatalogItem(f"SKU{i}", f"Thing {i}" + " extra words" * (i % 4), None, ["Kitchen", "Garden"][i % 2], 2.0 + i)
+    for i in range(30)
+]
+
+
+def seed_contexts(store: Store, n_contexts: int = 3) -> None:
+    """SMALL_ITEMS and ``n_contexts`` contexts without lists: the last one held out, the rest train."""
+    with store.transaction() as con:
+        insert_items(con, SMALL_ITEMS)
+        insert_contexts(con, [
+            Context(f"ctx{v}", f"s{v}", datetime(2024, 1, 1 + v), [i.item_id for i in SMALL_ITEMS[:2 + v]],
+                    [i.item_id for i in SMALL_ITEMS[10 + v:16 + v]],
+                    split="heldout" if v == n_contexts - 1 else "train")
+            for v in range(n_contexts)
+        ])

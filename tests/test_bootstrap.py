@@ -5,25 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime
+
+from seed import seed_contexts
 
 from rlhf import bootstrap
-from storage.catalog import insert_items
-from storage.contexts import insert_contexts
-from storage.records import CatalogItem, Context
-
-ITEMS = [CatalogItem(f"SKU{i}", f"Thing {i}", None, ["Kitchen", "Garden"][i % 2], 2.0 + i) for i in range(30)]
-
-
-def _seed_store(store, n_contexts: int = 3) -> None:
-    """``n_contexts - 1`` train contexts and one held-out context over a small catalogue."""
-    with store.transaction() as con:
-        insert_items(con, ITEMS)
-        insert_contexts(con, [
-            Context(f"ctx{v}", f"s{v}", datetime(2024, 1, 1 + v), [i.item_id for i in ITEMS[:2 + v]],
-                    [i.item_id for i in ITEMS[10 + v:16 + v]], split="heldout" if v == n_contexts - 1 else "train")
-            for v in range(n_contexts)
-        ])
 
 
 def _small(settings, **demo):
@@ -37,7 +22,7 @@ def _small(settings, **demo):
 def test_first_pairs_arrive_chunk_by_chunk_with_progress(store, settings, policy_tokenizer, tiny_policy):
     from storage.generations import list_pairs
 
-    _seed_store(store, n_contexts=4)  # 3 train contexts
+    seed_contexts(store, n_contexts=4)  # 3 train contexts
     settings = _small(settings, initial_pairs=3, initial_chunk_contexts=2)
     assert bootstrap.queue_is_unstarted(store)
     seen: list[tuple[int, int, int]] = []
@@ -70,7 +55,7 @@ def _pairs(store):
 
 
 def test_a_failure_is_recorded_with_its_sentence(store, settings, policy_tokenizer):
-    _seed_store(store)
+    seed_contexts(store)
     settings = _small(settings, initial_pairs=2)
 
     class Broken:
@@ -98,7 +83,7 @@ def test_a_job_whose_process_died_reads_as_failed(settings):
 def test_nothing_starts_for_an_empty_store_or_when_turned_off(store, settings):
     assert not bootstrap.queue_is_unstarted(store)  # no contexts at all
     assert bootstrap.start_bootstrap(settings, store) is None
-    _seed_store(store)
+    seed_contexts(store)
     off = _small(settings, initial_pairs=0)
     assert bootstrap.start_bootstrap(off, store) is None
     assert not bootstrap.status_path(settings).exists()

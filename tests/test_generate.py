@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pytest
 import torch
+from seed import SMALL_ITEMS, seed_contexts
 
 from rlhf.generate import default_policy_id, generate_for_store, generate_lists, left_pad
 from rlhf.prompts import make_view
@@ -34,13 +35,9 @@ def tiny_model(tiny_policy):
     return tiny_policy
 
 
-ITEMS = [CatalogItem(f"SKU{i}", f"Thing {i}" + " extra words" * (i % 4), None, ["Kitchen", "Garden"][i % 2], 2.0 + i)
-         for i in range(30)]
-
-
 def _views(n: int) -> list:
     # Different history lengths -> different prompt lengths -> real left padding in a batch.
-    return [make_view(f"ctx{v}", f"s{v}", ITEMS[: 1 + 3 * v], ITEMS[10 + v: 16 + v]) for v in range(n)]
+    return [make_view(f"ctx{v}", f"s{v}", SMALL_ITEMS[: 1 + 3 * v], SMALL_ITEMS[10 + v: 16 + v]) for v in range(n)]
 
 
 def test_left_pad_builds_the_mask_from_lengths_not_the_pad_id():
@@ -74,18 +71,11 @@ def test_sampling_is_reproducible_and_rows_keep_input_order(tokenizer, tiny_mode
         assert g.prompt.endswith("<|im_start|>assistant\n") and g.completion_tokens == len(g.completion_ids)
 
 
-def _seed_store(store, n_contexts: int = 3) -> None:
-    with store.transaction() as con:
-        insert_items(con, ITEMS)
-        insert_contexts(con, [
-            Context(f"ctx{v}", f"s{v}", datetime(2024, 1, 1 + v), [i.item_id for i in ITEMS[:2 + v]],
-                    [i.item_id for i in ITEMS[10 + v:16 + v]], split="heldout" if v == n_contexts - 1 else "train")
-            for v in range(n_contexts)
-        ])
+
 
 
 def test_generate_for_store_writes_generations_and_the_policy(store, settings, tokenizer, tiny_model):
-    _seed_store(store)
+    seed_contexts(store)
     settings = settings.model_copy(update={"generation": settings.generation.model_copy(
         update={"list_length": 2, "max_new_tokens": 32, "max_reason_tokens": 5, "samples_per_context": 2})})
     run = generate_for_store(store, settings, "pol-test", model=tiny_model, tokenizer=tokenizer, progress=False)
@@ -117,7 +107,7 @@ def test_generate_for_store_writes_generations_and_the_policy(store, settings, t
 def test_generate_for_store_unknown_context_is_a_clear_error(store, settings, tokenizer, tiny_model):
     from storage import NotFoundError
 
-    _seed_store(store)
+    seed_contexts(store)
     with pytest.raises(NotFoundError, match="nope"):
         generate_for_store(store, settings, "p", context_ids=["nope"], model=tiny_model, tokenizer=tokenizer)
 
@@ -159,7 +149,7 @@ def test_bootstrap_queue_fills_the_queue_with_pairs_of_fresh_lists(store, settin
     from rlhf.pairs import bootstrap_queue, lists_identical
     from storage.generations import get_generations, list_pairs
 
-    _seed_store(store)
+    seed_contexts(store)
     settings = settings.model_copy(update={"generation": settings.generation.model_copy(
         update={"list_length": 2, "max_new_tokens": 32, "max_reason_tokens": 5})})
     reports = bootstrap_queue(store, settings, 2, policy_id="pol-boot", model=tiny_model, tokenizer=tokenizer,
