@@ -47,14 +47,18 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from rlhf.errors import RoundError
 from rlhf.settings import Settings, load_settings
 from storage import Store
 from storage.records import Generation, ListItem, Pair, Policy, RewardModelRecord, RoundRecord
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,29 @@ class RoundPaths:
 def round_folder(settings: Settings, round_id: str) -> Path:
     """``<data_dir>/rounds/<round_id>``."""
     return Path(settings.data_dir) / "rounds" / round_id
+
+
+def quick_settings(settings: Settings) -> Settings:
+    """The settings of a QUICK round: ``settings.rounds.quick`` laid over the full values, section by section.
+
+    For a demo or a smoke test on a CPU, where the full round (hundreds of PPO steps on every context)
+    would take hours. Values are validated like any settings; an unknown section or key is an error.
+    """
+    updates: dict[str, Any] = {}
+    for section, values in settings.rounds.quick.items():
+        current = getattr(settings, section, None)
+        if not isinstance(current, BaseModel):
+            raise RoundError(f"settings.rounds.quick names an unknown section {section!r}.")
+        unknown = sorted(set(values) - set(type(current).model_fields))
+        if unknown:
+            raise RoundError(f"settings.rounds.quick.{section} has unknown keys: {', '.join(unknown)}.")
+        updates[section] = type(current).model_validate({**current.model_dump(), **values})
+    return settings.model_copy(update=updates)
+
+
+def gpu_visible() -> bool:
+    """Whether an NVIDIA GPU looks usable here, without importing torch (the app's pages stay light)."""
+    return shutil.which("nvidia-smi") is not None and bool(os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip())
 
 
 def new_round_id() -> str:

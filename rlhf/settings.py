@@ -10,13 +10,18 @@ the defaults below, a TOML file (``recfeedback.toml`` in the working directory, 
 from __future__ import annotations
 
 import os
-import tomllib
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 CONFIG_ENV_VAR = "RECFEEDBACK_CONFIG"
 DEFAULT_CONFIG_FILE = "recfeedback.toml"
@@ -221,6 +226,17 @@ class RoundSettings(BaseModel):
     eval_contexts: int = Field(40, description="Held-out contexts a round samples lists for and evaluates (0: skip).")
     priority_offset: float = Field(1.0, description="Added to a round's pair priorities so new pairs are served first.")
     cancel_grace_s: float = Field(10.0, description="`round cancel`: seconds between SIGTERM and SIGKILL.")
+    quick: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "reward_model": {"backbone": "minilm", "epochs": 1.0, "max_length": 384},
+            "ppo": {"steps": 6, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 2, "max_new_tokens": 128},
+            "rounds": {"contexts_per_round": 6, "new_pairs": 6, "eval_contexts": 6, "ensemble_size": 1,
+                       "eval_bootstrap_samples": 200},
+            "generation": {"samples_per_context": 2},
+        },
+        description="A QUICK round (`round run --quick`, the Training page's 'Quick' size): these values replace "
+                    "the full ones, by section, so that a round finishes in minutes on a CPU (the demo).",
+    )
 
 
 class QualitySettings(BaseModel):

@@ -29,7 +29,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from storage.schema import current_version
 if TYPE_CHECKING:
     from storage.db import Store
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 #: Version of the snapshot folder layout (not the store schema; that one is in the manifest too).
 SNAPSHOT_FORMAT = 1
 MANIFEST = "manifest.json"

@@ -293,3 +293,51 @@ def test_a_round_refuses_to_start_with_too_few_labels(workdir):
         assert rounds_repo.list_rounds(con) == []
     assert data_fingerprint(store) == before
     assert not (Path(strict.data_dir) / "rounds").exists() or not any((Path(strict.data_dir) / "rounds").iterdir())
+
+
+def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
+    from rlhf.errors import RoundError
+    from rlhf.rounds import quick_settings
+
+    quick = quick_settings(settings)
+    wanted = settings.rounds.quick
+    assert quick.ppo.steps == wanted["ppo"]["steps"] < settings.ppo.steps
+    assert quick.reward_model.backbone == wanted["reward_model"]["backbone"]
+    assert quick.rounds.new_pairs == wanted["rounds"]["new_pairs"] < settings.rounds.new_pairs
+    assert quick.ppo.clip_range == settings.ppo.clip_range  # keys not named keep their full value
+    assert settings.ppo.steps == 200  # the full settings are untouched
+    bad = settings.model_copy(update={"rounds": settings.rounds.model_copy(update={"quick": {"ppo": {"stepz": 3}}})})
+    with pytest.raises(RoundError, match="stepz"):
+        quick_settings(bad)
+    wrong = settings.model_copy(update={"rounds": settings.rounds.model_copy(
+        update={"quick": {"ppo": {"steps": "many"}}})})
+    with pytest.raises(ValueError, match="steps"):
+        quick_settings(wrong)
+
+
+def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir, monkeypatch):
+    import json
+
+    from rlhf import rounds
+    from rlhf.auth import create_user
+
+    settings, store = workdir
+    monkeypatch.setattr(rounds, "gpu_visible", lambda: False)
+    launched: list = []
+    monkeypatch.setattr(rounds, "check_can_start", lambda store, s: 42)
+    monkeypatch.setattr(rounds, "launch_round", lambda s: (launched.append(s), ("round_x", 123))[1])
+    create_user(store, "eng2", "a-long-password-3", "engineer")
+    at = render_training_page(store, settings, "eng2", monkeypatch)
+    size = next(r for r in at.radio if r.label == "Size")
+    assert size.value == "Quick"
+    quick_steps = settings.rounds.quick["ppo"]["steps"]
+    assert f"PPO ({quick_steps} steps" in "\n".join(c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Start a round").click().run()
+    assert len(launched) == 1 and launched[0].ppo.steps == quick_steps
+    size = next(r for r in at.radio if r.label == "Size")
+    size.set_value("Full").run()
+    next(b for b in at.button if b.label == "Start a round").click().run()
+    from rlhf.settings import load_settings
+
+    assert launched[-1].ppo.steps == load_settings().ppo.steps != quick_steps  # the page's own (full) settings
+    assert json.dumps(launched[-1].to_toml_dict())  # what launch_round writes to the round folder

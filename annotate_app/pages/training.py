@@ -42,10 +42,18 @@ active = next((r for r in reversed(summaries) if r["status"] == "running"), None
 
 
 # ------------------------------------------------------------------------------------------- start
+SIZES = ("Quick", "Full")
+
+
+def _round_settings(size: str):
+    return rounds_service.quick_settings(settings) if size == "Quick" else settings
+
+
 def _start() -> None:
     try:
-        n = rounds_service.check_can_start(store, settings)
-        round_id, pid = rounds_service.launch_round(settings)
+        chosen = _round_settings(st.session_state.get("training.size", SIZES[0]))
+        n = rounds_service.check_can_start(store, chosen)
+        round_id, pid = rounds_service.launch_round(chosen)
     except (RecFeedbackError, StoreError) as exc:
         st.session_state["training.notice"] = None
         st.error(str(exc))
@@ -56,7 +64,12 @@ def _start() -> None:
 
 with st.container(border=True):
     st.subheader("New round")
-    r, p, rm = settings.rounds, settings.ppo, settings.reward_model
+    default_size = 1 if rounds_service.gpu_visible() else 0
+    size = st.radio("Size", SIZES, index=default_size, horizontal=True, key="training.size",
+                    help="Quick: a few PPO steps on a few contexts (settings.rounds.quick), minutes on a CPU; "
+                         "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
+    shown = _round_settings(size)
+    r, p, rm = shown.rounds, shown.ppo, shown.reward_model
     st.caption(
         f"Labels → reward model ({rm.backbone}, {rm.epochs:g} epochs) → PPO ({p.steps} steps, batch {p.batch_size}) → "
         f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "

@@ -54,13 +54,17 @@ def run_command(
     background: bool = typer.Option(False, "--background", "-b", help="Start it as a background process and return."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     stop_after: str = typer.Option(None, "--stop-after", help="Stop after this stage (debugging)."),
+    quick: bool = typer.Option(False, "--quick", help="A small round that finishes in minutes on a CPU "
+                               "(settings.rounds.quick replaces the full sizes): demos and smoke tests."),
 ) -> None:
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
-    from rlhf.rounds import check_can_start, launch_round, run_round
+    from rlhf.rounds import check_can_start, launch_round, quick_settings, run_round
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
     settings = _settings(data_dir)
+    if quick:
+        settings = quick_settings(settings)
     store = open_store(settings)
     if background:
         check_can_start(store, settings)

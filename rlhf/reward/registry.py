@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,8 @@ from rlhf.reward.backbones import (
 )
 from rlhf.reward.score import RewardScorer
 from storage.records import RewardModelRecord
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
 if TYPE_CHECKING:
     from rlhf.reward.train import TrainResult
