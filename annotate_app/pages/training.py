@@ -66,7 +66,8 @@ with st.container(border=True):
     st.subheader("New round")
     default_size = 1 if rounds_service.gpu_visible() else 0
     size = st.radio("Size", SIZES, index=default_size, horizontal=True, key="training.size",
-                    help="Quick: a few PPO steps on a few contexts (settings.rounds.quick), minutes on a CPU; "
+                    help="Quick: a few PPO steps on a few contexts (settings.rounds.quick), about 8 minutes on a "
+                         "2-core CPU with the default model; "
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
     shown = _round_settings(size)
     r, p, rm = shown.rounds, shown.ppo, shown.reward_model
