@@ -87,3 +87,33 @@ def test_nothing_starts_for_an_empty_store_or_when_turned_off(store, settings):
     off = _small(settings, initial_pairs=0)
     assert bootstrap.start_bootstrap(off, store) is None
     assert not bootstrap.status_path(settings).exists()
+
+
+def test_the_app_starts_the_job_as_a_detached_process_that_fills_the_queue(tmp_path, monkeypatch, policy_tokenizer,
+                                                                          tiny_policy):
+    """The real spawn path: `recfeedback app`'s call, a child process, the status file, the pairs."""
+    import time
+
+    from rlhf.settings import load_settings
+    from storage import Store
+
+    model_dir = tmp_path / "tiny_policy"
+    tiny_policy.save_pretrained(model_dir)
+    policy_tokenizer.save_pretrained(model_dir)
+    data_dir = tmp_path / "data"
+    for key, value in {"STORE__DATA_DIR": data_dir, "MODEL__POLICY": model_dir, "MODEL__DEVICE": "cpu",
+                       "GENERATION__LIST_LENGTH": 2, "GENERATION__MAX_NEW_TOKENS": 32,
+                       "GENERATION__MAX_REASON_TOKENS": 5, "DEMO__INITIAL_PAIRS": 2}.items():
+        monkeypatch.setenv(f"RECFEEDBACK_{key}", str(value))
+    settings = load_settings()
+    store = Store.from_settings(settings)
+    seed_contexts(store, n_contexts=4)
+    pid = bootstrap.start_bootstrap(settings, store)
+    assert pid
+    assert bootstrap.start_bootstrap(settings, store) is None  # one job at a time
+    deadline = time.monotonic() + 120
+    while bootstrap.read_status(settings).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = bootstrap.read_status(settings)
+    assert status.state == "done", (status.message, bootstrap.log_path(settings).read_text()[-2000:])
+    assert status.pid == pid and status.pairs == 2 and len(_pairs(store)) == 2
