@@ -218,14 +218,19 @@ def test_label_page_shows_guidelines_and_progress(app_env):
     assert metrics == {"Today": "0", "Total": "0", "Left": "6"}
 
 
-def test_label_page_says_when_nothing_is_left(app_env):
+def _fill_every_pair(store, seeded) -> None:
+    """Three other annotators label every seeded pair, so none is left for anyone else."""
     from rlhf import annotation as ann
 
-    store, seeded = app_env
-    for pair in seeded.pair_ids:
+    for _pair in seeded.pair_ids:
         for who in ("x1", "x2", "x3"):
             t = ann.next_task(store, who)
             ann.submit_label(store, who, t.assignment_id, "tie")
+
+
+def test_label_page_says_when_nothing_is_left(app_env):
+    store, seeded = app_env
+    _fill_every_pair(store, seeded)
     at = as_user(store, "ann")
     assert any("Nothing left" in s.value for s in at.success)
 
@@ -233,15 +238,11 @@ def test_label_page_says_when_nothing_is_left(app_env):
 def test_label_page_shows_the_first_pairs_job_instead_of_an_empty_queue(app_env):
     import os
 
-    from rlhf import annotation as ann
     from rlhf import bootstrap
     from rlhf.settings import get_settings
 
     store, seeded = app_env
-    for pair in seeded.pair_ids:
-        for who in ("x1", "x2", "x3"):
-            t = ann.next_task(store, who)
-            ann.submit_label(store, who, t.assignment_id, "tie")
+    _fill_every_pair(store, seeded)
     settings = get_settings()
     running = bootstrap.BootstrapStatus(state="running", contexts_done=2, contexts_total=8, pairs=2,
                                         pid=os.getpid(), message="Writing lists for contexts 3-4")
