@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -172,22 +170,17 @@ def start_bootstrap(settings: Settings, store: Any) -> int | None:
         return None
     if not queue_is_unstarted(store):
         return None
-    path = log_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-c", "from rlhf.cli import main; main()", "pairs", "bootstrap", "--no-progress"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "RECFEEDBACK_STORE__DATA_DIR": str(Path(settings.data_dir).resolve())}
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    from rlhf.runtime import spawn_detached
+
     # Record the job before it starts so that a second `recfeedback app` does not start another; the
     # child then writes its own status (with its pid) as soon as it runs.
     write_status(settings, BootstrapStatus(state="running", contexts_total=settings.demo.initial_pairs,
-                                            started_at=time.time(), message="Starting"))
-    with path.open("ab") as fh:
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=os.getcwd())
+                                           started_at=time.time(), message="Starting"))
+    pid = spawn_detached(["-c", "from rlhf.cli import main; main()", "pairs", "bootstrap", "--no-progress"],
+                         log_path(settings),
+                         {"RECFEEDBACK_STORE__DATA_DIR": str(Path(settings.data_dir).resolve())})
     if read_status(settings).pid is None:  # the child has not written yet: let liveness checks see it
         write_status(settings, BootstrapStatus(state="running", contexts_total=settings.demo.initial_pairs,
-                                                pid=proc.pid, started_at=time.time(), message="Starting"))
-    log.info("First-pairs job started in the background (pid %d), log in %s", proc.pid, path)
-    return proc.pid
+                                               pid=pid, started_at=time.time(), message="Starting"))
+    log.info("First-pairs job started in the background (pid %d), log in %s", pid, log_path(settings))
+    return pid

@@ -42,8 +42,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1056,18 +1054,14 @@ def launch_round(settings: Settings, *, round_id: str | None = None, resume: boo
     folder.mkdir(parents=True, exist_ok=True)
     if not resume:
         save_round_settings(settings, folder)
-    args = [sys.executable, "-c", "from rlhf.cli.rounds import main; main()", "resume" if resume else "run"]
+    from rlhf.runtime import spawn_detached
+
+    args = ["-c", "from rlhf.cli.rounds import main; main()", "resume" if resume else "run"]
     args += [round_id] if resume else ["--id", round_id]
     args += ["--data-dir", str(Path(settings.data_dir).resolve()), "--no-progress"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           **(extra_env or {})}
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
-    with RoundPaths(folder).log.open("ab") as fh:
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=os.getcwd())
-    log.info("Round %s launched in the background (pid %d)", round_id, proc.pid)
-    return round_id, proc.pid
+    pid = spawn_detached(args, RoundPaths(folder).log, extra_env)
+    log.info("Round %s launched in the background (pid %d)", round_id, pid)
+    return round_id, pid
 
 
 # ----------------------------------------------------------------------------------- reading rounds

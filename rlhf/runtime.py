@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,3 +39,20 @@ def new_id(prefix: str) -> str:
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr with timestamps; called once by entry points, never by library code."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def spawn_detached(args: Sequence[str], log_path: Path, extra_env: Mapping[str, str] | None = None) -> int:
+    """Start ``python <args>`` in its own session (it outlives the app or CLI that started it); return its pid.
+
+    Output goes to ``log_path`` (appended); hubs are off; this checkout is on PYTHONPATH so the child
+    imports the same code as the parent. Used for background rounds and the first-pairs job.
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           **(extra_env or {})}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as fh:
+        proc = subprocess.Popen([sys.executable, *args], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=os.getcwd())
+    return proc.pid
