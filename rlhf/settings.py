@@ -190,6 +190,11 @@ class PPOSettings(BaseModel):
     lora_dropout: float = 0.0
     no_eos_penalty: float = -1.0
     structure_weight: float = 0.5
+    rm_normalize: bool = Field(
+        True,
+        description="Put the reward-model score on a unit scale ((s - mean) / std over the lists it was trained "
+        "on, from its card) so it weighs as much as the structural and EOS terms.",
+    )
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50
     seed: int = 42

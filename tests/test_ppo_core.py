@@ -211,3 +211,31 @@ def test_structure_terms_and_product_reward():
 def test_token_reward():
     out = token_reward(7)(_batch(["", "", ""], ids=[[7, 2], [3, 7], []]))
     assert out.scores == [1.0, 0.0, 0.0] and out.valid == [True, True, False]
+
+
+class _CardScorer:
+    """A stand-in RewardScorer: fixed raw scores and a card's score statistics."""
+
+    rm_id = "rm_test"
+
+    def __init__(self, raw, stats):
+        self.raw, self.score_stats = raw, stats
+
+    def score(self, prompts, responses, batch_size=32):
+        return self.raw[: len(responses)]
+
+
+def test_product_reward_puts_the_reward_model_on_the_scale_its_card_records(settings, caplog):
+    from rlhf.ppo.product import build_product_reward
+
+    batch = _batch(["", ""], ended=[True, True], examples=[{"candidates": []}] * 2)
+    scorer = _CardScorer([0.03, 0.01], {"mean": 0.02, "std": 0.01, "n": 40})
+    assert build_product_reward(scorer, settings)(batch).parts["rm"] == pytest.approx([1.0, -1.0])
+
+    raw = settings.model_copy(update={"ppo": settings.ppo.model_copy(update={"rm_normalize": False})})
+    assert build_product_reward(scorer, raw)(batch).parts["rm"] == pytest.approx([0.03, 0.01])
+
+    flat = _CardScorer([0.03, 0.01], {"mean": 0.02, "std": 0.0, "n": 40})
+    with caplog.at_level("WARNING"):
+        assert build_product_reward(flat, settings)(batch).parts["rm"] == pytest.approx([0.03, 0.01])
+    assert "unscaled" in caplog.text

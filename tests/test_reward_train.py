@@ -145,6 +145,23 @@ def test_reloaded_model_reproduces_its_recorded_metrics(trained):
     assert metrics["heldout_accuracy"] == record.metrics["heldout_accuracy"]
 
 
+def test_card_records_the_score_spread_ppo_normalises_by(trained):
+    from rlhf.reward.dataset import build_reward_dataset
+    from rlhf.reward.registry import load_reward_model
+    from storage.snapshot import read_snapshot
+
+    settings, store, record = trained
+    scorer = load_reward_model(store, record.rm_id)
+    pairs = build_reward_dataset(read_snapshot(settings.data_dir / "snapshots" / record.card["data"]["snapshot_id"]),
+                                 settings).pairs
+    texts = {(p, t) for p, a, b in zip(pairs["prompt"], pairs["text_a"], pairs["text_b"]) for t in (a, b)}
+    scores = scorer.score([p for p, _ in texts], [t for _, t in texts])
+    stats = scorer.score_stats
+    assert stats["n"] == len(texts) > 2
+    assert stats["mean"] == pytest.approx(float(np.mean(scores)), abs=1e-4)
+    assert stats["std"] == pytest.approx(float(np.std(scores)), abs=1e-4) and stats["std"] > 0
+
+
 def test_too_few_labels_is_a_clear_error(tiny_backbone, settings, store):
     from rlhf.reward.train import RewardTrainingError, train_from_store
 

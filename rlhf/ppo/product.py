@@ -115,15 +115,34 @@ def list_structure(text: str, example: Mapping[str, Any], n_items: int) -> ListS
     )
 
 
+def rm_normalization(scorer: Any, settings: Any) -> tuple[float, float]:
+    """(shift, scale) that put the reward-model score on a unit scale, or (0, 1) to keep it raw.
+
+    A Bradley-Terry model's scores have an arbitrary scale: one trained on few labels may spread its scores
+    over 0.01 while a cut-off response costs 1.0, and PPO then only learns the structural terms.
+    ``settings.ppo.rm_normalize`` uses the mean/std the model's card recorded over the lists it was
+    trained on (older models without them stay raw, with a warning).
+    """
+    if not getattr(settings.ppo, "rm_normalize", False):
+        return 0.0, 1.0
+    stats = getattr(scorer, "score_stats", None)
+    if not stats or not float(stats.get("std") or 0.0) > 1e-6:
+        log.warning("Reward model %s records no score spread; its scores enter the PPO reward unscaled.",
+                    getattr(scorer, "rm_id", None))
+        return 0.0, 1.0
+    return float(stats["mean"]), float(stats["std"])
+
+
 def build_product_reward(scorer: Any | None, settings: Any) -> ComposedReward:
     """The product reward from a ``RewardScorer`` (or None: structure and EOS terms only)."""
     n_items = settings.generation.list_length
     score_fn = None
     if scorer is not None:
         batch_size = getattr(getattr(settings, "reward_model", None), "eval_batch_size", 32)
+        shift, scale = rm_normalization(scorer, settings)
 
         def score_fn(prompts: list[str], responses: list[str]) -> list[float]:
-            return [float(x) for x in scorer.score(prompts, responses, batch_size=batch_size)]
+            return [(float(x) - shift) / scale for x in scorer.score(prompts, responses, batch_size=batch_size)]
 
     return product_reward(
         score_fn,

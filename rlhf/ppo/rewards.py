@@ -2,7 +2,8 @@
 
 The product's reward for one response (a recommendation list written for a context) is
 
-    score = RM(prompt, response)                         (reward-model score at the end)
+    score = RM(prompt, response)                         (reward-model score at the end, on a unit
+                                                          scale: rlhf.ppo.product.rm_normalization)
           + structure_weight · (valid_count + candidate_only + no_duplicates) / 3
           + no_eos_penalty · [the response was cut off by the length cap]
 

@@ -120,6 +120,23 @@ def score_pair_table(scorer: RewardScorer, pairs: pd.DataFrame, batch_size: int 
     return pd.DataFrame({"pair_id": pairs["pair_id"].to_numpy(), "r_a": ra, "r_b": rb})
 
 
+def score_statistics(scorer: RewardScorer, pairs: pd.DataFrame, batch_size: int = 32) -> dict[str, float]:
+    """Mean and standard deviation of the model's scores over the distinct lists in a pair table.
+
+    The lists annotators saw are the policy's own samples, so these are the figures PPO needs to put the
+    reward-model score on a unit scale next to its structural terms (Ziegler et al., 2019, normalise the
+    reward model on samples of the initial policy the same way). No label is used.
+    """
+    if pairs.empty:
+        return {"mean": 0.0, "std": 0.0, "n": 0}
+    rows = pd.concat([
+        pairs[["prompt", "text_a"]].rename(columns={"text_a": "text"}),
+        pairs[["prompt", "text_b"]].rename(columns={"text_b": "text"}),
+    ]).drop_duplicates()
+    scores = scorer.score(rows["prompt"].tolist(), rows["text"].tolist(), batch_size=batch_size)
+    return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "n": len(scores)}
+
+
 def _split_metrics(examples: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Any]:
     if examples.empty:
         return {"n": 0, "accuracy": None, "ece": None}

@@ -42,6 +42,12 @@ class RewardScorer:
         self.card = card or {}
 
     @property
+    def score_stats(self) -> dict[str, float] | None:
+        """Mean/std of this model's scores over the lists it was trained on (from its card), if recorded."""
+        stats = self.card.get("score_stats")
+        return stats if isinstance(stats, dict) and "mean" in stats and "std" in stats else None
+
+    @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
 

@@ -199,7 +199,7 @@ def train_from_snapshot(
     The store is touched only at the end, by one short unit of work that inserts the registry row.
     """
     from rlhf.reward.dataset import build_reward_dataset
-    from rlhf.reward.evaluate import evaluate_dataset
+    from rlhf.reward.evaluate import evaluate_dataset, score_statistics
     from rlhf.reward.registry import new_rm_id, reward_model_dir, save_reward_model
     from storage.snapshot import read_snapshot
 
@@ -221,9 +221,10 @@ def train_from_snapshot(
     metrics = evaluate_dataset(
         result.scorer, dataset, batch_size=settings.reward_model.eval_batch_size, progress=progress
     )
+    stats = score_statistics(result.scorer, dataset.pairs, batch_size=settings.reward_model.eval_batch_size)
     return save_reward_model(
         result, rm_id=rm_id, store=store, settings=settings, metrics=metrics, counts=dataset.counts,
-        snapshot_id=dataset.snapshot_id, round_id=round_id,
+        snapshot_id=dataset.snapshot_id, round_id=round_id, extra={"score_stats": stats},
     )
 
 
