@@ -5,8 +5,11 @@ label. This module ranks them with the reward models the round just trained and 
 
 - **uncertainty** — the ensemble's mean P(A > B) is closest to 0.5 (small score gap): a label here moves
   the reward model most;
-- **disagreement** — the ensemble members disagree on which list is better (minority share of signs,
-  then the spread of their gaps): where the reward model is unsure *why*, not only *how much*;
+- **disagreement** — the ensemble members disagree on which list is better, ranked by BALD (Houlsby et
+  al., 2011: the mutual information between the label and the model, H[mean p] − mean H[p_k] over the
+  members' P(A > B)): high when members are each confident but point different ways, near zero when they
+  all call the pair a coin flip. Under a noisy crowd that difference matters: a pair every member calls a
+  tie is usually a near-tie in truth too, and its label is close to a coin flip;
 - **coverage** — contexts with the fewest labelled pairs so far (including what this call already
   picked), so that labels spread across shoppers instead of piling on a few;
 - **random** — a uniform draw from the whole pool, taken *first* so that it is an unbiased sample of the
@@ -135,8 +138,10 @@ def pair_statistics(
 
     ``scores[k, j]`` is reward model k's score of ``generation_ids[j]``. Returns arrays (one value per
     candidate): ``mean_gap`` (mean over members of score A − score B), ``p_a`` (mean over members of
-    sigmoid(gap)), ``uncertainty`` (1 − |2·p_a − 1|, 1 = a coin flip), ``minority`` (share of members
-    whose gap sign disagrees with the majority, 0..0.5) and ``gap_std`` (spread of the members' gaps).
+    sigmoid(gap)), ``uncertainty`` (1 − |2·p_a − 1|, 1 = a coin flip), ``bald`` (mutual information
+    between the label and the ensemble member, in nats: H(p_a) − mean over members of H(p_k)),
+    ``minority`` (share of members whose gap sign disagrees with the majority, 0..0.5) and ``gap_std``
+    (spread of the members' gaps).
     """
     scores = np.atleast_2d(np.asarray(scores, dtype=float))
     if scores.shape[1] != len(generation_ids):
@@ -157,9 +162,16 @@ def pair_statistics(
         "mean_gap": gaps.mean(axis=0),
         "p_a": p_a,
         "uncertainty": 1.0 - np.abs(2.0 * p_a - 1.0),
+        "bald": np.maximum(0.0, _entropy(p_a) - _entropy(p_members).mean(axis=0)),
         "minority": np.minimum(positive, 1.0 - positive),
         "gap_std": gaps.std(axis=0),
     }
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in nats of Bernoulli(p), elementwise (0 at p = 0 or 1)."""
+    q = np.clip(p, 1e-12, 1.0 - 1e-12)
+    return -(q * np.log(q) + (1.0 - q) * np.log(1.0 - q))
 
 
 def strategy_quotas(n: int, shares: SelectionShares) -> dict[str, int]:
@@ -241,8 +253,8 @@ def select_pairs(
         load[context] += 1
     shortfall = quotas["coverage"] - len(picks["coverage"])
 
-    # 3. disagreement: minority share of signs first, then the spread of the gaps.
-    dis_order = np.lexsort((jitter, -stats["gap_std"], -stats["minority"]))
+    # 3. disagreement: BALD first, then the minority share of signs and the spread of the gaps.
+    dis_order = np.lexsort((jitter, -stats["gap_std"], -stats["minority"], -np.round(stats["bald"], 9)))
     picks["disagreement"] = _take(dis_order, taken, quotas["disagreement"])
     shortfall += quotas["disagreement"] - len(picks["disagreement"])
 

@@ -86,6 +86,20 @@ def test_disagreement_prefers_pairs_whose_members_disagree_on_the_sign() -> None
     assert single[0].selection_reason == "uncertainty" and single[0].gen_a == "e"
 
 
+def test_disagreement_ranks_confident_disagreement_above_a_shared_coin_flip() -> None:
+    gen_ids = ["a", "b", "c", "d"]
+    # (a,b): two members each say "slightly A", two "slightly B": all call it nearly a coin flip.
+    # (c,d): three members are sure A wins, one is sure B wins: a label settles which of them is right.
+    scores = np.array([[0.3, 0.0, 4.0, 0.0], [-0.3, 0.0, 4.0, 0.0], [0.3, 0.0, 4.0, 0.0], [-0.3, 0.0, -4.0, 0.0]])
+    cands = [CandidatePair("x", "a", "b"), CandidatePair("y", "c", "d")]
+    stats = pair_statistics(cands, scores, gen_ids)
+    assert stats["minority"][0] > stats["minority"][1]  # a sign count alone would pick the coin flip
+    assert stats["bald"][1] > 10 * stats["bald"][0] > 0
+    assert stats["bald"] == pytest.approx([0.0111, 0.4819], abs=1e-3)  # H(mean p) - mean H(p_k), by hand
+    shares = SelectionShares(uncertainty=0, disagreement=1, coverage=0, random=0)
+    assert select_pairs(cands, scores, gen_ids, 1, shares=shares)[0].gen_a == "c"
+
+
 def test_coverage_serves_the_least_labelled_contexts_first() -> None:
     candidates, scores, gen_ids = _pool(n_contexts=10)
     labelled = {f"c{c:03d}": 10 for c in range(10)}
