@@ -3,4 +3,4 @@
 from storage.db import Store
 from storage.errors import ConflictError, NotFoundError, StoreBusyError, StoreError, ValidationError
 
-__all__ = ["Store", "StoreError", "StoreBusyError", "NotFoundError", "ValidationError", "ConflictError"]
+__all__ = ["ConflictError", "NotFoundError", "Store", "StoreBusyError", "StoreError", "ValidationError"]

@@ -210,7 +210,7 @@ MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
-def current_version(con) -> int:  # noqa: ANN001 - a DuckDB connection
+def current_version(con) -> int:
     """The highest applied migration, 0 for a new file."""
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables "

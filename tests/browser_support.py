@@ -97,7 +97,7 @@ class AppServer:
                 self.proc.wait(timeout=5)
         self.proc = None
 
-    def __enter__(self) -> AppServer:
+    def __enter__(self) -> AppServer:  # noqa: PYI034 - start() returns self; Self needs 3.11
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

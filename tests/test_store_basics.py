@@ -26,10 +26,9 @@ def test_new_store_is_migrated_and_reopening_changes_nothing(tmp_path: Path) -> 
 
 
 def test_a_failed_unit_of_work_leaves_nothing(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        with store.transaction() as con:
-            con.execute("INSERT INTO annotators (annotator_id, role) VALUES ('x', 'annotator')")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.transaction() as con:
+        con.execute("INSERT INTO annotators (annotator_id, role) VALUES ('x', 'annotator')")
+        raise RuntimeError("boom")
     with store.transaction() as con:
         assert con.execute("SELECT count(*) FROM annotators").fetchone()[0] == 0
 
@@ -55,7 +54,7 @@ def test_two_processes_write_to_one_store_without_losing_a_row(tmp_path: Path) -
         assert con.execute("SELECT count(*) FROM annotators").fetchone()[0] == 120
 
 
-def _hold(path: str, seconds: float, ready) -> None:  # noqa: ANN001
+def _hold(path: str, seconds: float, ready) -> None:
     import time
 
     import duckdb
@@ -75,9 +74,8 @@ def test_a_store_held_too_long_by_another_process_gives_a_clear_error(tmp_path: 
     holder.start()
     assert ready.wait(60)
     impatient = Store(path, lock_timeout_s=0.3, migrate=False)
-    with pytest.raises(StoreBusyError, match="locked by another process"):
-        with impatient.transaction():
-            pass
+    with pytest.raises(StoreBusyError, match="locked by another process"), impatient.transaction():
+        pass
     holder.join(timeout=30)
     with Store(path, lock_timeout_s=5).transaction() as con:  # released: works again
         assert con.execute("SELECT 1").fetchone()[0] == 1

@@ -18,7 +18,7 @@ def generate_command(
                               "a local folder, a .gguf file or a cached Hugging Face id."),
     contexts: int = typer.Option(None, "--contexts", help="How many contexts without lists of this policy "
                                  "(default: settings.generation.contexts_per_run)."),
-    context_id: list[str] = typer.Option(  # noqa: B008 - typer's way to declare a repeatable option
+    context_id: list[str] = typer.Option(
         None, "--context-id", help="Exact context(s) to sample for (repeatable)."
     ),
     split: str = typer.Option("train", help="Context split to draw from: train, heldout or all."),

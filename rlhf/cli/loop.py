@@ -76,7 +76,7 @@ def simulate_command(
 
 @friendly_errors
 def evaluate_command(
-    policy: list[str] = typer.Option(  # noqa: B008 - typer's way of declaring a repeatable option
+    policy: list[str] = typer.Option(
         ..., "--policy", "-p", help="Policy id (repeat to compare several)."
     ),
     split: str = typer.Option("heldout", "--split", help="Contexts to evaluate on."),
