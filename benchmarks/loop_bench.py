@@ -149,6 +149,10 @@ def efficiency(args) -> dict:
     test_better = [p.gen_a if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_b for p in test]
     test_worse = [p.gen_b if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_a for p in test]
 
+    shares = SelectionShares.from_settings(settings.rounds)
+    if args.shares:
+        shares = SelectionShares(**{k: float(v) for k, v in (kv.split("=") for kv in args.shares.split(","))})
+    print(f"active mix: {shares.as_dict()}")
     curves = {}
     for strategy in ("random", "active"):
         rng_l = np.random.default_rng(args.seed + 1)  # the same crowd draws for the same seed batch
@@ -179,7 +183,7 @@ def efficiency(args) -> dict:
                 labelled: dict[str, int] = {}
                 for p in asked:
                     labelled[p.context_id] = labelled.get(p.context_id, 0) + 1
-                sel = select_pairs(pool, scores, gids, args.batch, shares=SelectionShares.from_settings(settings.rounds),
+                sel = select_pairs(pool, scores, gids, args.batch, shares=shares,
                                    labelled_per_context=labelled, exclude=done, seed=args.seed + step)
                 batch = [CandidatePair(s.context_id, s.gen_a, s.gen_b) for s in sel]
             asked += batch
@@ -277,19 +281,28 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
         print(f"{strategy:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
         print(f"{'  +/- s.e.':<11}  " + "  ".join(f"{v:6.3f}" for v in se))
 
-    def needed(asked, m):
+    def needed(asked, m, goal):
         for i, v in enumerate(m):
-            if v >= target:
+            if v >= goal:
                 if i == 0:
                     return float(asked[0])
-                frac = (target - m[i - 1]) / max(v - m[i - 1], 1e-9)
+                frac = (goal - m[i - 1]) / max(v - m[i - 1], 1e-9)
                 return asked[i - 1] + frac * (asked[i] - asked[i - 1])
         return None
 
-    nr, na = needed(*means["random"][:2]), needed(*means["active"][:2])
+    nr, na = needed(*means["random"][:2], target), needed(*means["active"][:2], target)
     print(f"pairs to reach mean accuracy {target}: random {nr}, active {na}")
     if nr and na:
         print(f"active needs {100 * (1 - na / nr):.0f}% fewer labels (goal >= 30%)")
+    # The budget-matched figure: how many pairs active needs to reach what random reaches with all of them.
+    asked, m_random = means["random"][0], means["random"][1]
+    budget, reached = asked[-1], float(m_random[-1])
+    match = needed(*means["active"][:2], reached)
+    if match is None:
+        print(f"active never reaches random's accuracy at {budget} pairs ({reached:.3f})")
+    else:
+        print(f"active reaches random's accuracy at {budget} pairs ({reached:.3f}) after {match:.0f} pairs: "
+              f"{100 * (1 - match / budget):.0f}% fewer labels (goal >= 30%)")
     print()
 
 
@@ -461,6 +474,9 @@ def main() -> None:
     g.add_argument("--steps", type=int, default=5)
     g.add_argument("--test-pairs", type=int, default=300)
     g.add_argument("--target", type=float, default=0.70)
+    g.add_argument("--shares", default=None,
+                   help="active mix, e.g. uncertainty=0.5,disagreement=0.2,coverage=0.15,random=0.15 "
+                        "(default: settings.rounds)")
     u = p.add_argument_group("UCI loop")
     u.add_argument("--uci-dir", default=str(ROOT.parent / "shared" / "data" / "uci_online_retail"))
     u.add_argument("--workdir", default=None)
