@@ -16,8 +16,9 @@ What it measures (prints figures; asserts nothing):
    this from the token ids at the last response position.
 2. ``--gpu``: the default SmolLM2-135M policy, batch 64, 128 new tokens: samples/s, tokens/s,
    s per PPO step and peak GPU memory for our PPO and for TRL GRPO (needs CUDA; says so otherwise).
-3. ``--demo-store DIR``: on a store with a trained reward model, reward-model score and validity of
-   the policy on held-out contexts before and after ``--demo-steps`` PPO steps, and the held-out KL.
+3. ``--demo-store DIR``: on a store with a trained reward model, reward-model score, validity and (on
+   the demo shop) the true hidden-preference utility of the policy's lists on held-out contexts before
+   and after ``--demo-steps`` PPO steps, with paired 95% intervals, and the held-out KL.
 
 Usage::
 
@@ -291,41 +292,125 @@ def gpu_bench(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------- demo store
+def _true_utility_fn(store, heldout: list[dict]):
+    """``fn(example, text) -> float``: the demo shop's hidden-preference value of a list (None off the demo)."""
+    from rlhf.parsing import parse_list
+    from rlhf.simulate import demo_utility
+    from storage.contexts import get_contexts
+
+    utility = demo_utility(store)
+    if utility is None:
+        return None
+    with store.transaction() as con:
+        contexts = get_contexts(con, [ex["context_id"] for ex in heldout])
+
+    def fn(example: dict, text: str, n_items: int) -> float:
+        parsed = parse_list(text, example["short_to_item"], n_items)
+        return utility(contexts[example["context_id"]], [it.item_id for it in parsed.items])
+
+    return fn
+
+
 def demo_store_bench(args: argparse.Namespace) -> dict:
-    """Before/after PPO on a store with a trained reward model (RM score, validity, held-out KL)."""
+    """Before/after PPO on a store with a trained reward model: RM score, validity, true utility, KL.
+
+    Every held-out context is sampled ``--demo-samples`` times before and after training (same seeds);
+    the figures are means over contexts with 95% bootstrap intervals, and the after-minus-before
+    difference is paired by context. "true utility" is the demo shop's hidden-preference value of the
+    parsed list (what the simulated annotators judge by), so it says whether the lists really got better,
+    not only whether the reward model thinks so. ``--eval-unconstrained`` also samples without the list
+    grammar, where validity is not guaranteed.
+    """
+    import numpy as np
+    import torch
+
+    from rlhf.evaluation import bootstrap_ci
     from rlhf.models import load_causal_lm
     from rlhf.ppo.config import PPOConfig
-    from rlhf.ppo.product import ListGrammarConstraint, build_product_reward, load_ppo_examples
+    from rlhf.ppo.product import (
+        ListGrammarConstraint,
+        build_product_reward,
+        load_ppo_examples,
+        rm_normalization,
+    )
     from rlhf.ppo.trainer import PPOTrainer
     from rlhf.reward.registry import load_reward_model
     from rlhf.runtime import open_store
     from rlhf.settings import load_settings
 
+    torch.set_num_threads(args.threads)
     settings = load_settings(store={"data_dir": Path(args.demo_store)})
     store = open_store(settings)
     scorer = load_reward_model(store, args.rm_id, settings=settings)
+    shift, scale = rm_normalization(scorer, settings)
     model, tok = load_causal_lm(settings.model.policy, device="cpu", dtype="float32")
     train = load_ppo_examples(store, settings, tok, split="train")
     heldout = load_ppo_examples(store, settings, tok, split="heldout", limit=args.heldout)
+    n_items = settings.generation.list_length
+    true_utility = _true_utility_fn(store, heldout)
     cfg = PPOConfig.from_settings(settings.ppo, steps=args.demo_steps, tensorboard=True, checkpoint_every=0)
-    constraint = ListGrammarConstraint(tok, settings.generation.list_length, settings.generation.max_reason_tokens)
+    constraint = ListGrammarConstraint(tok, n_items, settings.generation.max_reason_tokens)
+    run_dir = OUT / f"demo-ppo-{time.strftime('%Y%m%dT%H%M%S')}"
     trainer = PPOTrainer(cfg, model, tok, build_product_reward(scorer, settings), train, logits_mask_fn=constraint,
-                         output_dir=OUT / "demo-ppo")
+                         output_dir=run_dir)
+    print(f"reward model {scorer.rm_id}: heldout accuracy {scorer.card.get('metrics', {}).get('heldout_accuracy')}, "
+          f"score shift {shift:.4f} scale {scale:.4f}; {len(train)} train / {len(heldout)} held-out contexts; "
+          f"ppo config {cfg.to_dict()}", flush=True)
 
-    def evaluate() -> dict:
-        rm, valid, kl = [], [], []
-        for i in range(0, len(heldout), cfg.batch_size):
-            _, raw = trainer.rollout(heldout[i: i + cfg.batch_size])
-            rm += raw["parts"]["rm"].tolist()
-            valid += raw["valid"].tolist()
-            kl += raw["kl_sum"].tolist()
-        return {"rm_score": sum(rm) / len(rm), "validity_rate": sum(valid) / len(valid),
-                "heldout_kl": sum(kl) / len(kl), "n": len(rm)}
+    def sample(constrained: bool, seed: int) -> dict[str, list[float]]:
+        saved = trainer.constraint
+        trainer.constraint = constraint if constrained else None
+        torch.manual_seed(seed)
+        rows: dict[str, list[float]] = {"rm": [], "valid": [], "kl": [], "utility": []}
+        try:
+            for i in range(0, len(heldout), cfg.batch_size):
+                chunk = heldout[i: i + cfg.batch_size]
+                _, raw = trainer.rollout(chunk)
+                rows["rm"] += [float(x) * scale + shift for x in raw["parts"]["rm"].tolist()]  # raw RM score
+                rows["valid"] += raw["valid"].tolist()
+                rows["kl"] += raw["kl_sum"].tolist()
+                if true_utility is not None:
+                    rows["utility"] += [true_utility(ex, t, n_items) for ex, t in zip(chunk, raw["texts"])]
+        finally:
+            trainer.constraint = saved
+        return rows
 
-    before = evaluate()
+    def evaluate(tag: str) -> dict:
+        out = {}
+        modes = [("constrained", True)] + ([("unconstrained", False)] if args.eval_unconstrained else [])
+        for mode, constrained in modes:
+            runs = [sample(constrained, 1000 + k) for k in range(args.demo_samples)]
+            per_ctx = {k: np.mean([r[k] for r in runs], axis=0) if runs[0][k] else np.array([]) for k in runs[0]}
+            out[mode] = per_ctx
+            summary = {k: bootstrap_ci(v.tolist()) for k, v in per_ctx.items() if len(v)}
+            print(f"{tag:6s} {mode:13s} " + "  ".join(
+                f"{k} {e.mean:.4f} [{e.lo:.4f}, {e.hi:.4f}]" for k, e in summary.items()), flush=True)
+        return out
+
     t0 = time.perf_counter()
-    trainer.train()
-    return {"before": before, "after": evaluate(), "steps": args.demo_steps, "train_s": time.perf_counter() - t0}
+    before = evaluate("before")
+    eval_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    history = trainer.train()
+    train_s = time.perf_counter() - t0
+    after = evaluate("after")
+    result: dict = {"steps": args.demo_steps, "train_s": train_s, "eval_s": eval_s, "heldout_contexts": len(heldout),
+                    "samples_per_context": args.demo_samples, "rm_id": scorer.rm_id, "tensorboard": str(run_dir),
+                    "history": [{k: v for k, v in h.items() if k.startswith(("reward/", "kl/", "response/"))}
+                                for h in history]}
+    for mode in before:
+        block = {}
+        for k in before[mode]:
+            if not len(before[mode][k]):
+                continue
+            b, a = before[mode][k], after[mode][k]
+            block[k] = {"before": vars(bootstrap_ci(b.tolist())), "after": vars(bootstrap_ci(a.tolist())),
+                        "paired_diff": vars(bootstrap_ci((a - b).tolist()))}
+            d = block[k]["paired_diff"]
+            print(f"{mode:13s} {k:8s} before {b.mean():.4f}  after {a.mean():.4f}  "
+                  f"paired diff {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]", flush=True)
+        result[mode] = block
+    return result
 
 
 # ----------------------------------------------------------------------------- main
@@ -352,6 +437,9 @@ def main() -> None:
     p.add_argument("--rm-id", default=None)
     p.add_argument("--demo-steps", type=int, default=200)
     p.add_argument("--heldout", type=int, default=64)
+    p.add_argument("--demo-samples", type=int, default=2, help="samples per held-out context, before and after")
+    p.add_argument("--eval-unconstrained", action="store_true",
+                   help="also evaluate without the list grammar (validity is then not guaranteed)")
     p.add_argument("--json", help="also write all results to this JSON file")
     args = p.parse_args()
 
@@ -385,7 +473,7 @@ def main() -> None:
     if args.demo_store:
         print(f"\n## demo store: {args.demo_steps} PPO steps against the trained reward model")
         results["demo"] = demo_store_bench(args)
-        print(json.dumps(results["demo"], indent=2))
+        print(json.dumps({k: v for k, v in results["demo"].items() if k != "history"}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
