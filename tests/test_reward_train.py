@@ -154,6 +154,7 @@ def test_card_records_the_score_spread_ppo_normalises_by(trained):
     scorer = load_reward_model(store, record.rm_id)
     pairs = build_reward_dataset(read_snapshot(settings.data_dir / "snapshots" / record.card["data"]["snapshot_id"]),
                                  settings).pairs
+    pairs = pairs[pairs["split"] == "train"]
     texts = {(p, t) for p, a, b in zip(pairs["prompt"], pairs["text_a"], pairs["text_b"]) for t in (a, b)}
     scores = scorer.score([p for p, _ in texts], [t for _, t in texts])
     stats = scorer.score_stats

@@ -221,7 +221,8 @@ def train_from_snapshot(
     metrics = evaluate_dataset(
         result.scorer, dataset, batch_size=settings.reward_model.eval_batch_size, progress=progress
     )
-    stats = score_statistics(result.scorer, dataset.pairs, batch_size=settings.reward_model.eval_batch_size)
+    train_pairs = dataset.pairs[dataset.pairs["split"] == "train"]  # evaluation scored the other splits
+    stats = score_statistics(result.scorer, train_pairs, batch_size=settings.reward_model.eval_batch_size)
     return save_reward_model(
         result, rm_id=rm_id, store=store, settings=settings, metrics=metrics, counts=dataset.counts,
         snapshot_id=dataset.snapshot_id, round_id=round_id, extra={"score_stats": stats},
