@@ -123,7 +123,7 @@ def rm_normalization(scorer: Any, settings: Any) -> tuple[float, float]:
     ``settings.ppo.rm_normalize`` uses the mean/std the model's card recorded over the lists it was
     trained on (older models without them stay raw, with a warning).
     """
-    if not getattr(settings.ppo, "rm_normalize", False):
+    if not settings.ppo.rm_normalize:
         return 0.0, 1.0
     stats = getattr(scorer, "score_stats", None)
     if not stats or not float(stats.get("std") or 0.0) > 1e-6:
