@@ -184,7 +184,11 @@ class PPOSettings(BaseModel):
     kl_horizon: int = 10000
     max_grad_norm: float = 1.0
     temperature: float = 0.8
-    max_new_tokens: int = 128
+    max_new_tokens: int = Field(
+        160,
+        description="Response cap during PPO. Keep it at least the constrained worst case (list_length x "
+        "(max_reason_tokens + 9) + 1: 156 by default) so PPO does not penalise lists generation accepts.",
+    )
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -234,7 +238,7 @@ class RoundSettings(BaseModel):
     quick: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
             "reward_model": {"backbone": "minilm", "epochs": 1.0, "max_length": 384},
-            "ppo": {"steps": 6, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 2, "max_new_tokens": 128},
+            "ppo": {"steps": 6, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 2, "max_new_tokens": 160},
             "rounds": {"contexts_per_round": 6, "new_pairs": 6, "eval_contexts": 6, "ensemble_size": 1,
                        "eval_bootstrap_samples": 200},
             "generation": {"samples_per_context": 2},

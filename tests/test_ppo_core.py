@@ -239,3 +239,21 @@ def test_product_reward_puts_the_reward_model_on_the_scale_its_card_records(sett
     with caplog.at_level("WARNING"):
         assert build_product_reward(flat, settings)(batch).parts["rm"] == pytest.approx([0.03, 0.01])
     assert "unscaled" in caplog.text
+
+
+def test_ppo_response_cap_covers_the_longest_constrained_list(caplog):
+    """Defaults (full and quick) let PPO finish every list constrained generation can write; a lower
+    cap is reported, since PPO would penalise those lists as having no EOS."""
+    from rlhf.generate import constrained_worst_case_tokens
+    from rlhf.ppo.product import warn_if_cap_cuts_lists
+    from rlhf.settings import load_settings
+
+    s = load_settings()
+    worst = constrained_worst_case_tokens(s.generation.list_length, s.generation.max_reason_tokens)
+    assert s.ppo.max_new_tokens >= worst
+    assert s.rounds.quick["ppo"]["max_new_tokens"] >= worst
+    assert not warn_if_cap_cuts_lists(PPOConfig.from_settings(s.ppo), s)
+    with caplog.at_level("WARNING"):
+        assert warn_if_cap_cuts_lists(PPOConfig.from_settings(s.ppo, max_new_tokens=worst - 1), s)
+    assert "cut off" in caplog.text
+    assert not warn_if_cap_cuts_lists(PPOConfig.from_settings(s.ppo, max_new_tokens=8, constrained=False), s)

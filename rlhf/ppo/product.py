@@ -168,6 +168,24 @@ def store_metrics_sink(store: Any, run_id: str, run_kind: str) -> Any:
     return sink
 
 
+def warn_if_cap_cuts_lists(config: Any, settings: Any) -> bool:
+    """Log a warning (and return True) when PPO's response cap is below the longest constrained list.
+
+    A list cut off by the cap gets no EOS and so the no-EOS penalty: PPO would then learn to shorten
+    reasons that generation (whose cap follows the same worst case) accepts.
+    """
+    from rlhf.generate import constrained_worst_case_tokens
+
+    g = settings.generation
+    worst = constrained_worst_case_tokens(g.list_length, g.max_reason_tokens)
+    if not config.constrained or config.max_new_tokens >= worst:
+        return False
+    log.warning("ppo.max_new_tokens=%d is below the longest constrained list (%d tokens for %d items with "
+                "max_reason_tokens=%d): such lists are cut off and penalised as having no EOS.",
+                config.max_new_tokens, worst, g.list_length, g.max_reason_tokens)
+    return True
+
+
 def run_ppo(
     settings: Any,
     store: Any,
@@ -198,6 +216,7 @@ def run_ppo(
     from rlhf.runtime import new_id
 
     config = PPOConfig.from_settings(settings.ppo, algo=algo, steps=steps)
+    warn_if_cap_cuts_lists(config, settings)
     if resume:
         run_dir = Path(resume)
         if run_dir.name.startswith("step-"):
