@@ -10,6 +10,12 @@ Tasks (choose with --tasks):
   dropping 'equal' and null). Prompt: the debate title and the stance.
 - ``hh``: Anthropic HH-RLHF harmless-base TEST file (2,312 pairs), deterministic 80/20 split by a hash of
   the dialogue prompt (identical prompts never straddle the split). Floor: "longer reply wins" = 0.443.
+- ``demo``: the demo shop in the PRODUCT's format: prompts rendered by ``rlhf.prompts.render_prompt``
+  (policy tokenizer), answers ``1. C07 | reason`` of random candidates with generic reasons, labels from
+  the default simulated crowd (~0.75 agreement, one label per pair) on TRAIN contexts, tested on pairs
+  of HELD-OUT contexts labelled by the TRUE utility order. Run once per ``--input-formats`` entry
+  (``rlhf.reward.inputs``: ``resolved`` names each item and keeps only the history as the prompt;
+  ``policy`` reads the raw texts), same pairs and labels.
 - Throughput (pairs/s) and peak RSS of every training run are printed with it.
 
 Sizes are flags so that the shared 2-core CPU can run a subset; the output says exactly what ran.
@@ -76,7 +82,8 @@ def hh_frame() -> pd.DataFrame:
     })
 
 
-def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, args: argparse.Namespace) -> dict:
+def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, args: argparse.Namespace,
+            input_format: str = "resolved") -> dict:
     from rlhf.reward.evaluate import evaluate_frame
     from rlhf.reward.train import peak_rss_mb, train_reward_model
     from rlhf.settings import load_settings
@@ -85,7 +92,7 @@ def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, a
     settings = load_settings(reward_model={
         "backbone": backbone, "epochs": args.epochs, "learning_rate": lr, "batch_size": args.batch_size,
         "max_length": args.max_length, "center_rewards_coefficient": 0.01, "lora_r": args.lora_r,
-        "lora_alpha": 2 * args.lora_r, "seed": args.seed, "logging_steps": 20,
+        "lora_alpha": 2 * args.lora_r, "seed": args.seed, "logging_steps": 20, "input_format": input_format,
     })
     with tempfile.TemporaryDirectory() as tmp:
         result = train_reward_model(train, settings=settings, output_dir=tmp, backbone=backbone,
@@ -95,7 +102,7 @@ def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, a
         eval_s = time.perf_counter() - t0
     losses = result.losses()
     row = {
-        "task": name, "backbone": backbone, "n_train": len(train), "n_test": len(test),
+        "task": name, "backbone": backbone, "input_format": input_format, "n_train": len(train), "n_test": len(test),
         "accuracy": metrics["accuracy"], "ece": metrics["ece"],
         "train_s": round(result.train_seconds, 1), "pairs_per_s": round(result.pairs_per_second, 2),
         "eval_pairs_per_s": round(len(test) / eval_s, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
@@ -153,6 +160,81 @@ def bench_hh(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
     return rows
 
 
+REASONS = ("Matches what they bought before.", "A popular choice in this category.", "Good value for the price.",
+           "Complements their earlier purchases.", "A useful addition for their home.")
+
+
+def demo_frames(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) preference frames on the demo shop in the product's prompt and answer format."""
+    from rlhf import simulate as sim
+    from rlhf.demo import build_demo, utility_fn_for_store
+    from rlhf.models import get_tokenizer
+    from rlhf.prompts import build_context_views, format_list_line, render_prompt
+    from rlhf.settings import load_settings
+    from storage import Store
+    from storage import contexts as contexts_repo
+
+    tmp = tempfile.mkdtemp(prefix="rm_demo_")
+    settings = load_settings(store={"data_dir": Path(tmp) / "data"},
+                             demo={"n_items": 240, "n_shoppers": args.demo_shoppers, "seed": args.seed})
+    store = Store.from_settings(settings)
+    build_demo(store, settings, with_accounts=False)
+    utility = utility_fn_for_store(store)
+    with store.transaction() as con:
+        contexts = contexts_repo.list_contexts(con)
+        views = {v.context_id: v for v in build_context_views(con, contexts)}
+    tokenizer = get_tokenizer(settings.model.policy)
+    n, rng = settings.generation.list_length, np.random.default_rng(args.seed)
+    crowd = sim.make_crowd(20, "default", seed=args.seed)
+
+    def pairs_of(ctx, k_pairs):
+        view = views[ctx.context_id]
+        prompt = render_prompt(tokenizer, view, n, settings.generation.max_prompt_tokens)
+        out = []
+        for _ in range(k_pairs):
+            picks = [rng.choice(len(view.candidates), n, replace=False) for _ in range(2)]
+            texts = ["\n".join(format_list_line(r + 1, view.short_ids[i], REASONS[int(rng.integers(len(REASONS)))])
+                               for r, i in enumerate(p)) for p in picks]
+            u = [utility(ctx, [view.candidates[i].item_id for i in p]) for p in picks]
+            out.append((prompt, texts, u))
+        return out
+
+    train_rows, test_rows = [], []
+    train_ctx = [c for c in contexts if c.split != "heldout"]
+    held_ctx = [c for c in contexts if c.split == "heldout"]
+    raw = [x for c in train_ctx for x in pairs_of(c, args.demo_pairs_per_context)]
+    scale = sim.utility_scale([u[0] - u[1] for _, _, u in raw])
+    for prompt, texts, u in raw:
+        left_is_a = bool(rng.random() < 0.5)
+        ul, ur = (u[0], u[1]) if left_is_a else (u[1], u[0])
+        choice = sim.canonical_choice(sim.judge(crowd[int(rng.integers(len(crowd)))], ul, ur, rng, scale=scale),
+                                      left_is_a)
+        if choice in ("A", "B"):
+            win = 0 if choice == "A" else 1
+            train_rows.append({"prompt": prompt, "chosen": texts[win], "rejected": texts[1 - win]})
+    for prompt, texts, u in (x for c in held_ctx for x in pairs_of(c, args.demo_pairs_per_context)):
+        if abs(u[0] - u[1]) > 1e-9:
+            win = 0 if u[0] > u[1] else 1
+            test_rows.append({"prompt": prompt, "chosen": texts[win], "rejected": texts[1 - win]})
+    train, test = pd.DataFrame(train_rows), pd.DataFrame(test_rows)
+    if args.train_pairs and len(train) > args.train_pairs:
+        train = train.iloc[np.sort(rng.choice(len(train), args.train_pairs, replace=False))]
+    if args.test_pairs and len(test) > args.test_pairs:
+        test = test.iloc[np.sort(rng.choice(len(test), args.test_pairs, replace=False))]
+    return train, test
+
+
+def bench_demo(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
+    train, test = demo_frames(args)
+    print(f"demo shop: train {len(train)} crowd-labelled pairs on train contexts, test {len(test)} pairs on "
+          f"held-out contexts (label = true utility order)", flush=True)
+    rows = []
+    for bb in backbones:
+        for fmt in [f for f in args.input_formats.split(",") if f]:
+            rows.append(run_one("demo", bb, train, test, args, input_format=fmt))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="ukp,hh")
@@ -164,6 +246,9 @@ def main() -> None:
     parser.add_argument("--test-pairs", type=int, default=0, help="subsample UKP test pairs (0 = all)")
     parser.add_argument("--hh-train-pairs", type=int, default=0, help="subsample HH training pairs (0 = all)")
     parser.add_argument("--hh-test-pairs", type=int, default=0, help="subsample the HH test split (0 = all)")
+    parser.add_argument("--demo-shoppers", type=int, default=160, help="demo: shoppers (contexts) in the shop")
+    parser.add_argument("--demo-pairs-per-context", type=int, default=4, help="demo: random list pairs per context")
+    parser.add_argument("--input-formats", default="resolved,policy", help="demo: reward-model input formats to run")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -193,10 +278,12 @@ def main() -> None:
         rows += bench_ukp(args, backbones)
     if "hh" in tasks:
         rows += bench_hh(args, backbones)
+    if "demo" in tasks:
+        rows += bench_demo(args, backbones)
     print(f"\nSUMMARY (wall {time.perf_counter() - started:.0f} s)")
     table = pd.DataFrame(rows)
     if not table.empty:
-        cols = [c for c in ("task", "backbone", "n_train", "n_test", "accuracy", "longer_wins_floor", "ece", "train_s", "pairs_per_s",
+        cols = [c for c in ("task", "backbone", "input_format", "n_train", "n_test", "accuracy", "longer_wins_floor", "ece", "train_s", "pairs_per_s",
                             "eval_pairs_per_s", "peak_rss_mb", "first_loss", "final_loss") if c in table]
         print(table[cols].to_string(index=False))
         ukp = table[table["task"].str.startswith("ukp")]

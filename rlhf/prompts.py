@@ -9,8 +9,9 @@ Public API (stable; PPO, the reward model and the app depend on it):
 - :func:`build_messages` — chat messages (system + user) for a view.
 - :func:`render_prompt` — the exact prompt text: the tokenizer's chat template with
   ``add_generation_prompt=True``, history truncated (oldest first) to fit a token budget.
-  The reward model must score ``render_prompt(policy_tokenizer, view, n_items, max_prompt_tokens)`` +
-  the completion: it is deterministic, and :func:`prompt_fingerprint` of it is stored with every
+  The reward model is given ``render_prompt(policy_tokenizer, view, n_items, max_prompt_tokens)`` +
+  the completion (:mod:`rlhf.reward.inputs` reads them back with :func:`prompt_sections` to name each
+  item of the answer): it is deterministic, and :func:`prompt_fingerprint` of it is stored with every
   generation (``sampling["prompt_sha1"]``) so that a re-render can be checked.
 - :func:`format_list_line` / :data:`LINE_FORMAT` — the output format, one line per item::
 
@@ -34,6 +35,11 @@ from storage.records import CatalogItem, Context
 PROMPT_VERSION = "v1"
 
 LINE_FORMAT = "<rank>. <candidate id> | <one-sentence reason>"
+
+#: Section headers of the user message; :func:`prompt_sections` reads a rendered prompt back by them.
+HISTORY_HEADER = "The shopper bought these products before (oldest first):"
+CANDIDATES_HEADER = "Candidate products:"
+NO_HISTORY = "- (no earlier purchases known)"
 
 SYSTEM_PROMPT = (
     "You are a shopping assistant for an online shop. You recommend products to a shopper, choosing "
@@ -158,12 +164,12 @@ def build_messages(
     if history:
         past = "\n".join(f"- {_describe(it, title_chars)}" for it in history)
     else:
-        past = "- (no earlier purchases known)"
+        past = NO_HISTORY
     cands = "\n".join(f"{s}: {_describe(c, title_chars)}" for s, c in zip(view.short_ids, view.candidates))
     example = view.short_ids[min(6, len(view.short_ids) - 1)] if view.short_ids else "C07"
     user = (
-        f"The shopper bought these products before (oldest first):\n{past}\n\n"
-        f"Candidate products:\n{cands}\n\n"
+        f"{HISTORY_HEADER}\n{past}\n\n"
+        f"{CANDIDATES_HEADER}\n{cands}\n\n"
         f"Choose the {n_items} candidates this shopper is most likely to want, best first. "
         f"Answer with exactly {n_items} lines and nothing else. Each line must be:\n"
         f"{LINE_FORMAT}\n"
@@ -171,6 +177,40 @@ def build_messages(
         "Use only candidate ids from the list above, each at most once."
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class PromptSections:
+    """What a rendered prompt told the policy: history lines (oldest first) and candidates by short id."""
+
+    history: list[str]
+    candidates: dict[str, str]
+
+
+def prompt_sections(prompt: str) -> PromptSections | None:
+    """The history and candidate descriptions of a prompt made by :func:`render_prompt`, or None.
+
+    The inverse of :func:`build_messages` for the two lists it writes, so that a reader of the policy's
+    answer (the reward model) can put each ``C07`` back next to what it stands for. Returns None for
+    text that is not one of our prompts (imported labels, benchmark prompts).
+    """
+    h = prompt.find(HISTORY_HEADER)
+    c = prompt.find(CANDIDATES_HEADER, h + 1)
+    if h < 0 or c < 0:
+        return None
+    history = [
+        line[2:].strip() for line in prompt[h + len(HISTORY_HEADER):c].splitlines()
+        if line.startswith("- ") and line.strip() != NO_HISTORY
+    ]
+    candidates: dict[str, str] = {}
+    for line in prompt[c + len(CANDIDATES_HEADER):].splitlines()[1:]:
+        if not line.strip():
+            break
+        short, sep, description = line.partition(": ")
+        if not sep or not short.startswith("C"):
+            break
+        candidates[short.strip()] = description.strip()
+    return PromptSections(history, candidates) if candidates else None
 
 
 def format_list_line(rank: int, short_id: str, reason: str) -> str:

@@ -132,6 +132,11 @@ class RewardModelSettings(BaseModel):
     learning_rate: float = 2e-4
     batch_size: int = 8
     max_length: int = 768
+    input_format: Literal["resolved", "policy"] = Field(
+        "resolved",
+        description="What the model reads (rlhf.reward.inputs): 'resolved' = the shopper's history and each "
+        "answer line with its item's title, category and price; 'policy' = the raw prompt and answer.",
+    )
     center_rewards_coefficient: float = 0.01
     lora_r: int = 16
     lora_alpha: int = 32

@@ -130,6 +130,33 @@ def test_registry_reload_gives_identical_scores(trained, tiny_backbone):
     np.testing.assert_allclose(loaded.score(prompts[::-1], responses[::-1], batch_size=1), after[::-1], atol=1e-5)
     latest = load_reward_model(store)  # the latest registered model
     assert latest.rm_id == "rm_roundtrip" == record.rm_id
+    # The card records what the model reads; a card from before input formats existed means raw texts.
+    assert record.card["training"]["input_format"] == loaded.input_format == settings.reward_model.input_format
+    folder = settings.data_dir / "reward_models" / "rm_roundtrip"
+    card = json.loads((folder / "card.json").read_text())
+    del card["training"]["input_format"]
+    (folder / "card.json").write_text(json.dumps(card))
+    assert load_reward_model(store, "rm_roundtrip").input_format == "policy"
+
+
+def test_the_scorer_reads_real_prompts_in_its_input_format(trained, tmp_path):
+    """A policy prompt is rewritten before encoding (ids resolved), and a 'policy' scorer reads it raw."""
+    from rlhf.reward.dataset import build_reward_dataset
+    from rlhf.reward.registry import load_reward_model
+    from storage.snapshot import read_snapshot, write_snapshot
+
+    settings, store, record = trained
+    scorer = load_reward_model(store, record.rm_id)
+    assert scorer.input_format == "resolved"
+    write_snapshot(store, tmp_path / "snap")
+    row = build_reward_dataset(read_snapshot(tmp_path / "snap"), settings).train.iloc[0]
+    prompt, text = row["prompt"], row["chosen"]
+    assert text.startswith("1. C01 |")
+    resolved = scorer.tokenizer.decode(scorer.encode([prompt], [text])[0])
+    scorer.input_format = "policy"
+    raw = scorer.tokenizer.decode(scorer.encode([prompt], [text])[0])
+    assert "1. C01 |" in raw and "Item number" not in raw.split("1. C01 |")[-1]
+    assert "1. C01" not in resolved and "1. Item number" in resolved
 
 
 def test_reloaded_model_reproduces_its_recorded_metrics(trained):

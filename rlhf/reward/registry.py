@@ -214,4 +214,7 @@ def load_reward_model_from_folder(
     model.eval()
     max_length = int(card.get("training", {}).get("max_length") or card["settings"]["reward_model"]["max_length"])
     max_length = effective_max_length(base, max_length)
-    return RewardScorer(model, tokenizer, kind=backbone.kind, max_length=max_length, rm_id=card["rm_id"], card=card)
+    # Models trained before input formats existed read the raw texts.
+    input_format = card.get("training", {}).get("input_format", "policy")
+    return RewardScorer(model, tokenizer, kind=backbone.kind, max_length=max_length, rm_id=card["rm_id"], card=card,
+                        input_format=input_format)

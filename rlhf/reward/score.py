@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rlhf.reward.backbones import Kind, encode_pair
+from rlhf.reward.inputs import reward_inputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,11 +34,13 @@ class RewardScorer:
         max_length: int,
         rm_id: str | None = None,
         card: dict[str, Any] | None = None,
+        input_format: str = "policy",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.kind = kind
         self.max_length = int(max_length)
+        self.input_format = input_format
         self.rm_id = rm_id
         self.card = card or {}
 
@@ -52,11 +55,12 @@ class RewardScorer:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
-        """Token ids per (prompt, response), as used in training."""
+        """Token ids per (prompt, response), as used in training (same input format and truncation)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
         return [
-            encode_pair(self.tokenizer, p, r, self.max_length, self.kind) for p, r in zip(prompts, responses)
+            encode_pair(self.tokenizer, *reward_inputs(p, r, self.input_format), self.max_length, self.kind)
+            for p, r in zip(prompts, responses)
         ]
 
     def score_ids(self, encoded: Sequence[Sequence[int]], batch_size: int = 32, progress: bool = False) -> np.ndarray:

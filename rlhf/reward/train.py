@@ -30,6 +30,7 @@ import pandas as pd
 
 from rlhf.errors import RecFeedbackError
 from rlhf.reward.backbones import Backbone, effective_max_length, encode_pair, load_backbone, resolve_backbone
+from rlhf.reward.inputs import reward_inputs
 from rlhf.reward.score import RewardScorer
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         losses = self.losses()
         return {
-            "n_train": self.n_train, "max_length": self.scorer.max_length, "train_seconds": round(self.train_seconds, 2),
+            "n_train": self.n_train, "max_length": self.scorer.max_length,
+            "input_format": self.scorer.input_format, "train_seconds": round(self.train_seconds, 2),
             "pairs_per_second": round(self.pairs_per_second, 3), "peak_rss_mb": round(self.peak_rss_mb, 1),
             "peak_cuda_mb": self.peak_cuda_mb, "device": self.device,
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
@@ -83,12 +85,21 @@ def peak_rss_mb() -> float:
     return peak / 1024.0 if sys.platform != "darwin" else peak / (1024.0 * 1024.0)
 
 
-def encode_preferences(frame: pd.DataFrame, tokenizer: Any, max_length: int, kind: str) -> dict[str, list[Any]]:
-    """TRL's processed preference columns for a frame: chosen_ids, rejected_ids (and margin if present)."""
+def encode_preferences(
+    frame: pd.DataFrame, tokenizer: Any, max_length: int, kind: str, input_format: str = "policy"
+) -> dict[str, list[Any]]:
+    """TRL's processed preference columns for a frame: chosen_ids, rejected_ids (and margin if present).
+
+    Texts are read in ``input_format`` (:mod:`rlhf.reward.inputs`), as the scorer will read them.
+    """
     prompts = frame["prompt"].tolist() if "prompt" in frame else [""] * len(frame)
+
+    def encode(p: str, r: str) -> list[int]:
+        return encode_pair(tokenizer, *reward_inputs(p, r, input_format), max_length, kind)
+
     columns: dict[str, list[Any]] = {
-        "chosen_ids": [encode_pair(tokenizer, p, c, max_length, kind) for p, c in zip(prompts, frame["chosen"])],
-        "rejected_ids": [encode_pair(tokenizer, p, r, max_length, kind) for p, r in zip(prompts, frame["rejected"])],
+        "chosen_ids": [encode(p, c) for p, c in zip(prompts, frame["chosen"])],
+        "rejected_ids": [encode(p, r) for p, r in zip(prompts, frame["rejected"])],
     }
     if "margin" in frame:
         columns["margin"] = [float(m) for m in frame["margin"]]
@@ -130,7 +141,7 @@ def train_reward_model(
     set_seed(rm.seed)  # the score head is initialised at load time
     model, tokenizer = load_backbone(bb, device="cpu", dtype="float32")
     max_length = effective_max_length(model, rm.max_length)
-    data = Dataset.from_dict(encode_preferences(train, tokenizer, max_length, bb.kind))
+    data = Dataset.from_dict(encode_preferences(train, tokenizer, max_length, bb.kind, rm.input_format))
 
     peft_config = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=rm.lora_r, lora_alpha=rm.lora_alpha, lora_dropout=rm.lora_dropout,
@@ -174,7 +185,7 @@ def train_reward_model(
         if not max_steps else steps * rm.batch_size * rm.gradient_accumulation_steps
     model = trainer.model
     model.eval()
-    scorer = RewardScorer(model, tokenizer, kind=bb.kind, max_length=max_length)
+    scorer = RewardScorer(model, tokenizer, kind=bb.kind, max_length=max_length, input_format=rm.input_format)
     return TrainResult(
         model=model, tokenizer=tokenizer, backbone=bb, scorer=scorer, output_dir=output_dir, n_train=len(data),
         train_seconds=seconds, pairs_per_second=seen / seconds if seconds > 0 else float("nan"),
