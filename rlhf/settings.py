@@ -135,7 +135,7 @@ class RewardModelSettings(BaseModel):
     input_format: Literal["resolved", "policy"] = Field(
         "resolved",
         description="What the model reads (rlhf.reward.inputs): 'resolved' = the shopper's history and each "
-        "answer line with its item's title, category and price; 'policy' = the raw prompt and answer.",
+        "answer line with its item's title, category and price after its id; 'policy' = the raw prompt and answer.",
     )
     center_rewards_coefficient: float = 0.01
     lora_r: int = 16

@@ -38,15 +38,15 @@ def test_resolved_inputs_name_every_item_and_keep_invalid_ids_visible(policy_tok
     p, r = reward_inputs(prompt, answer)
     assert p.startswith(HISTORY_TITLE) and "Old purchase 2 (Garden, price 5.00)" in p
     assert "Candidate products" not in p and "C01" not in p
-    assert r.splitlines() == ["1. Regency cakestand 3 tier (Kitchen, price 12.75) | Goes with the tea set.",
+    assert r.splitlines() == ["1. C02 Regency cakestand 3 tier (Kitchen, price 12.75) | Goes with the tea set.",
                               "2. C09 (not a candidate) | Invented.",
-                              "3. White hanging heart T-light holder (Home, price 2.55)",
+                              "3. C01 White hanging heart T-light holder (Home, price 2.55)",
                               "some trailing chatter"]
     assert reward_inputs(prompt, answer, "policy") == (prompt, answer)
     assert reward_inputs("Is this reply harmless?", "Yes.") == ("Is this reply harmless?", "Yes.")
     with pytest.raises(ValueError, match="input format"):
         reward_inputs(prompt, answer, "titles")
-    assert resolve_answer("1) C01 | x", {"C01": "Mug"}) == "1) Mug | x"
+    assert resolve_answer("1) C01 | x", {"C01": "Mug"}) == "1) C01 Mug | x"
 
 
 def test_a_small_window_keeps_the_history_and_the_items_in_resolved_form(policy_tokenizer):
@@ -57,5 +57,5 @@ def test_a_small_window_keeps_the_history_and_the_items_in_resolved_form(policy_
     answer = "1. C02 | For baking.\n2. C01 | For the garden shed."
     raw = policy_tokenizer.decode(encode_pair(policy_tokenizer, prompt, answer, 200, "decoder"))
     resolved = policy_tokenizer.decode(encode_pair(policy_tokenizer, *reward_inputs(prompt, answer), 200, "decoder"))
-    assert "Old purchase 11" not in raw and "1. Regency" not in raw
-    assert "Old purchase 11" in resolved and "1. Regency cakestand 3 tier" in resolved
+    assert "Old purchase 11" not in raw and "Regency" not in raw.split("1. C02")[-1]
+    assert "Old purchase 11" in resolved and "1. C02 Regency cakestand 3 tier" in resolved

@@ -156,7 +156,7 @@ def test_the_scorer_reads_real_prompts_in_its_input_format(trained, tmp_path):
     scorer.input_format = "policy"
     raw = scorer.tokenizer.decode(scorer.encode([prompt], [text])[0])
     assert "1. C01 |" in raw and "Item number" not in raw.split("1. C01 |")[-1]
-    assert "1. C01" not in resolved and "1. Item number" in resolved
+    assert "1. C01 |" not in resolved and "1. C01 Item number" in resolved
 
 
 def test_reloaded_model_reproduces_its_recorded_metrics(trained):

@@ -10,8 +10,10 @@ Input formats (``reward_model.input_format``, recorded in every model's card):
 
 - ``"resolved"`` (default): the prompt becomes the shopper's history alone (the candidate table says
   nothing about which of two lists for the same context is better: both lists had the same choice),
-  and each answer line names its item: ``1. Linen tea towel (Kitchen, price 4.50) | reason``. An id
-  that is not a candidate stays visible as such, so invalid lists still look invalid.
+  and each answer line names its item after its id: ``1. C07 Linen tea towel (Kitchen, price 4.50) |
+  reason``. The id stays because it is the candidate's rank in retrieval (co-purchase, category,
+  popularity interleaved: C01 is the strongest match), a signal the raw text carries and titles alone
+  lose. An id that is not a candidate stays visible as such, so invalid lists still look invalid.
 - ``"policy"``: the raw texts, as the policy saw and wrote them (models trained before this format
   existed have no entry in their card and are read this way).
 
@@ -57,6 +59,6 @@ def resolve_answer(response: str, candidates: dict[str, str]) -> str:
             continue
         head, short, reason = m.groups()
         item = candidates.get(short)
-        name = item if item is not None else f"{short} (not a candidate)"
+        name = f"{short} {item}" if item is not None else f"{short} (not a candidate)"
         out.append(f"{head}{name} | {reason}" if reason else f"{head}{name}")
     return "\n".join(out)
