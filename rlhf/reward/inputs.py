@@ -23,11 +23,9 @@ Text that is not one of our prompts (imported labels, benchmark data) is passed 
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from rlhf.prompts import prompt_sections
 
-InputFormat = Literal["resolved", "policy"]
 INPUT_FORMATS: tuple[str, ...] = ("resolved", "policy")
 
 #: One answer line: rank, short id, separator, reason (the parser's grammar, loosely).
@@ -50,7 +48,7 @@ def reward_inputs(prompt: str, response: str, input_format: str = "resolved") ->
 
 
 def resolve_answer(response: str, candidates: dict[str, str]) -> str:
-    """``response`` with each line's short id replaced by the candidate it names."""
+    """``response`` with each line's short id followed by the candidate it names."""
     out = []
     for line in response.splitlines():
         m = _LINE.match(line)
