@@ -1,8 +1,8 @@
 """Training a pairwise reward model with TRL's RewardTrainer (Bradley–Terry) and a LoRA adapter.
 
 :func:`train_reward_model` trains on a preference frame (``prompt``, ``chosen``, ``rejected`` and
-optionally ``margin``): it encodes each side with :func:`rlhf.reward.backbones.encode_pair` (the same
-encoding the scorer uses) and hands TRL the pre-tokenised columns ``chosen_ids`` / ``rejected_ids`` /
+optionally ``margin``): it encodes each side with the returned scorer's own ``encode`` (input format
+and truncation as at scoring time) and hands TRL the pre-tokenised columns ``chosen_ids`` / ``rejected_ids`` /
 ``margin`` that ``RewardTrainer`` accepts as an already-processed dataset. TRL then computes
 ``-log σ(r_chosen − r_rejected − margin) + c · mean((r_chosen + r_rejected)²)`` with ``c`` =
 ``center_rewards_coefficient``. The backbone is an ``AutoModelForSequenceClassification`` with one
@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rlhf.errors import RecFeedbackError
-from rlhf.reward.backbones import Backbone, effective_max_length, encode_pair, load_backbone, resolve_backbone
-from rlhf.reward.inputs import reward_inputs
+from rlhf.reward.backbones import Backbone, effective_max_length, load_backbone, resolve_backbone
 from rlhf.reward.score import RewardScorer
 
 if TYPE_CHECKING:
@@ -85,21 +84,16 @@ def peak_rss_mb() -> float:
     return peak / 1024.0 if sys.platform != "darwin" else peak / (1024.0 * 1024.0)
 
 
-def encode_preferences(
-    frame: pd.DataFrame, tokenizer: Any, max_length: int, kind: str, input_format: str = "policy"
-) -> dict[str, list[Any]]:
+def encode_preferences(frame: pd.DataFrame, scorer: RewardScorer) -> dict[str, list[Any]]:
     """TRL's processed preference columns for a frame: chosen_ids, rejected_ids (and margin if present).
 
-    Texts are read in ``input_format`` (:mod:`rlhf.reward.inputs`), as the scorer will read them.
+    Encoded by ``scorer.encode``, the very function that scores later: the same input format
+    (:mod:`rlhf.reward.inputs`) and truncation in training and at inference, by construction.
     """
     prompts = frame["prompt"].tolist() if "prompt" in frame else [""] * len(frame)
-
-    def encode(p: str, r: str) -> list[int]:
-        return encode_pair(tokenizer, *reward_inputs(p, r, input_format), max_length, kind)
-
     columns: dict[str, list[Any]] = {
-        "chosen_ids": [encode(p, c) for p, c in zip(prompts, frame["chosen"])],
-        "rejected_ids": [encode(p, r) for p, r in zip(prompts, frame["rejected"])],
+        "chosen_ids": scorer.encode(prompts, frame["chosen"].tolist()),
+        "rejected_ids": scorer.encode(prompts, frame["rejected"].tolist()),
     }
     if "margin" in frame:
         columns["margin"] = [float(m) for m in frame["margin"]]
@@ -141,7 +135,8 @@ def train_reward_model(
     set_seed(rm.seed)  # the score head is initialised at load time
     model, tokenizer = load_backbone(bb, device="cpu", dtype="float32")
     max_length = effective_max_length(model, rm.max_length)
-    data = Dataset.from_dict(encode_preferences(train, tokenizer, max_length, bb.kind, rm.input_format))
+    scorer = RewardScorer(model, tokenizer, kind=bb.kind, max_length=max_length, input_format=rm.input_format)
+    data = Dataset.from_dict(encode_preferences(train, scorer))
 
     peft_config = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=rm.lora_r, lora_alpha=rm.lora_alpha, lora_dropout=rm.lora_dropout,
@@ -185,7 +180,7 @@ def train_reward_model(
         if not max_steps else steps * rm.batch_size * rm.gradient_accumulation_steps
     model = trainer.model
     model.eval()
-    scorer = RewardScorer(model, tokenizer, kind=bb.kind, max_length=max_length, input_format=rm.input_format)
+    scorer.model = model  # the trained (PEFT-wrapped) model; the encoding stays the one training used
     return TrainResult(
         model=model, tokenizer=tokenizer, backbone=bb, scorer=scorer, output_dir=output_dir, n_train=len(data),
         train_seconds=seconds, pairs_per_second=seen / seconds if seconds > 0 else float("nan"),
