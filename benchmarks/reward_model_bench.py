@@ -27,6 +27,7 @@ Example (what benchmarks/results/reward_model.md records)::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -224,19 +225,27 @@ def demo_frames(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, test
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm_encoder():
+    """(tokenizer, model) of the packaged MiniLM, loaded once for every probe."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from rlhf.reward.backbones import minilm_folder
+
+    return (AutoTokenizer.from_pretrained(str(minilm_folder()), local_files_only=True),
+            AutoModel.from_pretrained(str(minilm_folder()), local_files_only=True).eval())
+
+
 def frozen_probe(train: pd.DataFrame, test: pd.DataFrame, input_format: str, c: float = 1.0) -> float:
     """Held-out accuracy of a logistic Bradley-Terry head on FROZEN MiniLM mean-pooled embeddings of the
     answer text (``input_format`` as the reward model would read it). A reference for how much a
     small label set can teach a linear model on these features; not the product's reward model."""
     import torch
     from sklearn.linear_model import LogisticRegression
-    from transformers import AutoModel, AutoTokenizer
 
-    from rlhf.reward.backbones import minilm_folder
     from rlhf.reward.inputs import reward_inputs
 
-    tok = AutoTokenizer.from_pretrained(str(minilm_folder()), local_files_only=True)
-    model = AutoModel.from_pretrained(str(minilm_folder()), local_files_only=True).eval()
+    tok, model = _minilm_encoder()
     cache: dict[str, np.ndarray] = {}
 
     def embed(frame: pd.DataFrame, column: str) -> np.ndarray:
