@@ -63,7 +63,9 @@ def efficiency(args) -> dict:
     from storage import catalog as catalog_repo
     from storage import contexts as contexts_repo
 
-    rm_name = "feature Bradley-Terry model" if args.le_rm == "features" else f"TRL RewardTrainer ({args.rm_backbone})"
+    rm_name = {"features": "feature Bradley-Terry model",
+               "probe": "the product's probe (rlhf.reward.probe, frozen MiniLM, product answer format)"}.get(
+        args.le_rm, f"TRL RewardTrainer + LoRA ({args.rm_backbone})")
     print(f"== 1. label efficiency: active vs random pairs (demo shop, {args.le_crowd} crowd, "
           f"reward model: {rm_name}, ensemble {args.le_ensemble}, target accuracy {args.target})")
     tmp = tempfile.TemporaryDirectory()
@@ -71,7 +73,7 @@ def efficiency(args) -> dict:
         store={"data_dir": Path(tmp.name) / "data"},
         demo={"n_items": args.le_items, "n_shoppers": args.le_shoppers, "seed": args.seed},
         contexts={"n_candidates": 12, "history_cap": 6},
-        reward_model={"backbone": args.rm_backbone, "epochs": args.rm_epochs, "batch_size": 16,
+        reward_model={"method": "probe" if args.le_rm == "probe" else "lora", "backbone": args.rm_backbone, "epochs": args.rm_epochs, "batch_size": 16,
                       "max_length": args.rm_max_length, "learning_rate": args.rm_lr, "logging_steps": 1000,
                       "warmup_ratio": 0.0, "seed": args.seed},
         rounds={"ensemble_size": 1},
@@ -132,11 +134,14 @@ def efficiency(args) -> dict:
         return rows
 
     gids = sorted(lists)
+    embedded = _probe_embeddings(store, settings, lists, gids, args.seed) if args.le_rm == "probe" else None
 
     def fit(examples):
         """A reward model trained on (context, chosen, rejected) -> scores of every list in ``gids``."""
         if args.le_rm == "features":
             return _feature_rm(examples, lists, by_ctx, items, n, args.seed)
+        if embedded is not None:
+            return _probe_rm(examples, embedded, gids, settings.reward_model.probe_l2)
         frame = pd.DataFrame([{"prompt": prompt(by_ctx[c]), "chosen": _list_text(lists[w][1], titles, cats),
                                "rejected": _list_text(lists[lo][1], titles, cats), "margin": 0.0}
                               for c, w, lo in examples])
@@ -246,6 +251,45 @@ def _features(context, items_in_list, items, n_cats: dict[str, int], attr_index:
             if key in attrs and hist_attrs:
                 v[base + k * k + a] += w * np.mean([h.get(key) == attrs[key] for h in hist_attrs])
     return v
+
+
+PROBE_REASONS = ("Matches what they bought before.", "A popular choice in this category.",
+                 "Good value for the price.", "Complements their earlier purchases.", "A useful addition for their home.")
+
+
+def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
+    """Each pool list as the policy would write it (``1. C07 | reason``, ids = retrieval ranks, generic
+    reasons), embedded ONCE by the product probe's frozen encoder: the encoder never changes, so
+    every refit of the probe only refits its head (what ``train_probe`` does, without re-embedding)."""
+    from rlhf.prompts import build_context_views, format_list_line
+    from rlhf.reward.backbones import resolve_backbone
+    from rlhf.reward.probe import ProbeScorer, load_encoder
+    from storage import contexts as contexts_repo
+
+    with store.transaction() as con:
+        views = {v.context_id: v for v in build_context_views(con, contexts_repo.list_contexts(con))}
+    rng = np.random.default_rng(seed + 5)
+    texts = []
+    for g in gids:
+        cid, its = lists[g]
+        short = views[cid].item_to_short
+        texts.append("\n".join(format_list_line(r + 1, short[i], PROBE_REASONS[int(rng.integers(len(PROBE_REASONS)))])
+                               for r, i in enumerate(its)))
+    rm = settings.reward_model
+    model, tokenizer = load_encoder(resolve_backbone(rm.probe_backbone, settings))
+    scorer = ProbeScorer(model, tokenizer, np.zeros(model.config.hidden_size), kind="encoder",
+                         max_length=rm.probe_max_length, input_format=rm.probe_input_format)
+    return scorer.embed_ids(scorer.encode([""] * len(texts), texts), batch_size=64)
+
+
+def _probe_rm(examples, embedded, gids, l2):
+    """The probe's head fitted on (context, chosen, rejected) -> scores of every list."""
+    from rlhf.reward.probe import fit_bradley_terry
+
+    row = {g: i for i, g in enumerate(gids)}
+    diffs = np.array([embedded[row[w]] - embedded[row[lo]] for _, w, lo in examples])
+    weight, _ = fit_bradley_terry(diffs, l2=l2)
+    return dict(zip(gids, (embedded @ weight).astype(float)))
 
 
 def _feature_rm(examples, lists, by_ctx, items, n, seed):
@@ -460,8 +504,10 @@ def main() -> None:
     p.add_argument("--json-out", default=None)
     p.add_argument("--repeats", type=int, default=1, help="label efficiency: repeat with seeds seed..seed+R-1")
     g = p.add_argument_group("label efficiency")
-    g.add_argument("--le-rm", choices=["features", "trl"], default="features",
+    g.add_argument("--le-rm", choices=["features", "probe", "trl"], default="features",
                    help="features: Bradley-Terry logistic model on observable list features (fast, CPU); "
+                        "probe: the product's small-data reward model (rlhf.reward.probe) on lists in the policy's "
+                        "answer format, the pool embedded once (fast, CPU); "
                         "trl: the product's TRL RewardTrainer + LoRA on --rm-backbone (slow on CPU)")
     g.add_argument("--le-ensemble", type=int, default=3, help="reward models in the active ensemble (bootstrap)")
     g.add_argument("--le-items", type=int, default=240)

@@ -84,7 +84,7 @@ def hh_frame() -> pd.DataFrame:
 
 
 def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, args: argparse.Namespace,
-            input_format: str = "resolved") -> dict:
+            input_format: str = "resolved", method: str = "lora") -> dict:
     from rlhf.reward.evaluate import evaluate_frame
     from rlhf.reward.train import peak_rss_mb, train_reward_model
     from rlhf.settings import load_settings
@@ -94,6 +94,7 @@ def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, a
         "backbone": backbone, "epochs": args.epochs, "learning_rate": lr, "batch_size": args.batch_size,
         "max_length": args.max_length, "center_rewards_coefficient": 0.01, "lora_r": args.lora_r,
         "lora_alpha": 2 * args.lora_r, "seed": args.seed, "logging_steps": 20, "input_format": input_format,
+        "method": method, "probe_backbone": backbone, "probe_input_format": input_format,
     })
     with tempfile.TemporaryDirectory() as tmp:
         result = train_reward_model(train, settings=settings, output_dir=tmp, backbone=backbone,
@@ -103,7 +104,7 @@ def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, a
         eval_s = time.perf_counter() - t0
     losses = result.losses()
     row = {
-        "task": name, "backbone": backbone, "input_format": input_format, "n_train": len(train), "n_test": len(test),
+        "task": name, "method": method, "backbone": backbone, "input_format": input_format, "n_train": len(train), "n_test": len(test),
         "accuracy": metrics["accuracy"], "ece": metrics["ece"],
         "train_s": round(result.train_seconds, 1), "pairs_per_s": round(result.pairs_per_second, 2),
         "eval_pairs_per_s": round(len(test) / eval_s, 1), "peak_rss_mb": round(peak_rss_mb(), 0),
@@ -113,6 +114,22 @@ def run_one(name: str, backbone: str, train: pd.DataFrame, test: pd.DataFrame, a
     print(json.dumps(row), flush=True)
     del result
     return row
+
+
+def sweep(name: str, backbones: list[str], train: pd.DataFrame, test: pd.DataFrame, args: argparse.Namespace,
+          input_formats: tuple[str, ...] = ("resolved",)) -> list[dict]:
+    """One run per method x backbone x input format x training size (nested prefixes of one shuffle)."""
+    order = np.random.default_rng(args.seed).permutation(len(train))
+    sizes = sorted({min(int(n), len(train)) for n in args.train_sizes.split(",") if n} or {len(train)}) \
+        if args.train_sizes else [len(train)]
+    rows = []
+    for method in [m for m in args.methods.split(",") if m]:
+        for bb in backbones:
+            for fmt in input_formats:
+                for n in sizes:
+                    rows.append(run_one(name, bb, train.iloc[np.sort(order[:n])], test, args,
+                                        input_format=fmt, method=method))
+    return rows
 
 
 def bench_ukp(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
@@ -135,9 +152,8 @@ def bench_ukp(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
         longer = float(np.mean(test["chosen"].str.len() > test["rejected"].str.len()))
         print(f"fold {fold}: held-out debates {sorted(held)}; train {len(train)}, test {len(test)} pairs; "
               f"'longer argument wins' on the test pairs: {longer:.3f}", flush=True)
-        for bb in backbones:
-            rows.append(run_one(f"ukp_fold{fold}", bb, train, test, args)
-                        | {"heldout_debates": sorted(held), "longer_wins_floor": round(longer, 3)})
+        rows += [row | {"heldout_debates": sorted(held), "longer_wins_floor": round(longer, 3)}
+                 for row in sweep(f"ukp_fold{fold}", backbones, train, test, args)]
     return rows
 
 
@@ -155,10 +171,7 @@ def bench_hh(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
         test = test.iloc[np.sort(rng.choice(len(test), args.hh_test_pairs, replace=False))]
         longer = float(np.mean(test["chosen"].str.len() > test["rejected"].str.len()))
         print(f"HH test subsample: {len(test)} pairs; 'longer reply wins' on it: {longer:.3f}", flush=True)
-    rows = []
-    for bb in backbones:
-        rows.append(run_one("hh_harmless", bb, train, test, args) | {"longer_wins_floor": round(longer, 3)})
-    return rows
+    return [row | {"longer_wins_floor": round(longer, 3)} for row in sweep("hh_harmless", backbones, train, test, args)]
 
 
 REASONS = ("Matches what they bought before.", "A popular choice in this category.", "Good value for the price.",
@@ -277,11 +290,7 @@ def bench_demo(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
                     for n in sizes]
             print(f"frozen MiniLM + logistic head (C = 1), input {fmt}: " +
                   ", ".join(f"{n} labels {a:.3f}" for n, a in zip(sizes, accs)), flush=True)
-    rows = []
-    for bb in backbones:
-        for fmt in [f for f in args.input_formats.split(",") if f]:
-            rows.append(run_one("demo", bb, train, test, args, input_format=fmt))
-    return rows
+    return sweep("demo", backbones, train, test, args, tuple(f for f in args.input_formats.split(",") if f))
 
 
 def main() -> None:
@@ -300,6 +309,9 @@ def main() -> None:
     parser.add_argument("--input-formats", default="resolved,policy", help="demo: reward-model input formats to run")
     parser.add_argument("--frozen-probe", action="store_true",
                         help="demo: also fit a logistic head on frozen MiniLM embeddings (a reference, seconds)")
+    parser.add_argument("--methods", default="lora", help="reward-model methods to run: lora, probe (rlhf.reward.probe)")
+    parser.add_argument("--train-sizes", default="",
+                        help="comma list of training-set sizes, nested subsets of one shuffle (default: all)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -334,11 +346,11 @@ def main() -> None:
     print(f"\nSUMMARY (wall {time.perf_counter() - started:.0f} s)")
     table = pd.DataFrame(rows)
     if not table.empty:
-        cols = [c for c in ("task", "backbone", "input_format", "n_train", "n_test", "accuracy", "longer_wins_floor", "ece", "train_s", "pairs_per_s",
+        cols = [c for c in ("task", "method", "backbone", "input_format", "n_train", "n_test", "accuracy", "longer_wins_floor", "ece", "train_s", "pairs_per_s",
                             "eval_pairs_per_s", "peak_rss_mb", "first_loss", "final_loss") if c in table]
         print(table[cols].to_string(index=False))
         ukp = table[table["task"].str.startswith("ukp")]
-        for bb, group in ukp.groupby("backbone"):
+        for bb, group in ukp.groupby(["method", "backbone", "n_train"]):
             print(f"UKP cross-topic mean accuracy, {bb}: {group['accuracy'].mean():.3f} over {len(group)} fold(s)")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))

@@ -1137,6 +1137,7 @@ def model_registry(store: Store) -> dict[str, Any]:
     """The reward models and policies registered in the store, as frames for the Training page."""
     import pandas as pd
 
+    from rlhf.reward.registry import method_of
     from storage.generations import list_policies
     from storage.reward_models import list_reward_models
 
@@ -1144,12 +1145,13 @@ def model_registry(store: Store) -> dict[str, Any]:
         rms = list_reward_models(con)
         policies = list_policies(con)
     rm_frame = pd.DataFrame.from_records([
-        {"rm_id": r.rm_id, "round_id": r.round_id, "backbone": r.backbone,
+        {"rm_id": r.rm_id, "round_id": r.round_id, "method": method_of(r),
+         "backbone": r.backbone,
          "heldout_accuracy": (r.metrics or {}).get("heldout_accuracy"),
          "gold_accuracy": (r.metrics or {}).get("gold_accuracy"), "ece": (r.metrics or {}).get("heldout_ece"),
          "train_examples": _dig(r.card, "training", "n_train"), "created_at": r.created_at, "path": r.path}
         for r in rms
-    ], columns=["rm_id", "round_id", "backbone", "heldout_accuracy", "gold_accuracy", "ece", "train_examples",
+    ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "gold_accuracy", "ece", "train_examples",
                 "created_at", "path"])
     policy_frame = pd.DataFrame.from_records([
         {"policy_id": p.policy_id, "kind": p.kind, "parent_id": p.parent_id, "round_id": p.round_id,

@@ -125,8 +125,27 @@ class QueueSettings(BaseModel):
 
 
 class RewardModelSettings(BaseModel):
-    """Pairwise reward model training (TRL RewardTrainer + LoRA)."""
+    """Pairwise reward model training: TRL RewardTrainer + LoRA, or the small-data probe below it."""
 
+    method: Literal["auto", "lora", "probe"] = Field(
+        "auto",
+        description="'lora': TRL RewardTrainer + a LoRA adapter on `backbone`. 'probe': a Bradley-Terry linear "
+        "head on the frozen `probe_backbone`'s embeddings (rlhf.reward.probe), which learns from hundreds of "
+        "labels where LoRA needs thousands. 'auto': the probe below `probe_max_examples` training examples, LoRA from there.",
+    )
+    probe_max_examples: int = Field(
+        2000,
+        description="'auto' trains LoRA from this many training examples on (demo shop: LoRA at chance at 300 "
+        "labels and 0.62 at 1,851, below the probe's 0.69; BENCHMARKS.md).",
+    )
+    probe_backbone: str = Field("minilm", description="The probe's frozen encoder: 'minilm', 'policy' or a model path/id.")
+    probe_input_format: Literal["resolved", "policy"] = Field(
+        "policy",
+        description="What the probe embeds (rlhf.reward.inputs). 'policy': the raw answer lines, whose ids are the "
+        "candidates' retrieval ranks (demo shop, 1,851 labels: 0.69 held-out vs 0.61 with titles resolved).",
+    )
+    probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
+    probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
     backbone: str = Field("policy", description="'policy' (the policy's base) or 'minilm' or a model path/id.")
     epochs: float = 2.0
     learning_rate: float = 2e-4

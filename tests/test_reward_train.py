@@ -58,7 +58,7 @@ def trained(tiny_backbone, tmp_path_factory):
     settings = load_settings(
         store={"data_dir": root / "data"},
         reward_model={
-            "backbone": tiny_backbone, "epochs": 2, "learning_rate": 5e-3, "batch_size": 8, "max_length": 96,
+            "method": "lora", "backbone": tiny_backbone, "epochs": 2, "learning_rate": 5e-3, "batch_size": 8, "max_length": 96,
             "lora_r": 8, "lora_alpha": 16, "logging_steps": 2, "min_examples": 4, "heldout_fraction": 0.3,
             "warmup_ratio": 0.0, "seed": 3,
         },

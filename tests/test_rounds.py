@@ -187,6 +187,10 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     after = data_fingerprint(store)
     assert after["labels"] == before["labels"]  # a round never touches labels
     assert after["reward_models"][0] == before["reward_models"][0] + 1
+    from rlhf.reward.registry import get_record
+
+    # A round's few labels train the small-data probe ('auto'), registered like any reward model.
+    assert get_record(store, record.reward_model_id).card["training"]["method"] == "probe"
 
     # A fresh annotator is served one of the round's pairs first (they carry the highest priority).
     from rlhf.auth import create_user

@@ -38,7 +38,8 @@ def _summary(metrics: dict[str, Any]) -> str:
 @rm_app.command("train")
 @friendly_errors
 def train_command(
-    backbone: str = typer.Option(None, help="'policy', 'minilm' or a model path (default: settings)."),
+    method: str = typer.Option(None, help="'auto', 'lora' or 'probe' (default: settings.reward_model.method)."),
+    backbone: str = typer.Option(None, help="LoRA backbone: 'policy', 'minilm' or a model path (default: settings)."),
     epochs: float = typer.Option(None, help="Training epochs (default: settings.reward_model.epochs)."),
     learning_rate: float = typer.Option(None, help="Learning rate."),
     batch_size: int = typer.Option(None, help="Pairs per batch."),
@@ -48,12 +49,19 @@ def train_command(
     round_id: str = typer.Option(None, help="Record the model as part of this round."),
     as_json: bool = typer.Option(False, "--json", help="Print the registry record as JSON."),
 ) -> None:
-    """Snapshot the labels, train a LoRA reward model (TRL RewardTrainer), evaluate it and register it."""
+    """Snapshot the labels, train a reward model, evaluate it and register it.
+
+    'lora' is TRL's RewardTrainer with a LoRA adapter; 'probe' a Bradley-Terry head on a frozen encoder,
+    which learns from fewer labels; 'auto' picks by the number of training examples.
+    """
+    from rlhf.reward.registry import method_of
     from rlhf.reward.train import train_from_snapshot, train_from_store
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
-    settings = _with_overrides(get_settings(), backbone=backbone, epochs=epochs, learning_rate=learning_rate,
+    if method is not None and method not in ("auto", "lora", "probe"):
+        raise typer.BadParameter(f"--method must be 'auto', 'lora' or 'probe', not {method!r}.")
+    settings = _with_overrides(get_settings(), method=method, backbone=backbone, epochs=epochs, learning_rate=learning_rate,
                                batch_size=batch_size, max_length=max_length)
     store = open_store(settings)
     if snapshot is not None:
@@ -64,7 +72,7 @@ def train_command(
         typer.echo(json.dumps({"rm_id": record.rm_id, "path": record.path, "metrics": record.metrics}, indent=2))
         return
     counts = (record.card or {}).get("data", {}).get("counts", {})
-    typer.echo(f"Registered reward model {record.rm_id} ({record.backbone}) at {record.path}")
+    typer.echo(f"Registered reward model {record.rm_id} ({method_of(record)}, {record.backbone}) at {record.path}")
     typer.echo(f"  trained on {counts.get('examples_train', '?')} examples; {_summary(record.metrics or {})}")
 
 
@@ -135,11 +143,12 @@ def score_command(
 @friendly_errors
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Registered reward models, newest first, with their held-out metrics."""
-    from rlhf.reward.registry import list_reward_models
+    from rlhf.reward.registry import list_reward_models, method_of
 
     records = list_reward_models(get_settings())
     if as_json:
-        typer.echo(json.dumps([{"rm_id": r.rm_id, "backbone": r.backbone, "round_id": r.round_id,
+        typer.echo(json.dumps([{"rm_id": r.rm_id, "method": method_of(r),
+                                "backbone": r.backbone, "round_id": r.round_id,
                                 "path": r.path, "created_at": str(r.created_at), "metrics": r.metrics}
                                for r in records], indent=2))
         return
@@ -147,7 +156,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         typer.echo("No reward models yet. Train one with `recfeedback rm train`.")
         return
     for r in records:
-        typer.echo(f"{r.rm_id}  {r.backbone:<8} round={r.round_id or '-'}  {_summary(r.metrics or {})}")
+        typer.echo(f"{r.rm_id}  {method_of(r):<5} {r.backbone:<8} round={r.round_id or '-'}  {_summary(r.metrics or {})}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 Layout of ``<data_dir>/reward_models/<rm_id>/``::
 
-    adapter/      # PEFT LoRA adapter + the trained score head (modules_to_save)
+    adapter/      # PEFT LoRA adapter + the trained score head (modules_to_save); LoRA models
+    head.safetensors  # the linear head of a probe model (rlhf.reward.probe), instead of adapter/
     tokenizer/    # the tokenizer exactly as used in training (pad token included)
     runs/         # TensorBoard event files of the training run
     card.json     # model card: backbone, data snapshot, label counts, settings, training cost, metrics
@@ -29,6 +30,8 @@ from rlhf.reward.backbones import (
     load_tokenizer_for,
     resolve_backbone,
 )
+from rlhf.reward.probe import OBJECTIVE as PROBE_OBJECTIVE
+from rlhf.reward.probe import load_probe, save_probe_head
 from rlhf.reward.score import RewardScorer
 from storage.records import RewardModelRecord
 
@@ -82,7 +85,8 @@ def build_card(
         "round_id": round_id,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "backbone": result.backbone.as_dict(),
-        "objective": "Bradley-Terry pairwise loss (TRL RewardTrainer) with strength margins and reward centring",
+        "objective": PROBE_OBJECTIVE if result.method == "probe" else
+        "Bradley-Terry pairwise loss (TRL RewardTrainer) with strength margins and reward centring",
         "data": {"snapshot_id": snapshot_id, "counts": counts},
         "settings": {
             "reward_model": settings.reward_model.model_dump(mode="json"),
@@ -118,7 +122,10 @@ def save_reward_model(
 
     folder = reward_model_dir(settings, rm_id)
     folder.mkdir(parents=True, exist_ok=True)
-    result.model.save_pretrained(str(folder / "adapter"))
+    if result.method == "probe":
+        save_probe_head(result.scorer, folder)  # type: ignore[arg-type]
+    else:
+        result.model.save_pretrained(str(folder / "adapter"))
     result.tokenizer.save_pretrained(str(folder / "tokenizer"))
     card = build_card(result, rm_id=rm_id, settings=settings, metrics=metrics, counts=counts or {},
                       snapshot_id=snapshot_id, round_id=round_id, extra=extra)
@@ -133,6 +140,11 @@ def save_reward_model(
         with store.transaction() as con:
             insert_reward_model(con, record)
     return record
+
+
+def method_of(record: RewardModelRecord) -> str:
+    """'lora' or 'probe': how a registered model was trained (models from before the probe are LoRA)."""
+    return str(((record.card or {}).get("training") or {}).get("method") or "lora")
 
 
 def _store_of(store_or_settings: Store | Settings) -> Store:
@@ -199,6 +211,8 @@ def load_reward_model_from_folder(
 
             settings = get_settings()
         backbone = resolve_backbone(backbone.name, settings)
+    if card.get("training", {}).get("method") == "probe":
+        return load_probe(folder, card, backbone, device=device)
     tokenizer = load_tokenizer_for(backbone, str(folder / "tokenizer"))
     base, tokenizer = load_backbone(backbone, device="cpu", dtype="float32", tokenizer=tokenizer)
     model = PeftModel.from_pretrained(base, str(folder / "adapter"))

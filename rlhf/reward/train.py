@@ -61,6 +61,7 @@ class TrainResult:
     device: str
     history: list[dict[str, Any]] = field(default_factory=list)
     peak_cuda_mb: float | None = None
+    method: str = "lora"
 
     def losses(self) -> list[float]:
         """Training losses in logging order."""
@@ -69,12 +70,12 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         losses = self.losses()
         return {
-            "n_train": self.n_train, "max_length": self.scorer.max_length,
+            "method": self.method, "n_train": self.n_train, "max_length": self.scorer.max_length,
             "input_format": self.scorer.input_format, "train_seconds": round(self.train_seconds, 2),
             "pairs_per_second": round(self.pairs_per_second, 3), "peak_rss_mb": round(self.peak_rss_mb, 1),
             "peak_cuda_mb": self.peak_cuda_mb, "device": self.device,
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-            "tensorboard_dir": str(self.output_dir / "runs"),
+            "tensorboard_dir": str(self.output_dir / "runs") if self.method == "lora" else None,
         }
 
 
@@ -100,6 +101,14 @@ def encode_preferences(frame: pd.DataFrame, scorer: RewardScorer) -> dict[str, l
     return columns
 
 
+def choose_method(settings: Settings, n_examples: int) -> str:
+    """'lora' or 'probe' for a training set of ``n_examples``, as ``reward_model.method`` asks."""
+    rm = settings.reward_model
+    if rm.method != "auto":
+        return rm.method
+    return "probe" if n_examples < rm.probe_max_examples else "lora"
+
+
 def train_reward_model(
     train: pd.DataFrame,
     *,
@@ -108,11 +117,43 @@ def train_reward_model(
     backbone: str | Backbone | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    method: str | None = None,
 ) -> TrainResult:
-    """Train a LoRA reward model on ``train`` (prompt / chosen / rejected [/ margin]) and return it.
+    """Train a reward model on ``train`` (prompt / chosen / rejected [/ margin]) and return it.
 
-    Hyper-parameters come from ``settings.reward_model``; ``max_steps`` caps optimizer steps (benchmarks).
+    The method is ``method`` or :func:`choose_method`'s pick for this many examples: the LoRA model
+    (TRL) or the frozen-encoder probe (:mod:`rlhf.reward.probe`, backbone ``probe_backbone`` unless
+    ``backbone`` is given). Hyper-parameters come from ``settings.reward_model``; ``max_steps`` caps
+    the LoRA optimizer's steps (benchmarks).
     """
+    if len(train) == 0:
+        raise RewardTrainingError("There are no training examples.")
+    missing = {"chosen", "rejected"} - set(train.columns)
+    if missing:
+        raise RewardTrainingError(f"The training frame lacks the columns {sorted(missing)}.")
+    method = method or choose_method(settings, len(train))
+    if method == "probe":
+        from rlhf.reward.probe import train_probe
+
+        bb = backbone if isinstance(backbone, Backbone) else resolve_backbone(
+            backbone or settings.reward_model.probe_backbone, settings)
+        return train_probe(train, settings=settings, output_dir=output_dir, backbone=bb, progress=progress)
+    if method != "lora":
+        raise RewardTrainingError(f"Unknown reward-model method {method!r} (expected 'lora' or 'probe').")
+    return _train_lora(train, settings=settings, output_dir=output_dir, backbone=backbone, max_steps=max_steps,
+                       progress=progress)
+
+
+def _train_lora(
+    train: pd.DataFrame,
+    *,
+    settings: Settings,
+    output_dir: str | Path,
+    backbone: str | Backbone | None,
+    max_steps: int | None,
+    progress: bool,
+) -> TrainResult:
+    """TRL RewardTrainer with a LoRA adapter (the module docstring)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType
@@ -122,11 +163,6 @@ def train_reward_model(
     from rlhf.models import pick_device
 
     rm = settings.reward_model
-    if len(train) == 0:
-        raise RewardTrainingError("There are no training examples.")
-    missing = {"chosen", "rejected"} - set(train.columns)
-    if missing:
-        raise RewardTrainingError(f"The training frame lacks the columns {sorted(missing)}.")
     bb = backbone if isinstance(backbone, Backbone) else resolve_backbone(backbone, settings)
     device = pick_device(rm.device)
     output_dir = Path(output_dir)
