@@ -141,3 +141,28 @@ def test_a_probe_folder_with_a_broken_head_is_a_clear_error(probe_model, tmp_pat
         load_reward_model_from_folder(copy, settings=settings)
     card = json.loads((copy / "card.json").read_text())
     assert card["training"]["method"] == "probe"
+
+
+def test_a_decoder_backbone_works_as_the_probe_encoder(tiny_policy, policy_tokenizer, tmp_path):
+    """Any backbone spec may be the probe's encoder: a (tiny) Llama folder, padding masked out of the mean."""
+    import pandas as pd
+
+    from rlhf.reward.registry import load_reward_model_from_folder, save_reward_model
+    from rlhf.reward.train import train_reward_model
+
+    folder = tmp_path / "tiny_llama"
+    tiny_policy.save_pretrained(folder)
+    policy_tokenizer.save_pretrained(folder)
+    settings = load_settings(store={"data_dir": tmp_path / "data"}, reward_model={"method": "probe"})
+    frame = pd.DataFrame({"prompt": ["p"] * 6, "chosen": [f"1. C0{i} | It is {KEYWORD}." for i in range(1, 7)],
+                          "rejected": [f"1. C0{i} | It is plain and dull." for i in range(1, 7)]})
+    result = train_reward_model(frame, settings=settings, output_dir=tmp_path / "out", backbone=str(folder),
+                                progress=False)
+    assert result.method == "probe" and result.backbone.kind == "decoder"
+    texts = ["1. C01 | Short.", f"1. C02 | A much longer reason that is {KEYWORD} for this shopper.\n2. C03 | Mug."]
+    alone = [float(result.scorer.score(["p"], [t], batch_size=1)[0]) for t in texts]
+    together = result.scorer.score(["p", "p"], texts, batch_size=2)  # the short one is padded here
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    record = save_reward_model(result, rm_id="rm_dec", store=None, settings=settings, metrics={})
+    np.testing.assert_allclose(load_reward_model_from_folder(record.path, settings=settings).score(["p", "p"], texts),
+                               together, atol=1e-5)

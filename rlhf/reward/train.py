@@ -1,5 +1,9 @@
 """Training a pairwise reward model with TRL's RewardTrainer (Bradley–Terry) and a LoRA adapter.
 
+With few labels the LoRA model does not learn (on the demo shop it is at chance after 300), so
+:func:`train_reward_model` trains the small-data probe of :mod:`rlhf.reward.probe` instead when
+:func:`choose_method` says so (``reward_model.method``; ``auto`` by the number of examples). Both give
+a :class:`~rlhf.reward.score.RewardScorer` and are registered alike. For the LoRA model,
 :func:`train_reward_model` trains on a preference frame (``prompt``, ``chosen``, ``rejected`` and
 optionally ``margin``): it encodes each side with the returned scorer's own ``encode`` (input format
 and truncation as at scoring time) and hands TRL the pre-tokenised columns ``chosen_ids`` / ``rejected_ids`` /
