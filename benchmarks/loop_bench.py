@@ -157,7 +157,7 @@ def efficiency(args) -> dict:
     shares = SelectionShares.from_settings(settings.rounds)
     if args.shares:
         shares = SelectionShares(**{k: float(v) for k, v in (kv.split("=") for kv in args.shares.split(","))})
-    print(f"active mix: {shares.as_dict()}")
+    print(f"active mix: {shares.as_dict()}" + (f", random below {args.warmup_labels} labels" if args.warmup_labels else ""))
     curves = {}
     for strategy in ("random", "active"):
         rng_l = np.random.default_rng(args.seed + 1)  # the same crowd draws for the same seed batch
@@ -188,7 +188,8 @@ def efficiency(args) -> dict:
                 labelled: dict[str, int] = {}
                 for p in asked:
                     labelled[p.context_id] = labelled.get(p.context_id, 0) + 1
-                sel = select_pairs(pool, scores, gids, args.batch, shares=shares,
+                sel = select_pairs(pool, scores, gids, args.batch,
+                                   shares=_warmed_up(shares, len(examples), args.warmup_labels),
                                    labelled_per_context=labelled, exclude=done, seed=args.seed + step)
                 batch = [CandidatePair(s.context_id, s.gen_a, s.gen_b) for s in sel]
             asked += batch
@@ -251,6 +252,17 @@ def _features(context, items_in_list, items, n_cats: dict[str, int], attr_index:
             if key in attrs and hist_attrs:
                 v[base + k * k + a] += w * np.mean([h.get(key) == attrs[key] for h in hist_attrs])
     return v
+
+
+def _warmed_up(shares, n_labels: int, warmup_labels: int):
+    """A variant tried in results/loop.md §1c and not kept in the product: below ``warmup_labels``
+    labels the model-driven shares (uncertainty, disagreement) go to random."""
+    from rlhf.active import SelectionShares
+
+    if n_labels >= warmup_labels:
+        return shares
+    return SelectionShares(uncertainty=0.0, disagreement=0.0, coverage=shares.coverage,
+                           random=shares.random + shares.uncertainty + shares.disagreement)
 
 
 PROBE_REASONS = ("Matches what they bought before.", "A popular choice in this category.",
@@ -509,6 +521,9 @@ def main() -> None:
                         "probe: the product's small-data reward model (rlhf.reward.probe) on lists in the policy's "
                         "answer format, the pool embedded once (fast, CPU); "
                         "trl: the product's TRL RewardTrainer + LoRA on --rm-backbone (slow on CPU)")
+    g.add_argument("--warmup-labels", type=int, default=0,
+                   help="active: random instead of uncertainty/disagreement below this many labels "
+                        "(a variant tried, not in the product)")
     g.add_argument("--le-ensemble", type=int, default=3, help="reward models in the active ensemble (bootstrap)")
     g.add_argument("--le-items", type=int, default=240)
     g.add_argument("--le-shoppers", type=int, default=160)
