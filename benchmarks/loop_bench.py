@@ -336,6 +336,13 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
     for strategy, (asked, m, se) in means.items():
         print(f"{strategy:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
         print(f"{'  +/- s.e.':<11}  " + "  ".join(f"{v:6.3f}" for v in se))
+    # Both strategies share each repeat's shop, crowd, pool and test pairs: the paired difference is the
+    # fair test of "active beats random" at a given number of labels.
+    diff = np.array([[a["accuracy"] - r["accuracy"] for a, r in zip(run["curves"]["active"], run["curves"]["random"])]
+                     for run in runs])
+    print(f"{'act - rand':<11}  " + "  ".join(f"{v:+6.3f}" for v in diff.mean(axis=0)))
+    print(f"{'  paired se':<11}  " + "  ".join(f"{v:6.3f}" for v in diff.std(axis=0, ddof=1) / np.sqrt(len(runs)))
+          if len(runs) > 1 else "")
 
     def needed(asked, m, goal):
         for i, v in enumerate(m):
@@ -506,7 +513,8 @@ def uci(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "efficiency", "uci"], default="all")
+    p.add_argument("--section", choices=["all", "efficiency", "uci", "combine"], default="all")
+    p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-length", type=int, default=5)
     p.add_argument("--rm-backbone", default="minilm")
@@ -573,6 +581,9 @@ def main() -> None:
         if args.repeats > 1:
             summarise_efficiency(runs, args.target)
         out["efficiency"] = runs
+    if args.section == "combine":  # pool the repeats of earlier efficiency runs (their --json-out files)
+        runs = [r for f in args.combine.split(",") if f for r in json.loads(Path(f).read_text())["efficiency"]]
+        summarise_efficiency(runs, args.target)
     if args.section in ("all", "uci"):
         out["uci"] = uci(args)
     if args.json_out:
