@@ -419,7 +419,8 @@ def uci(args) -> dict:
         "contexts": {"n_candidates": args.candidates, "history_cap": args.history_cap, "heldout_fraction": 0.3},
         "generation": {"list_length": args.list_length, "samples_per_context": 2, "max_new_tokens": args.max_new_tokens,
                     "batch_size": 8},
-        "reward_model": {"backbone": args.rm_backbone, "epochs": args.rm_epochs, "max_length": args.rm_max_length,
+        "reward_model": {"method": args.rm_method, "backbone": args.rm_backbone, "epochs": args.rm_epochs,
+                         "max_length": args.rm_max_length,
                       "learning_rate": args.rm_lr, "min_examples": 4, "logging_steps": 5},
         "ppo": {"steps": args.ppo_steps, "batch_size": args.ppo_batch, "mini_batch_size": max(1, args.ppo_batch // 2),
              "ppo_epochs": 2, "max_new_tokens": args.max_new_tokens, "checkpoint_every": 0},
@@ -517,6 +518,8 @@ def main() -> None:
     p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-length", type=int, default=5)
+    p.add_argument("--rm-method", choices=["auto", "lora", "probe"], default="auto",
+                   help="uci: reward_model.method of the rounds (runs before 2026-12-01 were LoRA: use lora)")
     p.add_argument("--rm-backbone", default="minilm")
     p.add_argument("--rm-epochs", type=float, default=2.0)
     p.add_argument("--rm-lr", type=float, default=5e-4)
