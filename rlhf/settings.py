@@ -136,13 +136,13 @@ class RewardModelSettings(BaseModel):
     probe_max_examples: int = Field(
         2000,
         description="'auto' trains LoRA from this many training examples on (demo shop: LoRA at chance at 300 "
-        "labels and 0.62 at 1,851, below the probe's 0.69; BENCHMARKS.md).",
+        "labels and 0.620 at 1,851, below the probe's 0.695; BENCHMARKS.md).",
     )
     probe_backbone: str = Field("minilm", description="The probe's frozen encoder: 'minilm', 'policy' or a model path/id.")
     probe_input_format: Literal["resolved", "policy"] = Field(
         "policy",
         description="What the probe embeds (rlhf.reward.inputs). 'policy': the raw answer lines, whose ids are the "
-        "candidates' retrieval ranks (demo shop, 1,851 labels: 0.69 held-out vs 0.61 with titles resolved).",
+        "candidates' retrieval ranks (demo shop, 1,851 labels: 0.695 held-out vs 0.598 with titles resolved).",
     )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
     probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
