@@ -91,7 +91,14 @@ class ProbeScorer(RewardScorer):
         ]
 
     def embed_ids(self, encoded: Sequence[Sequence[int]], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Unit-length mean-pooled embeddings of already-encoded answers, in input order."""
+        """Unit-length mean-pooled embeddings of already-encoded answers, in input order; each distinct
+        answer is embedded once (pair tables and training frames repeat lists)."""
+        slot: dict[tuple[int, ...], int] = {}
+        where = np.asarray([slot.setdefault(tuple(ids), len(slot)) for ids in encoded], dtype=np.int64)
+        unique = self._embed([list(k) for k in slot], batch_size, progress)
+        return unique[where] if len(where) else unique
+
+    def _embed(self, encoded: Sequence[Sequence[int]], batch_size: int, progress: bool) -> np.ndarray:
         import torch
 
         n = len(encoded)
@@ -122,11 +129,7 @@ class ProbeScorer(RewardScorer):
         return out
 
     def score_ids(self, encoded: Sequence[Sequence[int]], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Scores in input order; each distinct answer is embedded once (pair tables repeat lists)."""
-        slot: dict[tuple[int, ...], int] = {}
-        where = [slot.setdefault(tuple(ids), len(slot)) for ids in encoded]
-        unique = np.asarray(self.embed_ids([list(k) for k in slot], batch_size, progress) @ self.weight)
-        return unique[np.asarray(where, dtype=np.int64)].astype(np.float32) if where else unique.astype(np.float32)
+        return (self.embed_ids(encoded, batch_size, progress) @ self.weight).astype(np.float32)
 
 
 def fit_bradley_terry(
@@ -175,16 +178,11 @@ def train_probe(
                          kind=backbone.kind, max_length=min(rm.probe_max_length, _position_limit(model)),
                          input_format=rm.probe_input_format)
     started = time.perf_counter()
-    prompts = train["prompt"].tolist() if "prompt" in train else [""] * len(train)
-    texts = [*train["chosen"].tolist(), *train["rejected"].tolist()]
-    unique = list(dict.fromkeys(zip([*prompts, *prompts], texts)))
-    index = {key: i for i, key in enumerate(unique)}
-    emb = scorer.embed_ids(scorer.encode([p for p, _ in unique], [t for _, t in unique]),
-                           batch_size=rm.eval_batch_size, progress=progress)
     n = len(train)
-    keys = list(zip([*prompts, *prompts], texts))
-    chosen = emb[[index[k] for k in keys[:n]]]
-    rejected = emb[[index[k] for k in keys[n:]]]
+    prompts = train["prompt"].tolist() if "prompt" in train else [""] * n
+    emb = scorer.embed_ids(scorer.encode([*prompts, *prompts], [*train["chosen"], *train["rejected"]]),
+                           batch_size=rm.eval_batch_size, progress=progress)
+    chosen, rejected = emb[:n], emb[n:]
     margins = train["margin"].to_numpy(dtype=float) if "margin" in train else None
     scorer.weight, losses = fit_bradley_terry(chosen - rejected, margins, l2=rm.probe_l2)
     seconds = time.perf_counter() - started
