@@ -223,7 +223,11 @@ class PPOSettings(BaseModel):
         description="Put the reward-model score on a unit scale ((s - mean) / std over the lists it was trained "
         "on, from its card) so it weighs as much as the structural and EOS terms.",
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute activations in the update's backward pass. Demo store, 2 steps of 4 episodes on a "
+        "CPU: peak RSS 5.7 GiB instead of 15.0 GiB, same wall time (BENCHMARKS.md, PPO).",
+    )
     checkpoint_every: int = 50
     seed: int = 42
     algo: Literal["ppo", "grpo", "rloo"] = "ppo"

@@ -210,3 +210,26 @@ def test_product_reward_reads_the_real_parser():
     assert list_structure("1. C01 | nice\n2. C02 | good", ex, 2) == ListStructure(2, 2, 0, True)
     messy = "1. C01 | nice\n2. C01 | again\n3. C09 | bad\n4. C03 | ok\n5. C02 | more"
     assert list_structure(messy, ex, 2) == ListStructure(n_listed=5, n_candidate=4, n_duplicate=1, is_valid=False)
+
+
+def test_gradient_checkpointing_saves_memory_without_changing_the_update(tokenizer):
+    """The product turns it on (settings.ppo); the same seed must give the same adapter after a step."""
+    from rlhf.settings import load_settings
+
+    assert PPOConfig.from_settings(load_settings().ppo).gradient_checkpointing
+    prompts, mask_fn, _target = digit_task(tokenizer)
+    digits = [tokenizer.convert_tokens_to_ids(str(i)) for i in range(10)]
+    reward = ComposedReward([RewardTerm("first_digit", lambda b: [  # varies within a batch: the step moves
+        digits.index(ids[0]) / 9 if ids and ids[0] in digits else 0.0 for ids in b.response_ids])])
+    adapters = []
+    for checkpointing in (False, True):
+        trainer = PPOTrainer(config(steps=1, gradient_checkpointing=checkpointing), tiny_model(tokenizer), tokenizer,
+                             reward, prompts, logits_mask_fn=mask_fn)
+        assert trainer.policy.is_gradient_checkpointing == checkpointing
+        trainer.step()
+        adapters.append({k: v.detach().clone() for k, v in trainer.policy.named_parameters() if "lora_" in k})
+    assert adapters[0].keys() == adapters[1].keys() and adapters[0]
+    for name, value in adapters[0].items():
+        torch.testing.assert_close(adapters[1][name], value, atol=1e-6, rtol=1e-5, msg=name)
+    moved = [not torch.allclose(v, 0 * v) for k, v in adapters[0].items() if "lora_B" in k]
+    assert any(moved)  # the step did update the adapter (LoRA B starts at zero)
