@@ -166,3 +166,12 @@ def test_a_decoder_backbone_works_as_the_probe_encoder(tiny_policy, policy_token
     record = save_reward_model(result, rm_id="rm_dec", store=None, settings=settings, metrics={})
     np.testing.assert_allclose(load_reward_model_from_folder(record.path, settings=settings).score(["p", "p"], texts),
                                together, atol=1e-5)
+
+
+def test_the_training_page_says_which_reward_model_a_round_will_train():
+    from rlhf.reward.train import method_summary
+
+    auto = method_summary(load_settings(reward_model={"method": "auto", "probe_max_examples": 1500}))
+    assert "probe" in auto and "1,500" in auto and "LoRA" in auto
+    assert "probe" not in method_summary(load_settings(reward_model={"method": "lora"}))
+    assert "LoRA" not in method_summary(load_settings(reward_model={"method": "probe"}))

@@ -18,6 +18,7 @@ import streamlit as st
 from annotate_app import ui
 from rlhf import rounds as rounds_service
 from rlhf.errors import RecFeedbackError
+from rlhf.reward.train import method_summary
 from storage.errors import StoreError
 
 user = ui.require_page("training")  # the role check: the menu hides the page, this refuses it
@@ -70,9 +71,9 @@ with st.container(border=True):
                          "2-core CPU with the default model; "
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
     shown = _round_settings(size)
-    r, p, rm = shown.rounds, shown.ppo, shown.reward_model
+    r, p = shown.rounds, shown.ppo
     st.caption(
-        f"Labels → reward model ({rm.backbone}, {rm.epochs:g} epochs) → PPO ({p.steps} steps, batch {p.batch_size}) → "
+        f"Labels → reward model ({method_summary(shown)}) → PPO ({p.steps} steps, batch {p.batch_size}) → "
         f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "
         f"(uncertainty {r.active_uncertainty_share:.0%}, disagreement {r.active_disagreement_share:.0%}, "
         f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%}). "

@@ -113,6 +113,18 @@ def choose_method(settings: Settings, n_examples: int) -> str:
     return "probe" if n_examples < rm.probe_max_examples else "lora"
 
 
+def method_summary(settings: Settings) -> str:
+    """A short human description of the reward model a training run will produce (the Training page)."""
+    rm = settings.reward_model
+    lora = f"TRL + LoRA on {rm.backbone}, {rm.epochs:g} epochs"
+    probe = f"probe on frozen {rm.probe_backbone}"
+    if rm.method == "lora":
+        return lora
+    if rm.method == "probe":
+        return probe
+    return f"{probe} below {rm.probe_max_examples:,} labels, else {lora}"
+
+
 def train_reward_model(
     train: pd.DataFrame,
     *,
