@@ -275,7 +275,7 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
     every refit of the probe only refits its head (what ``train_probe`` does, without re-embedding)."""
     from rlhf.prompts import build_context_views, format_list_line
     from rlhf.reward.backbones import resolve_backbone
-    from rlhf.reward.probe import ProbeScorer, load_encoder
+    from rlhf.reward.probe import new_probe_scorer
     from storage import contexts as contexts_repo
 
     with store.transaction() as con:
@@ -287,10 +287,7 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
         short = views[cid].item_to_short
         texts.append("\n".join(format_list_line(r + 1, short[i], PROBE_REASONS[int(rng.integers(len(PROBE_REASONS)))])
                                for r, i in enumerate(its)))
-    rm = settings.reward_model
-    model, tokenizer = load_encoder(resolve_backbone(rm.probe_backbone, settings))
-    scorer = ProbeScorer(model, tokenizer, np.zeros(model.config.hidden_size), kind="encoder",
-                         max_length=rm.probe_max_length, input_format=rm.probe_input_format)
+    scorer = new_probe_scorer(settings, resolve_backbone(settings.reward_model.probe_backbone, settings))
     return scorer.embed_ids(scorer.encode([""] * len(texts), texts), batch_size=64)
 
 

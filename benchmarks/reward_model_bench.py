@@ -27,7 +27,6 @@ Example (what benchmarks/results/reward_model.md records)::
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import os
@@ -238,57 +237,16 @@ def demo_frames(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, test
 
 
-@functools.lru_cache(maxsize=1)
-def _minilm_encoder():
-    """(tokenizer, model) of the packaged MiniLM, loaded once for every probe."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from rlhf.reward.backbones import minilm_folder
-
-    return (AutoTokenizer.from_pretrained(str(minilm_folder()), local_files_only=True),
-            AutoModel.from_pretrained(str(minilm_folder()), local_files_only=True).eval())
-
-
-def frozen_probe(train: pd.DataFrame, test: pd.DataFrame, input_format: str, c: float = 1.0) -> float:
-    """Held-out accuracy of a logistic Bradley-Terry head on FROZEN MiniLM mean-pooled embeddings of the
-    answer text (``input_format`` as the reward model would read it). A reference for how much a
-    small label set can teach a linear model on these features; not the product's reward model."""
-    import torch
-    from sklearn.linear_model import LogisticRegression
-
-    from rlhf.reward.inputs import reward_inputs
-
-    tok, model = _minilm_encoder()
-    cache: dict[str, np.ndarray] = {}
-
-    def embed(frame: pd.DataFrame, column: str) -> np.ndarray:
-        texts = [reward_inputs(p, r, input_format)[1] for p, r in zip(frame["prompt"], frame[column])]
-        todo = [t for t in dict.fromkeys(texts) if t not in cache]
-        for i in range(0, len(todo), 64):
-            batch = tok(todo[i:i + 64], padding=True, truncation=True, max_length=256, return_tensors="pt")
-            with torch.no_grad():
-                h = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            e = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1).numpy()
-            cache.update(zip(todo[i:i + 64], e))
-        return np.array([cache[t] for t in texts])
-
-    x = embed(train, "chosen") - embed(train, "rejected")
-    y = np.r_[np.ones(len(x)), np.zeros(len(x))]
-    w = LogisticRegression(C=c, fit_intercept=False, max_iter=3000).fit(np.vstack([x, -x]), y).coef_[0]
-    return float(np.mean((embed(test, "chosen") - embed(test, "rejected")) @ w > 0))
-
-
 def bench_demo(args: argparse.Namespace, backbones: list[str]) -> list[dict]:
     train, test = demo_frames(args)
     print(f"demo shop: train {len(train)} crowd-labelled pairs on train contexts, test {len(test)} pairs on "
           f"held-out contexts (label = true utility order)", flush=True)
-    if args.frozen_probe:
+    if args.frozen_probe:  # the probe that became the product's small-data model: run it through the product
         for fmt in [f for f in args.input_formats.split(",") if f]:
             sizes = sorted({min(n, len(train)) for n in (300, len(train))})
-            accs = [frozen_probe(train.iloc[np.random.default_rng(0).permutation(len(train))[:n]], test, fmt)
-                    for n in sizes]
-            print(f"frozen MiniLM + logistic head (C = 1), input {fmt}: " +
+            accs = [run_one("demo", "minilm", train.iloc[np.random.default_rng(0).permutation(len(train))[:n]],
+                            test, args, input_format=fmt, method="probe")["accuracy"] for n in sizes]
+            print(f"frozen MiniLM + logistic head (the product's probe, l2 0.25 = C 1), input {fmt}: " +
                   ", ".join(f"{n} labels {a:.3f}" for n, a in zip(sizes, accs)), flush=True)
     return sweep("demo", backbones, train, test, args, tuple(f for f in args.input_formats.split(",") if f))
 

@@ -132,6 +132,15 @@ class ProbeScorer(RewardScorer):
         return (self.embed_ids(encoded, batch_size, progress) @ self.weight).astype(np.float32)
 
 
+def new_probe_scorer(settings: Settings, backbone: Backbone, *, device: str = "cpu") -> ProbeScorer:
+    """An untrained probe (zero head) on ``backbone``, reading answers as ``settings.reward_model`` says."""
+    rm = settings.reward_model
+    model, tokenizer = load_encoder(backbone, device=device)
+    return ProbeScorer(model, tokenizer, np.zeros(int(model.config.hidden_size), dtype=np.float32),
+                       kind=backbone.kind, max_length=min(rm.probe_max_length, _position_limit(model)),
+                       input_format=rm.probe_input_format)
+
+
 def fit_bradley_terry(
     diffs: np.ndarray, margins: np.ndarray | None = None, l2: float = 0.25, max_iter: int = 500
 ) -> tuple[np.ndarray, list[float]]:
@@ -173,10 +182,7 @@ def train_probe(
     device = pick_device(rm.device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_encoder(backbone, device=device)
-    scorer = ProbeScorer(model, tokenizer, np.zeros(int(model.config.hidden_size), dtype=np.float32),
-                         kind=backbone.kind, max_length=min(rm.probe_max_length, _position_limit(model)),
-                         input_format=rm.probe_input_format)
+    scorer = new_probe_scorer(settings, backbone, device=device)
     started = time.perf_counter()
     n = len(train)
     prompts = train["prompt"].tolist() if "prompt" in train else [""] * n
@@ -188,7 +194,7 @@ def train_probe(
     seconds = time.perf_counter() - started
     log.info("Probe reward model fitted on %d pairs in %.1f s (loss %.3f -> %.3f)", n, seconds, *losses)
     return TrainResult(
-        model=model, tokenizer=tokenizer, backbone=backbone, scorer=scorer, output_dir=output_dir, n_train=n,
+        model=scorer.model, tokenizer=scorer.tokenizer, backbone=backbone, scorer=scorer, output_dir=output_dir, n_train=n,
         train_seconds=seconds, pairs_per_second=n / seconds if seconds > 0 else float("nan"),
         peak_rss_mb=peak_rss_mb(), device=device,
         history=[{"step": 0, "loss": losses[0]}, {"step": 1, "loss": losses[1]}], method="probe",
