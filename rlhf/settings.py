@@ -226,7 +226,7 @@ class PPOSettings(BaseModel):
     gradient_checkpointing: bool = Field(
         True,
         description="Recompute activations in the update's backward pass. Demo store, 2 steps of 4 episodes on a "
-        "CPU: peak RSS 5.7 GiB instead of 15.0 GiB, same wall time (BENCHMARKS.md, PPO).",
+        "CPU: peak RSS 6.3 GiB instead of 16.5 GiB (benchmarks/ppo_memory_bench.py; BENCHMARKS.md, PPO).",
     )
     checkpoint_every: int = 50
     seed: int = 42
