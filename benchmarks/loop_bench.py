@@ -9,7 +9,10 @@ Sections (each can be skipped; every size is a flag):
    with :func:`rlhf.simulate.judge`; the reward model (TRL RewardTrainer + LoRA, ``--rm-backbone``) is
    retrained from scratch after each batch and scored on held-out-context pairs whose label is the TRUE
    utility order. Lists are sampled from each context's candidates with templated reasons (not LLM
-   samples) so that the pool is large and the CPU budget goes into the reward model.
+   samples) so that the pool is large and the CPU budget goes into the reward model. ``--arm`` adds
+   selection variants on the same pool, crowd and test pairs (``ensemble`` with another mix, or
+   ``laplace`` / ``sandwich``: disagreement from the probe's own posterior, posterior_selection.py);
+   every arm is compared with random and with active, paired by repeat.
 2. ``--section uci`` — the real loop on UCI Online Retail: import (rlhf.importing), contexts at a time
    cut (rlhf.contexts), zero-shot lists and a first queue (rlhf.pairs.bootstrap_queue), simulated
    annotators whose ground truth is the shopper's LATER purchases (``PurchaseUtility``,
@@ -55,6 +58,8 @@ def _list_text(items, titles: dict[str, str], cats: dict[str, str]) -> str:
 
 def efficiency(args) -> dict:
     """Labels to reach --target held-out accuracy, active vs random (same pool, crowd, seeds)."""
+    from posterior_selection import LinearPosterior, select_with_posterior
+
     from rlhf import simulate as sim
     from rlhf.active import CandidatePair, SelectionShares, select_pairs
     from rlhf.demo import build_demo, utility_fn_for_store
@@ -137,9 +142,10 @@ def efficiency(args) -> dict:
     embedded = _probe_embeddings(store, settings, lists, gids, args.seed) if args.le_rm == "probe" else None
 
     def fit(examples):
-        """A reward model trained on (context, chosen, rejected) -> scores of every list in ``gids``."""
+        """A reward model trained on (context, chosen, rejected) -> (scores of every list in ``gids``, its
+        Laplace posterior as (weight, precision) when it is the linear probe, else None)."""
         if args.le_rm == "features":
-            return _feature_rm(examples, lists, by_ctx, items, n, args.seed)
+            return _feature_rm(examples, lists, by_ctx, items, n, args.seed), None
         if embedded is not None:
             return _probe_rm(examples, embedded, gids, settings.reward_model.probe_l2)
         frame = pd.DataFrame([{"prompt": prompt(by_ctx[c]), "chosen": _list_text(lists[w][1], titles, cats),
@@ -149,7 +155,7 @@ def efficiency(args) -> dict:
             result = train_reward_model(frame, settings=settings, output_dir=out, progress=False)
         scores = result.scorer.score([prompt(by_ctx[lists[g][0]]) for g in gids],
                                      [_list_text(lists[g][1], titles, cats) for g in gids])
-        return dict(zip(gids, np.asarray(scores, dtype=float)))
+        return dict(zip(gids, np.asarray(scores, dtype=float))), None
 
     test_better = [p.gen_a if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_b for p in test]
     test_worse = [p.gen_b if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_a for p in test]
@@ -158,8 +164,12 @@ def efficiency(args) -> dict:
     if args.shares:
         shares = SelectionShares(**{k: float(v) for k, v in (kv.split("=") for kv in args.shares.split(","))})
     print(f"active mix: {shares.as_dict()}" + (f", random below {args.warmup_labels} labels" if args.warmup_labels else ""))
+    arms = _arms(args.arm, shares)
+    for name, (how, arm_shares) in arms.items():
+        if name != "random":
+            print(f"arm {name}: {how} selection, mix {arm_shares.as_dict()}")
     curves = {}
-    for strategy in ("random", "active"):
+    for strategy, (how, arm_shares) in arms.items():
         rng_l = np.random.default_rng(args.seed + 1)  # the same crowd draws for the same seed batch
         rng_pick = np.random.default_rng(args.seed + 2)
         asked: list[CandidatePair] = [pool[i] for i in rng_pick.permutation(len(pool))[: args.seed_pairs]]
@@ -167,30 +177,40 @@ def efficiency(args) -> dict:
         curve = []
         for step in range(args.steps + 1):
             t0 = time.perf_counter()
-            score_of = fit(examples)
+            score_of, post = fit(examples)
             acc = pairwise_accuracy([score_of[g] for g in test_better], [score_of[g] for g in test_worse])
             curve.append({"pairs_asked": len(asked), "labels_used": len(examples), "accuracy": float(acc),
                           "train_s": time.perf_counter() - t0})
-            print(f"  {strategy:<6} step {step}: {len(asked):>4} pairs asked, {len(examples):>4} usable labels, "
+            print(f"  {strategy:<8} step {step}: {len(asked):>4} pairs asked, {len(examples):>4} usable labels, "
                   f"held-out accuracy {acc:.3f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
             if step == args.steps:
                 break
             done = {(p.gen_a, p.gen_b) for p in asked}
-            if strategy == "random":
+            if how == "random":
                 rest = [p for p in pool if (p.gen_a, p.gen_b) not in done]
                 batch = [rest[i] for i in rng_pick.permutation(len(rest))[: args.batch]]
             else:
                 members = [score_of]
-                for k in range(1, args.le_ensemble):  # bootstrap replicas: disagreement signal
-                    idx = np.random.default_rng(args.seed + 10 * k + step).integers(0, len(examples), len(examples))
-                    members.append(fit([examples[i] for i in idx]))
+                posterior = None
+                if how in ("laplace", "sandwich"):  # the probe's own posterior: no bootstrap replicas needed
+                    if post is None:
+                        raise SystemExit(f"{how} selection needs --le-rm probe (a linear head)")
+                    posterior = LinearPosterior(embedded, *post[how])
+                else:
+                    for k in range(1, args.le_ensemble):  # bootstrap replicas: disagreement signal
+                        idx = np.random.default_rng(args.seed + 10 * k + step).integers(0, len(examples), len(examples))
+                        members.append(fit([examples[i] for i in idx])[0])
                 scores = np.vstack([[m[g] for g in gids] for m in members])
                 labelled: dict[str, int] = {}
                 for p in asked:
                     labelled[p.context_id] = labelled.get(p.context_id, 0) + 1
-                sel = select_pairs(pool, scores, gids, args.batch,
-                                   shares=_warmed_up(shares, len(examples), args.warmup_labels),
-                                   labelled_per_context=labelled, exclude=done, seed=args.seed + step)
+                arm_mix = _warmed_up(arm_shares, len(examples), args.warmup_labels)
+                if posterior is None:
+                    sel = select_pairs(pool, scores, gids, args.batch, shares=arm_mix, labelled_per_context=labelled,
+                                       exclude=done, seed=args.seed + step)
+                else:
+                    sel = select_with_posterior(pool, scores, gids, args.batch, posterior, shares=arm_mix,
+                                                labelled_per_context=labelled, exclude=done, seed=args.seed + step)
                 batch = [CandidatePair(s.context_id, s.gen_a, s.gen_b) for s in sel]
             asked += batch
             examples += label(batch, rng_l)
@@ -205,16 +225,36 @@ def efficiency(args) -> dict:
                 return prev["pairs_asked"] + frac * (cur["pairs_asked"] - prev["pairs_asked"])
         return None
 
-    n_random, n_active = needed(curves["random"]), needed(curves["active"])
-    print(f"labels (pairs asked) to reach accuracy {args.target}: random {n_random}, active {n_active}")
-    if n_random and n_active:
-        print(f"active needs {100 * (1 - n_active / n_random):.0f}% fewer labels (goal >= 30%)")
-    else:
-        print("the target was not reached by both strategies within the budget: compare the curves instead")
+    reach = {name: needed(curve) for name, curve in curves.items()}
+    print(f"labels (pairs asked) to reach accuracy {args.target}: "
+          + ", ".join(f"{name} {v}" for name, v in reach.items()))
+    for name, v in reach.items():
+        if name != "random" and reach["random"] and v:
+            print(f"{name} needs {100 * (1 - v / reach['random']):.0f}% fewer labels (goal >= 30%)")
+    if not all(reach.values()):
+        print("the target was not reached by every arm within the budget: compare the curves instead")
     area = {k: float(np.mean([c["accuracy"] for c in v])) for k, v in curves.items()}
-    print(f"mean accuracy over the curve: random {area['random']:.3f}, active {area['active']:.3f}\n")
+    print("mean accuracy over the curve: " + ", ".join(f"{k} {v:.3f}" for k, v in area.items()) + "\n")
     tmp.cleanup()
-    return {"curves": curves, "needed": {"random": n_random, "active": n_active}}
+    return {"curves": curves, "needed": reach}
+
+
+def _arms(specs: list[str], shares):
+    """Arms to compare: always ``random`` and ``active`` (the round's mix, bootstrap-ensemble
+    disagreement), plus each ``--arm NAME=ensemble|laplace|sandwich[:uncertainty=..,disagreement=..,...]``
+    (laplace / sandwich: disagreement from the probe's posterior with that covariance, no ensemble)."""
+    from rlhf.active import SelectionShares
+
+    arms = {"random": ("random", SelectionShares.random_only()), "active": ("ensemble", shares)}
+    for spec in specs or []:
+        name, _, rest = spec.partition("=")
+        how, _, mix = rest.partition(":")
+        if not name or how not in ("ensemble", "laplace", "sandwich") or name in arms:
+            raise SystemExit(f"--arm {spec!r}: expected NAME=ensemble|laplace|sandwich[:share=value,...] with a new NAME")
+        arm_shares = shares if not mix else SelectionShares(
+            **{**shares.__dict__, **{k: float(v) for k, v in (kv.split("=") for kv in mix.split(","))}})
+        arms[name] = (how, arm_shares)
+    return arms
 
 
 def _features(context, items_in_list, items, n_cats: dict[str, int], attr_index: dict[tuple[str, str], int]):
@@ -292,13 +332,18 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
 
 
 def _probe_rm(examples, embedded, gids, l2):
-    """The probe's head fitted on (context, chosen, rejected) -> scores of every list."""
+    """The probe's head fitted on (context, chosen, rejected) -> (scores of every list, (weight, Laplace
+    precision))."""
+    from posterior_selection import laplace_precision, sandwich_precision
+
     from rlhf.reward.probe import fit_bradley_terry
 
     row = {g: i for i, g in enumerate(gids)}
     diffs = np.array([embedded[row[w]] - embedded[row[lo]] for _, w, lo in examples])
     weight, _ = fit_bradley_terry(diffs, l2=l2)
-    return dict(zip(gids, (embedded @ weight).astype(float)))
+    return dict(zip(gids, (embedded @ weight).astype(float))), {
+        "laplace": (weight, laplace_precision(diffs, weight, l2=l2)),
+        "sandwich": (weight, sandwich_precision(diffs, weight, l2=l2))}
 
 
 def _feature_rm(examples, lists, by_ctx, items, n, seed):
@@ -322,24 +367,29 @@ def _feature_rm(examples, lists, by_ctx, items, n, seed):
 
 
 def summarise_efficiency(runs: list[dict], target: float) -> None:
-    """Mean accuracy curves over repeats (different shops, crowds and seeds) and labels to the target."""
+    """Mean accuracy curves over repeats (different shops, crowds and seeds) and labels to the target,
+    for every arm the runs share, each against random."""
     print(f"== label efficiency over {len(runs)} repeats (mean held-out accuracy by pairs asked)")
+    names = [k for k in runs[0]["curves"] if all(k in run["curves"] for run in runs)]
     means = {}
-    for strategy in ("random", "active"):
+    for strategy in names:
         acc = np.array([[c["accuracy"] for c in run["curves"][strategy]] for run in runs])
         asked = [c["pairs_asked"] for c in runs[0]["curves"][strategy]]
         means[strategy] = (asked, acc.mean(axis=0), acc.std(axis=0) / np.sqrt(len(runs)))
     print("pairs asked  " + "  ".join(f"{a:>6}" for a in means["random"][0]))
     for strategy, (asked, m, se) in means.items():
-        print(f"{strategy:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
+        print(f"{strategy[:11]:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
         print(f"{'  +/- s.e.':<11}  " + "  ".join(f"{v:6.3f}" for v in se))
-    # Both strategies share each repeat's shop, crowd, pool and test pairs: the paired difference is the
-    # fair test of "active beats random" at a given number of labels.
-    diff = np.array([[a["accuracy"] - r["accuracy"] for a, r in zip(run["curves"]["active"], run["curves"]["random"])]
-                     for run in runs])
-    print(f"{'act - rand':<11}  " + "  ".join(f"{v:+6.3f}" for v in diff.mean(axis=0)))
-    print(f"{'  paired se':<11}  " + "  ".join(f"{v:6.3f}" for v in diff.std(axis=0, ddof=1) / np.sqrt(len(runs)))
-          if len(runs) > 1 else "")
+    # Every arm shares each repeat's shop, crowd, pool and test pairs: the paired difference is the fair
+    # test of "this arm beats random" (or "beats active") at a given number of labels.
+    for strategy, base in [(k, "random") for k in names if k != "random"] + [(k, "active") for k in names
+                                                                             if k not in ("random", "active")]:
+        diff = np.array([[a["accuracy"] - r["accuracy"] for a, r in zip(run["curves"][strategy], run["curves"][base])]
+                         for run in runs])
+        label = f"{strategy[:6]}-{base[:4]}"
+        print(f"{label:<11}  " + "  ".join(f"{v:+6.3f}" for v in diff.mean(axis=0)))
+        if len(runs) > 1:
+            print(f"{'  paired se':<11}  " + "  ".join(f"{v:6.3f}" for v in diff.std(axis=0, ddof=1) / np.sqrt(len(runs))))
 
     def needed(asked, m, goal):
         for i, v in enumerate(m):
@@ -350,19 +400,23 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
                 return asked[i - 1] + frac * (asked[i] - asked[i - 1])
         return None
 
-    nr, na = needed(*means["random"][:2], target), needed(*means["active"][:2], target)
-    print(f"pairs to reach mean accuracy {target}: random {nr}, active {na}")
-    if nr and na:
-        print(f"active needs {100 * (1 - na / nr):.0f}% fewer labels (goal >= 30%)")
-    # The budget-matched figure: how many pairs active needs to reach what random reaches with all of them.
+    nr = needed(*means["random"][:2], target)
+    # The budget-matched figure: how many pairs an arm needs to reach what random reaches with all of them.
     asked, m_random = means["random"][0], means["random"][1]
     budget, reached = asked[-1], float(m_random[-1])
-    match = needed(*means["active"][:2], reached)
-    if match is None:
-        print(f"active never reaches random's accuracy at {budget} pairs ({reached:.3f})")
-    else:
-        print(f"active reaches random's accuracy at {budget} pairs ({reached:.3f}) after {match:.0f} pairs: "
-              f"{100 * (1 - match / budget):.0f}% fewer labels (goal >= 30%)")
+    for strategy in names:
+        if strategy == "random":
+            continue
+        na = needed(*means[strategy][:2], target)
+        print(f"pairs to reach mean accuracy {target}: random {nr}, {strategy} {na}")
+        if nr and na:
+            print(f"{strategy} needs {100 * (1 - na / nr):.0f}% fewer labels (goal >= 30%)")
+        match = needed(*means[strategy][:2], reached)
+        if match is None:
+            print(f"{strategy} never reaches random's accuracy at {budget} pairs ({reached:.3f})")
+        else:
+            print(f"{strategy} reaches random's accuracy at {budget} pairs ({reached:.3f}) after {match:.0f} pairs: "
+                  f"{100 * (1 - match / budget):.0f}% fewer labels (goal >= 30%)")
     print()
 
 
@@ -532,6 +586,9 @@ def main() -> None:
     g.add_argument("--warmup-labels", type=int, default=0,
                    help="active: random instead of uncertainty/disagreement below this many labels "
                         "(a variant tried, not in the product)")
+    g.add_argument("--arm", action="append", default=[],
+                   help="an extra selection arm besides random and active, NAME=ensemble|laplace|sandwich[:share=value,...], "
+                        "e.g. info=laplace:uncertainty=0,disagreement=0.7 (repeatable; laplace/sandwich need --le-rm probe)")
     g.add_argument("--le-ensemble", type=int, default=3, help="reward models in the active ensemble (bootstrap)")
     g.add_argument("--le-items", type=int, default=240)
     g.add_argument("--le-shoppers", type=int, default=160)
