@@ -45,6 +45,27 @@ def demo_views(n: int, data_dir: Path):
     return views, settings
 
 
+def reason_figures(lists) -> dict:
+    """How much the reasons say: copies of the prompt's example reason, the share of distinct reasons,
+    lists that give every item the same reason, mean length in words (reasons are what annotators read)."""
+    import re
+
+    from rlhf.prompts import EXAMPLE_REASON
+
+    def norm(text: str) -> str:
+        return re.sub(r"[^a-z ]", "", text.lower()).strip()
+
+    reasons = [it.reason for x in lists for it in x.parsed.items]
+    return {
+        "reasons": len(reasons),
+        "example_copies": sum(norm(r) == norm(EXAMPLE_REASON) for r in reasons),
+        "distinct_share": len({norm(r) for r in reasons}) / max(1, len(reasons)),
+        "one_reason_lists": sum(len(x.parsed.items) > 1 and len({norm(it.reason) for it in x.parsed.items}) == 1
+                                for x in lists),
+        "mean_words": sum(len(r.split()) for r in reasons) / max(1, len(reasons)),
+    }
+
+
 def constraint_overhead(tokenizer, views, n_items: int, max_reason_tokens: int, batch: int = 8,
                         steps: int = 160) -> dict:
     """Milliseconds per decoding step that the constraint adds (processor) and per list (recompute).
@@ -160,15 +181,19 @@ def main() -> None:
             # Position bias: lists that are just the first N candidates in the order shown.
             in_order = sum(x.parsed.short_ids == [f"C{k:02d}" for k in range(1, g.list_length + 1)] for x in lists)
             name = "constrained" if constrained else "unconstrained"
+            reasons = reason_figures(lists)
             results["validity"][name] = {
                 "lists": len(lists), "valid": valid, "rate": valid / len(lists), "usable_item_share": items,
-                "problems": dict(kinds), "seconds": secs, "first_n_in_order": in_order,
+                "problems": dict(kinds), "seconds": secs, "first_n_in_order": in_order, "reasons": reasons,
                 "completion_tokens": sum(x.completion_tokens for x in lists),
                 "example": lists[0].raw_text,
             }
             print(f"  {name:>13}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
                   f"{items:.0%} of asked; lists with each problem: {dict(kinds)}; {in_order} lists are just "
                   f"C01..C{g.list_length:02d} in order; {secs:.0f} s", flush=True)
+            print(f"    reasons: {reasons['reasons']}; copies of the prompt's example reason "
+                  f"{reasons['example_copies']}; distinct {reasons['distinct_share']:.0%}; lists repeating one "
+                  f"reason for every item {reasons['one_reason_lists']}; mean {reasons['mean_words']:.1f} words")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
     results["hardware"]["load_avg_end"] = os.getloadavg()
     print(f"\nload average at end: {os.getloadavg()}")

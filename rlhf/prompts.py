@@ -35,6 +35,8 @@ from storage.records import CatalogItem, Context
 PROMPT_VERSION = "v1"
 
 LINE_FORMAT = "<rank>. <candidate id> | <one-sentence reason>"
+#: The reason in the prompt's one example line (``benchmarks/generate_bench.py`` counts copies of it).
+EXAMPLE_REASON = "A teapot to go with the mugs they bought last month."
 
 #: Section headers of the user message; :func:`prompt_sections` reads a rendered prompt back by them.
 HISTORY_HEADER = "The shopper bought these products before (oldest first):"
@@ -173,7 +175,7 @@ def build_messages(
         f"Choose the {n_items} candidates this shopper is most likely to want, best first. "
         f"Answer with exactly {n_items} lines and nothing else. Each line must be:\n"
         f"{LINE_FORMAT}\n"
-        f"For example:\n1. {example} | A teapot to go with the mugs they bought last month.\n"
+        f"For example:\n1. {example} | {EXAMPLE_REASON}\n"
         "Use only candidate ids from the list above, each at most once."
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
