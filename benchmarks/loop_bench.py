@@ -142,8 +142,8 @@ def efficiency(args) -> dict:
     embedded = _probe_embeddings(store, settings, lists, gids, args.seed) if args.le_rm == "probe" else None
 
     def fit(examples):
-        """A reward model trained on (context, chosen, rejected) -> (scores of every list in ``gids``, its
-        Laplace posterior as (weight, precision) when it is the linear probe, else None)."""
+        """A reward model trained on (context, chosen, rejected) -> (scores of every list in ``gids``, and
+        when it is the linear probe its posterior as {"laplace" | "sandwich": (weight, precision)}, else None)."""
         if args.le_rm == "features":
             return _feature_rm(examples, lists, by_ctx, items, n, args.seed), None
         if embedded is not None:
@@ -332,8 +332,8 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
 
 
 def _probe_rm(examples, embedded, gids, l2):
-    """The probe's head fitted on (context, chosen, rejected) -> (scores of every list, (weight, Laplace
-    precision))."""
+    """The probe's head fitted on (context, chosen, rejected) -> (scores of every list, its posterior as
+    {"laplace" | "sandwich": (weight, precision)})."""
     from posterior_selection import laplace_precision, sandwich_precision
 
     from rlhf.reward.probe import fit_bradley_terry
