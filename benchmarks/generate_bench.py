@@ -50,7 +50,7 @@ def reason_figures(lists) -> dict:
     lists that give every item the same reason, mean length in words (reasons are what annotators read)."""
     import re
 
-    from rlhf.prompts import EXAMPLE_REASON
+    from rlhf.prompts import copies_example
 
     def norm(text: str) -> str:
         return re.sub(r"[^a-z ]", "", text.lower()).strip()
@@ -58,7 +58,7 @@ def reason_figures(lists) -> dict:
     reasons = [it.reason for x in lists for it in x.parsed.items]
     return {
         "reasons": len(reasons),
-        "example_copies": sum(norm(r) == norm(EXAMPLE_REASON) for r in reasons),
+        "example_copies": sum(copies_example(r) for r in reasons),
         "distinct_share": len({norm(r) for r in reasons}) / max(1, len(reasons)),
         "one_reason_lists": sum(len(x.parsed.items) > 1 and len({norm(it.reason) for it in x.parsed.items}) == 1
                                 for x in lists),

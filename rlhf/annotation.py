@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rlhf.parsing import PROBLEM_LABELS
+from rlhf.prompts import copies_example
 from rlhf.settings import Settings, get_settings
 from storage import Store
 from storage import app_texts as texts_repo
@@ -48,16 +50,8 @@ DEFAULT_GUIDELINES = """\
 Keyboard: **1** = A, **2** = B, **3** = tie, **4** = both bad, **Enter** = submit.
 """
 
-#: Human names for parser problem kinds (kept in sync with rlhf.parsing.PROBLEM_LABELS when present).
-_PROBLEM_NAMES: dict[str, str] = {
-    "unparseable": "unreadable line",
-    "unknown_id": "unknown item",
-    "not_a_candidate": "not a candidate",
-    "duplicate": "duplicate",
-    "missing_reason": "no reason",
-    "too_few": "too few items",
-    "too_many": "too many items",
-}
+#: Human names for parser problem kinds (the parser's own badge names).
+_PROBLEM_NAMES = PROBLEM_LABELS
 
 
 @dataclass(frozen=True)
@@ -171,6 +165,8 @@ def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: 
             badges.append(_PROBLEM_NAMES["duplicate"])
         if not reason.strip():
             badges.append(_PROBLEM_NAMES["missing_reason"])
+        elif copies_example(reason):
+            badges.append(_PROBLEM_NAMES["copied_example"])
         seen.add(item_id)
         shown.append(ShownItem(
             rank=rank, item_id=item_id, title=item.title if item else f"(unknown item {item_id})",

@@ -22,6 +22,8 @@ Problem kinds (``position`` is the 1-based line number in the raw text, None for
 - ``not_a_candidate``: a real catalogue item that is not among this context's candidates.
 - ``duplicate``: an item already listed above (the later line is dropped).
 - ``missing_reason``: an item line without a reason (the item is kept with reason ``""``).
+- ``copied_example``: the reason is the prompt's example reason copied
+  (:func:`rlhf.prompts.copies_example`); the item is kept, the list is not valid.
 - ``too_few`` / ``too_many``: fewer / more usable items than asked (extra items are dropped).
 
 ``n_valid`` counts the items kept (candidate ids, first occurrence, at most ``n_expected``);
@@ -37,12 +39,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf.prompts import copies_example
 from storage.records import ListItem
 
 log = logging.getLogger(__name__)
 
 PROBLEM_KINDS: tuple[str, ...] = (
-    "unparseable", "unknown_id", "not_a_candidate", "duplicate", "missing_reason", "too_few", "too_many",
+    "unparseable", "unknown_id", "not_a_candidate", "duplicate", "missing_reason", "copied_example", "too_few",
+    "too_many",
 )
 PROBLEM_LABELS: dict[str, str] = {
     "unparseable": "unreadable line",
@@ -50,6 +54,7 @@ PROBLEM_LABELS: dict[str, str] = {
     "not_a_candidate": "not a candidate",
     "duplicate": "duplicate",
     "missing_reason": "no reason",
+    "copied_example": "copied example reason",
     "too_few": "too few items",
     "too_many": "too many items",
 }
@@ -192,6 +197,8 @@ def _parse_lines(text: str, resolver: _Resolver, n_expected: int) -> ParsedList:
         if not any(ch.isalnum() for ch in cleaned):
             cleaned = ""
             problems.append(_problem("missing_reason", f"{short} has no reason", lineno))
+        elif copies_example(cleaned):
+            problems.append(_problem("copied_example", f"{short}'s reason is the prompt's example", lineno))
         items.append(ListItem(item_id, cleaned))
         shorts.append(short)
     if len(lines) > _MAX_LINES:

@@ -453,7 +453,7 @@ class SimulationReport:
 
 
 _BADGE_FLAGS = {"unknown item": "not_in_catalogue", "duplicate": "duplicate", "not a candidate": "irrelevant",
-                "no reason": "bad_reason"}
+                "no reason": "bad_reason", "copied example reason": "bad_reason"}
 
 
 def ensure_accounts(store: Any, crowd: Sequence[AnnotatorProfile]) -> list[str]:

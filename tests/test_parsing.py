@@ -69,6 +69,33 @@ def test_each_problem_kind_is_reported_with_its_line():
     assert parsed.items[1].reason == "" and not parsed.is_valid and parsed.n_valid == 2
 
 
+def test_the_prompts_example_reason_copied_is_a_problem_and_a_reason_of_its_own_is_not():
+    from rlhf.prompts import EXAMPLE_REASON
+
+    text = (
+        f"1. C07 | {EXAMPLE_REASON}\n"
+        "2. C01 | a teapot to go with the MUGS they bought, last month\n"  # the same words: a copy
+        "3. C12 | A teapot to go with the cups they bought last month."    # its own words: fine
+    )
+    parsed = parse_list(text, MAPPING, 3)
+    assert [(p["kind"], p["position"]) for p in parsed.problems] == [("copied_example", 1), ("copied_example", 2)]
+    assert [i.item_id for i in parsed.items] == ["SKU006", "SKU000", "SKU011"]  # the items are kept
+    assert not parsed.is_valid and parsed.n_valid == 3
+    assert parse_list("1. C07 | Goes with the teapot they bought last month.", MAPPING, 1).is_valid
+
+
+def test_annotators_see_a_badge_on_an_item_whose_reason_was_copied():
+    from rlhf.annotation import _shown_list
+    from rlhf.prompts import EXAMPLE_REASON
+
+    items = {s: CatalogItem(s, f"Item {s}") for s in CANDIDATES[:2]}
+    gen = {"items": [{"item_id": "SKU000", "reason": EXAMPLE_REASON}, {"item_id": "SKU001", "reason": "Cheap."}],
+           "problems": parse_list(f"1. C01 | {EXAMPLE_REASON}\n2. C02 | Cheap.", MAPPING, 2).problems}
+    shown = _shown_list(gen, items, set(CANDIDATES))
+    assert [i.badges for i in shown.items] == [("copied example reason",), ()]
+    assert shown.problems == ("copied example reason",)
+
+
 def test_without_catalogue_a_real_unknown_id_is_unknown():
     assert kinds(parse_list("1. SKU900 | x", MAPPING, 1)) == ["unknown_id", "too_few"]
 
