@@ -184,10 +184,12 @@ def test_composed_reward_weights_terms_and_penalises_missing_eos():
 
 def test_structure_terms_and_product_reward():
     # "a, b, b, z" with candidates {a, b, c}: 4 named, 3 candidates, 1 repeat
-    s = structure_scores(ListStructure(n_listed=4, n_candidate=3, n_duplicate=1, is_valid=False), list_length=5)
-    assert s == pytest.approx({"valid_count": 0.8, "candidate_only": 0.75, "no_duplicates": 0.75})
-    empty = structure_scores(ListStructure(0, 0, 0, False), 5)
-    assert empty == {"valid_count": 0.0, "candidate_only": 0.0, "no_duplicates": 1.0}
+    # ... of the 2 kept (a, b), one reason copied from the prompt's example
+    s = structure_scores(ListStructure(n_listed=4, n_candidate=3, n_duplicate=1, is_valid=False, n_kept=2,
+                                       n_bad_reason=1), list_length=5)
+    assert s == pytest.approx({"valid_count": 0.8, "candidate_only": 0.75, "no_duplicates": 0.75, "own_reasons": 0.5})
+    empty = structure_scores(ListStructure(0, 0, 0, False, 0, 0), 5)
+    assert empty == {"valid_count": 0.0, "candidate_only": 0.0, "no_duplicates": 1.0, "own_reasons": 0.0}
 
     calls = []
 
@@ -195,17 +197,18 @@ def test_structure_terms_and_product_reward():
         calls.append(text)
         ids = text.split()
         cands = [i for i in ids if i in example["candidates"]]
+        kept = list(dict.fromkeys(cands))
         return ListStructure(len(ids), len(cands), len(ids) - len(set(ids)),
-                             is_valid=len(set(ids)) == 2 == len(cands))
+                             is_valid=len(set(ids)) == 2 == len(cands), n_kept=len(kept), n_bad_reason=0)
 
     reward = product_reward(lambda prompts, responses: [0.5] * len(responses), parse,
                             list_length=2, structure_weight=0.3, no_eos_penalty=-1.0)
     ex = {"candidates": ["a", "b"]}
     out = reward(_batch(["a b", "a a"], ended=[True, False], examples=[ex, ex]))
-    assert calls == ["a b", "a a"]  # parsed once per response, shared by the three terms
+    assert calls == ["a b", "a a"]  # parsed once per response, shared by the four terms
     assert out.valid == [True, False]
     assert out.parts["rm"] == [0.5, 0.5] and out.parts["no_duplicates"] == [1.0, 0.5]
-    assert out.scores == pytest.approx([0.5 + 0.3, 0.5 + 0.1 * (1 + 1 + 0.5) - 1.0])
+    assert out.scores == pytest.approx([0.5 + 0.3, 0.5 + 0.075 * (1 + 1 + 0.5 + 1) - 1.0])
 
 
 def test_token_reward():

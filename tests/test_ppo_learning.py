@@ -207,9 +207,36 @@ def test_product_reward_reads_the_real_parser():
     from rlhf.ppo.rewards import ListStructure
 
     ex = {"short_to_item": {"C01": "A", "C02": "B", "C03": "C"}, "candidates": ["A", "B", "C"]}
-    assert list_structure("1. C01 | nice\n2. C02 | good", ex, 2) == ListStructure(2, 2, 0, True)
+    assert list_structure("1. C01 | nice\n2. C02 | good", ex, 2) == ListStructure(2, 2, 0, True, 2, 0)
     messy = "1. C01 | nice\n2. C01 | again\n3. C09 | bad\n4. C03 | ok\n5. C02 | more"
-    assert list_structure(messy, ex, 2) == ListStructure(n_listed=5, n_candidate=4, n_duplicate=1, is_valid=False)
+    assert list_structure(messy, ex, 2) == ListStructure(n_listed=5, n_candidate=4, n_duplicate=1, is_valid=False,
+                                                         n_kept=2, n_bad_reason=0)
+
+
+def test_a_reason_copied_from_the_prompt_costs_reward():
+    """The parser's copied-example and missing-reason verdicts reach the own_reasons term, and through it
+    the score PPO maximises: constrained decoding cannot stop a copy, so the reward must."""
+    from rlhf.ppo.product import build_product_reward, list_structure
+    from rlhf.ppo.rewards import ListStructure, RewardBatch
+    from rlhf.prompts import EXAMPLE_REASON
+    from rlhf.settings import load_settings
+
+    ex = {"short_to_item": {"C01": "A", "C02": "B", "C03": "C"}, "candidates": ["A", "B", "C"]}
+    own = "1. C01 | Matches the blue mugs in their basket.\n2. C02 | They buy tea often."
+    copied = f"1. C01 | Matches the blue mugs in their basket.\n2. C02 | {EXAMPLE_REASON.upper()}"
+    missing = "1. C01 | Matches the blue mugs in their basket.\n2. C02 | ..."
+    assert list_structure(own, ex, 2).n_bad_reason == 0
+    assert list_structure(copied, ex, 2) == ListStructure(2, 2, 0, False, n_kept=2, n_bad_reason=1)
+    assert list_structure(missing, ex, 2).n_bad_reason == 1
+
+    settings = load_settings(generation={"list_length": 2})
+    reward = build_product_reward(None, settings)
+    texts = [own, copied, missing]
+    out = reward(RewardBatch(prompts=[""] * 3, responses=texts, examples=[ex] * 3, ended=[True] * 3))
+    assert out.parts["own_reasons"] == [1.0, 0.5, 0.5]
+    assert out.valid == [True, False, False]
+    w = settings.ppo.structure_weight
+    assert out.scores[0] - out.scores[1] == pytest.approx(w * 0.5 / 4)
 
 
 def test_gradient_checkpointing_saves_memory_without_changing_the_update(tokenizer):

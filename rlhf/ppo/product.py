@@ -112,6 +112,8 @@ def list_structure(text: str, example: Mapping[str, Any], n_items: int) -> ListS
         n_candidate=n_candidate,
         n_duplicate=n_duplicate,
         is_valid=parsed.is_valid,
+        n_kept=parsed.n_valid,
+        n_bad_reason=kinds.count("missing_reason") + kinds.count("copied_example"),
     )
 
 

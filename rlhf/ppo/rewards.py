@@ -4,8 +4,13 @@ The product's reward for one response (a recommendation list written for a conte
 
     score = RM(prompt, response)                         (reward-model score at the end, on a unit
                                                           scale: rlhf.ppo.product.rm_normalization)
-          + structure_weight · (valid_count + candidate_only + no_duplicates) / 3
+          + structure_weight · (valid_count + candidate_only + no_duplicates + own_reasons) / 4
           + no_eos_penalty · [the response was cut off by the length cap]
+
+Under constrained decoding (the product's default) the first three terms are ~1 for every list: the
+decoder already forces candidate ids, no repeats and N lines. ``own_reasons`` is the structural term
+that still varies there: a reason copied from the prompt's example (or missing) is a parse problem
+the decoder cannot prevent, and this term is how PPO learns away from it.
 
 The per-token KL penalty to the reference is NOT part of this: the trainer adds it per token
 (rlhf.ppo.core.kl_penalized_rewards). Every term is reported on its own in the metrics.
@@ -105,27 +110,33 @@ class ListStructure:
     n_candidate: int  # of those, ids that are among the context's candidates
     n_duplicate: int  # lines repeating an id listed above
     is_valid: bool  # the parser's verdict: exactly N candidate items with reasons and nothing else
+    n_kept: int  # items the parser kept (candidates, first mention, at most N)
+    n_bad_reason: int  # of those, items whose reason is missing or copied from the prompt's example
 
 
 ParseFn = Callable[[str, Mapping[str, Any]], ListStructure]
 
 
 def structure_scores(s: ListStructure, list_length: int) -> dict[str, float]:
-    """The three structural terms of one list, each in [0, 1].
+    """The four structural terms of one list, each in [0, 1].
 
     valid_count: 1 when the list names exactly ``list_length`` items, falling linearly with the gap.
     candidate_only: share of named ids that are candidates (0 for a list that names none).
     no_duplicates: share of named ids that are not repeats (1 for an empty list: nothing repeated).
+    own_reasons: share of kept items whose reason was written for them, not missing or copied from the
+    prompt's example (0 for a list that keeps none: there is nothing to credit).
     """
     n = max(1, list_length)
     valid_count = max(0.0, 1.0 - abs(s.n_listed - list_length) / n)
     candidate_only = s.n_candidate / s.n_listed if s.n_listed else 0.0
     no_duplicates = 1.0 - s.n_duplicate / s.n_listed if s.n_listed else 1.0
-    return {"valid_count": valid_count, "candidate_only": candidate_only, "no_duplicates": no_duplicates}
+    own_reasons = 1.0 - s.n_bad_reason / s.n_kept if s.n_kept else 0.0
+    return {"valid_count": valid_count, "candidate_only": candidate_only, "no_duplicates": no_duplicates,
+            "own_reasons": own_reasons}
 
 
 class _ParseMemo:
-    """Parses a batch once and shares the result between the three structural terms."""
+    """Parses a batch once and shares the result between the structural terms."""
 
     def __init__(self, parse_fn: ParseFn) -> None:
         self.parse_fn = parse_fn
@@ -140,7 +151,7 @@ class _ParseMemo:
 
 
 def structure_terms(parse_fn: ParseFn, list_length: int, weight: float) -> tuple[list[RewardTerm], Callable]:
-    """The structural reward terms (weight/3 each) and a validity callable, from one parser."""
+    """The structural reward terms (weight/4 each) and a validity callable, from one parser."""
     memo = _ParseMemo(parse_fn)
 
     def term(name: str) -> TermFn:
@@ -149,7 +160,7 @@ def structure_terms(parse_fn: ParseFn, list_length: int, weight: float) -> tuple
 
         return fn
 
-    names = ("valid_count", "candidate_only", "no_duplicates")
+    names = ("valid_count", "candidate_only", "no_duplicates", "own_reasons")
     terms = [RewardTerm(n, term(n), weight / len(names)) for n in names]
 
     def validity(batch: RewardBatch) -> list[bool]:
