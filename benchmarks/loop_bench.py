@@ -539,17 +539,18 @@ def uci(args) -> dict:
             print(table[[c for c in cols if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         m = status["metrics"]
         print(f"   RM held-out accuracy {m.get('rm_heldout_accuracy')}, RM win rate vs previous "
-              f"{m.get('rm_win_rate')}, PPO reward {m.get('ppo_reward')}, KL {m.get('ppo_kl')}, "
+              f"{m.get('rm_win_rate')}, vs zero-shot {m.get('rm_win_rate_vs_zero_shot')}, "
+              f"PPO reward {m.get('ppo_reward')}, KL {m.get('ppo_kl')}, "
               f"pairs enqueued {m.get('pairs_enqueued')}")
         results.append({"round": k, "round_id": round_id, "wall_s": wall, "timings": status["timings"],
-                        "metrics": m, "table": ev.get("table"), "latency_ms": {"p50": pct(lat, 50),
+                        "metrics": m, "table": ev.get("table"), "zero_shot_policy_id": ev.get("zero_shot_policy_id"),
+                        "latency_ms": {"p50": pct(lat, 50),
                                                                                "p95": pct(lat, 95)}})
         more = _crowd_labels(store, settings, crowd, utility, args.labels_per_round, args.seed + k)
         print(f"   labels after round {k}: +{more.labels}")
     if results:
-        first, last = results[0]["table"] or [], results[-1]["table"] or []
-        zero = next((r for r in first if r["policy"] == results[0]["metrics"].get("parent") or
-                     r["policy"].startswith("base-")), None)
+        last = results[-1]["table"] or []
+        zero = next((r for r in last if r["policy"] == results[-1]["zero_shot_policy_id"]), None)
         final = next((r for r in last if r["policy"] == results[-1]["metrics"].get("policy_id")), None) or \
             (last[0] if last else None)
         pop = next((r for r in last if "popularity" in r["policy"]), None)
@@ -558,7 +559,9 @@ def uci(args) -> dict:
             print(f"round {len(results)} NDCG@{n} {final[f'ndcg@{n}']:.4f} [{final['ndcg_lo']:.4f}, "
                   f"{final['ndcg_hi']:.4f}] vs zero-shot {zero[f'ndcg@{n}']:.4f} [{zero['ndcg_lo']:.4f}, "
                   f"{zero['ndcg_hi']:.4f}] (ratio {final[f'ndcg@{n}'] / max(zero[f'ndcg@{n}'], 1e-12):.2f}, goal >= 1.2) "
-                  f"vs popularity {pop[f'ndcg@{n}']:.4f} [{pop['ndcg_lo']:.4f}, {pop['ndcg_hi']:.4f}]")
+                  f"vs popularity {pop[f'ndcg@{n}']:.4f} [{pop['ndcg_lo']:.4f}, {pop['ndcg_hi']:.4f}]; "
+                  f"round {len(results)}'s RM win rate over zero-shot "
+                  f"{results[-1]['metrics'].get('rm_win_rate_vs_zero_shot')}")
     print(f"work folder: {work}\n")
     return {"rounds": results}
 

@@ -200,7 +200,7 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
     against its parent, the share preferring the new policy (ties count one half, 'both bad' left out).
     """
     columns = ["round_id", "status", "created_at", "rm_heldout_accuracy", "rm_gold_accuracy", "rm_human_agreement",
-               "rm_win_rate", "human_win_rate", "human_win_labels"]
+               "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate", "human_win_labels"]
     if rounds is None or rounds.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -210,17 +210,22 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
         per_annotator = rm.get("annotator_agreement") or {}
         agreement = [_number(v.get("model_agreement")) for v in per_annotator.values() if isinstance(v, dict)]
         agreement = [a for a in agreement if np.isfinite(a)]
-        win = rm_round.get("rm_win_rate")
-        win = win.get("mean", win.get("value")) if isinstance(win, dict) else win
+        win, win0 = (_mean_of(rm_round.get(k)) for k in ("rm_win_rate", "rm_win_rate_vs_zero_shot"))
         human, n_human = _human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
         rows.append({
             "round_id": r.round_id, "status": r.status, "created_at": r.created_at,
             "rm_heldout_accuracy": _number(rm.get("heldout_accuracy", rm_round.get("rm_heldout_accuracy"))),
             "rm_gold_accuracy": _number(rm.get("gold_accuracy")),
             "rm_human_agreement": float(np.mean(agreement)) if agreement else float("nan"),
-            "rm_win_rate": _number(win), "human_win_rate": human, "human_win_labels": n_human,
+            "rm_win_rate": _number(win), "rm_win_rate_vs_zero_shot": _number(win0), "human_win_rate": human,
+            "human_win_labels": n_human,
         })
     return pd.DataFrame(rows, columns=columns)
+
+
+def _mean_of(win: Any) -> Any:
+    """A win rate stored as a number or as an estimate ``{"mean": ...}`` (older reports: ``"value"``)."""
+    return win.get("mean", win.get("value")) if isinstance(win, dict) else win
 
 
 def _human_win_rate(comparisons: pd.DataFrame | None, new: Any, parent: Any) -> tuple[float, int]:

@@ -581,11 +581,32 @@ def _sample(model: Any, tokenizer: Any, views: Sequence[Any], settings: Settings
     ]
 
 
+def comparison_policies(meta: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The policies a round's new policy is compared with, as (policy id, adapter path or None): its
+    parent (one step of progress) and, from the second round on, the zero-shot base model (the
+    progress of all rounds so far, which is what the loop is for)."""
+    out: list[tuple[str, str | None]] = [(meta["parent_policy_id"], meta.get("parent_adapter"))]
+    zero = meta.get("zero_shot_policy_id")
+    if zero and zero != meta["parent_policy_id"]:
+        out.append((zero, None))
+    return out
+
+
+def _load_for_sampling(settings: Settings, adapter: str | None) -> tuple[Any, Any]:
+    """The policy model (base + ``adapter``, or the base alone) and its tokenizer, for sampling."""
+    from rlhf.models import load_causal_lm, load_policy, load_tokenizer
+
+    m = settings.model
+    if adapter:
+        return load_policy(m.policy, adapter, device=m.device, dtype=m.dtype, tokenizer_spec=m.tokenizer)
+    model, tokenizer = load_causal_lm(m.policy, device=m.device, dtype=m.dtype)
+    return model, (load_tokenizer(m.tokenizer) if m.tokenizer else tokenizer)
+
+
 def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     """New lists from the new policy: for the round's training contexts (pair candidates) and for
-    held-out contexts (evaluation); the parent's lists on held-out contexts it has none for."""
-    from rlhf.models import load_causal_lm, load_policy
-
+    held-out contexts (evaluation); the comparison policies' lists on held-out contexts they have none
+    for (usually only the first round samples the zero-shot lists)."""
     settings = ctx.settings
     snap = _snapshot(ctx)
     meta = ctx.meta
@@ -593,37 +614,36 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     pool = _pool_contexts(snap, settings)
     held = _eval_contexts(snap, settings)
     catalog = set(snap.table("catalog_items")["item_id"])
-    ctx.set_progress("generate", 0, len(pool) + 2 * len(held))
-    m = settings.model
-    model, tokenizer = load_policy(m.policy, ppo["adapter"], device=m.device, dtype=m.dtype, tokenizer_spec=m.tokenizer)
+    gens = snap.table("generations")
+    missing: dict[str, tuple[str | None, list[str]]] = {}
+    for policy_id, adapter in comparison_policies(meta):
+        have = set(gens[gens["policy_id"] == policy_id]["context_id"]) if len(gens) else set()
+        if todo := [c for c in held if c not in have]:
+            missing[policy_id] = (adapter, todo)
+    total = len(pool) + len(held) + sum(len(todo) for _, todo in missing.values())
+    ctx.set_progress("generate", 0, total)
+    model, tokenizer = _load_for_sampling(settings, ppo["adapter"])
     new_policy = meta["policy_id"]
     rows = _sample(model, tokenizer, _views(snap, pool + held), settings, new_policy, ctx.round_id, catalog,
                    ctx.progress_bars)
-    ctx.set_progress("generate", len(pool) + len(held), len(pool) + 2 * len(held))
+    done = len(pool) + len(held)
+    ctx.set_progress("generate", done, total)
     del model
-    # The parent's lists on the evaluation contexts (for the comparison and the reward-model win rate).
-    gens = snap.table("generations")
-    parent = meta["parent_policy_id"]
-    have = set(gens[gens["policy_id"] == parent]["context_id"]) if len(gens) else set()
-    missing = [c for c in held if c not in have]
-    if missing:
-        if meta.get("parent_adapter"):
-            pm, pt = load_policy(m.policy, meta["parent_adapter"], device=m.device, dtype=m.dtype,
-                                 tokenizer_spec=m.tokenizer)
-        else:
-            pm, pt = load_causal_lm(m.policy, device=m.device, dtype=m.dtype)
-            if m.tokenizer:
-                from rlhf.models import load_tokenizer
-
-                pt = load_tokenizer(m.tokenizer)
-        rows += _sample(pm, pt, _views(snap, missing), settings, parent, ctx.round_id, catalog, ctx.progress_bars)
-        del pm
+    # The comparison policies' lists on the evaluation contexts (the comparison and the RM win rates).
+    for policy_id, (adapter, todo) in missing.items():
+        model, tokenizer = _load_for_sampling(settings, adapter)
+        rows += _sample(model, tokenizer, _views(snap, todo), settings, policy_id, ctx.round_id, catalog,
+                        ctx.progress_bars)
+        del model
+        done += len(todo)
+        ctx.set_progress("generate", done, total)
     with ctx.paths.generations.open("w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, default=str) + "\n")
     new_rows = [r for r in rows if r["policy_id"] == new_policy]
     return {"n_generations": len(rows), "n_new_policy": len(new_rows), "pool_contexts": len(pool),
-            "eval_contexts": len(held), "parent_lists_generated": len(rows) - len(new_rows),
+            "eval_contexts": len(held),
+            "comparison_lists_generated": {p: sum(r["policy_id"] == p for r in rows) for p in missing},
             "validity": sum(r["is_valid"] for r in new_rows) / len(new_rows) if new_rows else None}
 
 
@@ -660,12 +680,14 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     held = set(_eval_contexts(snap, settings))
     ctx.set_progress("select", 0, 2)
 
-    # Everything to score: this round's lists, plus the parent's stored lists on the same contexts.
+    # Everything to score: this round's lists, the parent's stored lists on the same contexts, and the
+    # zero-shot policy's on the held-out ones (only there: they are for evaluation, not for new pairs).
+    zero = meta.get("zero_shot_policy_id")
     old = snap.generation_records()
     contexts_new = {r["context_id"] for r in rows}
     by_id: dict[str, Generation] = {r["generation_id"]: _as_generation(r) for r in rows}
     for g in old.values():
-        if g.policy_id == parent and g.context_id in contexts_new:
+        if (g.policy_id == parent and g.context_id in contexts_new) or (g.policy_id == zero and g.context_id in held):
             by_id.setdefault(g.generation_id, g)
     render = policy_prompt_renderer(snap, settings)
     ids = sorted(by_id)
@@ -711,7 +733,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
         for p in records:
             fh.write(json.dumps(p.__dict__, default=str) + "\n")
 
-    evaluation = _evaluate(ctx, snap, by_id, score_of, sorted(held), new_policy, parent)
+    evaluation = _evaluate(ctx, snap, by_id, score_of, sorted(held), new_policy, parent, zero)
     _write_json(ctx.paths.evaluation, evaluation)
     ctx.set_progress("select", 2, 2)
     reasons: dict[str, int] = {}
@@ -722,6 +744,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
             "mean_score_new": _mean([score_of[g] for g in ids if by_id[g].policy_id == new_policy]),
             "mean_score_parent": _mean([score_of[g] for g in ids if by_id[g].policy_id == parent]),
             "rm_win_rate": _dig(evaluation, "rm_win_rate", "mean"),
+            "rm_win_rate_vs_zero_shot": _dig(evaluation, "rm_win_rate_vs_zero_shot", "mean"),
             "ndcg": _dig(evaluation, "headline", f"ndcg@{settings.generation.list_length}")}
 
 
@@ -730,8 +753,9 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], score_of: Mapping[str, float],
-              held: Sequence[str], new_policy: str, parent: str) -> dict[str, Any]:
-    """Offline metrics of the new and the parent policy on held-out contexts, with the baselines."""
+              held: Sequence[str], new_policy: str, parent: str, zero_shot: str | None) -> dict[str, Any]:
+    """Offline metrics of the new, the parent and the zero-shot policy on held-out contexts, with the
+    baselines, and the round's reward-model win rate of the new policy over the other two."""
     from dataclasses import asdict
 
     from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth, win_rate
@@ -743,7 +767,7 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
     truth = load_ground_truth(ctx.store, context_ids=list(held), list_length=settings.generation.list_length,
                               events=r.eval_events or None)
     policies = []
-    for pid in dict.fromkeys([new_policy, parent]):
+    for pid in dict.fromkeys(p for p in (new_policy, parent, zero_shot) if p):
         lists: dict[str, list[list[str]]] = {}
         valid: dict[str, list[bool]] = {}
         gen_ids: dict[str, list[str]] = {}
@@ -758,15 +782,17 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
                              exclude_history=r.eval_exclude_history)
     records = [_jsonable(rec) for rec in table.to_dict(orient="records")]
     report: dict[str, Any] = {
-        "policy_id": new_policy, "previous_policy_id": parent, "round_id": ctx.round_id, "split": "heldout",
+        "policy_id": new_policy, "previous_policy_id": parent, "zero_shot_policy_id": zero_shot,
+        "round_id": ctx.round_id, "split": "heldout",
         "list_length": truth.list_length, "cut": truth.cut.isoformat(), "table": records,
         "headline": next((x for x in records if x["policy"] == new_policy), None),
     }
     by_policy = {p.policy_id: p for p in policies}
-    if new_policy in by_policy and parent in by_policy and parent != new_policy:
-        est = win_rate(by_policy[new_policy].context_scores(score_of), by_policy[parent].context_scores(score_of),
-                       samples=r.eval_bootstrap_samples, seed=r.eval_seed)
-        report["rm_win_rate"] = _jsonable(asdict(est))
+    for key, other in (("rm_win_rate", parent), ("rm_win_rate_vs_zero_shot", zero_shot)):
+        if new_policy in by_policy and other in by_policy and other != new_policy:
+            est = win_rate(by_policy[new_policy].context_scores(score_of), by_policy[other].context_scores(score_of),
+                           samples=r.eval_bootstrap_samples, seed=r.eval_seed)
+            report[key] = _jsonable(asdict(est))
     return report
 
 
@@ -856,7 +882,10 @@ def _round_metrics(rm: Mapping[str, Any], ppo: Mapping[str, Any], gen: Mapping[s
         "mean_rm_score_new": sel.get("mean_score_new"),
         "mean_rm_score_parent": sel.get("mean_score_parent"),
         "rm_win_rate": _dig(evaluation, "rm_win_rate", "mean"),
+        "rm_win_rate_vs_zero_shot": _dig(evaluation, "rm_win_rate_vs_zero_shot", "mean"),
         f"ndcg@{n}": head.get(f"ndcg@{n}"),
+        f"zero_shot_ndcg@{n}": next((row.get(f"ndcg@{n}") for row in evaluation.get("table") or []
+                                     if row.get("policy") == evaluation.get("zero_shot_policy_id")), None),
         f"hr@{n}": head.get(f"hr@{n}"),
         "eval_validity": head.get("validity"),
         "eval_diversity": head.get("diversity"),

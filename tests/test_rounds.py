@@ -214,6 +214,45 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert any("Access denied" in e.value for e in at.error)
 
 
+def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(workdir):
+    """Round 2's evaluation compares its policy with round 1's AND the zero-shot base model on the same
+    held-out contexts (the loop's progress so far, not only its last step), reusing the zero-shot lists
+    round 1 sampled; those lists never become new pairs."""
+    from rlhf.generate import default_policy_id
+    from rlhf.rounds import run_round
+    from storage import generations as gen_repo
+    from storage import rounds as rounds_repo
+
+    settings, store = workdir
+    zero = default_policy_id(settings.model.policy)
+    first = run_round(store, settings, progress=False)
+    # Round 2 samples every training context, so its pool includes the zero-shot queue's contexts, and
+    # enqueues every candidate pair, so a zero-shot list among the candidates would show in the queue.
+    wide = settings.model_copy(update={"rounds": settings.rounds.model_copy(
+        update={"contexts_per_round": 1000, "new_pairs": 1000})})
+    second = run_round(store, wide, progress=False)
+    assert first.status == second.status == "done", (first.error, second.error)
+    assert second.parent_policy_id == first.policy_id != zero
+
+    with store.transaction() as con:
+        report = rounds_repo.list_evaluations(con, round_id=second.round_id)[0]["metrics"]
+        pairs = [p for p in gen_repo.list_pairs(con) if p.round_id == second.round_id]
+        gens = gen_repo.get_generations(con, [g for p in pairs for g in (p.gen_a, p.gen_b)])
+    table = {row["policy"]: row for row in report["table"]}
+    assert {second.policy_id, first.policy_id, zero} <= set(table)
+    assert table[zero]["contexts"] == table[second.policy_id]["contexts"] > 0  # the same held-out contexts
+    assert report["zero_shot_policy_id"] == zero
+    assert 0.0 <= report["rm_win_rate_vs_zero_shot"]["mean"] <= 1.0 and report["rm_win_rate_vs_zero_shot"]["n"] > 0
+    assert second.metrics["rm_win_rate_vs_zero_shot"] == report["rm_win_rate_vs_zero_shot"]["mean"]
+    assert second.metrics[f"zero_shot_ndcg@{settings.generation.list_length}"] == \
+        table[zero][f"ndcg@{settings.generation.list_length}"]
+    # Round 1 compared with the zero-shot policy directly: both win rates are the same estimate.
+    assert first.metrics["rm_win_rate_vs_zero_shot"] == first.metrics["rm_win_rate"] is not None
+    generated = json.loads((Path(second.folder) / "stages" / "generate.json").read_text())
+    assert generated["comparison_lists_generated"] == {}  # round 1's zero-shot lists were reused
+    assert pairs and all(g.policy_id != zero for g in gens.values())
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -313,13 +313,15 @@ with tab_rounds:
             "rm_gold_accuracy": st.column_config.NumberColumn("RM gold accuracy", format="percent"),
             "rm_human_agreement": st.column_config.NumberColumn("RM agreement with annotators", format="percent"),
             "rm_win_rate": st.column_config.NumberColumn("RM win rate vs previous", format="percent"),
+            "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot", format="percent"),
             "human_win_rate": st.column_config.NumberColumn("Human win rate vs previous", format="percent"),
             "human_win_labels": st.column_config.NumberColumn("Human labels", format="%d")})
         st.caption("Human win rate: labels on pairs of the round's policy against its parent preferring the new "
                    "policy (ties count one half). RM agreement: mean over annotators of the share of their "
                    "held-out A/B labels the reward model agrees with.")
         long = rq.melt(id_vars=["round_id", "created_at"], value_vars=["rm_heldout_accuracy", "rm_human_agreement",
-                                                                        "human_win_rate", "rm_win_rate"],
+                                                                        "human_win_rate", "rm_win_rate",
+                                                                        "rm_win_rate_vs_zero_shot"],
                        var_name="measure", value_name="value").dropna(subset=["value"])
         if not long.empty:
             st.altair_chart(alt.Chart(long).mark_line(point=True).encode(

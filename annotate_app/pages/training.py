@@ -162,16 +162,22 @@ if frame.empty:
 else:
     n = settings.generation.list_length
     show = [c for c in ["round", "round_id", "status", "policy_id", "rm_heldout_accuracy", "ppo_reward", "ppo_kl",
-                        "generation_validity", "rm_win_rate", f"ndcg@{n}", f"hr@{n}", "pairs_enqueued", "seconds"]
+                        "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", f"ndcg@{n}",
+                        f"zero_shot_ndcg@{n}", f"hr@{n}", "pairs_enqueued", "seconds"]
             if c in frame]
     st.dataframe(frame[show], hide_index=True, width="stretch",
                  column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
                                 "generation_validity": st.column_config.NumberColumn("validity", format="percent"),
                                 "rm_win_rate": st.column_config.NumberColumn("RM win rate", format="%.3f"),
+                                "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot",
+                                                                                          format="%.3f"),
+                                f"zero_shot_ndcg@{n}": st.column_config.NumberColumn(f"zero-shot NDCG@{n}",
+                                                                                     format="%.4f"),
                                 "seconds": st.column_config.NumberColumn(format="%.0f")})
     charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
               "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",
-              "rm_win_rate": "RM win rate vs previous policy", f"ndcg@{n}": f"NDCG@{n} (held-out)"}
+              "rm_win_rate": "RM win rate vs previous policy", "rm_win_rate_vs_zero_shot": "RM win rate vs zero-shot",
+              f"ndcg@{n}": f"NDCG@{n} (held-out)"}
     done = frame[frame["status"] == "done"]
     long = done.melt(id_vars="round", value_vars=[c for c in charts if c in done], var_name="metric",
                      value_name="value").dropna(subset=["value"])

@@ -147,10 +147,11 @@ def list_command(
     for r in rounds:
         m = r["metrics"]
         acc = m.get("rm_heldout_accuracy")
-        win = m.get("rm_win_rate")
+        win, win0 = m.get("rm_win_rate"), m.get("rm_win_rate_vs_zero_shot")
         typer.echo(
             f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}  "
             f"rm_acc={'-' if acc is None else f'{acc:.3f}'}  win={'-' if win is None else f'{win:.3f}'}  "
+            f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"
         )
 
