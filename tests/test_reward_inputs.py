@@ -59,3 +59,26 @@ def test_a_small_window_keeps_the_history_and_the_items_in_resolved_form(policy_
     resolved = policy_tokenizer.decode(encode_pair(policy_tokenizer, *reward_inputs(prompt, answer), 200, "decoder"))
     assert "Old purchase 11" not in raw and "Regency" not in raw.split("1. C02")[-1]
     assert "Old purchase 11" in resolved and "1. C02 Regency cakestand 3 tier" in resolved
+
+
+def test_a_long_prompt_is_cut_without_a_false_indexing_error_warning():
+    """MiniLM's tokenizer warns that a text over 512 tokens 'will result in indexing errors'; encode_pair
+    cuts it to the budget itself, so that warning would only alarm the engineer reading the logs."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from rlhf.models import load_tokenizer
+    from rlhf.reward.backbones import minilm_folder
+
+    tokenizer = load_tokenizer(str(minilm_folder()))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf_logging.get_logger().addHandler(handler)
+    try:
+        ids = encode_pair(tokenizer, "an old purchase, " * 400, "1. C01 | A mug for tea.", 256, "encoder")
+    finally:
+        hf_logging.get_logger().removeHandler(handler)
+    assert len(ids) <= 256 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert not [r for r in records if "sequence length" in r.getMessage()]

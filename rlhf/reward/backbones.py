@@ -173,8 +173,10 @@ def encode_pair(tokenizer: Any, prompt: str, response: str, max_length: int, kin
     ``[CLS] prompt [SEP] response [SEP]``. The response keeps at least 3/4 of the budget when the prompt
     is long; the prompt is cut from the left.
     """
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    r = tokenizer(response, add_special_tokens=False)["input_ids"]
+    # verbose=False: the texts are cut to max_length below, so the tokenizer's "longer than the maximum
+    # sequence length ... will result in indexing errors" warning would be a false alarm.
+    p = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"] if prompt else []
+    r = tokenizer(response, add_special_tokens=False, verbose=False)["input_ids"]
     if kind == "encoder":
         special = 3 if p else 2
         budget = max_length - special
