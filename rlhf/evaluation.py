@@ -348,6 +348,8 @@ def evaluate_lists(
 
     Per-context values are averaged over that context's lists first, so a policy with more samples per
     context does not get a narrower interval for free. HR/NDCG use contexts with later purchases.
+    Contexts are read in id order, so the bootstrap interval depends on the lists alone, not on the order
+    they were collected in (the same policy gets the same interval in every round's report).
     """
     n = truth.list_length
     rank = truth.popularity_rank
@@ -355,7 +357,7 @@ def evaluate_lists(
     hr, ndcg, div, nov, item_ok = [], [], [], [], []
     valid_lists = total_lists = 0
     all_lists: list[list[str]] = []
-    for context_id, lists in policy.lists.items():
+    for context_id, lists in sorted(policy.lists.items()):
         if context_id not in truth.contexts or not lists:
             continue
         context = truth.contexts[context_id]

@@ -206,3 +206,18 @@ def test_baselines_are_measured_on_the_contexts_the_policy_covers(store) -> None
     table = ev.evaluation_table([partial], truth, samples=100).set_index("policy")
     assert table.loc[ev.POPULARITY, "contexts"] == table.loc["p", "contexts"] == 1
     assert ev.evaluation_table([], truth, samples=100).set_index("policy").loc[ev.COPURCHASE, "contexts"] == 3
+
+
+def test_a_policy_gets_the_same_interval_whatever_order_its_lists_arrive_in() -> None:
+    """A round's report reads the zero-shot lists in sampling order, the next round's in store order:
+    the same lists must give the same row (point estimate AND bootstrap interval) in both."""
+    contexts_ = {f"c{k:02d}": Context(f"c{k:02d}", f"s{k}", CUT, [], ["i1", "i2", "i3"]) for k in range(30)}
+    future = {c: ({"i1"} if k % 3 == 0 else {"i2"} if k % 3 == 1 else {"i9"}) for k, c in enumerate(contexts_)}
+    cats = {"i1": "mugs", "i2": "bags", "i3": "mugs", "i9": "toys"}
+    truth = ev.GroundTruth(contexts_, future, set(cats), cats, {}, ["i1", "i2", "i3"], CUT, 2)
+    rng = np.random.default_rng(0)
+    lists = {c: [list(rng.permutation(["i1", "i2", "i3"]))[:2]] for c in contexts_}
+    forward = ev.evaluate_lists(ev.PolicyLists("p", lists), truth, samples=200, seed=1)
+    backward = ev.evaluate_lists(ev.PolicyLists("p", dict(reversed(list(lists.items())))), truth, samples=200, seed=1)
+    assert forward["ndcg_lo"] < forward["ndcg@2"] < forward["ndcg_hi"]
+    assert forward == backward
