@@ -1150,6 +1150,32 @@ def round_curves(store: Store, round_id: str) -> Any:
     return long.dropna(subset=["value"])
 
 
+def round_evaluation(store: Store, round_id: str) -> Any:
+    """A finished round's held-out evaluation table, one row per policy and baseline, with its role.
+
+    Columns: ``role`` (new policy, parent, zero-shot, baseline), ``policy`` and the metrics of
+    :func:`rlhf.evaluation.evaluate_lists` (HR/NDCG with 95% bootstrap intervals, validity, diversity,
+    novelty, coverage). Empty when the round stored no evaluation (no held-out contexts, or not done).
+    """
+    import pandas as pd
+
+    from storage.rounds import list_evaluations
+
+    with store.transaction() as con:
+        evaluations = list_evaluations(con, round_id=round_id)
+    report = evaluations[-1]["metrics"] if evaluations else {}
+    table = pd.DataFrame.from_records(report.get("table") or [])
+    if table.empty:
+        return pd.DataFrame(columns=["role", "policy"])
+    roles = {report.get("policy_id"): "new policy", report.get("previous_policy_id"): "parent"}
+    roles.setdefault(report.get("zero_shot_policy_id"), "zero-shot")
+    if report.get("previous_policy_id") == report.get("zero_shot_policy_id"):
+        roles[report.get("previous_policy_id")] = "parent (zero-shot)"
+    table.insert(0, "role", [roles.get(p, "baseline" if k == "baseline" else "policy")
+                             for p, k in zip(table["policy"], table.get("kind", [""] * len(table)))])
+    return table
+
+
 def rounds_metrics_frame(store: Store) -> Any:
     """One row per round with its headline metrics, for the charts across rounds."""
     import pandas as pd

@@ -209,6 +209,8 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert not at.exception, at.exception
     tables = "\n".join(str(df.value) for df in at.dataframe)
     assert record.round_id in tables and record.reward_model_id in tables and record.policy_id in tables
+    shown = "\n".join(df.value.to_csv() for df in at.dataframe)
+    assert "baseline:popularity" in shown and "parent (zero-shot)" in shown  # the round's held-out report
     assert [b for b in at.button if b.label == "Start a round"]
     at = render_training_page(store, settings, "fresh_annotator", monkeypatch)
     assert any("Access denied" in e.value for e in at.error)
@@ -248,6 +250,13 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
         table[zero][f"ndcg@{settings.generation.list_length}"]
     # Round 1 compared with the zero-shot policy directly: both win rates are the same estimate.
     assert first.metrics["rm_win_rate_vs_zero_shot"] == first.metrics["rm_win_rate"] is not None
+    from rlhf.rounds import round_evaluation
+
+    shown = round_evaluation(store, second.round_id).set_index("policy")["role"].to_dict()
+    assert {k: v for k, v in shown.items() if v != "baseline"} == {
+        second.policy_id: "new policy", first.policy_id: "parent", zero: "zero-shot"}
+    assert {k for k, v in shown.items() if v == "baseline"} == {"baseline:popularity", "baseline:copurchase"}
+    assert round_evaluation(store, "round_missing").empty
     generated = json.loads((Path(second.folder) / "stages" / "generate.json").read_text())
     assert generated["comparison_lists_generated"] == {}  # round 1's zero-shot lists were reused
     assert pairs and all(g.policy_id != zero for g in gens.values())

@@ -155,6 +155,35 @@ elif latest is not None:
 
 
 # ------------------------------------------------------------------------------------------- history
+def _evaluation_view(table: pd.DataFrame) -> None:
+    """The round's held-out report: its policy beside its parent, the zero-shot model and the baselines."""
+    # N is the round's list length (its report's ndcg@N column), not necessarily today's setting.
+    n = next((int(c.split("@")[1]) for c in table.columns if c.startswith("ndcg@")), None)
+    if table.empty or n is None:
+        st.caption("This round stored no held-out evaluation (no held-out contexts).")
+        return
+    shoppers = int(table["contexts"].max()) if "contexts" in table else 0
+    targets = int(table["contexts_with_targets"].max()) if "contexts_with_targets" in table else 0
+    st.markdown(f"**Held-out evaluation**: {shoppers} shoppers, {targets} of them with purchases after the cut "
+                "(HR and NDCG count those); 95% bootstrap intervals.")
+    chart = table.rename(columns={f"ndcg@{n}": "ndcg"})
+    chart["label"] = [p.removeprefix("baseline:") if r == "baseline" else r for r, p in zip(chart["role"], chart["policy"])]
+    base = alt.Chart(chart).encode(y=alt.Y("label:N", sort=None, title=None), color=alt.Color("role:N", legend=None))
+    st.altair_chart(
+        (base.mark_rule().encode(x=alt.X("ndcg_lo:Q", title=f"NDCG@{n}"), x2="ndcg_hi:Q")
+         + base.mark_point(filled=True, size=80).encode(
+             x="ndcg:Q", tooltip=["role", "policy", alt.Tooltip("ndcg:Q", format=".4f"),
+                                  alt.Tooltip("ndcg_lo:Q", format=".4f"), alt.Tooltip("ndcg_hi:Q", format=".4f")]))
+        .properties(height=40 * len(chart) + 40),
+        width="stretch",
+    )
+    cols = [c for c in ["role", "policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", f"hr@{n}",
+                        "hr_lo", "hr_hi", "validity", "item_validity", "diversity", "novelty", "coverage"] if c in table]
+    fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in cols if c.startswith(("ndcg", "hr"))}
+    fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
+    st.dataframe(table[cols], hide_index=True, width="stretch", column_config=fmt)
+
+
 st.subheader("Past rounds")
 frame = rounds_service.rounds_metrics_frame(store)
 if frame.empty:
@@ -201,6 +230,7 @@ else:
                     tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
                 ).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent"),
             )
+        _evaluation_view(rounds_service.round_evaluation(store, chosen))
         detail = rounds_service.round_status(store, chosen)
         table = (detail["metrics"] or {})
         st.json({"timings_s": detail["timings"], "metrics": table, "error": detail["error"]}, expanded=False)
@@ -223,4 +253,3 @@ with tab_pol:
     else:
         st.dataframe(registry["policies"], hide_index=True, width="stretch")
 st.caption(f"{len(summaries)} rounds · data folder `{settings.data_dir}`")
-_ = pd  # pandas is used through the service frames
