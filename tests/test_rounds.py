@@ -211,6 +211,9 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert record.round_id in tables and record.reward_model_id in tables and record.policy_id in tables
     shown = "\n".join(df.value.to_csv() for df in at.dataframe)
     assert "baseline:popularity" in shown and "parent (zero-shot)" in shown  # the round's held-out report
+    # Past rounds: NDCG under the round's own list length (2 here; the app's settings say 5).
+    past = next(df.value for df in at.dataframe if "round_id" in df.value.columns and "status" in df.value.columns)
+    assert past.loc[0, f"ndcg@{settings.generation.list_length}"] == record.metrics[f"ndcg@{settings.generation.list_length}"]
     assert [b for b in at.button if b.label == "Start a round"]
     at = render_training_page(store, settings, "fresh_annotator", monkeypatch)
     assert any("Access denied" in e.value for e in at.error)

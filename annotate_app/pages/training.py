@@ -189,10 +189,12 @@ frame = rounds_service.rounds_metrics_frame(store)
 if frame.empty:
     st.info("No rounds yet. Collect labels on the Label page (or `recfeedback simulate`), then start one.")
 else:
-    n = settings.generation.list_length
+    # Each round names its ranking metrics after its own list length N (rounds run with other settings differ).
+    lengths = sorted({int(c.split("@")[1]) for c in frame.columns if c.startswith("ndcg@")})
+    ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     show = [c for c in ["round", "round_id", "status", "policy_id", "rm_heldout_accuracy", "ppo_reward", "ppo_kl",
-                        "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", f"ndcg@{n}",
-                        f"zero_shot_ndcg@{n}", f"hr@{n}", "pairs_enqueued", "seconds"]
+                        "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking,
+                        "pairs_enqueued", "seconds"]
             if c in frame]
     st.dataframe(frame[show], hide_index=True, width="stretch",
                  column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
@@ -200,13 +202,14 @@ else:
                                 "rm_win_rate": st.column_config.NumberColumn("RM win rate", format="%.3f"),
                                 "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot",
                                                                                           format="%.3f"),
-                                f"zero_shot_ndcg@{n}": st.column_config.NumberColumn(f"zero-shot NDCG@{n}",
-                                                                                     format="%.4f"),
+                                **{f"zero_shot_ndcg@{n}": st.column_config.NumberColumn(f"zero-shot NDCG@{n}",
+                                                                                        format="%.4f")
+                                   for n in lengths},
                                 "seconds": st.column_config.NumberColumn(format="%.0f")})
     charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
               "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",
               "rm_win_rate": "RM win rate vs previous policy", "rm_win_rate_vs_zero_shot": "RM win rate vs zero-shot",
-              f"ndcg@{n}": f"NDCG@{n} (held-out)"}
+              **{f"ndcg@{n}": f"NDCG@{n} (held-out)" for n in lengths}}
     done = frame[frame["status"] == "done"]
     long = done.melt(id_vars="round", value_vars=[c for c in charts if c in done], var_name="metric",
                      value_name="value").dropna(subset=["value"])
