@@ -143,7 +143,7 @@ def efficiency(args) -> dict:
 
     def fit(examples):
         """A reward model trained on (context, chosen, rejected) -> (scores of every list in ``gids``, and
-        when it is the linear probe its posterior as {"laplace" | "sandwich": (weight, precision)}, else None)."""
+        when it is the linear probe a function ``"laplace" | "sandwich" -> (weight, precision)``, else None)."""
         if args.le_rm == "features":
             return _feature_rm(examples, lists, by_ctx, items, n, args.seed), None
         if embedded is not None:
@@ -195,7 +195,7 @@ def efficiency(args) -> dict:
                 if how in ("laplace", "sandwich"):  # the probe's own posterior: no bootstrap replicas needed
                     if post is None:
                         raise SystemExit(f"{how} selection needs --le-rm probe (a linear head)")
-                    posterior = LinearPosterior(embedded, *post[how])
+                    posterior = LinearPosterior(embedded, *post(how))
                 else:
                     for k in range(1, args.le_ensemble):  # bootstrap replicas: disagreement signal
                         idx = np.random.default_rng(args.seed + 10 * k + step).integers(0, len(examples), len(examples))
@@ -332,8 +332,9 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
 
 
 def _probe_rm(examples, embedded, gids, l2):
-    """The probe's head fitted on (context, chosen, rejected) -> (scores of every list, its posterior as
-    {"laplace" | "sandwich": (weight, precision)})."""
+    """The probe's head fitted on (context, chosen, rejected) -> (scores of every list, and a function
+    ``"laplace" | "sandwich" -> (weight, precision)``: the precision is only computed for the arms that
+    select from it, not for every refit)."""
     from posterior_selection import laplace_precision, sandwich_precision
 
     from rlhf.reward.probe import fit_bradley_terry
@@ -341,9 +342,9 @@ def _probe_rm(examples, embedded, gids, l2):
     row = {g: i for i, g in enumerate(gids)}
     diffs = np.array([embedded[row[w]] - embedded[row[lo]] for _, w, lo in examples])
     weight, _ = fit_bradley_terry(diffs, l2=l2)
-    return dict(zip(gids, (embedded @ weight).astype(float))), {
-        "laplace": (weight, laplace_precision(diffs, weight, l2=l2)),
-        "sandwich": (weight, sandwich_precision(diffs, weight, l2=l2))}
+    precision = {"laplace": laplace_precision, "sandwich": sandwich_precision}
+    return dict(zip(gids, (embedded @ weight).astype(float))), lambda how: (weight,
+                                                                             precision[how](diffs, weight, l2=l2))
 
 
 def _feature_rm(examples, lists, by_ctx, items, n, seed):
