@@ -50,9 +50,6 @@ DEFAULT_GUIDELINES = """\
 Keyboard: **1** = A, **2** = B, **3** = tie, **4** = both bad, **Enter** = submit.
 """
 
-#: Human names for parser problem kinds (the parser's own badge names).
-_PROBLEM_NAMES = PROBLEM_LABELS
-
 
 @dataclass(frozen=True)
 class ShownItem:
@@ -158,15 +155,15 @@ def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: 
         item = items.get(item_id)
         badges: list[str] = []
         if item is None:
-            badges.append(_PROBLEM_NAMES["unknown_id"])
+            badges.append(PROBLEM_LABELS["unknown_id"])
         elif candidates and item_id not in candidates:
-            badges.append(_PROBLEM_NAMES["not_a_candidate"])
+            badges.append(PROBLEM_LABELS["not_a_candidate"])
         if item_id in seen:
-            badges.append(_PROBLEM_NAMES["duplicate"])
+            badges.append(PROBLEM_LABELS["duplicate"])
         if not reason.strip():
-            badges.append(_PROBLEM_NAMES["missing_reason"])
+            badges.append(PROBLEM_LABELS["missing_reason"])
         elif copies_example(reason):
-            badges.append(_PROBLEM_NAMES["copied_example"])
+            badges.append(PROBLEM_LABELS["copied_example"])
         seen.add(item_id)
         shown.append(ShownItem(
             rank=rank, item_id=item_id, title=item.title if item else f"(unknown item {item_id})",
@@ -176,7 +173,7 @@ def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: 
     problems = []
     for p in gen["problems"]:
         kind = str(p.get("kind", "problem")) if isinstance(p, dict) else str(p)
-        name = _PROBLEM_NAMES.get(kind, kind.replace("_", " "))
+        name = PROBLEM_LABELS.get(kind, kind.replace("_", " "))
         if name not in problems:
             problems.append(name)
     return ShownList(items=tuple(shown), problems=tuple(problems))
