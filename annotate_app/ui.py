@@ -116,6 +116,28 @@ def run_js(script: str, key: str) -> None:
             components.html(html_doc, height=0)
 
 
+def install_page_script(script: str, key: str) -> None:
+    """Install a trusted script of ours into the page itself, once per browser tab.
+
+    A listener added from inside :func:`run_js`'s iframe belongs to that iframe and dies with it, and
+    Streamlit may remount the iframe on a rerun -- the page would lose the behaviour while looking the
+    same. The script is therefore copied into the parent document, where it lives as long as the tab.
+    ``key`` names both the hidden container and the page flag that makes installing idempotent.
+    """
+    flag = f"__rf_installed_{key}"
+    source = json.dumps(script).replace("</", "<\\/")  # a literal "</script>" must not end the carrier
+    loader = (
+        "const doc = window.parent.document;"
+        f"if (!doc.{flag}) {{"
+        f"  doc.{flag} = true;"
+        "  const s = doc.createElement('script');"
+        f"  s.textContent = {source};"
+        "  doc.head.appendChild(s);"
+        "}"
+    )
+    run_js(loader, key=key)
+
+
 def _set_cookie(value: str, max_age: int) -> None:
     """Set (or clear, with max_age 0) the session cookie from the browser side."""
     cookie = f"{SESSION_COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict"

@@ -60,7 +60,11 @@ def test_annotator_labels_by_mouse_and_keyboard_then_undoes(seeded_app, chromium
         expected[task] = _expected_canonical(db_path, task, shown)
         task = wait_for_task_change(page, task)
 
-    # One with the keyboard: 4 = both bad, Enter = submit.
+    # One with the keyboard: 4 = both bad, Enter = submit. The shortcuts must outlive the hidden iframe
+    # that installed them (Streamlit may remount it on a rerun; a listener of the iframe's would die with
+    # it), so remove that iframe first.
+    page.wait_for_function("() => document.__rf_installed_rf_keys_js === true", timeout=10_000)
+    page.evaluate("() => document.querySelectorAll('.st-key-rf_keys_js iframe').forEach(f => f.remove())")
     # A key pressed while the page is still settling after the last rerun can be lost (as it can for a
     # person); press again, a bounded number of times, until the choice shows.
     both_bad_checked = ("() => { const c = document.querySelectorAll('.st-key-label_choice input[type=radio]');"
@@ -73,7 +77,12 @@ def test_annotator_labels_by_mouse_and_keyboard_then_undoes(seeded_app, chromium
             break
         except PlaywrightTimeoutError:
             if attempt == 2:
-                raise
+                state = page.evaluate(
+                    "() => ({active: document.activeElement && document.activeElement.tagName,"
+                    " installed: document.__rf_installed_rf_keys_js === true,"
+                    " radios: [...document.querySelectorAll('.st-key-label_choice input[type=radio]')]"
+                    ".map(r => [r.checked, r.disabled])})")
+                raise AssertionError(f"key 4 did not choose 'Both bad' after 3 presses; page state: {state}")
     page.keyboard.press("Enter")
     expected[task] = "both_bad"
     keyboard_task = task

@@ -45,12 +45,11 @@ table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128
             text-align: left; }
 </style>"""
 
-# Keyboard: 1..4 choose, Enter submits (not while typing in a text box). Installed once per browser tab.
+# Keyboard: 1..4 choose, Enter submits (not while typing in a text box). Runs in the page itself (see
+# ui.install_page_script), installed once per browser tab.
 _KEYS_JS = """
 (function () {
-  const doc = window.parent.document;
-  if (doc.__recfeedbackKeys) { return; }
-  doc.__recfeedbackKeys = true;
+  const doc = document;
   // The page may be re-rendering when a key arrives: retry briefly until the choice sticks.
   function choose(idx, attempt) {
     const inputs = doc.querySelectorAll('.st-key-label_choice [role="radiogroup"] input[type="radio"]');
@@ -213,7 +212,7 @@ with st.sidebar:
         st.markdown(_guidelines(str(settings.store.db_path)))
 
 st.html(_CSS)
-ui.run_js(_KEYS_JS, key="rf_keys_js")
+ui.install_page_script(_KEYS_JS, key="rf_keys_js")
 
 notice = st.session_state.pop("label.notice", None)
 if notice:
