@@ -1,8 +1,9 @@
 """Generation speed and list validity of the default policy (SmolLM2-135M-Instruct from the wheel).
 
 Prints, for each batch size, completion tokens/s and lists/s of constrained sampling; then the share of
-valid lists (see rlhf.parsing) over N demo contexts, unconstrained vs constrained, with the problems
-that made lists invalid. Contexts come from the demo shop (rlhf.demo, built into a temporary store).
+valid lists (see rlhf.parsing) over N demo contexts, unconstrained vs constrained (the product's grammar,
+which forbids repeating the prompt's example reason) vs constrained-copies-allowed (the grammar without
+that rule), with the problems that made lists invalid and what the reasons say. Contexts come from the demo shop (rlhf.demo, built into a temporary store).
 
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py                 # full: 1,8,32 and 200 contexts
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py --batch-sizes 1,8 --validity-contexts 40
@@ -46,11 +47,22 @@ def demo_views(n: int, data_dir: Path):
 
 
 def reason_figures(lists) -> dict:
-    """How much the reasons say: copies of the prompt's example reason, the share of distinct reasons,
-    lists that give every item the same reason, mean length in words (reasons are what annotators read)."""
+    """How much the reasons say: copies of the prompt's example reason, reasons that repeat five or more
+    of its words in a row (near copies), the share of distinct reasons, lists that give every item the
+    same reason, mean length in words (reasons are what annotators read)."""
     import re
 
-    from rlhf.prompts import copies_example
+    from rlhf.prompts import EXAMPLE_REASON, copies_example
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    example = words(EXAMPLE_REASON)
+    example_runs = {tuple(example[i:i + 5]) for i in range(len(example) - 4)}
+
+    def near_copy(text: str) -> bool:
+        w = words(text)
+        return any(tuple(w[i:i + 5]) in example_runs for i in range(len(w) - 4))
 
     def norm(text: str) -> str:
         return re.sub(r"[^a-z ]", "", text.lower()).strip()
@@ -59,6 +71,7 @@ def reason_figures(lists) -> dict:
     return {
         "reasons": len(reasons),
         "example_copies": sum(copies_example(r) for r in reasons),
+        "example_near_copies": sum(near_copy(r) for r in reasons),
         "distinct_share": len({norm(r) for r in reasons}) / max(1, len(reasons)),
         "one_reason_lists": sum(len(x.parsed.items) > 1 and len({norm(it.reason) for it in x.parsed.items}) == 1
                                 for x in lists),
@@ -109,7 +122,8 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-validity", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
-    parser.add_argument("--modes", default="unconstrained,constrained", help="validity modes to run")
+    parser.add_argument("--modes", default="unconstrained,constrained",
+                        help="validity modes to run: unconstrained, constrained, constrained-copies-allowed")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
 
@@ -170,17 +184,21 @@ def main() -> None:
         print(f"\nvalidity over {len(subset)} demo contexts (1 sample each, T={g.temperature}, "
               f"batch {args.validity_batch_size}):")
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        for constrained in [m == "constrained" for m in modes]:
+        known = ("unconstrained", "constrained", "constrained-copies-allowed")
+        if unknown := [m for m in modes if m not in known]:
+            parser.error(f"unknown mode(s) {unknown}; choose from {known}")
+        for name in modes:
+            constrained = name != "unconstrained"
             start = time.perf_counter()
             lists = generate_lists(model, tokenizer, subset, samples_per_context=1, constrained=constrained,
-                                   batch_size=args.validity_batch_size, **common)
+                                   forbid_example=name == "constrained", batch_size=args.validity_batch_size,
+                                   **common)
             secs = time.perf_counter() - start
             valid = sum(x.parsed.is_valid for x in lists)
             kinds = Counter(k for x in lists for k in x.parsed.problem_kinds())
             items = sum(x.parsed.n_valid for x in lists) / (len(lists) * g.list_length)
             # Position bias: lists that are just the first N candidates in the order shown.
             in_order = sum(x.parsed.short_ids == [f"C{k:02d}" for k in range(1, g.list_length + 1)] for x in lists)
-            name = "constrained" if constrained else "unconstrained"
             reasons = reason_figures(lists)
             results["validity"][name] = {
                 "lists": len(lists), "valid": valid, "rate": valid / len(lists), "usable_item_share": items,
@@ -188,11 +206,12 @@ def main() -> None:
                 "completion_tokens": sum(x.completion_tokens for x in lists),
                 "example": lists[0].raw_text,
             }
-            print(f"  {name:>13}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
+            print(f"  {name:>26}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
                   f"{items:.0%} of asked; lists with each problem: {dict(kinds)}; {in_order} lists are just "
                   f"C01..C{g.list_length:02d} in order; {secs:.0f} s", flush=True)
             print(f"    reasons: {reasons['reasons']}; copies of the prompt's example reason "
-                  f"{reasons['example_copies']}; distinct {reasons['distinct_share']:.0%}; lists repeating one "
+                  f"{reasons['example_copies']} (near copies, 5+ of its words in a row: "
+                  f"{reasons['example_near_copies']}); distinct {reasons['distinct_share']:.0%}; lists repeating one "
                   f"reason for every item {reasons['one_reason_lists']}; mean {reasons['mean_words']:.1f} words")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
     results["hardware"]["load_avg_end"] = os.getloadavg()

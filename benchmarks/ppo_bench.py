@@ -349,7 +349,7 @@ def demo_store_bench(args: argparse.Namespace) -> dict:
     n_items = settings.generation.list_length
     true_utility = _true_utility_fn(store, heldout)
     cfg = PPOConfig.from_settings(settings.ppo, steps=args.demo_steps, tensorboard=True, checkpoint_every=0)
-    constraint = ListGrammarConstraint(tok, n_items, settings.generation.max_reason_tokens)
+    constraint = ListGrammarConstraint.from_settings(tok, settings)
     run_dir = OUT / f"demo-ppo-{time.strftime('%Y%m%dT%H%M%S')}"
     trainer = PPOTrainer(cfg, model, tok, build_product_reward(scorer, settings), train, logits_mask_fn=constraint,
                          output_dir=run_dir)

@@ -10,15 +10,20 @@ A small token-level state machine per generated list enforces the grammar::
 Line heads (``"{k}. {short id} |"``) may only be spelled with tokens that keep the text a prefix of a
 head whose short id is a candidate NOT used yet in this list, so ids are always candidates and never
 repeated; ranks are forced to 1..N. The reason must contain a letter or digit before its line ends;
-end-of-sequence is allowed only at the end of the last line. The mask depends only on the completion
-tokens so far (a pure function of the token sequence), so generation and recomputation agree.
+end-of-sequence is allowed only at the end of the last line. A reason may not repeat the prompt's
+example reason (:data:`rlhf.prompts.EXAMPLE_REASON`, compared on letters and digits alone, as
+:func:`rlhf.prompts.copies_example` does): once a reason has followed the example for its first
+:data:`EXAMPLE_FREE_WORDS` words, tokens that would follow it further are masked, so the line must
+say something of its own. The mask depends only on the completion tokens so far (a pure function of
+the token sequence), so generation and recomputation agree.
 
 Public API (stable):
 
 - :func:`token_table(tokenizer)` — per-tokenizer lookup tables (cached; ~0.3 s the first time).
-- :class:`ListConstraint(table, short_ids, n_items, max_reason_tokens=22)` with ``start()``,
-  ``advance(state, token_id)``, ``allowed(state)``, ``masks(completion_ids, vocab_size)`` and
-  ``follows(completion_ids)``; :func:`constraint_for_view(tokenizer, view, n_items, max_reason_tokens)`.
+- :class:`ListConstraint(table, short_ids, n_items, max_reason_tokens=22, forbidden_reason=None)` with
+  ``start()``, ``advance(state, token_id)``, ``allowed(state)``, ``masks(completion_ids, vocab_size)``
+  and ``follows(completion_ids)``; :func:`constraint_for_view(tokenizer, view, n_items,
+  max_reason_tokens, forbid_example=True)`.
 - :class:`ConstrainedListProcessor(constraints, prompt_length)` — a transformers ``LogitsProcessor``
   for ``model.generate(..., logits_processor=[...])``; row ``i`` of the batch follows
   ``constraints[i]``; ``prompt_length`` is the (left-padded) input width.
@@ -55,6 +60,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from rlhf.prompts import EXAMPLE_REASON, letters_and_digits
+
 if TYPE_CHECKING:
     import torch
 
@@ -63,6 +70,8 @@ if TYPE_CHECKING:
 _HEAD_ALPHABET = frozenset("0123456789. C|")
 _MAX_HEAD_TOKEN_CHARS = 12
 DEFAULT_MAX_REASON_TOKENS = 22
+#: A reason may begin like the forbidden one for this many words ("A teapot to ..."), no further.
+EXAMPLE_FREE_WORDS = 3
 
 
 def _has_break(text: str) -> bool:
@@ -91,6 +100,25 @@ class TokenTable:
     @property
     def size(self) -> int:
         return len(self.texts)
+
+    @cached_property
+    def spelled(self) -> tuple[str, ...]:
+        """Each token's text in :func:`rlhf.prompts.letters_and_digits` form ("" for blanks and punctuation)."""
+        return tuple(letters_and_digits(t) for t in self.texts)
+
+    def continuing(self, rest: str) -> frozenset[int]:
+        """Tokens whose letters and digits are a non-empty prefix of ``rest``: the tokens that would
+        keep a reason on the forbidden one's track. Cached per ``rest`` (a forbidden reason has few)."""
+        found = self._continuing.get(rest)
+        if found is None:
+            found = self._continuing[rest] = frozenset(
+                i for i, sp in enumerate(self.spelled) if sp and rest.startswith(sp)
+            )
+        return found
+
+    @cached_property
+    def _continuing(self) -> dict[str, frozenset[int]]:
+        return {}
 
 
 _tables: weakref.WeakKeyDictionary[Any, TokenTable] = weakref.WeakKeyDictionary()
@@ -161,6 +189,9 @@ class State:
     used: frozenset[str] = frozenset()
     reason_tokens: int = 0
     reason_has_text: bool = False
+    #: how many letters and digits of the forbidden reason this reason has repeated so far, or None
+    #: once it has said something else
+    copied: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -201,13 +232,19 @@ class ListConstraint:
 
     def __init__(
         self, table: TokenTable, short_ids: Sequence[str], n_items: int,
-        max_reason_tokens: int = DEFAULT_MAX_REASON_TOKENS,
+        max_reason_tokens: int = DEFAULT_MAX_REASON_TOKENS, forbidden_reason: str | None = None,
     ) -> None:
         self.table = table
         self.short_ids = tuple(short_ids)
         self.n_items = int(n_items)
         self.max_reason_tokens = max(1, int(max_reason_tokens))
+        self.forbidden_reason = forbidden_reason
+        #: the forbidden reason in letters and digits, and how much of it a reason may repeat
+        self._forbidden = letters_and_digits(forbidden_reason or "")
+        free_words = (forbidden_reason or "").split()[:EXAMPLE_FREE_WORDS]
+        self._free_chars = min(len(letters_and_digits(" ".join(free_words))), len(self._forbidden) - 1)
         self._head_cache: dict[tuple[int, str, frozenset[str]], Allowed] = {}
+        self._guarded: dict[tuple[Allowed, int], Allowed] = {}
 
     # -- the state machine -------------------------------------------------------------------------
     def start(self) -> State:
@@ -245,7 +282,10 @@ class ListConstraint:
             return cached
         if state.phase == "reason":
             capped = state.reason_tokens >= self.max_reason_tokens
-            return self._fixed[("reason", self._is_last_line(state), state.reason_has_text, capped)]
+            allowed = self._fixed[("reason", self._is_last_line(state), state.reason_has_text, capped)]
+            if self._forbidden and state.copied is not None and state.copied >= self._free_chars:
+                allowed = self._off_the_copy(allowed, state.copied)
+            return allowed
         if state.phase == "done":
             return self._fixed[("done",)]
         return _ALL
@@ -267,6 +307,18 @@ class ListConstraint:
             # Out of reason tokens: end the line, or (no word yet) write a word first.
             out[("reason", last, True, True)] = Allowed(only=end)
             out[("reason", last, False, True)] = Allowed(only=frozenset(t.wordy - t.banned_in_reason))
+        return out
+
+    def _off_the_copy(self, allowed: Allowed, copied: int) -> Allowed:
+        """``allowed`` less the tokens that would repeat more of the forbidden reason."""
+        if allowed.only is not None:  # a forced line end or first word: never part of a copy
+            return allowed
+        key = (allowed, copied)
+        out = self._guarded.get(key)
+        if out is None:
+            out = self._guarded[key] = Allowed(
+                banned=allowed.banned | self.table.continuing(self._forbidden[copied:])
+            )
         return out
 
     def advance(self, state: State, token_id: int) -> State:
@@ -291,9 +343,13 @@ class ListConstraint:
             if self._is_last_line(state):
                 return State(line=state.line, phase="done", used=state.used)
             return self._line_start(state.line + 1, state.used)
+        copied = state.copied
+        if copied is not None and self._forbidden:
+            spelled = t.spelled[token_id] if 0 <= token_id < t.size else ""
+            copied = copied + len(spelled) if self._forbidden.startswith(spelled, copied) else None
         return State(
             line=state.line, phase="reason", used=state.used, reason_tokens=state.reason_tokens + 1,
-            reason_has_text=state.reason_has_text or token_id in t.wordy,
+            reason_has_text=state.reason_has_text or token_id in t.wordy, copied=copied,
         )
 
     # -- whole sequences ---------------------------------------------------------------------------
@@ -335,10 +391,13 @@ class ListConstraint:
 
 
 def constraint_for_view(
-    tokenizer: Any, view: ContextView, n_items: int, max_reason_tokens: int = DEFAULT_MAX_REASON_TOKENS
+    tokenizer: Any, view: ContextView, n_items: int, max_reason_tokens: int = DEFAULT_MAX_REASON_TOKENS,
+    forbid_example: bool = True,
 ) -> ListConstraint:
-    """The constraint for one context's list (its candidates' short ids)."""
-    return ListConstraint(token_table(tokenizer), view.short_ids, n_items, max_reason_tokens)
+    """The constraint for one context's list (its candidates' short ids); with ``forbid_example`` a
+    reason may not repeat the prompt's example reason."""
+    return ListConstraint(token_table(tokenizer), view.short_ids, n_items, max_reason_tokens,
+                          EXAMPLE_REASON if forbid_example else None)
 
 
 class ConstrainedListProcessor:

@@ -5,7 +5,7 @@ Public API (stable):
 - :class:`SamplingParams` — every knob of one sampling run (``from_settings`` reads settings.generation).
 - :func:`generate_lists(model, tokenizer, views, *, n_items, samples_per_context, temperature, top_p,
   top_k, max_new_tokens, seed, constrained, batch_size, max_prompt_tokens, max_reason_tokens,
-  progress=True) -> list[GeneratedList]` — pure model work, no store. Rows come back in input
+  forbid_example=True, progress=True) -> list[GeneratedList]` — pure model work, no store. Rows come back in input
   order: for each view, its samples ``0..samples_per_context-1``.
 - :func:`generate_for_store(store, settings, policy_id=None, *, context_ids=None, n_contexts=None, ...)
   -> GenerationRun` — reads contexts in one short transaction, samples WITHOUT holding the store,
@@ -52,6 +52,7 @@ class SamplingParams:
     seed: int = 1234
     constrained: bool = True
     batch_size: int = 8
+    forbid_example: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> SamplingParams:
@@ -61,6 +62,7 @@ class SamplingParams:
             "n_items": g.list_length, "samples_per_context": g.samples_per_context, "temperature": g.temperature,
             "top_p": g.top_p, "top_k": g.top_k, "max_new_tokens": g.max_new_tokens, "max_prompt_tokens": g.max_prompt_tokens,
             "max_reason_tokens": g.max_reason_tokens, "seed": g.seed, "constrained": g.constrained, "batch_size": g.batch_size,
+            "forbid_example": g.forbid_example,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -164,13 +166,15 @@ def generate_lists(
     batch_size: int = 8,
     max_prompt_tokens: int = 1536,
     max_reason_tokens: int = 22,
+    forbid_example: bool = True,
     progress: bool = True,
     catalog_ids: Any = None,
 ) -> list[GeneratedList]:
     """Sample ``samples_per_context`` lists per view, in left-padded batches; parse each.
 
     ``temperature == 0`` means greedy decoding. With ``constrained`` the
-    :mod:`rlhf.constrained` grammar applies (item ids are candidates, format exact).
+    :mod:`rlhf.constrained` grammar applies (item ids are candidates, format exact; with
+    ``forbid_example`` no reason repeats the prompt's example reason).
     ``catalog_ids`` (optional) lets the parser tell real non-candidate items from invented ids.
     """
     import torch
@@ -209,8 +213,8 @@ def generate_lists(
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if constrained:
-                constraints = [constraint_for_view(tokenizer, views[rows[r][0]], n_items, max_reason_tokens)
-                               for r in batch]
+                constraints = [constraint_for_view(tokenizer, views[rows[r][0]], n_items, max_reason_tokens,
+                                                   forbid_example) for r in batch]
                 kwargs["logits_processor"] = LogitsProcessorList([ConstrainedListProcessor(constraints, width)])
             torch.manual_seed(seed + b)
             with torch.inference_mode():
@@ -341,7 +345,8 @@ def generate_for_store(
         temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
         max_new_tokens=params.max_new_tokens, seed=params.seed, constrained=params.constrained,
         batch_size=params.batch_size, max_prompt_tokens=params.max_prompt_tokens,
-        max_reason_tokens=params.max_reason_tokens, progress=progress, catalog_ids=catalog,
+        max_reason_tokens=params.max_reason_tokens, forbid_example=params.forbid_example, progress=progress,
+        catalog_ids=catalog,
     )
     seconds = time.perf_counter() - started
     generations = [

@@ -186,15 +186,18 @@ def build_messages(
 
 def copies_example(reason: str) -> bool:
     """Whether ``reason`` is the prompt's :data:`EXAMPLE_REASON` repeated (ignoring case, spacing and
-    punctuation): a reason copied from the instructions, not written for the item."""
-    return _words(reason) == _EXAMPLE_WORDS
+    punctuation): a reason copied from the instructions, not written for the item. Constrained decoding
+    forbids such copies (:mod:`rlhf.constrained`); this finds them in unconstrained or older lists."""
+    return letters_and_digits(reason) == _EXAMPLE_SPELLED
 
 
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+def letters_and_digits(text: str) -> str:
+    """``text`` lower-cased with everything but ASCII letters and digits removed: the form in which
+    reasons are compared with the example, so that case, spacing and punctuation cannot hide a copy."""
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
 
 
-_EXAMPLE_WORDS = _words(EXAMPLE_REASON)
+_EXAMPLE_SPELLED = letters_and_digits(EXAMPLE_REASON)
 
 
 @dataclass(frozen=True)

@@ -523,8 +523,7 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
         raise RoundError("No training contexts with enough candidates to run PPO on.")
     scorer = load_reward_model_from_folder(rm["path"], device=settings.model.device, settings=settings)
     reward = build_product_reward(scorer, settings)
-    constraint = (ListGrammarConstraint(tokenizer, settings.generation.list_length,
-                                        settings.generation.max_reason_tokens) if config.constrained else None)
+    constraint = ListGrammarConstraint.from_settings(tokenizer, settings) if config.constrained else None
     ctx.paths.ppo.mkdir(parents=True, exist_ok=True)
 
     def file_sink(step: int, metrics: Mapping[str, float]) -> None:

@@ -103,6 +103,10 @@ class GenerationSettings(BaseModel):
     max_prompt_tokens: int = 1536
     constrained: bool = Field(True, description="Constrain decoding so that item ids are candidate ids.")
     max_reason_tokens: int = Field(22, description="Constrained mode: a reason's line is ended after this many tokens.")
+    forbid_example: bool = Field(
+        True, description="Constrained mode: a reason may not repeat the prompt's example reason past its first "
+        "three words (the 135M default copied it for 57 of 1,000 items).",
+    )
     contexts_per_run: int = Field(20, description="Contexts `recfeedback generate` samples for when not told.")
     seed: int = 1234
 

@@ -9,7 +9,7 @@ import torch
 from rlhf.constrained import ConstrainedListProcessor, apply_constraint, constraint_for_view, token_table
 from rlhf.generate import generate_lists, left_pad
 from rlhf.parsing import parse_list
-from rlhf.prompts import make_view, render_prompt
+from rlhf.prompts import EXAMPLE_REASON, copies_example, make_view, render_prompt
 from storage.records import CatalogItem
 
 
@@ -122,3 +122,81 @@ def test_apply_constraint_checks_shapes(tokenizer):
         apply_constraint(torch.zeros(1, 3, 10), torch.zeros(1, 4, dtype=torch.long), [c])
     with pytest.raises(ValueError):
         apply_constraint(torch.zeros(2, 3, 10), torch.zeros(2, 3, dtype=torch.long), [c])
+
+
+def _walk(constraint, ids):
+    """Advance through ``ids``; return (index of the first token the grammar refuses or None, state)."""
+    state = constraint.start()
+    for k, tok in enumerate(ids):
+        if tok not in constraint.allowed(state):
+            return k, state
+        state = constraint.advance(state, tok)
+    return None, state
+
+
+@pytest.mark.parametrize("spelling", [
+    EXAMPLE_REASON,
+    EXAMPLE_REASON.lower(),
+    "A teapot, to go with the mugs they bought LAST month!",
+])
+def test_the_prompts_example_reason_cannot_be_repeated(tokenizer, spelling):
+    view = _views(1)[0]
+    guarded = constraint_for_view(tokenizer, view, 2)
+    ids = _ids(tokenizer, f"1. C03 | {spelling}\n2. C01 | Good.") + [tokenizer.eos_token_id]
+    assert constraint_for_view(tokenizer, view, 2, forbid_example=False).follows(ids)
+    assert not guarded.follows(ids)
+    refused, _ = _walk(guarded, ids)
+    # The first three words are free ("A teapot to ..." can be a reason of its own); the fourth is not.
+    said = tokenizer.decode(ids[:refused])
+    assert said.endswith(" to") and "go" in tokenizer.decode(ids[refused:refused + 1])
+    # The rule holds on every line; a reason that starts the same way and then says something of its
+    # own is fine.
+    assert not guarded.follows(_ids(tokenizer, "1. C03 | A teapot to match their green mugs.\n"
+                                               f"2. C01 | {EXAMPLE_REASON}") + [tokenizer.eos_token_id])
+    assert guarded.follows(_ids(tokenizer, "1. C03 | A teapot to match their green mugs.\n"
+                                           "2. C01 | A teapot to brew loose tea.") + [tokenizer.eos_token_id])
+
+
+def test_a_model_that_wants_to_copy_the_example_writes_its_own_reason(tokenizer):
+    """Logits that always favour the next token of the example reason, decoded greedily through the
+    processor: every line still gets a valid reason that is not the example."""
+    view = _views(1, n_candidates=6)[0]
+    constraints = [constraint_for_view(tokenizer, view, 3)]
+    processor = ConstrainedListProcessor(constraints, prompt_length=0)
+    vocab = len(tokenizer)
+    copy_path = _ids(tokenizer, f" {EXAMPLE_REASON}\n")
+    ids: list[int] = []
+    for _ in range(120):
+        state = constraints[0].start()
+        for tok in ids:
+            state = constraints[0].advance(state, tok)
+        logits = torch.zeros(1, vocab)
+        if state.phase == "reason":  # the copy path's next token, scored far above the rest
+            logits[0, copy_path[min(state.reason_tokens, len(copy_path) - 1)]] = 20.0
+        nxt = int(processor(torch.tensor([ids], dtype=torch.long), logits).argmax())
+        ids.append(nxt)
+        if nxt == tokenizer.eos_token_id:
+            break
+    parsed = parse_list(tokenizer.decode(ids[:-1]), view, 3)
+    assert ids[-1] == tokenizer.eos_token_id and parsed.is_valid, (tokenizer.decode(ids), parsed.problems)
+    assert all(not copies_example(it.reason) for it in parsed.items)
+    assert all(it.reason.lower().startswith("a teapot to") for it in parsed.items)  # it did try to copy
+
+
+@pytest.mark.parametrize("forbid", [True, False])
+def test_ppo_recomputes_log_probs_under_the_same_rule(tokenizer, forbid):
+    """PPO's grammar comes from the generation settings, so a copy it could not have sampled gets
+    log-prob -inf in the update exactly when generation forbids it."""
+    from rlhf.ppo.product import ListGrammarConstraint
+    from rlhf.settings import load_settings
+
+    view = _views(1)[0]
+    settings = load_settings(generation={"forbid_example": forbid})
+    grammar = ListGrammarConstraint.from_settings(tokenizer, settings)
+    lines = [f"1. C03 | {EXAMPLE_REASON}"] + [f"{k}. C0{k + 3 if k < 4 else k - 3} | Good." for k in range(2, 6)]
+    assert grammar.n_items == 5 == len(lines)
+    ids = _ids(tokenizer, "\n".join(lines)) + [tokenizer.eos_token_id]
+    logits = grammar.apply(torch.zeros(1, len(ids), len(tokenizer)), torch.tensor([ids]),
+                           [{"short_ids": view.short_ids}])
+    picked = logits[0].gather(-1, torch.tensor(ids)[:, None])[:, 0]
+    assert bool(torch.isfinite(picked).all()) is not forbid

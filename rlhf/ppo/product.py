@@ -61,21 +61,30 @@ def load_ppo_examples(
 class ListGrammarConstraint:
     """rlhf.constrained's list grammar for each example's candidates (a LogitsConstraint)."""
 
-    def __init__(self, tokenizer: Any, n_items: int, max_reason_tokens: int) -> None:
+    def __init__(self, tokenizer: Any, n_items: int, max_reason_tokens: int, forbid_example: bool = True) -> None:
         self.tokenizer = tokenizer
         self.n_items = int(n_items)
         self.max_reason_tokens = int(max_reason_tokens)
+        self.forbid_example = bool(forbid_example)
         self._cache: dict[tuple[str, ...], Any] = {}
+
+    @classmethod
+    def from_settings(cls, tokenizer: Any, settings: Any) -> ListGrammarConstraint:
+        """The grammar ``settings.generation`` samples lists with, so PPO samples and scores the same."""
+        g = settings.generation
+        return cls(tokenizer, g.list_length, g.max_reason_tokens, g.forbid_example)
 
     def _constraints(self, examples: Sequence[Mapping[str, Any]]) -> list[Any]:
         from rlhf.constrained import ListConstraint, token_table
+        from rlhf.prompts import EXAMPLE_REASON
 
         out = []
         for ex in examples:
             key = tuple(ex["short_ids"])
             if key not in self._cache:
                 self._cache[key] = ListConstraint(token_table(self.tokenizer), list(key), self.n_items,
-                                                  self.max_reason_tokens)
+                                                  self.max_reason_tokens,
+                                                  EXAMPLE_REASON if self.forbid_example else None)
             out.append(self._cache[key])
         return out
 
@@ -257,8 +266,7 @@ def run_ppo(
     if config.algo == "ppo":
         from rlhf.ppo.trainer import PPOTrainer
 
-        constraint = (ListGrammarConstraint(tokenizer, settings.generation.list_length,
-                                            settings.generation.max_reason_tokens) if config.constrained else None)
+        constraint = ListGrammarConstraint.from_settings(tokenizer, settings) if config.constrained else None
         trainer = PPOTrainer(config, model, tokenizer, reward, examples, logits_mask_fn=constraint,
                              output_dir=run_dir, metrics_sinks=[sink])
         if resume:
