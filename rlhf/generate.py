@@ -2,7 +2,8 @@
 
 Public API (stable):
 
-- :class:`SamplingParams` — every knob of one sampling run (``from_settings`` reads settings.generation).
+- :class:`SamplingParams` — every knob of one sampling run (``from_settings`` reads settings.generation;
+  ``sample(model, tokenizer, views)`` runs :func:`generate_lists` with them).
 - :func:`generate_lists(model, tokenizer, views, *, n_items, samples_per_context, temperature, top_p,
   top_k, max_new_tokens, seed, constrained, batch_size, max_prompt_tokens, max_reason_tokens,
   forbid_example=True, progress=True) -> list[GeneratedList]` — pure model work, no store. Rows come back in input
@@ -69,6 +70,18 @@ class SamplingParams:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def sample(self, model: Any, tokenizer: Any, views: Sequence[ContextView], *, progress: bool = True,
+               catalog_ids: Any = None) -> list[GeneratedList]:
+        """:func:`generate_lists` with these parameters: one place that maps them onto its arguments,
+        for every caller that samples as the settings say (the store, rounds)."""
+        return generate_lists(
+            model, tokenizer, views, n_items=self.n_items, samples_per_context=self.samples_per_context,
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens,
+            seed=self.seed, constrained=self.constrained, batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens, max_reason_tokens=self.max_reason_tokens,
+            forbid_example=self.forbid_example, progress=progress, catalog_ids=catalog_ids,
+        )
 
 
 @dataclass(frozen=True)
@@ -340,14 +353,7 @@ def generate_for_store(
         model, tokenizer = get_policy_model(policy.base_model or spec, policy.adapter_path, device=m.device,
                                             dtype=m.dtype, tokenizer_spec=m.tokenizer)
     started = time.perf_counter()
-    lists = generate_lists(
-        model, tokenizer, views, n_items=params.n_items, samples_per_context=params.samples_per_context,
-        temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-        max_new_tokens=params.max_new_tokens, seed=params.seed, constrained=params.constrained,
-        batch_size=params.batch_size, max_prompt_tokens=params.max_prompt_tokens,
-        max_reason_tokens=params.max_reason_tokens, forbid_example=params.forbid_example, progress=progress,
-        catalog_ids=catalog,
-    )
+    lists = params.sample(model, tokenizer, views, progress=progress, catalog_ids=catalog)
     seconds = time.perf_counter() - started
     generations = [
         Generation(

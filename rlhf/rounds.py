@@ -552,19 +552,14 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- stage: generate
 def _sample(model: Any, tokenizer: Any, views: Sequence[Any], settings: Settings, policy_id: str, round_id: str,
             catalog: set[str], progress: bool) -> list[dict[str, Any]]:
-    from rlhf.generate import SamplingParams, generate_lists
+    from rlhf.generate import SamplingParams
     from rlhf.prompts import PROMPT_VERSION, prompt_fingerprint
     from rlhf.runtime import new_id
 
     if not views:
         return []
     p = SamplingParams.from_settings(settings)
-    lists = generate_lists(
-        model, tokenizer, views, n_items=p.n_items, samples_per_context=p.samples_per_context,
-        temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, max_new_tokens=p.max_new_tokens, seed=p.seed,
-        constrained=p.constrained, batch_size=p.batch_size, max_prompt_tokens=p.max_prompt_tokens,
-        max_reason_tokens=p.max_reason_tokens, progress=progress, catalog_ids=catalog,
-    )
+    lists = p.sample(model, tokenizer, views, progress=progress, catalog_ids=catalog)
     sampling = {k: v for k, v in p.as_dict().items() if k not in ("samples_per_context", "batch_size")}
     return [
         {

@@ -90,6 +90,7 @@ def test_generate_for_store_writes_generations_and_the_policy(store, settings, t
         assert g.is_valid and g.problems == [] and len(g.items) == 2 and g.raw_text.startswith("1. C")
         assert {i.item_id for i in g.items} <= {f"SKU{k}" for k in range(10, 18)}
         assert g.sampling["constrained"] is True and g.sampling["temperature"] == 0.8
+        assert g.sampling["forbid_example"] is settings.generation.forbid_example is True
         assert g.sampling["seed"] == settings.generation.seed and len(g.sampling["prompt_sha1"]) == 16
         assert g.prompt_tokens > 100 and 0 < g.completion_tokens <= 32
     # Again: only contexts without lists of this policy are sampled (none left in train).
