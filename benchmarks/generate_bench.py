@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: settings.generation")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the policy's dtype (auto: as the product picks it, rlhf.models.pick_policy_dtype)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-validity", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
@@ -130,7 +132,7 @@ def main() -> None:
     import torch
 
     from rlhf.generate import generate_lists
-    from rlhf.models import get_policy_model
+    from rlhf.models import cpu_has_native_bf16, get_policy_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,13 +144,14 @@ def main() -> None:
     g = settings.generation
     max_new = args.max_new_tokens or g.max_new_tokens
     t0 = time.perf_counter()
-    model, tokenizer = get_policy_model(settings.model.policy, device=args.device)
+    model, tokenizer = get_policy_model(settings.model.policy, device=args.device, dtype=args.dtype)
     device = str(next(model.parameters()).device)
+    dtype = str(next(model.parameters()).dtype)
     load_s = time.perf_counter() - t0
     hw = {
         "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "device": device, "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-        "load_avg_start": os.getloadavg(), "torch": torch.__version__,
+        "device": device, "dtype": dtype, "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "load_avg_start": os.getloadavg(), "torch": torch.__version__, "cpu_native_bf16": cpu_has_native_bf16(),
     }
     print(f"hardware: {json.dumps(hw)}")
     print(f"model {settings.model.policy} loaded in {load_s:.1f} s; {len(views)} demo contexts; "

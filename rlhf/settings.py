@@ -84,7 +84,10 @@ class ModelSettings(BaseModel):
     )
     tokenizer: str | None = Field(None, description="Tokenizer source when it differs from the model.")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="The policy's dtype for sampling. auto: bf16 on CUDA and on CPUs with native bf16 "
+        "(AMX or AVX512-BF16), else fp32. PPO trains in fp32 on CPU whatever this says.",
+    )
     cpu_threads: int | None = Field(
         None, description="torch CPU threads for CLI generation (None: torch's default; 1 is often faster on a busy shared CPU)."
     )

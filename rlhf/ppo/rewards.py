@@ -7,10 +7,11 @@ The product's reward for one response (a recommendation list written for a conte
           + structure_weight · (valid_count + candidate_only + no_duplicates + own_reasons) / 4
           + no_eos_penalty · [the response was cut off by the length cap]
 
-Under constrained decoding (the product's default) the first three terms are ~1 for every list: the
-decoder already forces candidate ids, no repeats and N lines. ``own_reasons`` is the structural term
-that still varies there: a reason copied from the prompt's example (or missing) is a parse problem
-the decoder cannot prevent, and this term is how PPO learns away from it.
+Under constrained decoding (the product's default) all four terms are ~1 for every list: the decoder
+already forces candidate ids, no repeats, N lines, a word in every reason and (with
+``generation.forbid_example``) no copy of the prompt's example reason. They are what PPO learns the
+format from when decoding is unconstrained; ``own_reasons`` (no reason missing or copied from the
+example) also when the example rule is off.
 
 The per-token KL penalty to the reference is NOT part of this: the trainer adds it per token
 (rlhf.ppo.core.kl_penalized_rewards). Every term is reported on its own in the metrics.
