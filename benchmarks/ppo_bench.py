@@ -115,7 +115,8 @@ def run_ours(args: argparse.Namespace, model_dir: Path) -> dict:
                     ppo_epochs=args.ppo_epochs, learning_rate=args.lr, temperature=args.temperature,
                     max_new_tokens=args.response_length, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                     init_kl_coef=args.kl_coef, adaptive_kl=False, tensorboard=False, checkpoint_every=0,
-                    seed=args.seed, constrained=False, max_grad_norm=0.0)
+                    seed=args.seed, constrained=False, max_grad_norm=0.0,
+                    bf16=False)  # the peer runs in fp32 on a CPU (bf16=False there too): like for like
     prompts = ns["make_prompts"](64, args.prompt_words)
     trainer = PPOTrainer(cfg, model, tok, reward, prompts)
     stamps, rewards = [], []

@@ -131,7 +131,7 @@ def cpu_has_native_bf16() -> bool:
 
 def pick_policy_dtype(preference: str, device: str) -> torch.dtype:
     """The policy's dtype for sampling: bf16 on CUDA and on CPUs with native bf16, else fp32, unless the
-    settings say otherwise. Training paths (PPO) load the policy in fp32 explicitly."""
+    settings say otherwise. Training paths (PPO) load the policy in fp32 explicitly (and autocast)."""
     import torch
 
     if preference == "auto" and device == "cpu":

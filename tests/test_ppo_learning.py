@@ -17,7 +17,7 @@ import torch
 
 from rlhf.ppo.config import PPOConfig
 from rlhf.ppo.rewards import ComposedReward, RewardTerm, token_reward
-from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint
+from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint, bf16_in_hardware
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -69,7 +69,8 @@ def config(**kw) -> PPOConfig:
     base = dict(steps=20,  # noqa: C408
                  batch_size=16, mini_batch_size=8, ppo_epochs=2, learning_rate=5e-3, temperature=1.0,
                 max_new_tokens=4, lora_r=8, lora_alpha=16, init_kl_coef=0.05, adaptive_kl=False, seed=3,
-                tensorboard=False, checkpoint_every=0)
+                tensorboard=False, checkpoint_every=0,
+                bf16=False)  # fp32 on every machine: these tests compare exact numbers; bf16 has its own test
     base.update(kw)
     return PPOConfig(**base)
 
@@ -130,15 +131,23 @@ def test_smollm2_pad_eos_trap_is_handled(tokenizer):
         assert n == (hits[0] + 1 if hits else row.numel())
 
 
-def _run(tokenizer, sign: float) -> list[dict[str, float]]:
+def _run(tokenizer, sign: float, **kw) -> list[dict[str, float]]:
     prompts, mask_fn, target = digit_task(tokenizer)
-    trainer = PPOTrainer(config(), tiny_model(tokenizer), tokenizer, token_reward(target), prompts,
+    trainer = PPOTrainer(config(**kw), tiny_model(tokenizer), tokenizer, token_reward(target), prompts,
                          logits_mask_fn=mask_fn, _advantage_sign=sign)
+    assert trainer.autocast_dtype == (torch.bfloat16 if kw.get("bf16") else None) or torch.cuda.is_available()
     return trainer.train(progress=False)
 
 
-def test_ppo_learns_a_programmatic_reward_with_bounded_kl(tokenizer):
-    history = _run(tokenizer, +1.0)
+@pytest.mark.parametrize("bf16", [
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(
+        torch.cuda.is_available() or not bf16_in_hardware("cpu"),
+        reason="bf16 autocast on CPU needs AMX or AVX512-BF16")),
+])
+def test_ppo_learns_a_programmatic_reward_with_bounded_kl(tokenizer, bf16):
+    """In fp32, and under the bf16 autocast that a CPU with native bf16 trains with by default."""
+    history = _run(tokenizer, +1.0, bf16=bf16)
     rewards = [m["reward/score"] for m in history]
     first, last = rewards[0], sum(rewards[-5:]) / 5  # rewards[0] is sampled before any update
     assert first < 0.35, rewards  # a random policy rarely starts with "7" (about 1 in 11)
@@ -260,3 +269,14 @@ def test_gradient_checkpointing_saves_memory_without_changing_the_update(tokeniz
         torch.testing.assert_close(adapters[1][name], value, atol=1e-6, rtol=1e-5, msg=name)
     moved = [not torch.allclose(v, 0 * v) for k, v in adapters[0].items() if "lora_B" in k]
     assert any(moved)  # the step did update the adapter (LoRA B starts at zero)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rule")
+def test_ppo_autocasts_to_bf16_only_on_a_cpu_that_computes_it_natively(tokenizer, monkeypatch):
+    prompts, mask_fn, target = digit_task(tokenizer)
+    for native, bf16, expected in [(False, True, None), (True, False, None), (True, True, torch.bfloat16)]:
+        monkeypatch.setattr("rlhf.models.cpu_has_native_bf16", lambda native=native: native)
+        trainer = PPOTrainer(config(steps=1, bf16=bf16), tiny_model(tokenizer), tokenizer, token_reward(target),
+                             prompts, logits_mask_fn=mask_fn)
+        assert trainer.autocast_dtype == expected, (native, bf16)
+        assert trainer.accelerator.mixed_precision == "no"  # accelerate's process-wide state is left alone

@@ -46,7 +46,8 @@ class PPOConfig:
     Model
         lora_r, lora_alpha, lora_dropout, lora_target_modules: the actor's LoRA adapter.
         gradient_checkpointing: trade compute for memory in the training forward passes.
-        bf16: autocast to bfloat16 on CUDA (fp32 master weights; ignored on CPU).
+        bf16: autocast to bfloat16 where the hardware computes it natively: a CUDA GPU with bf16, or a
+            CPU with AMX or AVX512-BF16 (fp32 master weights; ignored elsewhere).
     Run control
         checkpoint_every: save adapter + value head + optimizer + RNG + step every N iterations.
         tensorboard: write TensorBoard events under the run folder.

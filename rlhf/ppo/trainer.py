@@ -17,7 +17,8 @@ One iteration (:meth:`PPOTrainer.step`):
    loss, gradient clipping, AdamW on LoRA + value head;
 7. update β (adaptive KL), log metrics (TensorBoard, store, returned dict).
 
-Devices: an ``accelerate.Accelerator`` places everything; bf16 autocast on CUDA; the same code runs
+Devices: an ``accelerate.Accelerator`` places everything; bf16 autocast where the hardware computes
+bf16 natively (CUDA, or a CPU with AMX/AVX512-BF16: :func:`bf16_in_hardware`); the same code runs
 on CPU and under ``accelerate launch`` (data parallel: each process samples its own shard, gradients
 are all-reduced by DDP, metrics are gathered).
 """
@@ -49,6 +50,19 @@ from rlhf.ppo.rewards import RewardBatch, RewardFn
 from rlhf.ppo.value_head import PolicyWithValueHead
 
 log = logging.getLogger(__name__)
+
+
+def bf16_in_hardware(device_type: str) -> bool:
+    """Whether a device of this type here computes bf16 natively: a CUDA GPU with bf16, or a CPU with
+    AMX or AVX512-BF16, where autocast makes PPO 1.3-1.7x faster (BENCHMARKS.md). Elsewhere bf16 is
+    emulated and slower, so ``config.bf16`` is ignored there."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        from rlhf.models import cpu_has_native_bf16
+
+        return cpu_has_native_bf16()
+    return False
 
 class LogitsConstraint(Protocol):
     """Constrained decoding, applied identically at sampling time and in log-prob recomputation.
@@ -188,9 +202,16 @@ class PPOTrainer:
         self._advantage_sign = float(_advantage_sign)
 
         if accelerator is None:
-            use_bf16 = config.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+            cuda_bf16 = config.bf16 and bf16_in_hardware("cuda")
+            accelerator = Accelerator(mixed_precision="bf16" if cuda_bf16 else "no")
         self.accelerator = accelerator
+        # On a CPU with native bf16 the trainer autocasts by itself rather than through accelerate, whose
+        # mixed-precision state is process-wide and fixed once set; log-probs, values and losses are
+        # computed in fp32 from the autocast outputs either way.
+        self._cpu_bf16 = (config.bf16 and accelerator.device.type == "cpu"
+                          and accelerator.mixed_precision == "no" and bf16_in_hardware("cpu"))
+        log.info("PPO on %s, forward passes %s", accelerator.device,
+                 "under bf16 autocast" if self.autocast_dtype else "in fp32")
         set_seed(config.seed)  # LoRA init is random: seed before creating the adapter
 
         self.tokenizer = prepare_tokenizer(tokenizer)
@@ -304,7 +325,7 @@ class PPOTrainer:
             processors.append(self.constraint.processor(examples, enc["input_ids"].shape[1]))
         policy = self.policy
         policy.eval()
-        with self.accelerator.autocast():
+        with self._autocast():
             sequences = policy.generate(
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],
@@ -312,6 +333,19 @@ class PPOTrainer:
                 logits_processor=processors,
             )
         return sequences, enc["attention_mask"], enc["input_ids"].shape[1]
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 when the forward passes run under bf16 autocast (CUDA or a CPU with native bf16), else None."""
+        if self._cpu_bf16 or self.accelerator.mixed_precision == "bf16":
+            return torch.bfloat16
+        return None
+
+    def _autocast(self) -> Any:
+        """The forward passes' autocast: bf16 on a CPU that has it (``config.bf16``), else accelerate's."""
+        if self._cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return self.accelerator.autocast()
 
     @torch.no_grad()
     def rollout(self, examples: Sequence[Mapping[str, Any]]) -> tuple[Rollout, dict[str, Any]]:
@@ -329,7 +363,7 @@ class PPOTrainer:
 
         model = self.unwrapped
         model.eval()
-        with self.accelerator.autocast():
+        with self._autocast():
             logits, values = model(sequences, attention_mask, position_ids, p_len)
             tempered = self._masked_tempered(logits, sequences, p_len, examples)
             logprobs = torch.nan_to_num(core.logprobs_from_logits(tempered, responses), nan=0.0, neginf=0.0)
@@ -416,7 +450,7 @@ class PPOTrainer:
                 # Trim columns that are padding for every row of this minibatch (speed only).
                 r_len = int(mask.sum(1).max().item()) or 1
                 seq = rollout.sequences[idx, : p_len + r_len]
-                with self.accelerator.autocast():
+                with self._autocast():
                     logits, values = self.model(seq, rollout.attention_mask[idx, : p_len + r_len],
                                                 rollout.position_ids[idx, : p_len + r_len], p_len)
                     logprobs = self._response_logprobs(logits, seq, p_len, [rollout.examples[i] for i in idx.tolist()])
