@@ -8,7 +8,7 @@ Policies. :func:`get_policy_model` (cached per process) / :func:`load_policy` re
 for a base spec plus, for a trained policy, its LoRA adapter folder (merged for fast sampling).
 :func:`policy_from_settings` reads ``settings.model``. Device and dtype default to "auto": CUDA with
 bf16 when a GPU is visible, else CPU, with bf16 where the CPU computes it in hardware (AMX, AVX512-BF16:
-sampling ~1.9x faster) and fp32 elsewhere; both can be overridden in settings.model.
+sampling 1.76x faster at batch 8) and fp32 elsewhere; both can be overridden in settings.model.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def pick_dtype(preference: str, device: str) -> torch.dtype:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AMX or AVX512-BF16), where bf16 sampling
-    is ~1.9x faster than fp32 (BENCHMARKS.md); without it bf16 is emulated and slower."""
+    is 1.76x faster than fp32 at batch 8 (BENCHMARKS.md); without it bf16 is emulated and slower."""
     import torch
 
     get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)

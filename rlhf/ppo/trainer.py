@@ -64,6 +64,7 @@ def bf16_in_hardware(device_type: str) -> bool:
         return cpu_has_native_bf16()
     return False
 
+
 class LogitsConstraint(Protocol):
     """Constrained decoding, applied identically at sampling time and in log-prob recomputation.
 
