@@ -3,7 +3,8 @@
 Prints, for each batch size, completion tokens/s and lists/s of constrained sampling; then the share of
 valid lists (see rlhf.parsing) over N demo contexts, unconstrained vs constrained (the product's grammar,
 which forbids repeating the prompt's example reason) vs constrained-copies-allowed (the grammar without
-that rule), with the problems that made lists invalid and what the reasons say. Contexts come from the demo shop (rlhf.demo, built into a temporary store).
+that rule), with the problems that made lists invalid and what the reasons say. Contexts come from the
+demo shop (rlhf.demo, built into a temporary store).
 
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py                 # full: 1,8,32 and 200 contexts
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py --batch-sizes 1,8 --validity-contexts 40

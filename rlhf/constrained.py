@@ -22,8 +22,8 @@ Public API (stable):
 - :func:`token_table(tokenizer)` — per-tokenizer lookup tables (cached; ~0.3 s the first time).
 - :class:`ListConstraint(table, short_ids, n_items, max_reason_tokens=22, forbidden_reason=None)` with
   ``start()``, ``advance(state, token_id)``, ``allowed(state)``, ``masks(completion_ids, vocab_size)``
-  and ``follows(completion_ids)``; :func:`constraint_for_view(tokenizer, view, n_items,
-  max_reason_tokens, forbid_example=True)`.
+  and ``follows(completion_ids)``; :func:`list_constraint(tokenizer, short_ids, n_items,
+  max_reason_tokens, forbid_example=True)` and :func:`constraint_for_view` (the same for a context view).
 - :class:`ConstrainedListProcessor(constraints, prompt_length)` — a transformers ``LogitsProcessor``
   for ``model.generate(..., logits_processor=[...])``; row ``i`` of the batch follows
   ``constraints[i]``; ``prompt_length`` is the (left-padded) input width.
@@ -390,14 +390,22 @@ class ListConstraint:
         return torch.stack(rows)
 
 
+def list_constraint(
+    tokenizer: Any, short_ids: Sequence[str], n_items: int, max_reason_tokens: int = DEFAULT_MAX_REASON_TOKENS,
+    forbid_example: bool = True,
+) -> ListConstraint:
+    """The product's grammar for a list over these candidate short ids; with ``forbid_example`` a reason
+    may not repeat the prompt's example reason. Generation and PPO both build their constraints here."""
+    return ListConstraint(token_table(tokenizer), short_ids, n_items, max_reason_tokens,
+                          EXAMPLE_REASON if forbid_example else None)
+
+
 def constraint_for_view(
     tokenizer: Any, view: ContextView, n_items: int, max_reason_tokens: int = DEFAULT_MAX_REASON_TOKENS,
     forbid_example: bool = True,
 ) -> ListConstraint:
-    """The constraint for one context's list (its candidates' short ids); with ``forbid_example`` a
-    reason may not repeat the prompt's example reason."""
-    return ListConstraint(token_table(tokenizer), view.short_ids, n_items, max_reason_tokens,
-                          EXAMPLE_REASON if forbid_example else None)
+    """:func:`list_constraint` for one context's list (its candidates' short ids)."""
+    return list_constraint(tokenizer, view.short_ids, n_items, max_reason_tokens, forbid_example)
 
 
 class ConstrainedListProcessor:

@@ -75,16 +75,14 @@ class ListGrammarConstraint:
         return cls(tokenizer, g.list_length, g.max_reason_tokens, g.forbid_example)
 
     def _constraints(self, examples: Sequence[Mapping[str, Any]]) -> list[Any]:
-        from rlhf.constrained import ListConstraint, token_table
-        from rlhf.prompts import EXAMPLE_REASON
+        from rlhf.constrained import list_constraint
 
         out = []
         for ex in examples:
             key = tuple(ex["short_ids"])
             if key not in self._cache:
-                self._cache[key] = ListConstraint(token_table(self.tokenizer), list(key), self.n_items,
-                                                  self.max_reason_tokens,
-                                                  EXAMPLE_REASON if self.forbid_example else None)
+                self._cache[key] = list_constraint(self.tokenizer, list(key), self.n_items, self.max_reason_tokens,
+                                                   self.forbid_example)
             out.append(self._cache[key])
         return out
 
