@@ -16,14 +16,13 @@ if str(_ROOT) not in sys.path:  # running from a checkout without `pip install -
 import streamlit as st
 
 from annotate_app import ui
-from annotate_app.navigation import build_navigation
+from annotate_app.navigation import build_navigation, login_navigation
 
 st.set_page_config(page_title=ui.settings().app.title, page_icon=":material/compare_arrows:", layout="wide")
 
 user = ui.current_user()
 if user is None:
-    page = st.navigation([st.Page(ui.login_page, title="Log in", icon=":material/login:", url_path="login")],
-                         position="hidden")
+    page = st.navigation(login_navigation(ui.login_page), position="hidden")
 else:
     page = st.navigation(build_navigation(user.role))
     with st.sidebar:

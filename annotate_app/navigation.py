@@ -1,8 +1,10 @@
 """The page registry: which pages exist, who may open them, and how they appear in the menu.
 
-Adding a page is ONE entry in :data:`REGISTRY` plus its file under ``annotate_app/pages/``; the role
+Adding a page is ONE entry in :data:`REGISTRY` plus its file under ``annotate_app/views/``; the role
 rule comes from :data:`rlhf.auth.ROLE_PAGES` (keyed by ``PageEntry.key``). Entries whose file does
-not exist yet are skipped, so a page can be registered before it is written.
+not exist yet are skipped, so a page can be registered before it is written. (The folder must not be
+called ``pages/``: Streamlit serves a folder of that name by itself, as legacy pages with their own
+menu, whenever a URL names one of them, and the log-in would be bypassed as a router.)
 
 Every page is registered with ``st.navigation`` (so a URL always reaches the page's own role check),
 but pages the user's role may not open are hidden from the menu. Each page must still start with
@@ -11,6 +13,7 @@ but pages the user's role may not open are hidden from the menu. Each page must 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +38,12 @@ class PageEntry:
 
 
 REGISTRY: tuple[PageEntry, ...] = (
-    PageEntry("label", "pages/label.py", "Label", ":material/compare_arrows:"),
-    PageEntry("review", "pages/review.py", "Review", ":material/gavel:"),
-    PageEntry("agreement", "pages/agreement.py", "Agreement", ":material/groups:", "Quality"),
-    PageEntry("training", "pages/training.py", "Training", ":material/model_training:", "Models"),
-    PageEntry("data", "pages/data.py", "Data", ":material/database:", "Admin"),
-    PageEntry("users", "pages/users.py", "Users", ":material/manage_accounts:", "Admin"),
+    PageEntry("label", "views/label.py", "Label", ":material/compare_arrows:"),
+    PageEntry("review", "views/review.py", "Review", ":material/gavel:"),
+    PageEntry("agreement", "views/agreement.py", "Agreement", ":material/groups:", "Quality"),
+    PageEntry("training", "views/training.py", "Training", ":material/model_training:", "Models"),
+    PageEntry("data", "views/data.py", "Data", ":material/database:", "Admin"),
+    PageEntry("users", "views/users.py", "Users", ":material/manage_accounts:", "Admin"),
 )
 
 DEFAULT_PAGE = "label"
@@ -69,3 +72,15 @@ def build_navigation(role: str) -> dict[str, list]:
         )
         sections.setdefault(entry.section, []).append(page)
     return sections
+
+
+def login_navigation(login_page: Callable[[], None]) -> list:
+    """``st.Page`` objects for a logged-out visitor: the log-in form at ``/login`` and, hidden, at every
+    page's URL path. A bookmarked ``/training`` then shows the log-in form instead of Streamlit's
+    "Page not found", and after log-in the same path resolves to the real page."""
+    import streamlit as st
+
+    pages = [st.Page(login_page, title="Log in", icon=":material/login:", url_path="login", default=True)]
+    pages += [st.Page(login_page, title="Log in", icon=":material/login:", url_path=entry.key)
+              for entry in available_pages()]
+    return pages

@@ -127,3 +127,20 @@ def test_annotator_cannot_open_users_page_by_url(seeded_app, chromium):  # noqa:
     admin.goto(f"{server.url}/users")
     admin.get_by_text("New account").wait_for(timeout=20_000)
     context.close()
+
+
+def test_a_deep_link_opened_logged_out_shows_the_login_and_then_the_page(seeded_app, chromium):  # noqa: F811
+    # A bookmarked page URL met while logged out: the log-in form alone (no "Page not found" over it),
+    # and after logging in, the page the link named.
+    server, _ = seeded_app
+    page = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    page.goto(f"{server.url}/users")
+    page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+    page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
+    assert "Page not found" not in page.inner_text("body")
+    page.get_by_role("textbox", name="User name").fill("boss")
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("New account").wait_for(timeout=30_000)
+    assert page.url.rstrip("/").endswith("/users")
+    page.context.close()

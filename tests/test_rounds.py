@@ -146,7 +146,7 @@ def render_training_page(store: Store, settings, username: str, monkeypatch):
     at = AppTest.from_file(str(ROOT / "annotate_app" / "Home.py"), default_timeout=60)
     at.session_state["auth.user"] = user
     at.run()
-    at.switch_page("pages/training.py").run()
+    at.switch_page("views/training.py").run()
     get_settings.cache_clear()
     return at
 
