@@ -11,7 +11,8 @@ Sections (each can be skipped; every size is a flag):
    utility order. Lists are sampled from each context's candidates with templated reasons (not LLM
    samples) so that the pool is large and the CPU budget goes into the reward model. ``--arm`` adds
    selection variants on the same pool, crowd and test pairs (``ensemble`` with another mix, or
-   ``laplace`` / ``sandwich``: disagreement from the probe's own posterior, posterior_selection.py);
+   ``laplace`` / ``sandwich`` / ``epig`` / ``pepig``: that quota from the probe's own posterior,
+   posterior_selection.py);
    every arm is compared with random and with active, paired by repeat.
 2. ``--section uci`` — the real loop on UCI Online Retail: import (rlhf.importing), contexts at a time
    cut (rlhf.contexts), zero-shot lists and a first queue (rlhf.pairs.bootstrap_queue), simulated
@@ -157,6 +158,11 @@ def efficiency(args) -> dict:
                                      [_list_text(lists[g][1], titles, cats) for g in gids])
         return dict(zip(gids, np.asarray(scores, dtype=float))), None
 
+    # Unlabelled pairs like those the model is judged on (random pool pairs), for EPIG's target distribution.
+    row_of = {g: i for i, g in enumerate(gids)}
+    target_pairs = [pool[i] for i in np.random.default_rng(args.seed + 3).permutation(len(pool))[:512]]
+    target_diffs = (np.array([embedded[row_of[p.gen_a]] - embedded[row_of[p.gen_b]] for p in target_pairs])
+                    if embedded is not None else None)
     test_better = [p.gen_a if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_b for p in test]
     test_worse = [p.gen_b if true_u[p.gen_a] > true_u[p.gen_b] else p.gen_a for p in test]
 
@@ -192,10 +198,10 @@ def efficiency(args) -> dict:
             else:
                 members = [score_of]
                 posterior = None
-                if how in ("laplace", "sandwich"):  # the probe's own posterior: no bootstrap replicas needed
+                if how in POSTERIOR_RULES:  # the probe's own posterior: no bootstrap replicas needed
                     if post is None:
                         raise SystemExit(f"{how} selection needs --le-rm probe (a linear head)")
-                    posterior = LinearPosterior(embedded, *post(how))
+                    posterior = LinearPosterior(embedded, *post(POSTERIOR_RULES[how][0]))
                 else:
                     for k in range(1, args.le_ensemble):  # bootstrap replicas: disagreement signal
                         idx = np.random.default_rng(args.seed + 10 * k + step).integers(0, len(examples), len(examples))
@@ -210,7 +216,8 @@ def efficiency(args) -> dict:
                                        exclude=done, seed=args.seed + step)
                 else:
                     sel = select_with_posterior(pool, scores, gids, args.batch, posterior, shares=arm_mix,
-                                                labelled_per_context=labelled, exclude=done, seed=args.seed + step)
+                                                labelled_per_context=labelled, exclude=done, seed=args.seed + step,
+                                                rule=POSTERIOR_RULES[how][1], targets=target_diffs)
                 batch = [CandidatePair(s.context_id, s.gen_a, s.gen_b) for s in sel]
             asked += batch
             examples += label(batch, rng_l)
@@ -239,6 +246,11 @@ def efficiency(args) -> dict:
     return {"curves": curves, "needed": reach}
 
 
+#: Posterior arms: how -> (covariance, rule of posterior_selection.select_with_posterior).
+POSTERIOR_RULES = {"laplace": ("laplace", "bald"), "sandwich": ("sandwich", "bald"),
+                   "epig": ("laplace", "epig"), "pepig": ("laplace", "pepig")}
+
+
 def _arms(specs: list[str], shares):
     """Arms to compare: always ``random`` and ``active`` (the round's mix, bootstrap-ensemble
     disagreement), plus each ``--arm NAME=ensemble|laplace|sandwich[:uncertainty=..,disagreement=..,...]``
@@ -249,8 +261,9 @@ def _arms(specs: list[str], shares):
     for spec in specs or []:
         name, _, rest = spec.partition("=")
         how, _, mix = rest.partition(":")
-        if not name or how not in ("ensemble", "laplace", "sandwich") or name in arms:
-            raise SystemExit(f"--arm {spec!r}: expected NAME=ensemble|laplace|sandwich[:share=value,...] with a new NAME")
+        if not name or how not in ("ensemble", *POSTERIOR_RULES) or name in arms:
+            raise SystemExit(f"--arm {spec!r}: expected NAME=ensemble|{'|'.join(POSTERIOR_RULES)}[:share=value,...] "
+                             "with a new NAME")
         arm_shares = shares if not mix else SelectionShares(
             **{**shares.__dict__, **{k: float(v) for k, v in (kv.split("=") for kv in mix.split(","))}})
         arms[name] = (how, arm_shares)
@@ -591,8 +604,9 @@ def main() -> None:
                    help="active: random instead of uncertainty/disagreement below this many labels "
                         "(a variant tried, not in the product)")
     g.add_argument("--arm", action="append", default=[],
-                   help="an extra selection arm besides random and active, NAME=ensemble|laplace|sandwich[:share=value,...], "
-                        "e.g. info=laplace:uncertainty=0,disagreement=0.7 (repeatable; laplace/sandwich need --le-rm probe)")
+                   help="an extra selection arm besides random and active, NAME=ensemble|laplace|sandwich|epig|pepig[:share=value,...], "
+                        "e.g. info=laplace:uncertainty=0,disagreement=0.7 (repeatable; all but ensemble need --le-rm probe; "
+                        "epig / pepig: expected predictive information gain on random pool pairs, top-k / drawn)")
     g.add_argument("--le-ensemble", type=int, default=3, help="reward models in the active ensemble (bootstrap)")
     g.add_argument("--le-items", type=int, default=240)
     g.add_argument("--le-shoppers", type=int, default=160)

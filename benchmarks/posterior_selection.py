@@ -7,8 +7,10 @@ written down instead: a Gaussian around the fitted weight with the objective's H
 be chosen greedily, each pick counted as labelled before the next. ``loop_bench.py --arm
 NAME=laplace|sandwich`` measures it against the product mix on the label-efficiency task; on ten shops
 it traded an early gain for a late loss and reached random's final accuracy no sooner than the product
-mix (``benchmarks/results/loop.md`` §1d), so the product keeps the ensemble. Tested in
-``tests/test_posterior_selection.py`` because the recorded figures rest on it.
+mix (``benchmarks/results/loop.md`` §1d), so the product keeps the ensemble. Expected predictive
+information gain on random pool pairs (``--arm NAME=epig|pepig``, :func:`epig_scores`), which asks only
+about what the test-like pairs depend on, ended level with random instead of below it, and no better
+(§1f). Tested in ``tests/test_posterior_selection.py`` because the recorded figures rest on it.
 """
 
 from __future__ import annotations
@@ -130,6 +132,42 @@ def sandwich_precision(
     return hessian @ np.linalg.solve(meat, hessian)
 
 
+def epig_scores(
+    diffs: np.ndarray, targets: np.ndarray, posterior: LinearPosterior, rng: np.random.Generator, n_samples: int = 256
+) -> np.ndarray:
+    """Expected predictive information gain (Bickford Smith et al., 2023) of each row of ``diffs``: the mutual
+    information, in nats, between a candidate pair's label and the label of a pair drawn from ``targets``
+    (rows ``x_a − x_b`` of pairs like those the model will be judged on), averaged over the targets, under
+    ``n_samples`` draws of the head from the posterior. BALD asks what a label tells about the head; EPIG
+    asks what it tells about predictions on the target pairs, so it does not favour pairs that are unusual
+    for the target distribution (where a misspecified head's doubt is largest and least useful)."""
+    cov = np.linalg.inv(np.asarray(posterior.precision, dtype=float))
+    cov = (cov + cov.T) / 2.0
+    draws = rng.multivariate_normal(np.asarray(posterior.weight, dtype=float), cov, size=n_samples, method="cholesky")
+    p_c = 1.0 / (1.0 + np.exp(-np.asarray(diffs, dtype=float) @ draws.T))  # [C, S]
+    p_t = 1.0 / (1.0 + np.exp(-np.asarray(targets, dtype=float) @ draws.T))  # [T, S]
+    both = p_c @ p_t.T / n_samples  # P(y = A, y* = A) per (candidate, target)
+    pa = p_c.mean(axis=1)[:, None]
+    pb = p_t.mean(axis=1)[None, :]
+    out = np.zeros(both.shape)
+    for joint, left, right in ((both, pa, pb), (pa - both, pa, 1.0 - pb), (pb - both, 1.0 - pa, pb),
+                               (1.0 - pa - pb + both, 1.0 - pa, 1.0 - pb)):
+        j = np.clip(joint, 1e-12, 1.0)
+        out += j * (np.log(j) - np.log(np.clip(left * right, 1e-12, 1.0)))
+    return np.maximum(out.mean(axis=1), 0.0)
+
+
+def power_top_k(scores: np.ndarray, k: int, available: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """``k`` available rows drawn without replacement with probability proportional to ``scores``
+    (Gumbel top-k on log scores; the stochastic batch acquisition of Kirsch et al., 2023): a batch
+    spread over the high-scoring region instead of the top-k's many near-copies of one pair."""
+    log_s = np.where(available, np.log(np.maximum(np.asarray(scores, dtype=float), 1e-30)), -np.inf)
+    keys = log_s + rng.gumbel(size=len(log_s))
+    order = [int(i) for i in np.argsort(-keys) if available[i]][:k]
+    available[order] = False
+    return order
+
+
 def select_with_posterior(
     pool: Sequence[CandidatePair],
     scores: np.ndarray,
@@ -141,10 +179,13 @@ def select_with_posterior(
     labelled_per_context: dict[str, int],
     exclude: set[tuple[str, str]],
     seed: int,
+    rule: str = "bald",
+    targets: np.ndarray | None = None,
 ) -> list[SelectedPair]:
-    """The product's selection with its disagreement quota filled by :func:`greedy_information`: random,
-    coverage and uncertainty as ``rlhf.active.select_pairs`` chooses them, then the posterior's batch
-    from what is left."""
+    """The product's selection with its disagreement quota filled from the posterior: random, coverage
+    and uncertainty as ``rlhf.active.select_pairs`` chooses them, then from what is left the batch of
+    ``rule``: ``bald`` (:func:`greedy_information`), ``epig`` (the top :func:`epig_scores` against
+    ``targets``) or ``pepig`` (EPIG drawn by :func:`power_top_k`)."""
     n = min(n, len(pool))
     k_info = strategy_quotas(n, shares)["disagreement"]
     rest = SelectionShares(**{**shares.__dict__, "disagreement": 0.0})
@@ -156,6 +197,24 @@ def select_with_posterior(
     free = np.array([(c.gen_a, c.gen_b) not in taken and c.gen_a != c.gen_b for c in pool], dtype=bool)
     feats = np.asarray(posterior.features, dtype=float)
     diffs = feats[[index[c.gen_a] for c in pool]] - feats[[index[c.gen_b] for c in pool]]
-    jitter = np.random.default_rng(seed).random(len(pool))
-    picks = greedy_information(diffs, posterior, k_info, free, jitter)
+    rng = np.random.default_rng(seed)
+    jitter = rng.random(len(pool))
+    if rule == "bald":
+        picks = greedy_information(diffs, posterior, k_info, free, jitter)
+    elif rule in ("epig", "pepig"):
+        if targets is None:
+            raise ValueError(f"rule {rule!r} needs target pairs.")
+        gain = epig_scores(diffs, targets, posterior, rng)
+        if rule == "pepig":
+            picks = power_top_k(gain, k_info, free, rng)
+        else:
+            picks = _take_top(gain + 1e-12 * jitter, k_info, free)
+    else:
+        raise ValueError(f"Unknown rule {rule!r}: expected bald, epig or pepig.")
     return chosen + [SelectedPair(pool[i].context_id, pool[i].gen_a, pool[i].gen_b, 0.0, "disagreement") for i in picks]
+
+
+def _take_top(gain: np.ndarray, k: int, available: np.ndarray) -> list[int]:
+    order = [int(i) for i in np.argsort(-gain) if available[i]][:k]
+    available[order] = False
+    return order

@@ -15,9 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from posterior_selection import (
     LinearPosterior,
+    epig_scores,
     greedy_information,
     laplace_bald,
     laplace_precision,
+    power_top_k,
     sandwich_precision,
     select_with_posterior,
 )
@@ -113,3 +115,44 @@ def test_the_laplace_precision_is_the_objectives_hessian_at_the_fit():
         lambda v: torch.nn.functional.softplus(m - x @ v).sum() + 0.3 * (v * v).sum(), torch.tensor(w, dtype=torch.float64))
     assert np.allclose(laplace_precision(diffs, w, margins, l2=0.3), hessian.numpy(), atol=1e-8)
     assert np.allclose(laplace_precision(diffs[:0], w, l2=0.3), 0.6 * np.eye(6))  # no labels: the prior alone
+
+
+def _sampled_epig(x: np.ndarray, targets: np.ndarray, draws: np.ndarray) -> float:
+    """EPIG by counting: the mutual information of the two labels' joint distribution, target by target."""
+    total = 0.0
+    for t in targets:
+        pa, pb = 1 / (1 + np.exp(-(draws @ x))), 1 / (1 + np.exp(-(draws @ t)))
+        joint = np.array([[np.mean(pa * pb), np.mean(pa * (1 - pb))], [np.mean((1 - pa) * pb), np.mean((1 - pa) * (1 - pb))]])
+        outer = np.outer(joint.sum(axis=1), joint.sum(axis=0))
+        total += float(np.sum(joint * np.log(joint / outer)))
+    return total / len(targets)
+
+
+def test_epig_is_the_mutual_information_with_a_target_label_and_ignores_directions_no_target_uses() -> None:
+    posterior = LinearPosterior(np.eye(3), np.array([0.5, 0.0, 0.0]), np.diag([1.0, 4.0, 0.01]))
+    targets = np.array([[1.0, 0.5, 0.0], [0.2, -1.0, 0.0], [-1.5, 0.3, 0.0]])
+    cands = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, -1.0, 0.0]])
+    gain = epig_scores(cands, targets, posterior, np.random.default_rng(0), n_samples=20_000)
+    cov = np.linalg.inv(posterior.precision)
+    draws = np.random.default_rng(1).multivariate_normal(posterior.weight, cov, size=20_000)
+    counted = np.array([_sampled_epig(x, targets, draws) for x in cands])
+    assert gain == pytest.approx(counted, rel=0.1, abs=2e-3)
+    # The third direction is the most uncertain a priori (variance 100) but no target pair moves along
+    # it: BALD would rank it first, EPIG ranks it last.
+    assert laplace_bald(np.zeros(4), np.einsum("ij,jk,ik->i", cands, cov, cands)).argmax() == 2
+    assert gain.argmin() == 2 and gain[2] < 1e-3 < gain[0]
+
+
+def test_power_top_k_draws_distinct_available_rows_in_proportion_to_their_scores() -> None:
+    rng = np.random.default_rng(0)
+    scores = np.array([8.0, 1.0, 1.0, 0.0, 50.0])
+    counts = Counter()
+    for _ in range(2000):
+        available = np.array([True, True, True, True, False])
+        picks = power_top_k(scores, 1, available, rng)
+        counts[picks[0]] += 1
+        assert not available[picks[0]]
+    assert counts[4] == 0 and counts[3] == 0  # taken rows and zero scores are never drawn
+    assert counts[0] / 2000 == pytest.approx(0.8, abs=0.04)
+    batch = power_top_k(scores, 3, np.ones(5, dtype=bool), rng)
+    assert len(set(batch)) == 3
