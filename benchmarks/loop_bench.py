@@ -170,7 +170,7 @@ def efficiency(args) -> dict:
     if args.shares:
         shares = SelectionShares(**{k: float(v) for k, v in (kv.split("=") for kv in args.shares.split(","))})
     print(f"active mix: {shares.as_dict()}" + (f", random below {args.warmup_labels} labels" if args.warmup_labels else ""))
-    arms = _arms(args.arm, shares)
+    arms, members_of = _arms(args.arm, shares)
     for name, (how, arm_shares) in arms.items():
         if name != "random":
             print(f"arm {name}: {how} selection, mix {arm_shares.as_dict()}")
@@ -185,8 +185,12 @@ def efficiency(args) -> dict:
             t0 = time.perf_counter()
             score_of, post = fit(examples)
             acc = pairwise_accuracy([score_of[g] for g in test_better], [score_of[g] for g in test_worse])
+            # What the labels bought so far are worth: how often they agree with the true order, and how far
+            # apart in true utility the two lists were (near-ties are where a noisy crowd is a coin flip).
+            truthful = float(np.mean([true_u[w] > true_u[lo] for _, w, lo in examples])) if examples else float("nan")
+            gap = float(np.mean([abs(true_u[p.gen_a] - true_u[p.gen_b]) for p in asked]))
             curve.append({"pairs_asked": len(asked), "labels_used": len(examples), "accuracy": float(acc),
-                          "train_s": time.perf_counter() - t0})
+                          "labels_true": truthful, "mean_true_gap": gap, "train_s": time.perf_counter() - t0})
             print(f"  {strategy:<8} step {step}: {len(asked):>4} pairs asked, {len(examples):>4} usable labels, "
                   f"held-out accuracy {acc:.3f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
             if step == args.steps:
@@ -203,7 +207,7 @@ def efficiency(args) -> dict:
                         raise SystemExit(f"{how} selection needs --le-rm probe (a linear head)")
                     posterior = LinearPosterior(embedded, *post(POSTERIOR_RULES[how][0]))
                 else:
-                    for k in range(1, args.le_ensemble):  # bootstrap replicas: disagreement signal
+                    for k in range(1, members_of.get(strategy, args.le_ensemble)):  # bootstrap replicas: disagreement
                         idx = np.random.default_rng(args.seed + 10 * k + step).integers(0, len(examples), len(examples))
                         members.append(fit([examples[i] for i in idx])[0])
                 scores = np.vstack([[m[g] for g in gids] for m in members])
@@ -252,22 +256,27 @@ POSTERIOR_RULES = {"laplace": ("laplace", "bald"), "sandwich": ("sandwich", "bal
 
 
 def _arms(specs: list[str], shares):
-    """Arms to compare: always ``random`` and ``active`` (the round's mix, bootstrap-ensemble
-    disagreement), plus each ``--arm NAME=ensemble|laplace|sandwich[:uncertainty=..,disagreement=..,...]``
-    (laplace / sandwich: disagreement from the probe's posterior with that covariance, no ensemble)."""
+    """Arms to compare, and the ensemble size of those that set one: always ``random`` and ``active`` (the
+    round's mix, bootstrap-ensemble disagreement), plus each ``--arm NAME=HOW[:uncertainty=..,...]`` with HOW
+    ``ensemble`` (``ensemble@K``: K bootstrap members) or a posterior rule (:data:`POSTERIOR_RULES`: that
+    quota from the probe's posterior, no ensemble)."""
     from rlhf.active import SelectionShares
 
     arms = {"random": ("random", SelectionShares.random_only()), "active": ("ensemble", shares)}
+    members: dict[str, int] = {}
     for spec in specs or []:
         name, _, rest = spec.partition("=")
         how, _, mix = rest.partition(":")
+        if "@" in how:  # ensemble@K: K bootstrap members instead of --le-ensemble
+            how, _, k = how.partition("@")
+            members[name] = int(k)
         if not name or how not in ("ensemble", *POSTERIOR_RULES) or name in arms:
             raise SystemExit(f"--arm {spec!r}: expected NAME=ensemble|{'|'.join(POSTERIOR_RULES)}[:share=value,...] "
                              "with a new NAME")
         arm_shares = shares if not mix else SelectionShares(
             **{**shares.__dict__, **{k: float(v) for k, v in (kv.split("=") for kv in mix.split(","))}})
         arms[name] = (how, arm_shares)
-    return arms
+    return arms, members
 
 
 def _features(context, items_in_list, items, n_cats: dict[str, int], attr_index: dict[tuple[str, str], int]):
@@ -394,6 +403,12 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
     for strategy, (asked, m, se) in means.items():
         print(f"{strategy[:11]:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
         print(f"{'  +/- s.e.':<11}  " + "  ".join(f"{v:6.3f}" for v in se))
+    if all("labels_true" in run["curves"][k][-1] for run in runs for k in names):  # runs before 2026-12-05 lack it
+        print("labels bought, over all pairs asked by the end: share agreeing with the true order; mean true gap")
+        for strategy in names:
+            ends = [run["curves"][strategy][-1] for run in runs]
+            print(f"  {strategy:<10} {np.mean([e['labels_true'] for e in ends]):.3f}   "
+                  f"{np.mean([e['mean_true_gap'] for e in ends]):.3f}")
     # Every arm shares each repeat's shop, crowd, pool and test pairs: the paired difference is the fair
     # test of "this arm beats random" (or "beats active") at a given number of labels.
     for strategy, base in [(k, "random") for k in names if k != "random"] + [(k, "active") for k in names
