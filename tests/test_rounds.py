@@ -215,6 +215,19 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     past = next(df.value for df in at.dataframe if "round_id" in df.value.columns and "status" in df.value.columns)
     assert past.loc[0, f"ndcg@{settings.generation.list_length}"] == record.metrics[f"ndcg@{settings.generation.list_length}"]
     assert [b for b in at.button if b.label == "Start a round"]
+    # The round's PPO curves: one panel per metric under its readable title, three to a row of fixed
+    # width (a free-width row of three overflowed the page).
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    specs = [(json.loads(e.proto.spec), e.proto) for e in at.get("vega_lite_chart")]
+    curves = [chart for spec, chart in specs if "facet" in spec and spec["spec"]["encoding"]["x"]["field"] == "step"]
+    assert curves, "no PPO curve chart on the Training page"
+    for chart in curves:
+        spec = json.loads(chart.spec)
+        assert spec.get("columns") == 3 and spec["spec"].get("width", 10**6) <= 240
+        titles = set(convert_arrow_bytes_to_pandas_df(chart.datasets[0].data.data)["metric"])
+        assert "KL to the reference" in titles
+        assert titles <= {"Reward (RM score + structure)", "KL to the reference", "Validity of sampled lists"}
     at = render_training_page(store, settings, "fresh_annotator", monkeypatch)
     assert any("Access denied" in e.value for e in at.error)
 

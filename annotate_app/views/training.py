@@ -87,6 +87,17 @@ with st.container(border=True):
 
 
 # ------------------------------------------------------------------------------------------- live view
+def _ppo_curves_chart(curves: pd.DataFrame, *, points: bool) -> alt.FacetChart:
+    """PPO's per-step curves (``step, metric, value`` rows of :data:`CURVE_TITLES` metrics), one small
+    panel per metric under its readable title, three to a row so that they fit the page's width."""
+    named = curves.assign(metric=curves["metric"].map(CURVE_TITLES))
+    return alt.Chart(named).mark_line(point=points).encode(
+        x="step:Q", y=alt.Y("value:Q", title=None), color=alt.Color("metric:N", legend=None),
+        tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(width=220, height=160).facet(facet=alt.Facet("metric:N", title=None), columns=3).resolve_scale(
+        y="independent")
+
+
 def _progress_view(round_id: str) -> None:
     status = rounds_service.round_status(store, round_id)
     state = status["status"]
@@ -109,12 +120,7 @@ def _progress_view(round_id: str) -> None:
         curves = rounds_service.live_ppo_metrics(status["folder"])
         wanted = curves[curves["metric"].isin(CURVE_TITLES)] if not curves.empty else curves
         if not wanted.empty:
-            st.altair_chart(
-                alt.Chart(wanted).mark_line(point=True).encode(
-                    x="step:Q", y=alt.Y("value:Q", title=None), color="metric:N",
-                    tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
-                ).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent"),
-            )
+            st.altair_chart(_ppo_curves_chart(wanted, points=True))
         with st.expander("Log", expanded=state == "running"):
             st.code(rounds_service.log_tail(Path(status["folder"]), 30) or "(no log yet)", language=None)
     cols = st.columns(3)
@@ -227,12 +233,7 @@ else:
         curves = rounds_service.round_curves(store, chosen)
         wanted = curves[curves["metric"].isin(CURVE_TITLES)] if not curves.empty else curves
         if not wanted.empty:
-            st.altair_chart(
-                alt.Chart(wanted).mark_line().encode(
-                    x="step:Q", y=alt.Y("value:Q", title=None), color="metric:N",
-                    tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
-                ).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent"),
-            )
+            st.altair_chart(_ppo_curves_chart(wanted, points=False))
         _evaluation_view(rounds_service.round_evaluation(store, chosen))
         detail = rounds_service.round_status(store, chosen)
         table = (detail["metrics"] or {})
