@@ -14,8 +14,12 @@ end-of-sequence is allowed only at the end of the last line. A reason may not re
 example reason (:data:`rlhf.prompts.EXAMPLE_REASON`, compared on letters and digits alone, as
 :func:`rlhf.prompts.copies_example` does): once a reason has followed the example for its first
 :data:`EXAMPLE_FREE_WORDS` words, tokens that would follow it further are masked, so the line must
-say something of its own. The mask depends only on the completion tokens so far (a pure function of
-the token sequence), so generation and recomputation agree.
+say something of its own. Anywhere in a reason, a run of :data:`EXAMPLE_ECHO_WORDS` of the example's
+words in a row is refused the same way, so near copies that change a word and then follow the example
+("A teapot to drink with the mugs they bought last month") are cut short too. Runs are counted in
+letters and digits: the limit is one less than the fewest letters any five consecutive words of the
+example have, so a run of five of its words never fits. The mask depends only on the completion
+tokens so far (a pure function of the token sequence), so generation and recomputation agree.
 
 Public API (stable):
 
@@ -72,6 +76,9 @@ _MAX_HEAD_TOKEN_CHARS = 12
 DEFAULT_MAX_REASON_TOKENS = 22
 #: A reason may begin like the forbidden one for this many words ("A teapot to ..."), no further.
 EXAMPLE_FREE_WORDS = 3
+#: Anywhere in a reason, no run of this many of the forbidden reason's words in a row (the benchmarks
+#: count such runs as near copies).
+EXAMPLE_ECHO_WORDS = 5
 
 
 def _has_break(text: str) -> bool:
@@ -118,6 +125,22 @@ class TokenTable:
 
     @cached_property
     def _continuing(self) -> dict[str, frozenset[int]]:
+        return {}
+
+    def starting_with(self, prefix: str) -> frozenset[int]:
+        """Tokens whose letters and digits begin with ``prefix`` (and are at least as long): the tokens
+        that would carry a run of the forbidden reason ``len(prefix)`` letters further."""
+        by_prefix = self._by_prefix.get(len(prefix))
+        if by_prefix is None:
+            grouped: dict[str, set[int]] = {}
+            for i, sp in enumerate(self.spelled):
+                if len(sp) >= len(prefix):
+                    grouped.setdefault(sp[: len(prefix)], set()).add(i)
+            by_prefix = self._by_prefix[len(prefix)] = {k: frozenset(v) for k, v in grouped.items()}
+        return by_prefix.get(prefix, frozenset())
+
+    @cached_property
+    def _by_prefix(self) -> dict[int, dict[str, frozenset[int]]]:
         return {}
 
 
@@ -179,6 +202,14 @@ def _build_table(tokenizer: Any) -> TokenTable:
     )
 
 
+def _echo_limit(forbidden_reason: str, words: int = EXAMPLE_ECHO_WORDS) -> int:
+    """The most letters and digits in a row a reason may share with ``forbidden_reason``: one less than
+    its shortest run of ``words`` consecutive words (its whole length if it is shorter)."""
+    split = forbidden_reason.split()
+    runs = [len(letters_and_digits(" ".join(split[i:i + words]))) for i in range(len(split) - words + 1)]
+    return max(1, (min(runs) if runs else len(letters_and_digits(forbidden_reason))) - 1)
+
+
 @dataclass(frozen=True)
 class State:
     """Where a list is in the grammar. ``phase``: head, reason, done (only EOS), free (anything)."""
@@ -192,6 +223,9 @@ class State:
     #: how many letters and digits of the forbidden reason this reason has repeated so far, or None
     #: once it has said something else
     copied: int | None = 0
+    #: every place the reason's latest letters and digits repeat the forbidden reason: (where that
+    #: run ends in the forbidden reason, its length), sorted
+    echo: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +277,8 @@ class ListConstraint:
         self._forbidden = letters_and_digits(forbidden_reason or "")
         free_words = (forbidden_reason or "").split()[:EXAMPLE_FREE_WORDS]
         self._free_chars = min(len(letters_and_digits(" ".join(free_words))), len(self._forbidden) - 1)
+        self._max_echo = _echo_limit(forbidden_reason or "")
+        self._echoless: dict[tuple[Allowed, tuple[tuple[int, int], ...]], Allowed] = {}
         self._head_cache: dict[tuple[int, str, frozenset[str]], Allowed] = {}
         self._guarded: dict[tuple[Allowed, int], Allowed] = {}
 
@@ -285,6 +321,8 @@ class ListConstraint:
             allowed = self._fixed[("reason", self._is_last_line(state), state.reason_has_text, capped)]
             if self._forbidden and state.copied is not None and state.copied >= self._free_chars:
                 allowed = self._off_the_copy(allowed, state.copied)
+            if state.echo:
+                allowed = self._off_the_echo(allowed, state.echo)
             return allowed
         if state.phase == "done":
             return self._fixed[("done",)]
@@ -321,6 +359,43 @@ class ListConstraint:
             )
         return out
 
+    def _off_the_echo(self, allowed: Allowed, echo: tuple[tuple[int, int], ...]) -> Allowed:
+        """``allowed`` less the tokens that would make a run of the forbidden reason longer than the
+        limit (:func:`_echo_limit`); ``echo``: the runs the reason ends with now."""
+        if allowed.only is not None:  # a forced line end or first word: never part of a copy
+            return allowed
+        key = (allowed, echo)
+        out = self._echoless.get(key)
+        if out is None:
+            extra: set[int] = set()
+            for end, length in echo:
+                # letters more that would pass the limit (at least one: a single long token can pass it)
+                need = max(1, self._max_echo + 1 - length)
+                if end + need <= len(self._forbidden):
+                    extra |= self.table.starting_with(self._forbidden[end:end + need])
+            out = allowed if not extra else Allowed(banned=allowed.banned | extra)
+            self._echoless[key] = out
+        return out
+
+    def _echo_after(self, echo: tuple[tuple[int, int], ...], spelled: str) -> tuple[tuple[int, int], ...]:
+        """The runs of the forbidden reason that the text ends with once ``spelled`` (a token's letters
+        and digits) is appended: runs it continues, and runs that begin inside it."""
+        if not spelled:
+            return echo  # blanks and punctuation neither continue nor break a run (letters only)
+        forbidden = self._forbidden
+        runs: dict[int, int] = {}
+        for end, length in echo:
+            if forbidden.startswith(spelled, end):
+                runs[end + len(spelled)] = length + len(spelled)
+        for k in range(len(spelled)):
+            tail = spelled[k:]
+            at = forbidden.find(tail)
+            while at >= 0:
+                end = at + len(tail)
+                runs[end] = max(runs.get(end, 0), len(tail))
+                at = forbidden.find(tail, at + 1)
+        return tuple(sorted((end, length) for end, length in runs.items() if end < len(forbidden)))
+
     def advance(self, state: State, token_id: int) -> State:
         """The state after ``token_id``; a token the grammar does not allow leads to ``free``."""
         t = self.table
@@ -343,13 +418,15 @@ class ListConstraint:
             if self._is_last_line(state):
                 return State(line=state.line, phase="done", used=state.used)
             return self._line_start(state.line + 1, state.used)
-        copied = state.copied
-        if copied is not None and self._forbidden:
+        copied, echo = state.copied, state.echo
+        if self._forbidden:
             spelled = t.spelled[token_id] if 0 <= token_id < t.size else ""
-            copied = copied + len(spelled) if self._forbidden.startswith(spelled, copied) else None
+            if copied is not None:
+                copied = copied + len(spelled) if self._forbidden.startswith(spelled, copied) else None
+            echo = self._echo_after(echo, spelled)
         return State(
             line=state.line, phase="reason", used=state.used, reason_tokens=state.reason_tokens + 1,
-            reason_has_text=state.reason_has_text or token_id in t.wordy, copied=copied,
+            reason_has_text=state.reason_has_text or token_id in t.wordy, copied=copied, echo=echo,
         )
 
     # -- whole sequences ---------------------------------------------------------------------------

@@ -108,7 +108,7 @@ class GenerationSettings(BaseModel):
     max_reason_tokens: int = Field(22, description="Constrained mode: a reason's line is ended after this many tokens.")
     forbid_example: bool = Field(
         True, description="Constrained mode: a reason may not repeat the prompt's example reason past its first "
-        "three words (the 135M default copied it for 57 of 1,000 items).",
+        "three words, nor five of its words in a row anywhere (the 135M default copied it for 57 of 1,000 items).",
     )
     contexts_per_run: int = Field(20, description="Contexts `recfeedback generate` samples for when not told.")
     seed: int = 1234

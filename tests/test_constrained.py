@@ -9,7 +9,7 @@ import torch
 from rlhf.constrained import ConstrainedListProcessor, apply_constraint, constraint_for_view, token_table
 from rlhf.generate import generate_lists, left_pad
 from rlhf.parsing import parse_list
-from rlhf.prompts import EXAMPLE_REASON, copies_example, make_view, render_prompt
+from rlhf.prompts import EXAMPLE_REASON, copies_example, letters_and_digits, make_view, render_prompt
 from storage.records import CatalogItem
 
 
@@ -157,14 +157,67 @@ def test_the_prompts_example_reason_cannot_be_repeated(tokenizer, spelling):
                                            "2. C01 | A teapot to brew loose tea.") + [tokenizer.eos_token_id])
 
 
-def test_a_model_that_wants_to_copy_the_example_writes_its_own_reason(tokenizer):
-    """Logits that always favour the next token of the example reason, decoded greedily through the
-    processor: every line still gets a valid reason that is not the example."""
+def _words(text: str) -> list[str]:
+    return [w for w in (letters_and_digits(x) for x in text.split()) if w]
+
+
+def _five_example_words(reason: str) -> bool:
+    """Five of the example's words in a row (the benchmarks' "near copy"; counted in words, while the
+    grammar counts letters: an independent check)."""
+    example, said = _words(EXAMPLE_REASON), _words(reason)
+    runs = {tuple(example[i:i + 5]) for i in range(len(example) - 4)}
+    return any(tuple(said[i:i + 5]) in runs for i in range(len(said) - 4))
+
+
+def _shared_run(a: str, b: str) -> int:
+    """The longest run of letters and digits that ``a`` and ``b`` share."""
+    a, b = letters_and_digits(a), letters_and_digits(b)
+    return max((k for i in range(len(a)) for j in range(len(b))
+                for k in [next((n for n in range(min(len(a) - i, len(b) - j)) if a[i + n] != b[j + n]),
+                               min(len(a) - i, len(b) - j))]), default=0)
+
+
+@pytest.mark.parametrize("near_copy", [
+    "A teapot to drink with the mugs they bought last month.",
+    "Perfect with the mugs they bought last month.",
+    "Goes well with the MUGS, they bought last month",
+])
+def test_near_copies_of_the_example_are_cut_before_five_of_its_words(tokenizer, near_copy):
+    view = _views(1)[0]
+    guarded = constraint_for_view(tokenizer, view, 2)
+    ids = _ids(tokenizer, f"1. C03 | {near_copy}\n2. C01 | Good.") + [tokenizer.eos_token_id]
+    assert constraint_for_view(tokenizer, view, 2, forbid_example=False).follows(ids)
+    refused, _ = _walk(guarded, ids)
+    assert refused is not None
+    said = tokenizer.decode(ids[:refused]).split("|", 1)[1]
+    with_next = tokenizer.decode(ids[:refused + 1]).split("|", 1)[1]
+    # Refused at the token that makes the shared run longer than the longest that is not five words.
+    assert _shared_run(said, EXAMPLE_REASON) <= 14 < _shared_run(with_next, EXAMPLE_REASON)
+    assert not _five_example_words(said)
+
+
+def test_reasons_that_share_a_few_of_the_examples_words_are_allowed(tokenizer):
+    view = _views(1)[0]
+    guarded = constraint_for_view(tokenizer, view, 2)
+    # "to go with the" (4 words) and "they bought last" (3 words, 14 letters) are ordinary phrases.
+    lines = "1. C03 | A mug to go with the teapot they own.\n2. C01 | Pairs with the kettle they bought last week."
+    assert guarded.follows(_ids(tokenizer, lines) + [tokenizer.eos_token_id])
+    assert _shared_run("Pairs with the kettle they bought last week.", EXAMPLE_REASON) == 14
+
+
+NEAR_COPY = "A teapot to drink with the mugs they bought last month."  # seen on the Label page, 2026-12-05
+
+
+@pytest.mark.parametrize("wanted", [EXAMPLE_REASON, NEAR_COPY])
+def test_a_model_that_wants_to_copy_the_example_writes_its_own_reason(tokenizer, wanted):
+    """Logits that always favour the next token of the example reason (or of a near copy of it),
+    decoded greedily through the processor: every line still gets a valid reason that is neither the
+    example nor five of its words in a row."""
     view = _views(1, n_candidates=6)[0]
     constraints = [constraint_for_view(tokenizer, view, 3)]
     processor = ConstrainedListProcessor(constraints, prompt_length=0)
     vocab = len(tokenizer)
-    copy_path = _ids(tokenizer, f" {EXAMPLE_REASON}\n")
+    copy_path = _ids(tokenizer, f" {wanted}\n")
     ids: list[int] = []
     for _ in range(120):
         state = constraints[0].start()
@@ -179,7 +232,7 @@ def test_a_model_that_wants_to_copy_the_example_writes_its_own_reason(tokenizer)
             break
     parsed = parse_list(tokenizer.decode(ids[:-1]), view, 3)
     assert ids[-1] == tokenizer.eos_token_id and parsed.is_valid, (tokenizer.decode(ids), parsed.problems)
-    assert all(not copies_example(it.reason) for it in parsed.items)
+    assert all(not copies_example(it.reason) and not _five_example_words(it.reason) for it in parsed.items)
     assert all(it.reason.lower().startswith("a teapot to") for it in parsed.items)  # it did try to copy
 
 
