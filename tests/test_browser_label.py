@@ -143,4 +143,6 @@ def test_a_deep_link_opened_logged_out_shows_the_login_and_then_the_page(seeded_
     page.get_by_role("button", name="Log in").click()
     page.get_by_text("New account").wait_for(timeout=30_000)
     assert page.url.rstrip("/").endswith("/users")
+    # The session cookie still lands (a redirect after log-in would drop the script that writes it).
+    page.wait_for_function("() => document.cookie.includes('recfeedback_session=')", timeout=30_000)
     page.context.close()
