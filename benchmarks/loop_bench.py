@@ -14,6 +14,12 @@ Sections (each can be skipped; every size is a flag):
    ``laplace`` / ``sandwich`` / ``epig`` / ``pepig``: that quota from the probe's own posterior,
    posterior_selection.py);
    every arm is compared with random and with active, paired by repeat.
+2a. ``--section ceiling`` — NDCG@N on UCI of lists that need no model (the candidates in retrieval order,
+   random candidates, the best candidates by later purchases) next to the baselines: what a policy that
+   chooses among the candidates can reach.
+2b. ``--section rm-inputs`` — what the small-data reward model (the probe's head) learns from crowd labels
+   on random candidate lists, for each input it can read (``--rm-data uci``: truth = later purchases;
+   ``demo``: the demo shop's hidden preferences), by training labels.
 2. ``--section uci`` — the real loop on UCI Online Retail: import (rlhf.importing), contexts at a time
    cut (rlhf.contexts), zero-shot lists and a first queue (rlhf.pairs.bootstrap_queue), simulated
    annotators whose ground truth is the shopper's LATER purchases (``PurchaseUtility``,
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -449,6 +456,185 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
     print()
 
 
+# ============================================================================ 2a. UCI: what choosing among candidates allows
+def uci_ceiling(args) -> dict:
+    """NDCG@N on UCI's held-out shoppers of lists that need no model, next to the baselines: the
+    candidates in retrieval order, N candidates drawn at random (what an uninformed picker expects), and
+    the best N candidates by what the shopper really bought later (the most any policy that chooses among
+    the candidates can reach). Tells how far the loop's policy can go before any training is run."""
+    from rlhf.contexts import build_contexts
+    from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth
+    from rlhf.importing import import_online_retail
+
+    data = Path(args.uci_dir)
+    print(f"== 2a. UCI: NDCG@{args.list_length} reachable by choosing among {args.candidates} candidates "
+          f"(cut {args.cut}, history cap {args.history_cap}, {args.max_contexts} contexts)")
+    if not data.is_dir():
+        print("skipped: data not found\n")
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="loop_ceiling_"))
+    settings = load_settings(store={"data_dir": work / "data"},
+                             contexts={"n_candidates": args.candidates, "history_cap": args.history_cap,
+                                       "heldout_fraction": 0.3},
+                             generation={"list_length": args.list_length})
+    store = Store.from_settings(settings)
+    import_online_retail(store, data, settings=settings)
+    build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
+    r = settings.rounds
+    truth = load_ground_truth(store, split="heldout", list_length=args.list_length, events=r.eval_events or None)
+    n, rng = args.list_length, np.random.default_rng(args.seed)
+    in_order, drawn, oracle = {}, {}, {}
+    for cid, context in truth.contexts.items():
+        cands = list(context.candidates)
+        bought = truth.future.get(cid, set())
+        in_order[cid] = [cands[:n]]
+        drawn[cid] = [list(rng.choice(cands, size=min(n, len(cands)), replace=False)) for _ in range(50)]
+        oracle[cid] = [sorted(cands, key=lambda i: (i not in bought, cands.index(i)))[:n]]
+    lists = [PolicyLists("candidates in retrieval order", in_order, kind="diagnostic"),
+             PolicyLists(f"{n} random candidates (mean of 50 draws)", drawn, kind="diagnostic"),
+             PolicyLists("best candidates by later purchases (ceiling)", oracle, kind="diagnostic")]
+    table = evaluation_table(lists, truth, baselines=True, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
+                             exclude_history=r.eval_exclude_history)
+    k = f"ndcg@{n}"
+    print(f"{len(truth.contexts)} held-out shoppers, {int(table['contexts_with_targets'].iloc[0])} with later purchases")
+    for rec in table.to_dict(orient="records"):
+        print(f"  {rec['policy']:<48} NDCG@{n} {rec[k]:.3f} [{rec['ndcg_lo']:.3f}, {rec['ndcg_hi']:.3f}]  "
+              f"HR@{n} {rec[f'hr@{n}']:.3f}")
+    shutil.rmtree(work, ignore_errors=True)
+    print()
+    return {"table": table.to_dict(orient="records")}
+
+
+def reward_inputs_section(args) -> dict:
+    """Can the small-data reward model learn what matters? Random lists of candidates per context, crowd
+    labels from the truth (``--rm-data uci``: the shopper's LATER purchases, PurchaseUtility, the UCI
+    loop's annotators; ``demo``: the demo shop's hidden preferences), the probe's head fitted on the lists
+    embedded in each input the product knows (``policy``: the raw ``C07 | reason`` lines, the default;
+    ``resolved``: each id followed by its title, category and price), plus two benchmark-only variants
+    that the probe does not have: both embeddings side by side, and the resolved list times the shopper's
+    history (an interaction: "fits this shopper"). Scored on held-out shoppers' pairs by the TRUE order.
+    Prints accuracy by training labels."""
+    from rlhf import simulate as sim
+    from rlhf.contexts import build_contexts
+    from rlhf.demo import build_demo, utility_fn_for_store
+    from rlhf.importing import import_online_retail
+    from rlhf.models import get_tokenizer
+    from rlhf.prompts import build_context_views, format_list_line, render_prompt
+    from rlhf.reward.backbones import resolve_backbone
+    from rlhf.reward.inputs import reward_inputs
+    from rlhf.reward.probe import fit_bradley_terry, new_probe_scorer
+    from storage import contexts as contexts_repo
+
+    data = Path(args.uci_dir)
+    where = (f"UCI, {args.max_contexts} contexts, {args.candidates} candidates, category_credit {args.category_credit}"
+             if args.rm_data == "uci" else f"demo shop, {args.le_shoppers} shoppers, {args.le_items} items")
+    print(f"== 2b. what the small-data reward model can learn ({where}; {args.lists_per_context} random lists per context)")
+    if args.rm_data == "uci" and not data.is_dir():
+        print("skipped: data not found\n")
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="loop_rm_inputs_"))
+    if args.rm_data == "uci":
+        settings = load_settings(store={"data_dir": work / "data"},
+                                 contexts={"n_candidates": args.candidates, "history_cap": args.history_cap,
+                                           "heldout_fraction": 0.3},
+                                 generation={"list_length": args.list_length})
+        store = Store.from_settings(settings)
+        import_online_retail(store, data, settings=settings)
+        build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
+    else:
+        settings = load_settings(store={"data_dir": work / "data"},
+                                 demo={"n_items": args.le_items, "n_shoppers": args.le_shoppers, "seed": args.seed},
+                                 generation={"list_length": args.list_length})
+        store = Store.from_settings(settings)
+        build_demo(store, settings, with_accounts=False)
+    with store.transaction() as con:
+        contexts = contexts_repo.list_contexts(con)
+    views = {v.context_id: v for v in build_context_views(store, contexts)}
+    tokenizer = get_tokenizer(settings.model.policy)
+    utility = (sim.PurchaseUtility.from_store(store, contexts, events=["purchase"], category_credit=args.category_credit)
+               if args.rm_data == "uci" else utility_fn_for_store(store))
+    rng = np.random.default_rng(args.seed)
+    n = args.list_length
+    lists: dict[str, tuple[str, list[str]]] = {}
+    raw, resolved, history = {}, {}, {}
+    for c in contexts:
+        view = views[c.context_id]
+        prompt = render_prompt(tokenizer, view, n, settings.generation.max_prompt_tokens)
+        history[c.context_id] = reward_inputs(prompt, "", "resolved")[0]
+        for k in range(args.lists_per_context):
+            items = list(rng.choice(view.candidate_ids, size=n, replace=False))
+            g = f"{c.context_id}#{k}"
+            lists[g] = (c.context_id, items)
+            raw[g] = "\n".join(format_list_line(r + 1, view.item_to_short[i], PROBE_REASONS[int(rng.integers(5))])
+                               for r, i in enumerate(items))
+            resolved[g] = reward_inputs(prompt, raw[g], "resolved")[1]
+    by_ctx = {c.context_id: c for c in contexts}
+    true_u = {g: float(utility(by_ctx[cid], its)) for g, (cid, its) in lists.items()}
+    scorer = new_probe_scorer(settings, resolve_backbone(settings.reward_model.probe_backbone, settings))
+    gids = sorted(lists)
+    t0 = time.perf_counter()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return scorer.embed_ids(scorer.encode([""] * len(texts), texts), batch_size=64)
+
+    e_raw, e_res = embed([raw[g] for g in gids]), embed([resolved[g] for g in gids])
+    ctx_ids = sorted(history)
+    e_hist = dict(zip(ctx_ids, embed([history[c] for c in ctx_ids])))
+    print(f"embedded {len(gids)} lists twice and {len(ctx_ids)} histories in {time.perf_counter() - t0:.0f} s")
+    e_h = np.array([e_hist[lists[g][0]] for g in gids])
+    feats = {"policy (product default)": e_raw, "resolved": e_res,
+             "policy + resolved (not in product)": np.hstack([e_raw, e_res]),
+             "resolved x history (not in product)": np.hstack([e_res, e_res * e_h * np.sqrt(e_res.shape[1])])}
+    row = {g: i for i, g in enumerate(gids)}
+    split = {c.context_id: c.split for c in contexts}
+
+    def pairs(heldout: bool) -> list[tuple[str, str]]:
+        out = []
+        for cid in ctx_ids:
+            if (split[cid] == "heldout") != heldout:
+                continue
+            gs = [f"{cid}#{k}" for k in range(args.lists_per_context)]
+            out += [(gs[i], gs[j]) for i in range(len(gs)) for j in range(i + 1, len(gs))]
+        return out
+
+    train_pool = pairs(False)
+    test = [(a, b) for a, b in pairs(True) if abs(true_u[a] - true_u[b]) > 1e-9]
+    test = [test[i] for i in rng.permutation(len(test))[: args.test_pairs]]
+    informative = np.mean([abs(true_u[a] - true_u[b]) > 1e-9 for a, b in train_pool])
+    crowd = sim.make_crowd(args.crowd_size, "default", seed=args.seed)
+    scale = sim.utility_scale([true_u[a] - true_u[b] for a, b in train_pool])
+    print(f"train pool {len(train_pool)} pairs ({informative:.0%} with a true difference), test {len(test)} "
+          f"held-out pairs with one; crowd {len(crowd)}, scale {scale:.3f}")
+    sizes = [int(x) for x in args.rm_sizes.split(",")]
+    order = rng.permutation(len(train_pool))
+    labelled: list[tuple[str, str]] = []  # (winner, loser), crowd-labelled in pool order
+    rng_l = np.random.default_rng(args.seed + 1)
+    asked = 0
+    results: dict[str, dict[int, float]] = {name: {} for name in feats}
+    for size in sizes:
+        while asked < min(size, len(order)):
+            a, b = train_pool[order[asked]]
+            asked += 1
+            who = crowd[int(rng_l.integers(0, len(crowd)))]
+            left_is_a = bool(rng_l.random() < 0.5)
+            ul, ur = (true_u[a], true_u[b]) if left_is_a else (true_u[b], true_u[a])
+            choice = sim.canonical_choice(sim.judge(who, ul, ur, rng_l, scale=scale, floor=getattr(utility, "floor", None)), left_is_a)
+            if choice in ("A", "B"):
+                labelled.append((a, b) if choice == "A" else (b, a))
+        for name, x in feats.items():
+            diffs = np.array([x[row[w]] - x[row[lo]] for w, lo in labelled])
+            weight, _ = fit_bradley_terry(diffs, l2=settings.reward_model.probe_l2)
+            score = x @ weight
+            results[name][size] = float(np.mean([(score[row[a]] > score[row[b]]) == (true_u[a] > true_u[b])
+                                                 for a, b in test]))
+    print("held-out accuracy (true order) by pairs asked: " + "  ".join(f"{s:>6}" for s in sizes))
+    for name, accs in results.items():
+        print(f"  {name:<38} " + "  ".join(f"{accs[s]:6.3f}" for s in sizes))
+    print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test))):.3f})\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return {"data": args.rm_data, "accuracy": results, "test_pairs": len(test), "train_pool": len(train_pool)}
+
+
 # ============================================================================ 2. UCI loop
 def _crowd_labels(store, settings, crowd, utility, n, seed, scale=None):
     """Label up to n pairs with the crowd through rlhf.annotation; returns per-call latencies (ms)."""
@@ -597,7 +783,7 @@ def uci(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "efficiency", "uci", "combine"], default="all")
+    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine"], default="all")
     p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-length", type=int, default=5)
@@ -658,6 +844,9 @@ def main() -> None:
     u.add_argument("--ensemble", type=int, default=3)
     u.add_argument("--rounds", type=int, default=3)
     u.add_argument("--category-credit", type=float, default=0.2)
+    u.add_argument("--rm-data", choices=["uci", "demo"], default="uci", help="rm-inputs: which data and truth")
+    u.add_argument("--rm-sizes", default="100,300,1000,3000",
+                   help="rm-inputs: training pairs asked at which the reward models are scored")
     args = p.parse_args()
     import torch
 
@@ -674,6 +863,10 @@ def main() -> None:
     if args.section == "combine":  # pool the repeats of earlier efficiency runs (their --json-out files)
         runs = [r for f in args.combine.split(",") if f for r in json.loads(Path(f).read_text())["efficiency"]]
         summarise_efficiency(runs, args.target)
+    if args.section in ("all", "ceiling"):
+        out["ceiling"] = uci_ceiling(args)
+    if args.section in ("all", "rm-inputs"):
+        out["rm_inputs"] = reward_inputs_section(args)
     if args.section in ("all", "uci"):
         out["uci"] = uci(args)
     if args.json_out:
