@@ -461,7 +461,8 @@ def uci_ceiling(args) -> dict:
     """NDCG@N on UCI's held-out shoppers of lists that need no model, next to the baselines: the
     candidates in retrieval order, N candidates drawn at random (what an uninformed picker expects), and
     the best N candidates by what the shopper really bought later (the most any policy that chooses among
-    the candidates can reach). Tells how far the loop's policy can go before any training is run."""
+    the candidates can reach), next to the product's baselines (random candidates among them). Tells how
+    far the loop's policy can go before any training is run."""
     from rlhf.contexts import build_contexts
     from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth
     from rlhf.importing import import_online_retail
@@ -482,16 +483,15 @@ def uci_ceiling(args) -> dict:
     build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
     r = settings.rounds
     truth = load_ground_truth(store, split="heldout", list_length=args.list_length, events=r.eval_events or None)
-    n, rng = args.list_length, np.random.default_rng(args.seed)
-    in_order, drawn, oracle = {}, {}, {}
+    n = args.list_length
+    in_order, oracle = {}, {}
     for cid, context in truth.contexts.items():
         cands = list(context.candidates)
         bought = truth.future.get(cid, set())
         in_order[cid] = [cands[:n]]
-        drawn[cid] = [list(rng.choice(cands, size=min(n, len(cands)), replace=False)) for _ in range(50)]
         oracle[cid] = [sorted(cands, key=lambda i: (i not in bought, cands.index(i)))[:n]]
+    # Random candidates are one of the product's own baselines (rlhf.evaluation.RANDOM_CANDIDATES).
     lists = [PolicyLists("candidates in retrieval order", in_order, kind="diagnostic"),
-             PolicyLists(f"{n} random candidates (mean of 50 draws)", drawn, kind="diagnostic"),
              PolicyLists("best candidates by later purchases (ceiling)", oracle, kind="diagnostic")]
     table = evaluation_table(lists, truth, baselines=True, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
                              exclude_history=r.eval_exclude_history)

@@ -17,7 +17,10 @@ as_of**, over the whole catalogue (no sampled negatives: sampled metrics can rev
 Baselines in the same table, computed only from interactions strictly before the cut: ``popularity``
 (most-bought items) and ``co-purchase`` (items bought by the same shoppers as the context's history,
 cosine-normalised, back-filled by popularity). The cut for a set of contexts is the *earliest* as_of
-among them, so no context's baseline can see anything at or after its own cut.
+among them, so no context's baseline can see anything at or after its own cut. A third baseline,
+``random-candidates``, draws N of the context's own candidates at random (:data:`RANDOM_DRAWS` lists per
+context, averaged): the floor for a policy that chooses among the candidates, which tells whether the
+LLM's choice adds anything (on UCI zero-shot SmolLM2 does not: ``benchmarks/results/loop.md`` §2f).
 
 Pure functions work on lists, sets and frames; :func:`load_ground_truth`, :func:`evaluate_policies` and
 :func:`round_report` read the store through storage functions only.
@@ -37,6 +40,9 @@ import pandas as pd
 
 POPULARITY = "baseline:popularity"
 COPURCHASE = "baseline:copurchase"
+RANDOM_CANDIDATES = "baseline:random-candidates"
+#: Lists drawn per context for the random-candidates baseline (its per-context mean is what is scored).
+RANDOM_DRAWS = 50
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -398,7 +404,8 @@ def evaluate_lists(
 def baseline_lists(
     truth: GroundTruth, *, exclude_history: bool = True, context_ids: Iterable[str] | None = None
 ) -> list[PolicyLists]:
-    """Popularity and co-purchase lists for the truth's contexts (or a subset), from data before the cut."""
+    """Popularity and co-purchase lists for the truth's contexts (or a subset), from data before the cut,
+    and random draws from each context's candidates."""
     wanted = set(truth.contexts) if context_ids is None else set(context_ids) & set(truth.contexts)
     histories = {cid: list(getattr(c, "history", []) or []) for cid, c in truth.contexts.items() if cid in wanted}
     n = truth.list_length
@@ -408,7 +415,29 @@ def baseline_lists(
     return [
         PolicyLists(POPULARITY, {c: [v] for c, v in pop.items()}, kind="baseline"),
         PolicyLists(COPURCHASE, {c: [v] for c, v in co.items()}, kind="baseline"),
+        PolicyLists(RANDOM_CANDIDATES, random_candidate_lists({c: truth.contexts[c] for c in histories}, n),
+                    kind="baseline"),
     ]
+
+
+def random_candidate_lists(
+    contexts: Mapping[str, Any], n: int, *, draws: int = RANDOM_DRAWS, seed: int = 0
+) -> dict[str, list[list[str]]]:
+    """``draws`` lists of ``n`` of each context's candidates in random order (contexts without candidates
+    are left out). Each context has its own seeded generator, so a context gets the same lists whatever
+    other contexts are evaluated with it."""
+    import zlib
+
+    out: dict[str, list[list[str]]] = {}
+    for context_id, context in contexts.items():
+        candidates = list(dict.fromkeys(getattr(context, "candidates", None) or []))
+        if not candidates:
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(context_id.encode())])
+        k = min(n, len(candidates))
+        out[context_id] = [[candidates[i] for i in rng.choice(len(candidates), size=k, replace=False)]
+                           for _ in range(draws)]
+    return out
 
 
 def evaluation_table(

@@ -138,9 +138,12 @@ def test_store_evaluation_matches_hand_computed_values(store) -> None:
     assert row["coverage"] == pytest.approx(len({"i5", "i2", "i3", "i4", "i1"}) / 9)
 
     table = ev.evaluate_policies(store, ["pol"], settings=_settings(store), split="heldout")
-    assert list(table["policy"]) == ["pol", ev.POPULARITY, ev.COPURCHASE]
+    assert list(table["policy"]) == ["pol", ev.POPULARITY, ev.COPURCHASE, ev.RANDOM_CANDIDATES]
     assert table.iloc[0]["ndcg@5"] == pytest.approx((ndcg1 + ndcg2) / 2 * 1)  # lists shorter than N=5
     assert table.set_index("policy").loc[ev.POPULARITY, "kind"] == "baseline"
+    # Five candidates and N = 5: every random list holds all of them, so both targets are always hit.
+    rand = table.set_index("policy").loc[ev.RANDOM_CANDIDATES]
+    assert rand["kind"] == "baseline" and rand["hr@5"] == pytest.approx(1.0) and rand["item_validity"] == 1.0
 
 
 def _settings(store):
@@ -167,7 +170,8 @@ def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
     with store.transaction() as con:
         saved = rounds.list_evaluations(con, round_id="r1")
     assert saved and saved[0]["metrics"]["policy_id"] == "pol"
-    assert {r["policy"] for r in saved[0]["metrics"]["table"]} == {"pol", "prev", ev.POPULARITY, ev.COPURCHASE}
+    assert {r["policy"] for r in saved[0]["metrics"]["table"]} == {"pol", "prev", ev.POPULARITY, ev.COPURCHASE,
+                                                                    ev.RANDOM_CANDIDATES}
 
 
 def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
@@ -221,3 +225,26 @@ def test_a_policy_gets_the_same_interval_whatever_order_its_lists_arrive_in() ->
     backward = ev.evaluate_lists(ev.PolicyLists("p", dict(reversed(list(lists.items())))), truth, samples=200, seed=1)
     assert forward["ndcg_lo"] < forward["ndcg@2"] < forward["ndcg_hi"]
     assert forward == backward
+
+
+def test_the_random_candidates_baseline_scores_what_chance_among_the_candidates_scores() -> None:
+    # 10 candidates, 2 of them bought later, lists of 3: by symmetry each position holds a bought item
+    # with probability 2/10, so E[DCG] = 0.2 * (1 + 1/log2(3) + 1/2) and IDCG = 1 + 1/log2(3);
+    # P(hit) = 1 - C(8,3)/C(10,3).
+    class Ctx:
+        def __init__(self, candidates):
+            self.candidates = candidates
+
+    cands = [f"c{k}" for k in range(10)]
+    contexts = {"x": Ctx(cands), "y": Ctx(cands), "none": Ctx([])}
+    lists = ev.random_candidate_lists(contexts, 3, draws=4000)
+    assert set(lists) == {"x", "y"}
+    assert all(len(v) == 3 == len(set(v)) and set(v) <= set(cands) for v in lists["x"])
+    target = {"c2", "c7"}
+    ndcg = np.mean([ev.ndcg_at_n(v, target, 3) for v in lists["x"]])
+    hr = np.mean([ev.hit_rate_at_n(v, target, 3) for v in lists["x"]])
+    assert ndcg == pytest.approx(0.2 * (1 + 1 / math.log2(3) + 0.5) / (1 + 1 / math.log2(3)), abs=0.01)
+    assert hr == pytest.approx(1 - math.comb(8, 3) / math.comb(10, 3), abs=0.02)
+    # Each context draws on its own: the same lists whatever else is evaluated, other lists elsewhere.
+    assert ev.random_candidate_lists({"x": contexts["x"]}, 3, draws=4000)["x"] == lists["x"]
+    assert lists["x"] != lists["y"]

@@ -271,7 +271,8 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     shown = round_evaluation(store, second.round_id).set_index("policy")["role"].to_dict()
     assert {k: v for k, v in shown.items() if v != "baseline"} == {
         second.policy_id: "new policy", first.policy_id: "parent", zero: "zero-shot"}
-    assert {k for k, v in shown.items() if v == "baseline"} == {"baseline:popularity", "baseline:copurchase"}
+    assert {k for k, v in shown.items() if v == "baseline"} == {"baseline:popularity", "baseline:copurchase",
+                                                                  "baseline:random-candidates"}
     assert round_evaluation(store, "round_missing").empty
     generated = json.loads((Path(second.folder) / "stages" / "generate.json").read_text())
     assert generated["comparison_lists_generated"] == {}  # round 1's zero-shot lists were reused
