@@ -457,15 +457,29 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
 
 
 # ============================================================================ 2a. UCI: what choosing among candidates allows
+def _uci_store(args, work: Path):
+    """A store under ``work`` with UCI imported and contexts built at ``--cut`` as the loop builds them
+    (``--candidates``, ``--history-cap``, ``--max-contexts``, 30% of shoppers held out): (store, settings)."""
+    from rlhf.contexts import build_contexts
+    from rlhf.importing import import_online_retail
+
+    settings = load_settings(store={"data_dir": work / "data"},
+                             contexts={"n_candidates": args.candidates, "history_cap": args.history_cap,
+                                       "heldout_fraction": 0.3},
+                             generation={"list_length": args.list_length})
+    store = Store.from_settings(settings)
+    import_online_retail(store, Path(args.uci_dir), settings=settings)
+    build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
+    return store, settings
+
+
 def uci_ceiling(args) -> dict:
     """NDCG@N on UCI's held-out shoppers of lists that need no model, next to the baselines: the
     candidates in retrieval order, N candidates drawn at random (what an uninformed picker expects), and
     the best N candidates by what the shopper really bought later (the most any policy that chooses among
     the candidates can reach), next to the product's baselines (random candidates among them). Tells how
     far the loop's policy can go before any training is run."""
-    from rlhf.contexts import build_contexts
     from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth
-    from rlhf.importing import import_online_retail
 
     data = Path(args.uci_dir)
     print(f"== 2a. UCI: NDCG@{args.list_length} reachable by choosing among {args.candidates} candidates "
@@ -474,13 +488,7 @@ def uci_ceiling(args) -> dict:
         print("skipped: data not found\n")
         return {}
     work = Path(tempfile.mkdtemp(prefix="loop_ceiling_"))
-    settings = load_settings(store={"data_dir": work / "data"},
-                             contexts={"n_candidates": args.candidates, "history_cap": args.history_cap,
-                                       "heldout_fraction": 0.3},
-                             generation={"list_length": args.list_length})
-    store = Store.from_settings(settings)
-    import_online_retail(store, data, settings=settings)
-    build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
+    store, settings = _uci_store(args, work)
     r = settings.rounds
     truth = load_ground_truth(store, split="heldout", list_length=args.list_length, events=r.eval_events or None)
     n = args.list_length
@@ -515,9 +523,7 @@ def reward_inputs_section(args) -> dict:
     history (an interaction: "fits this shopper"). Scored on held-out shoppers' pairs by the TRUE order.
     Prints accuracy by training labels."""
     from rlhf import simulate as sim
-    from rlhf.contexts import build_contexts
     from rlhf.demo import build_demo, utility_fn_for_store
-    from rlhf.importing import import_online_retail
     from rlhf.models import get_tokenizer
     from rlhf.prompts import build_context_views, format_list_line, render_prompt
     from rlhf.reward.backbones import resolve_backbone
@@ -534,13 +540,7 @@ def reward_inputs_section(args) -> dict:
         return {}
     work = Path(tempfile.mkdtemp(prefix="loop_rm_inputs_"))
     if args.rm_data == "uci":
-        settings = load_settings(store={"data_dir": work / "data"},
-                                 contexts={"n_candidates": args.candidates, "history_cap": args.history_cap,
-                                           "heldout_fraction": 0.3},
-                                 generation={"list_length": args.list_length})
-        store = Store.from_settings(settings)
-        import_online_retail(store, data, settings=settings)
-        build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
+        store, settings = _uci_store(args, work)
     else:
         settings = load_settings(store={"data_dir": work / "data"},
                                  demo={"n_items": args.le_items, "n_shoppers": args.le_shoppers, "seed": args.seed},
