@@ -47,10 +47,12 @@ def demo_views(n: int, data_dir: Path):
     return views, settings
 
 
-def reason_figures(lists) -> dict:
+def reason_figures(lists, tokenizer=None, cap: int | None = None) -> dict:
     """How much the reasons say: copies of the prompt's example reason, reasons that repeat five or more
     of its words in a row (near copies), the share of distinct reasons, lists that give every item the
-    same reason, mean length in words (reasons are what annotators read)."""
+    same reason, mean length in words (reasons are what annotators read); with a tokenizer and the
+    reason cap, reasons that used the whole cap (the grammar ended their line) and, of those, the ones
+    whose last word is cut (it ends in a letter or digit with no punctuation: "... Loose Leaf Tea T")."""
     import re
 
     from rlhf.prompts import EXAMPLE_REASON, copies_example
@@ -69,7 +71,12 @@ def reason_figures(lists) -> dict:
         return re.sub(r"[^a-z ]", "", text.lower()).strip()
 
     reasons = [it.reason for x in lists for it in x.parsed.items]
+    at_cap = ([r for r in reasons if len(tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"]) >= cap]
+              if tokenizer is not None and cap else [])
     return {
+        "at_cap": len(at_cap),
+        "at_cap_unpunctuated": sum(r.strip()[-1:].isalnum() for r in at_cap),
+        "end_with_punctuation": sum(r.strip()[-1:] in ".!?" for r in reasons) / max(1, len(reasons)),
         "reasons": len(reasons),
         "example_copies": sum(copies_example(r) for r in reasons),
         "example_near_copies": sum(near_copy(r) for r in reasons),
@@ -203,12 +210,12 @@ def main() -> None:
             items = sum(x.parsed.n_valid for x in lists) / (len(lists) * g.list_length)
             # Position bias: lists that are just the first N candidates in the order shown.
             in_order = sum(x.parsed.short_ids == [f"C{k:02d}" for k in range(1, g.list_length + 1)] for x in lists)
-            reasons = reason_figures(lists)
+            reasons = reason_figures(lists, tokenizer, g.max_reason_tokens)
             results["validity"][name] = {
                 "lists": len(lists), "valid": valid, "rate": valid / len(lists), "usable_item_share": items,
                 "problems": dict(kinds), "seconds": secs, "first_n_in_order": in_order, "reasons": reasons,
                 "completion_tokens": sum(x.completion_tokens for x in lists),
-                "example": lists[0].raw_text,
+                "example": lists[0].raw_text, "texts": [x.raw_text for x in lists],
             }
             print(f"  {name:>26}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
                   f"{items:.0%} of asked; lists with each problem: {dict(kinds)}; {in_order} lists are just "
@@ -216,7 +223,10 @@ def main() -> None:
             print(f"    reasons: {reasons['reasons']}; copies of the prompt's example reason "
                   f"{reasons['example_copies']} (near copies, 5+ of its words in a row: "
                   f"{reasons['example_near_copies']}); distinct {reasons['distinct_share']:.0%}; lists repeating one "
-                  f"reason for every item {reasons['one_reason_lists']}; mean {reasons['mean_words']:.1f} words")
+                  f"reason for every item {reasons['one_reason_lists']}; mean {reasons['mean_words']:.1f} words; "
+                  f"{reasons['at_cap']} used the whole {g.max_reason_tokens}-token cap, "
+                  f"{reasons['at_cap_unpunctuated']} of them ending without punctuation; "
+                  f"{reasons['end_with_punctuation']:.0%} of all end in . ! or ?")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
     results["hardware"]["load_avg_end"] = os.getloadavg()
     print(f"\nload average at end: {os.getloadavg()}")

@@ -7,7 +7,8 @@ A small token-level state machine per generated list enforces the grammar::
     ...
     N. C03 | <reason><eos>          (or "\\n" then <eos>)
 
-Line heads (``"{k}. {short id} |"``) may only be spelled with tokens that keep the text a prefix of a
+In a reason's last :data:`REASON_CLOSING_TOKENS` tokens before its cap no new word may start, so a
+long reason ends after a whole word rather than inside one. Line heads (``"{k}. {short id} |"``) may only be spelled with tokens that keep the text a prefix of a
 head whose short id is a candidate NOT used yet in this list, so ids are always candidates and never
 repeated; ranks are forced to 1..N. The reason must contain a letter or digit before its line ends;
 end-of-sequence is allowed only at the end of the last line. A reason may not repeat the prompt's
@@ -79,6 +80,9 @@ EXAMPLE_FREE_WORDS = 3
 #: Anywhere in a reason, no run of this many of the forbidden reason's words in a row (the benchmarks
 #: count such runs as near copies).
 EXAMPLE_ECHO_WORDS = 5
+#: In a reason's last this many tokens before its cap, no new word may start: the line ends after the
+#: word in progress (or its punctuation) instead of being cut inside the next one ("... Loose Leaf Tea T").
+REASON_CLOSING_TOKENS = 3
 
 
 def _has_break(text: str) -> bool:
@@ -126,6 +130,15 @@ class TokenTable:
     @cached_property
     def _continuing(self) -> dict[str, frozenset[int]]:
         return {}
+
+    @cached_property
+    def word_starts(self) -> frozenset[int]:
+        """Tokens that begin a new word: a blank, then a letter or digit (byte-level BPE spells the
+        space before a word inside its token), and blanks alone (a word could follow them)."""
+        return frozenset(
+            i for i, t in enumerate(self.texts)
+            if (len(t) > 1 and t[0].isspace() and t[1].isalnum()) or (t and t.isspace() and not _has_break(t))
+        )
 
     def starting_with(self, prefix: str) -> frozenset[int]:
         """Tokens whose letters and digits begin with ``prefix`` (and are at least as long): the tokens
@@ -319,6 +332,9 @@ class ListConstraint:
         if state.phase == "reason":
             capped = state.reason_tokens >= self.max_reason_tokens
             allowed = self._fixed[("reason", self._is_last_line(state), state.reason_has_text, capped)]
+            if (state.reason_has_text and not capped
+                    and state.reason_tokens >= self.max_reason_tokens - REASON_CLOSING_TOKENS):
+                allowed = self._fixed[("closing", self._is_last_line(state))]
             if self._forbidden and state.copied is not None and state.copied >= self._free_chars:
                 allowed = self._off_the_copy(allowed, state.copied)
             if state.echo:
@@ -342,6 +358,8 @@ class ListConstraint:
                 if not last:
                     banned.add(t.eos_id)
                 out[("reason", last, has_text, False)] = Allowed(banned=frozenset(banned))
+            # Close to the cap: finish the word in progress, punctuate or end the line; no new word.
+            out[("closing", last)] = Allowed(banned=out[("reason", last, True, False)].banned | t.word_starts)
             # Out of reason tokens: end the line, or (no word yet) write a word first.
             out[("reason", last, True, True)] = Allowed(only=end)
             out[("reason", last, False, True)] = Allowed(only=frozenset(t.wordy - t.banned_in_reason))

@@ -54,11 +54,20 @@ def test_grammar_on_hand_written_completions(tokenizer):
     assert not c.follows(_ids(tokenizer, "1. C03 | Fine.") + [eos])  # EOS before the last line
     assert not c.follows(_ids(tokenizer, "2. C03 | Wrong rank."))
     assert not c.follows(_ids(tokenizer, "1. C03 | a | b"))  # no "|" inside a reason
-    # After the reason cap the line must end: only the newline token is allowed.
+    # In the reason's last 3 tokens before its cap (10 here) no new word may start; after the cap the
+    # line must end: only the newline token is allowed.
+    table = token_table(tokenizer)
     state = c.start()
-    for tok in _ids(tokenizer, "1. C03 | one two three four five six seven eight nine ten"):
+    for tok in _ids(tokenizer, "1. C03 | one two three four five six seven"):
         state = c.advance(state, tok)
-    assert c.allowed(state).only == frozenset({token_table(tokenizer).newline_id})
+    assert state.reason_tokens == 7
+    closing = c.allowed(state)
+    eight, comma, teen = _ids(tokenizer, " eight")[0], _ids(tokenizer, ",")[0], _ids(tokenizer, "teen")[0]
+    assert eight not in closing and comma in closing and teen in closing and table.newline_id in closing
+    for _ in range(3):
+        state = c.advance(state, comma)
+    assert c.allowed(state).only == frozenset({table.newline_id})
+    assert not c.follows(_ids(tokenizer, "1. C03 | one two three four five six seven eight nine ten"))
 
 
 def test_constrained_lists_are_always_valid(tokenizer, tiny_model):
