@@ -63,7 +63,9 @@ def test_grammar_on_hand_written_completions(tokenizer):
     assert state.reason_tokens == 7
     closing = c.allowed(state)
     eight, comma, teen = _ids(tokenizer, " eight")[0], _ids(tokenizer, ",")[0], _ids(tokenizer, "teen")[0]
-    assert eight not in closing and comma in closing and teen in closing and table.newline_id in closing
+    blank = _ids(tokenizer, " ")[0]  # a blank alone would let the next word start without one
+    assert eight not in closing and blank not in closing
+    assert comma in closing and teen in closing and table.newline_id in closing
     for _ in range(3):
         state = c.advance(state, comma)
     assert c.allowed(state).only == frozenset({table.newline_id})
