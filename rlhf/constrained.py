@@ -10,8 +10,9 @@ A small token-level state machine per generated list enforces the grammar::
 Line heads (``"{k}. {short id} |"``) may only be spelled with tokens that keep the text a prefix of a
 head whose short id is a candidate NOT used yet in this list, so ids are always candidates and never
 repeated; ranks are forced to 1..N. In a reason's last :data:`REASON_CLOSING_TOKENS` tokens before its
-cap no new word may start, so a long reason ends after a whole word rather than inside one. The reason must contain a letter or digit before its line ends;
-end-of-sequence is allowed only at the end of the last line. A reason may not repeat the prompt's
+cap no new word may start, so a long reason ends after a whole word rather than inside one. The
+reason must contain a letter or digit before its line ends; end-of-sequence is allowed only at the end
+of the last line. A reason may not repeat the prompt's
 example reason (:data:`rlhf.prompts.EXAMPLE_REASON`, compared on letters and digits alone, as
 :func:`rlhf.prompts.copies_example` does): once a reason has followed the example for its first
 :data:`EXAMPLE_FREE_WORDS` words, tokens that would follow it further are masked, so the line must
