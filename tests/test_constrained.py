@@ -145,18 +145,24 @@ def _walk(constraint, ids):
     return None, state
 
 
+def _refused_reason(tokenizer, reason: str):
+    """A two-line list whose first reason is ``reason``: (the product's grammar, the ids, the index of the
+    first token that grammar refuses or None); the grammar without the example rule accepts it all."""
+    view = _views(1)[0]
+    guarded = constraint_for_view(tokenizer, view, 2)
+    ids = _ids(tokenizer, f"1. C03 | {reason}\n2. C01 | Good.") + [tokenizer.eos_token_id]
+    assert constraint_for_view(tokenizer, view, 2, forbid_example=False).follows(ids)
+    return guarded, ids, _walk(guarded, ids)[0]
+
+
 @pytest.mark.parametrize("spelling", [
     EXAMPLE_REASON,
     EXAMPLE_REASON.lower(),
     "A teapot, to go with the mugs they bought LAST month!",
 ])
 def test_the_prompts_example_reason_cannot_be_repeated(tokenizer, spelling):
-    view = _views(1)[0]
-    guarded = constraint_for_view(tokenizer, view, 2)
-    ids = _ids(tokenizer, f"1. C03 | {spelling}\n2. C01 | Good.") + [tokenizer.eos_token_id]
-    assert constraint_for_view(tokenizer, view, 2, forbid_example=False).follows(ids)
+    guarded, ids, refused = _refused_reason(tokenizer, spelling)
     assert not guarded.follows(ids)
-    refused, _ = _walk(guarded, ids)
     # The first three words are free ("A teapot to ..." can be a reason of its own); the fourth is not.
     said = tokenizer.decode(ids[:refused])
     assert said.endswith(" to") and "go" in tokenizer.decode(ids[refused:refused + 1])
@@ -182,10 +188,10 @@ def _five_example_words(reason: str) -> bool:
 
 def _shared_run(a: str, b: str) -> int:
     """The longest run of letters and digits that ``a`` and ``b`` share."""
+    from difflib import SequenceMatcher
+
     a, b = letters_and_digits(a), letters_and_digits(b)
-    return max((k for i in range(len(a)) for j in range(len(b))
-                for k in [next((n for n in range(min(len(a) - i, len(b) - j)) if a[i + n] != b[j + n]),
-                               min(len(a) - i, len(b) - j))]), default=0)
+    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
 
 
 @pytest.mark.parametrize("near_copy", [
@@ -194,11 +200,7 @@ def _shared_run(a: str, b: str) -> int:
     "Goes well with the MUGS, they bought last month",
 ])
 def test_near_copies_of_the_example_are_cut_before_five_of_its_words(tokenizer, near_copy):
-    view = _views(1)[0]
-    guarded = constraint_for_view(tokenizer, view, 2)
-    ids = _ids(tokenizer, f"1. C03 | {near_copy}\n2. C01 | Good.") + [tokenizer.eos_token_id]
-    assert constraint_for_view(tokenizer, view, 2, forbid_example=False).follows(ids)
-    refused, _ = _walk(guarded, ids)
+    _, ids, refused = _refused_reason(tokenizer, near_copy)
     assert refused is not None
     said = tokenizer.decode(ids[:refused]).split("|", 1)[1]
     with_next = tokenizer.decode(ids[:refused + 1]).split("|", 1)[1]
