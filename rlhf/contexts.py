@@ -4,12 +4,18 @@ A context is what the policy sees: the shopper's purchases BEFORE ``as_of`` (mos
 distinct, capped at ``settings.contexts.history_cap``) and ``settings.contexts.n_candidates``
 candidate items retrieved cheaply from data before ``as_of``:
 
-- ``copurchase``: items bought by the shoppers most similar to this one (user-kNN: cosine overlap of
-  the items bought, the ``copurchase_neighbors`` nearest, each neighbour's items weighted by similarity);
+- ``copurchase``: items bought together with the shopper's history (``copurchase_similarity = "item"``,
+  default: item-item cosine on the shopper x item matrix, summed over the shown history, the score of the
+  evaluation's co-purchase baseline; ``"user"``: items bought by the ``copurchase_neighbors`` shoppers
+  most similar to this one, user-kNN);
 - ``category``: the most popular items in the shopper's categories, in proportion to how often the
   shopper bought from each;
 - ``popularity``: the most popular items overall (distinct buyers);
-- ``mixed`` (default): co-purchase, category and popularity blended by ``mixed_shares``, interleaved.
+- ``mixed`` (default): co-purchase, category and popularity blended by ``mixed_shares``. With
+  ``candidate_order = "relevance"`` (default) the blend is then ordered by its item-item co-purchase
+  score with the shown history, then popularity: small LLMs copy the top of a candidate list more than
+  the rest (SmolLM2 zero-shot on UCI: 67% of its picks among the first 5 of 15), so the order the policy
+  sees is a ranking in its own right. ``"interleaved"`` keeps the blend in source order.
 
 Every strategy backfills with popularity when it finds too few. Candidates NEVER include an item the
 shopper bought before ``as_of``, and nothing here uses any interaction at or after ``as_of`` (neither the
@@ -44,6 +50,8 @@ from storage.records import Context
 log = logging.getLogger(__name__)
 
 STRATEGIES: tuple[str, ...] = ("mixed", "copurchase", "category", "popularity")
+#: Contexts scored together by :func:`copurchase_scores` (bounds the dense items x contexts block).
+_SCORE_CHUNK = 256
 #: Called as ``progress(done, total)`` with the number of contexts computed so far.
 ProgressCallback = Callable[[int, int], None]
 
@@ -168,15 +176,23 @@ def compute_contexts(
             histories.append(distinct)
             bought_sets.append(distinct)
             keep.append(len(distinct) >= cfg.min_history)
+        wants_co = strategy in ("mixed", "copurchase")
+        item_based = wants_co and cfg.copurchase_similarity == "item"
+        by_relevance = strategy == "mixed" and cfg.candidate_order == "relevance"
         co_lists = (
             _copurchase_rankings(b, users, cfg.copurchase_neighbors, k + 64)
-            if strategy in ("mixed", "copurchase")
+            if wants_co and not item_based
             else [None] * len(users)
         )
+        shown = [h[: cfg.history_cap] for h in histories]
+        block = np.zeros((n_items, 0))
         for row, (gi, u) in enumerate(zip(group, users)):
             done += 1
+            if (item_based or by_relevance) and row % _SCORE_CHUNK == 0:
+                block = copurchase_scores(b, shown[row : row + _SCORE_CHUNK])
             if not keep[row]:
                 continue
+            together = block[:, row % _SCORE_CHUNK] if (item_based or by_relevance) else None
             excluded = np.zeros(n_items, dtype=bool)
             excluded[bought_sets[row]] = True
             pop_list = _take(pop_order, excluded, k)
@@ -185,8 +201,14 @@ def compute_contexts(
                 if strategy in ("mixed", "category")
                 else []
             )
-            co_list = [j for j in (co_lists[row] if co_lists[row] is not None else []) if not excluded[j]][:k]
+            if item_based:
+                co_list = _top_scored(together, pop, excluded, k)
+            else:
+                co_list = [j for j in (co_lists[row] or []) if not excluded[j]][:k]
             chosen = _blend(strategy, co_list, cat_list, pop_list, k, cfg.mixed_shares)
+            if by_relevance:
+                blended = {j: n for n, j in enumerate(chosen)}
+                chosen = sorted(chosen, key=lambda j: (-together[j], -pop[j], blended[j]))
             as_of = pd.Timestamp(int(t_cut), unit="us").to_pydatetime()
             shopper = str(shoppers[u])
             out.append(
@@ -304,6 +326,32 @@ def _blend(
                 taken[si] += 1
     chosen.sort()
     return [j for _, _, j in chosen]
+
+
+def copurchase_scores(bought: sparse.spmatrix, histories: Sequence[np.ndarray]) -> np.ndarray:
+    """Items x contexts: how strongly each item is bought together with each context's history.
+
+    score(i) = sum over history items h of co(i, h) / sqrt(buyers(i) * buyers(h)), item-item cosine on
+    ``bought`` (shoppers x items, 1 where a shopper bought the item; only data before the cut). One
+    formula for retrieval and for the evaluation's co-purchase baseline, so they cannot drift apart. A
+    shopper's own row adds nothing to items they never bought.
+    """
+    x = sparse.csr_matrix(bought, dtype=np.float64)
+    buyers = np.asarray(x.sum(axis=0)).ravel()
+    inv = 1.0 / np.sqrt(np.maximum(buyers, 1.0))
+    rows = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if histories else np.zeros(0, int)
+    cols = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    h = sparse.csr_matrix((inv[rows], (rows, cols)), shape=(x.shape[1], len(histories)))
+    scores = np.asarray((x.T @ (x @ h)).todense()) * inv[:, None]
+    # Rounded so that equal sums reached in a different order tie exactly and popularity decides.
+    return np.round(scores, 12)
+
+
+def _top_scored(scores: np.ndarray, pop: np.ndarray, excluded: np.ndarray, k: int) -> list[int]:
+    """Up to k items with a positive score that are not excluded, best first (then popularity, then code)."""
+    positive = np.flatnonzero((scores > 0) & ~excluded)
+    order = positive[np.lexsort((positive, -pop[positive], -scores[positive]))]
+    return order[:k].tolist()
 
 
 def _largest_remainder(k: int, weights: Sequence[float]) -> list[int]:

@@ -69,9 +69,20 @@ class ContextSettings(BaseModel):
     retrieval: Literal["mixed", "copurchase", "category", "popularity"] = "mixed"
     heldout_fraction: float = Field(0.2, description="Share of contexts kept out of training for evaluation.")
     seed: int = 13
-    copurchase_neighbors: int = Field(50, description="Most similar shoppers whose purchases feed co-purchase.")
+    copurchase_similarity: Literal["item", "user"] = Field(
+        "item", description="Co-purchase retrieval: item (items bought together with the history, item-item "
+        "cosine) or user (items bought by the most similar shoppers, user-kNN: the method before 2026-12-06)."
+    )
+    copurchase_neighbors: int = Field(50, description="'user' co-purchase: most similar shoppers whose purchases count.")
     mixed_shares: tuple[float, float, float] = Field(
         (0.5, 0.3, 0.2), description="'mixed' retrieval: shares of co-purchase, category and global popularity."
+    )
+    candidate_order: Literal["relevance", "interleaved"] = Field(
+        "relevance",
+        description="'mixed' retrieval: the order the candidates are shown in. relevance: by their item-item "
+        "co-purchase score with the shown history, then popularity (a retriever's ranking: the policy copies the "
+        "top of the list more often than the rest); interleaved: by source, in proportion to mixed_shares "
+        "(the order before 2026-12-06).",
     )
 
 
@@ -264,7 +275,9 @@ class RoundSettings(BaseModel):
     min_labels: int = Field(20, description="A round refuses to start with fewer usable labels.")
     eval_bootstrap_samples: int = Field(1000, description="Bootstrap resamples for evaluation intervals.")
     eval_seed: int = 0
-    eval_exclude_history: bool = Field(True, description="Baselines skip items already in the shopper's history.")
+    eval_exclude_history: bool = Field(
+        True, description="Baselines skip items the shopper bought before the context (the candidates' rule), "
+        "not only the history shown.")
     eval_events: list[str] = Field(
         ["purchase"], description="Interaction events that count as bought in evaluation (empty: all events)."
     )

@@ -122,6 +122,64 @@ def test_no_leakage_later_interactions_change_nothing(tmp_path: Path) -> None:
     assert len(stores["full"][0]) > 40
 
 
+def _copurchase_oracle(before: pd.DataFrame, history: list[str], item: str) -> float:
+    """Item-item cosine of ``item`` with each history item, summed, counted from ``before`` with pandas."""
+    buyers = before.groupby("item_id")["shopper_id"].agg(set)
+    mine = buyers.get(item, set())
+    return sum(len(mine & buyers.get(h, set())) / max(len(mine) * len(buyers.get(h, set())), 1) ** 0.5
+               for h in history)
+
+
+def test_mixed_candidates_are_ordered_by_copurchase_with_the_history(tmp_path: Path) -> None:
+    """'relevance' order: the same candidates as the interleaved blend, ranked by item-item co-purchase
+    with the shown history (checked against a pandas count from the purchases before the cut), then
+    popularity."""
+    shown: dict[str, list[Context]] = {}
+    for order in ("relevance", "interleaved"):
+        settings = load_settings(store={"data_dir": tmp_path / order}, demo={"n_items": 120, "n_shoppers": 80},
+                                 contexts={"candidate_order": order, "history_cap": 4})
+        shop = generate_shop(settings)
+        store = Store.from_settings(settings)
+        _write(store, settings, shop.items, shop.interactions)
+        build_contexts(store, settings=settings, as_of="2025-03-20")
+        shown[order] = _contexts(store)
+    purchases = shop.interactions[shop.interactions["event"] == "purchase"]
+    before = purchases[purchases["ts"] < pd.Timestamp("2025-03-20")]
+    buyers = before.groupby("item_id")["shopper_id"].nunique()
+    reordered = 0
+    for ranked, blended in zip(shown["relevance"], shown["interleaved"], strict=True):
+        assert ranked.context_id == blended.context_id and ranked.history == blended.history
+        assert sorted(ranked.candidates) == sorted(blended.candidates)
+        keys = [(round(_copurchase_oracle(before, ranked.history, c), 9), int(buyers.get(c, 0)))
+                for c in ranked.candidates]
+        assert keys == sorted(keys, reverse=True), ranked.context_id
+        reordered += ranked.candidates != blended.candidates
+    assert reordered > len(shown["relevance"]) // 2
+
+
+def test_copurchase_retrieval_ranks_as_the_evaluation_baseline(tmp_path: Path) -> None:
+    """With the whole history shown, the co-purchase strategy's first N candidates score exactly what the
+    evaluation's co-purchase baseline picks for that shopper: one formula for both."""
+    from rlhf.evaluation import copurchase_lists
+
+    settings = load_settings(store={"data_dir": tmp_path}, demo={"n_items": 120, "n_shoppers": 80},
+                             contexts={"history_cap": 500})
+    shop = generate_shop(settings)
+    store = Store.from_settings(settings)
+    _write(store, settings, shop.items, shop.interactions)
+    cut = pd.Timestamp("2025-03-20")
+    build_contexts(store, settings=settings, as_of=cut, strategy="copurchase")
+    contexts = _contexts(store)
+    purchases = shop.interactions[shop.interactions["event"] == "purchase"]
+    before = purchases[purchases["ts"] < cut]
+    baseline = copurchase_lists({c.context_id: c.history for c in contexts}, purchases, cut, 5)
+    for c in contexts:
+        ours = [round(_copurchase_oracle(before, c.history, i), 9) for i in c.candidates[:5]]
+        theirs = [round(_copurchase_oracle(before, c.history, i), 9) for i in baseline[c.context_id]]
+        assert ours == theirs, c.context_id
+    assert sum(c.candidates[:5] == baseline[c.context_id] for c in contexts) > len(contexts) // 2
+
+
 def test_candidates_never_bought_before_and_history_before_cut(tmp_path: Path) -> None:
     settings = load_settings(store={"data_dir": tmp_path}, demo={"n_items": 160, "n_shoppers": 100})
     shop = generate_shop(settings)
