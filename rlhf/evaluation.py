@@ -198,7 +198,9 @@ class GroundTruth:
     """Everything evaluation needs about a set of held-out contexts, read once.
 
     ``future[context_id]`` holds the items bought at or after that context's as_of (targets only);
-    ``popularity`` ranks items by buyers strictly before ``cut`` (the earliest as_of).
+    ``owned[context_id]`` the items its shopper bought before it (never recommendable: candidates leave
+    them out, and so do the baselines); ``popularity`` ranks items by buyers strictly before ``cut`` (the
+    earliest as_of).
     """
 
     contexts: dict[str, Any]
@@ -210,6 +212,7 @@ class GroundTruth:
     cut: datetime
     list_length: int
     before: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    owned: dict[str, set[str]] = field(repr=False, default_factory=dict)
 
     @property
     def popularity_rank(self) -> dict[str, int]:
@@ -239,12 +242,14 @@ def popularity_ranking(interactions: pd.DataFrame, cut: Any, catalogue: Iterable
 
 
 def popularity_lists(
-    histories: Mapping[str, Sequence[str]], ranking: Sequence[str], n: int, *, exclude_history: bool = True
+    histories: Mapping[str, Sequence[str]], ranking: Sequence[str], n: int, *, exclude_history: bool = True,
+    owned: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, list[str]]:
-    """Per context, the ``n`` most popular items (skipping what the shopper already has, by default)."""
+    """Per context, the ``n`` most popular items (skipping what the shopper already has, by default: the
+    history and ``owned[context_id]``)."""
     out = {}
     for context_id, history in histories.items():
-        seen = set(history) if exclude_history else set()
+        seen = (set(history) | set((owned or {}).get(context_id, ()))) if exclude_history else set()
         out[context_id] = [i for i in _skip(ranking, seen, n)]
     return out
 
@@ -257,21 +262,25 @@ def copurchase_lists(
     *,
     catalogue: Iterable[str] | None = None,
     exclude_history: bool = True,
+    owned: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, list[str]]:
-    """Per context, items most co-bought (by the same shoppers, before ``cut``) with its history.
+    """Per context, items most co-bought (by the same shoppers, before ``cut``) with its history, skipping
+    the history and ``owned[context_id]`` (what the shopper already has) unless ``exclude_history`` is off.
 
     score(i) = Σ_h co(i, h) / sqrt(buyers(i) · buyers(h)) over history items h (item-item cosine on the
     shopper × item matrix); ties and empty scores are filled by popularity. Only interactions strictly
-    before ``cut`` are used.
+    before ``cut`` are used. The score is retrieval's own (:func:`rlhf.contexts.copurchase_scores`).
     """
     from scipy import sparse
+
+    from rlhf.contexts import copurchase_scores
 
     df = _before(interactions, cut)
     if catalogue is not None:
         df = df[df["item_id"].isin(set(catalogue))]
     ranking = popularity_ranking(df, cut)
     if df.empty or not histories:
-        return popularity_lists(histories, ranking, n, exclude_history=exclude_history)
+        return popularity_lists(histories, ranking, n, exclude_history=exclude_history, owned=owned)
     pairs = df[["shopper_id", "item_id"]].drop_duplicates()
     items = pd.Index(sorted(pairs["item_id"].unique()))
     shoppers = pd.Index(pairs["shopper_id"].unique())
@@ -279,24 +288,15 @@ def copurchase_lists(
         (np.ones(len(pairs)), (shoppers.get_indexer(pairs["shopper_id"]), items.get_indexer(pairs["item_id"]))),
         shape=(len(shoppers), len(items)),
     )
-    buyers = np.asarray(x.sum(axis=0)).ravel()
-    inv = 1.0 / np.sqrt(np.maximum(buyers, 1.0))
     context_ids = list(histories)
-    h_rows, h_cols = [], []
-    for col, cid in enumerate(context_ids):
-        idx = items.get_indexer(list(dict.fromkeys(histories[cid])))
-        idx = idx[idx >= 0]
-        h_rows.extend(idx.tolist())
-        h_cols.extend([col] * len(idx))
-    h = sparse.csr_matrix((inv[h_rows], (h_rows, h_cols)), shape=(len(items), len(context_ids)))
-    # (items x shoppers) @ (shoppers x contexts): co-occurrence with each context's history, weighted.
-    scores = np.asarray((x.T @ (x @ h)).todense()) * inv[:, None]
+    known = [items.get_indexer(list(dict.fromkeys(histories[cid]))) for cid in context_ids]
+    scores = copurchase_scores(x, [idx[idx >= 0] for idx in known])
     pop_rank = {item: r for r, item in enumerate(ranking)}
     names = [str(i) for i in items]
     tiebreak = np.array([pop_rank.get(i, len(ranking)) for i in names], dtype=float)
     out = {}
     for col, cid in enumerate(context_ids):
-        seen = set(histories[cid]) if exclude_history else set()
+        seen = (set(histories[cid]) | set((owned or {}).get(cid, ()))) if exclude_history else set()
         col_scores = scores[:, col]
         positive = np.flatnonzero(col_scores > 0)
         order = positive[np.lexsort((tiebreak[positive], -col_scores[positive]))]
@@ -409,9 +409,9 @@ def baseline_lists(
     wanted = set(truth.contexts) if context_ids is None else set(context_ids) & set(truth.contexts)
     histories = {cid: list(getattr(c, "history", []) or []) for cid, c in truth.contexts.items() if cid in wanted}
     n = truth.list_length
-    pop = popularity_lists(histories, truth.popularity, n, exclude_history=exclude_history)
+    pop = popularity_lists(histories, truth.popularity, n, exclude_history=exclude_history, owned=truth.owned)
     co = copurchase_lists(histories, truth.before, truth.cut, n, catalogue=truth.catalogue,
-                          exclude_history=exclude_history)
+                          exclude_history=exclude_history, owned=truth.owned)
     return [
         PolicyLists(POPULARITY, {c: [v] for c, v in pop.items()}, kind="baseline"),
         PolicyLists(COPURCHASE, {c: [v] for c, v in co.items()}, kind="baseline"),
@@ -517,6 +517,7 @@ def load_ground_truth(
                               "shopper_id": [c.shopper_id for c in contexts],
                               "as_of": [c.as_of for c in contexts]})
         future_rows = q.future_interactions(con, frame, events=events)
+        owned_rows = q.items_bought_before(con, frame, events=events)
         before = q.interactions_before(con, cut, events=events)
         items = q.item_categories(con)
     catalogue = set(items["item_id"])
@@ -524,6 +525,9 @@ def load_ground_truth(
     for cid, item in zip(future_rows["context_id"], future_rows["item_id"]):
         if item in catalogue:
             future[cid].add(item)
+    owned: dict[str, set[str]] = {c.context_id: set() for c in contexts}
+    for cid, item in zip(owned_rows["context_id"], owned_rows["item_id"]):
+        owned[cid].add(item)
     return GroundTruth(
         contexts={c.context_id: c for c in contexts},
         future=future,
@@ -534,6 +538,7 @@ def load_ground_truth(
         cut=pd.Timestamp(cut).to_pydatetime(),
         list_length=list_length,
         before=before,
+        owned=owned,
     )
 
 

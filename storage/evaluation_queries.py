@@ -42,6 +42,30 @@ def future_interactions(
         con.unregister("_ctx_in")
 
 
+def items_bought_before(
+    con: Any, contexts: pd.DataFrame, *, events: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``context_id, item_id``: what each context's shopper bought strictly before its ``as_of``.
+
+    Evaluation uses it to hold the baselines to the candidates' rule (never an item already bought).
+    """
+    frame = contexts[["context_id", "shopper_id", "as_of"]].copy()
+    frame["as_of"] = pd.to_datetime(frame["as_of"])
+    sql = (
+        "SELECT DISTINCT c.context_id, i.item_id FROM _ctx_in c "
+        "JOIN interactions i ON i.shopper_id = c.shopper_id AND i.ts < c.as_of WHERE i.quantity > 0"
+    )
+    params: list[Any] = []
+    if events:
+        sql += " AND i.event IN (" + ",".join("?" * len(events)) + ")"
+        params.extend(events)
+    con.register("_ctx_in", frame)
+    try:
+        return con.execute(sql + " ORDER BY c.context_id, i.item_id", params).df()
+    finally:
+        con.unregister("_ctx_in")
+
+
 def interactions_before(
     con: Any, cut: Any, *, events: Sequence[str] | None = None, positive_only: bool = True
 ) -> pd.DataFrame:

@@ -146,6 +146,24 @@ def test_store_evaluation_matches_hand_computed_values(store) -> None:
     assert rand["kind"] == "baseline" and rand["hr@5"] == pytest.approx(1.0) and rand["item_validity"] == 1.0
 
 
+def test_baselines_never_recommend_what_the_shopper_already_bought(store) -> None:
+    """Candidates never hold an item bought before the context, so neither may the baselines: not only
+    the history shown (s1's history shows i1, but s1 also bought i4 before the cut)."""
+    _seed_store(store)
+    truth = ev.load_ground_truth(store, split="heldout", list_length=3)
+    assert truth.owned == {"ctx1": {"i1", "i4"}, "ctx2": {"i1", "i2", "i4"}, "ctx3": set()}
+    lists = {b.policy_id: b.lists for b in ev.baseline_lists(truth)}
+    # by buyers before the cut: i1 3, i2 2, i4 2, i3 1 (no other item was bought before it)
+    assert lists[ev.POPULARITY]["ctx1"] == [["i2", "i3"]]
+    assert lists[ev.POPULARITY]["ctx2"] == [["i3"]]
+    assert lists[ev.POPULARITY]["ctx3"] == [["i1", "i2", "i4"]]  # s5 bought nothing before: i3 is history
+    for cid, owned in truth.owned.items():
+        assert not owned & set(lists[ev.COPURCHASE][cid][0]), cid
+    assert lists[ev.COPURCHASE]["ctx1"][0][0] == "i2"  # co-bought with i1 by s2 and s3
+    loose = {b.policy_id: b.lists for b in ev.baseline_lists(truth, exclude_history=False)}
+    assert loose[ev.POPULARITY]["ctx1"] == [["i1", "i2", "i4"]]
+
+
 def _settings(store):
     from rlhf.settings import load_settings
 
