@@ -14,9 +14,10 @@ Sections (each can be skipped; every size is a flag):
    ``laplace`` / ``sandwich`` / ``epig`` / ``pepig``: that quota from the probe's own posterior,
    posterior_selection.py);
    every arm is compared with random and with active, paired by repeat.
-2a. ``--section ceiling`` — NDCG@N on UCI of lists that need no model (the candidates in retrieval order,
-   random candidates, the best candidates by later purchases) next to the baselines: what a policy that
-   chooses among the candidates can reach.
+2a. ``--section ceiling`` — NDCG@N on UCI of lists that need no model (the first candidates as shown,
+   random candidates, the best candidates by later purchases) next to the baselines, for each candidate
+   retrieval (``--retrievals``: co-purchase similarity and candidate order): what a policy that chooses among the candidates can reach. With
+   ``--zero-shot``, the real policy's lists in each order and where its picks sit among the candidates.
 2b. ``--section rm-inputs`` — what the small-data reward model (the probe's head) learns from crowd labels
    on random candidate lists, for each input it can read (``--rm-data uci``: truth = later purchases;
    ``demo``: the demo shop's hidden preferences), by training labels.
@@ -457,15 +458,16 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
 
 
 # ============================================================================ 2a. UCI: what choosing among candidates allows
-def _uci_store(args, work: Path):
+def _uci_store(args, work: Path, retrieval: dict | None = None):
     """A store under ``work`` with UCI imported and contexts built at ``--cut`` as the loop builds them
-    (``--candidates``, ``--history-cap``, ``--max-contexts``, 30% of shoppers held out): (store, settings)."""
+    (``--candidates``, ``--history-cap``, ``--max-contexts``, 30% of shoppers held out; ``retrieval``:
+    other ``contexts`` settings, default the product's): (store, settings)."""
     from rlhf.contexts import build_contexts
     from rlhf.importing import import_online_retail
 
-    settings = load_settings(store={"data_dir": work / "data"},
-                             contexts={"n_candidates": args.candidates, "history_cap": args.history_cap,
-                                       "heldout_fraction": 0.3},
+    contexts = {"n_candidates": args.candidates, "history_cap": args.history_cap, "heldout_fraction": 0.3}
+    contexts.update(retrieval or {})
+    settings = load_settings(store={"data_dir": work / "data"}, contexts=contexts,
                              generation={"list_length": args.list_length})
     store = Store.from_settings(settings)
     import_online_retail(store, Path(args.uci_dir), settings=settings)
@@ -474,43 +476,71 @@ def _uci_store(args, work: Path):
 
 
 def uci_ceiling(args) -> dict:
-    """NDCG@N on UCI's held-out shoppers of lists that need no model, next to the baselines: the
-    candidates in retrieval order, N candidates drawn at random (what an uninformed picker expects), and
-    the best N candidates by what the shopper really bought later (the most any policy that chooses among
-    the candidates can reach), next to the product's baselines (random candidates among them). Tells how
-    far the loop's policy can go before any training is run."""
-    from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth
+    """NDCG@N on UCI's held-out shoppers of lists that need no model (the candidates in the order they are
+    shown, and the best N candidates by what the shopper really bought later: the most any policy that
+    chooses among the candidates can reach), next to the product's baselines (random candidates among
+    them), for each ``--retrievals`` (co-purchase similarity : candidate order). With ``--zero-shot`` the real policy also writes one list per
+    held-out shopper in each order (same seed), and where its picks sit among the candidates is printed:
+    how much of what a zero-shot policy scores is the order it was shown. Tells how far the loop's policy
+    can go before any training is run."""
+    from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth, policy_lists_from_store
+    from rlhf.generate import generate_for_store
 
     data = Path(args.uci_dir)
-    print(f"== 2a. UCI: NDCG@{args.list_length} reachable by choosing among {args.candidates} candidates "
+    n = args.list_length
+    print(f"== 2a. UCI: NDCG@{n} reachable by choosing among {args.candidates} candidates "
           f"(cut {args.cut}, history cap {args.history_cap}, {args.max_contexts} contexts)")
     if not data.is_dir():
         print("skipped: data not found\n")
         return {}
-    work = Path(tempfile.mkdtemp(prefix="loop_ceiling_"))
-    store, settings = _uci_store(args, work)
-    r = settings.rounds
-    truth = load_ground_truth(store, split="heldout", list_length=args.list_length, events=r.eval_events or None)
-    n = args.list_length
-    in_order, oracle = {}, {}
-    for cid, context in truth.contexts.items():
-        cands = list(context.candidates)
-        bought = truth.future.get(cid, set())
-        in_order[cid] = [cands[:n]]
-        oracle[cid] = [sorted(cands, key=lambda i: (i not in bought, cands.index(i)))[:n]]
-    # Random candidates are one of the product's own baselines (rlhf.evaluation.RANDOM_CANDIDATES).
-    lists = [PolicyLists("candidates in retrieval order", in_order, kind="diagnostic"),
-             PolicyLists("best candidates by later purchases (ceiling)", oracle, kind="diagnostic")]
-    table = evaluation_table(lists, truth, baselines=True, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
-                             exclude_history=r.eval_exclude_history)
-    k = f"ndcg@{n}"
-    print(f"{len(truth.contexts)} held-out shoppers, {int(table['contexts_with_targets'].iloc[0])} with later purchases")
-    for rec in table.to_dict(orient="records"):
-        print(f"  {rec['policy']:<48} NDCG@{n} {rec[k]:.3f} [{rec['ndcg_lo']:.3f}, {rec['ndcg_hi']:.3f}]  "
-              f"HR@{n} {rec[f'hr@{n}']:.3f}")
-    shutil.rmtree(work, ignore_errors=True)
+    out: dict = {}
+    for order in [o.strip() for o in args.retrievals.split(",") if o.strip()]:
+        similarity, _, candidate_order = order.partition(":")
+        work = Path(tempfile.mkdtemp(prefix="loop_ceiling_"))
+        store, settings = _uci_store(args, work, {"copurchase_similarity": similarity,
+                                                   "candidate_order": candidate_order})
+        r = settings.rounds
+        truth = load_ground_truth(store, split="heldout", list_length=n, events=r.eval_events or None)
+        shown, oracle = {}, {}
+        for cid, context in truth.contexts.items():
+            cands = list(context.candidates)
+            bought = truth.future.get(cid, set())
+            shown[cid] = [cands[:n]]
+            oracle[cid] = [sorted(cands, key=lambda i: (i not in bought, cands.index(i)))[:n]]
+        # Random candidates are one of the product's own baselines (rlhf.evaluation.RANDOM_CANDIDATES).
+        lists = [PolicyLists(f"the first {n} candidates as shown", shown, kind="diagnostic"),
+                 PolicyLists("best candidates by later purchases (ceiling)", oracle, kind="diagnostic")]
+        positions: list[int] = []
+        if args.zero_shot:
+            t0 = time.perf_counter()
+            run = generate_for_store(store, settings, split="heldout", n_contexts=len(truth.contexts),
+                                     samples_per_context=1, seed=args.seed, progress=False)
+            zero = policy_lists_from_store(store, run.policy_id, list(truth.contexts))
+            lists.append(PolicyLists("zero-shot policy", zero.lists, zero.valid))
+            for cid, picked in zero.lists.items():
+                cands = list(truth.contexts[cid].candidates)
+                positions += [cands.index(i) + 1 for items in picked for i in items if i in cands]
+            print(f"[{order}] zero-shot: {sum(len(v) for v in zero.lists.values())} lists in "
+                  f"{time.perf_counter() - t0:.0f} s")
+        table = evaluation_table(lists, truth, baselines=True, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
+                                 exclude_history=r.eval_exclude_history)
+        later = sum(len(v) for v in truth.future.values())
+        rebought = sum(len(v & truth.owned.get(c, set())) for c, v in truth.future.items())
+        print(f"[{order}] {len(truth.contexts)} held-out shoppers, "
+              f"{int(table['contexts_with_targets'].iloc[0])} with later purchases; of the {later} items bought "
+              f"later, {rebought} ({rebought / max(later, 1):.0%}) were bought before too: no candidate (and no "
+              "baseline) may list them")
+        for rec in table.to_dict(orient="records"):
+            print(f"  {rec['policy']:<48} NDCG@{n} {rec[f'ndcg@{n}']:.3f} [{rec['ndcg_lo']:.3f}, "
+                  f"{rec['ndcg_hi']:.3f}]  HR@{n} {rec[f'hr@{n}']:.3f}")
+        if positions:
+            hist = np.bincount(positions, minlength=args.candidates + 1)[1:]
+            print(f"  zero-shot picks by position 1..{args.candidates}: {hist.tolist()}; "
+                  f"{np.mean(np.array(positions) <= n):.1%} among the first {n} (uniform: {n / args.candidates:.1%})")
+        out[order] = {"table": table.to_dict(orient="records"), "positions": positions}
+        shutil.rmtree(work, ignore_errors=True)
     print()
-    return {"table": table.to_dict(orient="records")}
+    return out
 
 
 def reward_inputs_section(args) -> dict:
@@ -784,6 +814,10 @@ def uci(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine"], default="all")
+    p.add_argument("--retrievals", default="user:interleaved,item:interleaved,item:relevance",
+                   help="ceiling: contexts.copurchase_similarity:contexts.candidate_order pairs to compare")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="ceiling: the real policy also writes one list per held-out shopper in each order")
     p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-length", type=int, default=5)
