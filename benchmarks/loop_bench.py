@@ -16,8 +16,9 @@ Sections (each can be skipped; every size is a flag):
    every arm is compared with random and with active, paired by repeat.
 2a. ``--section ceiling`` — NDCG@N on UCI of lists that need no model (the first candidates as shown,
    random candidates, the best candidates by later purchases) next to the baselines, for each candidate
-   retrieval (``--retrievals``: co-purchase similarity and candidate order): what a policy that chooses among the candidates can reach. With
-   ``--zero-shot``, the real policy's lists in each order and where its picks sit among the candidates.
+   retrieval (``--retrievals``: co-purchase similarity and candidate order): what a policy that
+   chooses among the candidates can reach. With ``--zero-shot``, the real policy's lists in each
+   retrieval and where its picks sit among the candidates.
 2b. ``--section rm-inputs`` — what the small-data reward model (the probe's head) learns from crowd labels
    on random candidate lists, for each input it can read (``--rm-data uci``: truth = later purchases;
    ``demo``: the demo shop's hidden preferences), by training labels.
@@ -479,8 +480,9 @@ def uci_ceiling(args) -> dict:
     """NDCG@N on UCI's held-out shoppers of lists that need no model (the candidates in the order they are
     shown, and the best N candidates by what the shopper really bought later: the most any policy that
     chooses among the candidates can reach), next to the product's baselines (random candidates among
-    them), for each ``--retrievals`` (co-purchase similarity : candidate order). With ``--zero-shot`` the real policy also writes one list per
-    held-out shopper in each order (same seed), and where its picks sit among the candidates is printed:
+    them), for each ``--retrievals`` (co-purchase similarity : candidate order). With ``--zero-shot``
+    the real policy also writes one list per held-out shopper in each (same seed), and where its picks
+    sit among the candidates is printed:
     how much of what a zero-shot policy scores is the order it was shown. Tells how far the loop's policy
     can go before any training is run."""
     from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth, policy_lists_from_store
@@ -522,14 +524,14 @@ def uci_ceiling(args) -> dict:
                 positions += [cands.index(i) + 1 for items in picked for i in items if i in cands]
             print(f"[{order}] zero-shot: {sum(len(v) for v in zero.lists.values())} lists in "
                   f"{time.perf_counter() - t0:.0f} s")
-        table = evaluation_table(lists, truth, baselines=True, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
-                                 exclude_history=r.eval_exclude_history)
+        table = evaluation_table(lists, truth, baselines=True, samples=r.eval_bootstrap_samples,
+                                 seed=r.eval_seed, exclude_history=r.eval_exclude_history)
         later = sum(len(v) for v in truth.future.values())
         rebought = sum(len(v & truth.owned.get(c, set())) for c, v in truth.future.items())
         print(f"[{order}] {len(truth.contexts)} held-out shoppers, "
-              f"{int(table['contexts_with_targets'].iloc[0])} with later purchases; of the {later} items bought "
-              f"later, {rebought} ({rebought / max(later, 1):.0%}) were bought before too: no candidate (and no "
-              "baseline) may list them")
+              f"{int(table['contexts_with_targets'].iloc[0])} with later purchases; of the {later} items "
+              f"bought later, {rebought} ({rebought / max(later, 1):.0%}) were bought before too: no "
+              "candidate (and no baseline) may list them")
         for rec in table.to_dict(orient="records"):
             print(f"  {rec['policy']:<48} NDCG@{n} {rec[f'ndcg@{n}']:.3f} [{rec['ndcg_lo']:.3f}, "
                   f"{rec['ndcg_hi']:.3f}]  HR@{n} {rec[f'hr@{n}']:.3f}")

@@ -23,23 +23,13 @@ def future_interactions(
     quantity`` ordered by context and time; returns and cancellations (quantity <= 0) are left out
     unless ``positive_only`` is False.
     """
-    frame = contexts[["context_id", "shopper_id", "as_of"]].copy()
-    frame["as_of"] = pd.to_datetime(frame["as_of"])
     sql = (
         "SELECT c.context_id, i.item_id, i.ts, i.quantity FROM _ctx_in c "
         "JOIN interactions i ON i.shopper_id = c.shopper_id AND i.ts >= c.as_of WHERE true"
     )
-    params: list[Any] = []
     if positive_only:
         sql += " AND i.quantity > 0"
-    if events:
-        sql += " AND i.event IN (" + ",".join("?" * len(events)) + ")"
-        params.extend(events)
-    con.register("_ctx_in", frame)
-    try:
-        return con.execute(sql + " ORDER BY c.context_id, i.ts, i.item_id", params).df()
-    finally:
-        con.unregister("_ctx_in")
+    return _per_context(con, contexts, sql, events, " ORDER BY c.context_id, i.ts, i.item_id")
 
 
 def items_bought_before(
@@ -49,19 +39,26 @@ def items_bought_before(
 
     Evaluation uses it to hold the baselines to the candidates' rule (never an item already bought).
     """
-    frame = contexts[["context_id", "shopper_id", "as_of"]].copy()
-    frame["as_of"] = pd.to_datetime(frame["as_of"])
     sql = (
         "SELECT DISTINCT c.context_id, i.item_id FROM _ctx_in c "
         "JOIN interactions i ON i.shopper_id = c.shopper_id AND i.ts < c.as_of WHERE i.quantity > 0"
     )
+    return _per_context(con, contexts, sql, events, " ORDER BY c.context_id, i.item_id")
+
+
+def _per_context(
+    con: Any, contexts: pd.DataFrame, sql: str, events: Sequence[str] | None, order_by: str
+) -> pd.DataFrame:
+    """Run ``sql`` against the contexts registered as ``_ctx_in``, filtered to ``events`` if given."""
+    frame = contexts[["context_id", "shopper_id", "as_of"]].copy()
+    frame["as_of"] = pd.to_datetime(frame["as_of"])
     params: list[Any] = []
     if events:
         sql += " AND i.event IN (" + ",".join("?" * len(events)) + ")"
         params.extend(events)
     con.register("_ctx_in", frame)
     try:
-        return con.execute(sql + " ORDER BY c.context_id, i.item_id", params).df()
+        return con.execute(sql + order_by, params).df()
     finally:
         con.unregister("_ctx_in")
 
