@@ -14,7 +14,7 @@ candidate items retrieved cheaply from data before ``as_of``:
 - ``mixed`` (default): co-purchase, category and popularity blended by ``mixed_shares``. With
   ``candidate_order = "relevance"`` (default) the blend is then ordered by its item-item co-purchase
   score with the shown history, then popularity: small LLMs copy the top of a candidate list more than
-  the rest (SmolLM2 zero-shot on UCI: 67% of its picks among the first 5 of 15), so the order the policy
+  the rest (SmolLM2 zero-shot on UCI: 64-70% of its picks among the first 5 of 15), so the order the policy
   sees is a ranking in its own right. ``"interleaved"`` keeps the blend in source order.
 
 Every strategy backfills with popularity when it finds too few. Candidates NEVER include an item the
