@@ -47,15 +47,17 @@ def demo_views(n: int, data_dir: Path):
     return views, settings
 
 
-def reason_figures(lists, tokenizer=None, cap: int | None = None) -> dict:
+def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) -> dict:
     """How much the reasons say: copies of the prompt's example reason, reasons that repeat five or more
     of its words in a row (near copies), the share of distinct reasons, lists that give every item the
     same reason, mean length in words (reasons are what annotators read); with a tokenizer and the
     reason cap, reasons that used the whole cap (the grammar ended their line) and, of those, the ones
-    whose last word is cut (it ends in a letter or digit with no punctuation: "... Loose Leaf Tea T")."""
+    whose last word is cut (it ends in a letter or digit with no punctuation: "... Loose Leaf Tea T");
+    with the context views, reasons that begin with ANOTHER candidate's title (they describe the wrong
+    item: "Oak Picture Frame | Oak Wall Hanging (Home Decor, ...)") and with their own item's title."""
     import re
 
-    from rlhf.prompts import EXAMPLE_REASON, copies_example
+    from rlhf.prompts import EXAMPLE_REASON, copies_example, letters_and_digits
 
     def words(text: str) -> list[str]:
         return re.findall(r"[a-z0-9]+", text.lower())
@@ -71,6 +73,15 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None) -> dict:
         return re.sub(r"[^a-z ]", "", text.lower()).strip()
 
     reasons = [it.reason for x in lists for it in x.parsed.items]
+    titles = {v.context_id: {c.item_id: letters_and_digits(c.title) for c in v.candidates} for v in views or []}
+    other_title = own_title = 0
+    for x in lists:
+        for it in x.parsed.items if x.context_id in titles else []:
+            said = letters_and_digits(it.reason)
+            mine = titles[x.context_id].get(it.item_id, "")
+            own_title += bool(mine) and said.startswith(mine)
+            other_title += any(t and said.startswith(t) and not mine.startswith(t)
+                               for i, t in titles[x.context_id].items() if i != it.item_id)
     at_cap = ([r for r in reasons if len(tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"]) >= cap]
               if tokenizer is not None and cap else [])
     return {
@@ -84,6 +95,8 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None) -> dict:
         "one_reason_lists": sum(len(x.parsed.items) > 1 and len({norm(it.reason) for it in x.parsed.items}) == 1
                                 for x in lists),
         "mean_words": sum(len(r.split()) for r in reasons) / max(1, len(reasons)),
+        "other_item_title": other_title,
+        "own_item_title": own_title,
     }
 
 
@@ -210,7 +223,7 @@ def main() -> None:
             items = sum(x.parsed.n_valid for x in lists) / (len(lists) * g.list_length)
             # Position bias: lists that are just the first N candidates in the order shown.
             in_order = sum(x.parsed.short_ids == [f"C{k:02d}" for k in range(1, g.list_length + 1)] for x in lists)
-            reasons = reason_figures(lists, tokenizer, g.max_reason_tokens)
+            reasons = reason_figures(lists, tokenizer, g.max_reason_tokens, subset)
             results["validity"][name] = {
                 "lists": len(lists), "valid": valid, "rate": valid / len(lists), "usable_item_share": items,
                 "problems": dict(kinds), "seconds": secs, "first_n_in_order": in_order, "reasons": reasons,
@@ -226,7 +239,9 @@ def main() -> None:
                   f"reason for every item {reasons['one_reason_lists']}; mean {reasons['mean_words']:.1f} words; "
                   f"{reasons['at_cap']} used the whole {g.max_reason_tokens}-token cap, "
                   f"{reasons['at_cap_unpunctuated']} of them ending without punctuation; "
-                  f"{reasons['end_with_punctuation']:.0%} of all end in . ! or ?")
+                  f"{reasons['end_with_punctuation']:.0%} of all end in . ! or ?; beginning with another "
+                  f"candidate's title {reasons['other_item_title']}, with their own item's "
+                  f"{reasons['own_item_title']}")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
     results["hardware"]["load_avg_end"] = os.getloadavg()
     print(f"\nload average at end: {os.getloadavg()}")
