@@ -17,7 +17,9 @@ as_of**, over the whole catalogue (no sampled negatives: sampled metrics can rev
 Baselines in the same table, computed only from interactions strictly before the cut: ``popularity``
 (most-bought items) and ``co-purchase`` (items bought by the same shoppers as the context's history,
 cosine-normalised, back-filled by popularity). The cut for a set of contexts is the *earliest* as_of
-among them, so no context's baseline can see anything at or after its own cut. A third baseline,
+among them, so no context's baseline can see anything at or after its own cut. Like the candidates, they
+never list an item the shopper bought before the context (``GroundTruth.owned``), not only the history
+the prompt shows. A third baseline,
 ``random-candidates``, draws N of the context's own candidates at random (:data:`RANDOM_DRAWS` lists per
 context, averaged): the floor for a policy that chooses among the candidates, which tells whether the
 LLM's choice adds anything (on UCI zero-shot SmolLM2 does not: ``benchmarks/results/loop.md`` §2f).
