@@ -39,7 +39,6 @@ class PageEntry:
 
 REGISTRY: tuple[PageEntry, ...] = (
     PageEntry("label", "views/label.py", "Label", ":material/compare_arrows:"),
-    PageEntry("review", "views/review.py", "Review", ":material/gavel:"),
     PageEntry("agreement", "views/agreement.py", "Agreement", ":material/groups:", "Quality"),
     PageEntry("training", "views/training.py", "Training", ":material/model_training:", "Models"),
     PageEntry("data", "views/data.py", "Data", ":material/database:", "Admin"),
@@ -64,6 +63,7 @@ def build_navigation(role: str) -> dict[str, list]:
     import streamlit as st
 
     sections: dict[str, list] = {}
+    default_page = None
     for entry in available_pages():
         visible = can_open(role, entry.key)
         page = st.Page(
@@ -71,6 +71,15 @@ def build_navigation(role: str) -> dict[str, list]:
             default=entry.key == DEFAULT_PAGE, visibility="visible" if visible else "hidden",
         )
         sections.setdefault(entry.section, []).append(page)
+        if entry.key == DEFAULT_PAGE:
+            default_page = page
+
+    def logged_in_at_login() -> None:
+        st.switch_page(default_page)
+
+    # A bookmarked /login met while logged in goes to the default page, not to "Page not found".
+    login = st.Page(logged_in_at_login, title="Log in", url_path="login", visibility="hidden")
+    next(iter(sections.values())).append(login)
     return sections
 
 

@@ -38,7 +38,6 @@ SESSION_COOKIE = "recfeedback_session"
 SESSION_DAYS = 7
 PAGE_TITLES = {
     "label": "Label", "users": "Users", "data": "Data", "agreement": "Agreement", "training": "Training",
-    "review": "Review",
 }
 
 

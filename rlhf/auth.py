@@ -21,9 +21,9 @@ _USERNAME = re.compile(r"^[A-Za-z0-9_.\-@]{2,64}$")
 #: Pages each role may open; the app checks this on every page, not only in the menu.
 ROLE_PAGES: dict[str, frozenset[str]] = {
     "annotator": frozenset({"label"}),
-    "engineer": frozenset({"label", "training", "data", "review"}),
-    "manager": frozenset({"label", "agreement", "data", "review", "training"}),
-    "admin": frozenset({"label", "agreement", "data", "review", "training", "users"}),
+    "engineer": frozenset({"label", "training", "data"}),
+    "manager": frozenset({"label", "agreement", "data", "training"}),
+    "admin": frozenset({"label", "agreement", "data", "training", "users"}),
 }
 
 

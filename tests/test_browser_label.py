@@ -1,8 +1,9 @@
 """End to end in headless Debian Chromium against `streamlit run annotate_app/Home.py`.
 
 An annotator logs in, labels three pairs with the mouse and one with the keyboard, undoes the last
-one; the rows are checked in DuckDB. An annotator cannot reach the Users page by URL. A catalogue
-title with <script> and **markdown** shows literally and runs nothing.
+one; the rows are checked in DuckDB. An annotator cannot reach the Users page by URL; a logged-in
+/login shows the Label page. A catalogue title with <script> and **markdown** shows literally and runs
+nothing.
 """
 
 from __future__ import annotations
@@ -145,4 +146,17 @@ def test_a_deep_link_opened_logged_out_shows_the_login_and_then_the_page(seeded_
     assert page.url.rstrip("/").endswith("/users")
     # The session cookie still lands (a redirect after log-in would drop the script that writes it).
     page.wait_for_function("() => document.cookie.includes('recfeedback_session=')", timeout=30_000)
+    page.context.close()
+
+
+def test_the_login_url_opened_logged_in_shows_the_default_page(seeded_app, chromium):  # noqa: F811
+    # A bookmarked /login met with a live session: the Label page, not Streamlit's "Page not found".
+    server, _ = seeded_app
+    page = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    login(page, server.url, "ann2", PASSWORD)
+    page.goto(f"{server.url}/login")
+    current_task(page, timeout_ms=30_000)
+    page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
+    assert "Page not found" not in page.inner_text("body")
+    assert page.get_by_role("textbox", name="User name").count() == 0
     page.context.close()
