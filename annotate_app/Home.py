@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:  # running from a checkout without `pip install -
 import streamlit as st
 
 from annotate_app import ui
-from annotate_app.navigation import build_navigation, login_navigation
+from annotate_app.navigation import build_navigation, login_navigation, redirects
 
 st.set_page_config(page_title=ui.settings().app.title, page_icon=":material/compare_arrows:", layout="wide")
 
@@ -28,5 +28,6 @@ else:
     with st.sidebar:
         st.caption(f"Logged in as **{ui.md_escape(user.display_name or user.annotator_id)}** ({user.role})")
         st.button("Log out", key="auth_logout", on_click=ui.logout, icon=":material/logout:")
-ui.sync_cookie()
+if user is None or not redirects(page):  # a redirect's rerun drops the cookie script: the next page writes it
+    ui.sync_cookie()
 page.run()

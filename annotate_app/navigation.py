@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rlhf.auth import can_open
 
@@ -46,6 +47,7 @@ REGISTRY: tuple[PageEntry, ...] = (
 )
 
 DEFAULT_PAGE = "label"
+LOGIN_PATH = "login"
 
 
 def available_pages() -> list[PageEntry]:
@@ -77,10 +79,17 @@ def build_navigation(role: str) -> dict[str, list]:
     def logged_in_at_login() -> None:
         st.switch_page(default_page)
 
-    # A bookmarked /login met while logged in goes to the default page, not to "Page not found".
-    login = st.Page(logged_in_at_login, title="Log in", url_path="login", visibility="hidden")
+    # A bookmarked /login met while logged in goes to the default page, not to "Page not found". So does
+    # the run right after logging in at /login: the caller must then leave the new session cookie for
+    # the page it lands on (``redirects``), since switching pages drops what this run drew.
+    login = st.Page(logged_in_at_login, title="Log in", url_path=LOGIN_PATH, visibility="hidden")
     next(iter(sections.values())).append(login)
     return sections
+
+
+def redirects(page: Any) -> bool:
+    """Whether ``page`` (from :func:`build_navigation`) only sends the user on to the default page."""
+    return getattr(page, "url_path", None) == LOGIN_PATH
 
 
 def login_navigation(login_page: Callable[[], None]) -> list:
@@ -89,7 +98,7 @@ def login_navigation(login_page: Callable[[], None]) -> list:
     "Page not found", and after log-in the same path resolves to the real page."""
     import streamlit as st
 
-    pages = [st.Page(login_page, title="Log in", icon=":material/login:", url_path="login", default=True)]
+    pages = [st.Page(login_page, title="Log in", icon=":material/login:", url_path=LOGIN_PATH, default=True)]
     pages += [st.Page(login_page, title="Log in", icon=":material/login:", url_path=entry.key)
               for entry in available_pages()]
     return pages
