@@ -57,6 +57,7 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     item: "Oak Picture Frame | Oak Wall Hanging (Home Decor, ...)") and with their own item's title."""
     import re
 
+    from rlhf.parsing import describes_other_item
     from rlhf.prompts import EXAMPLE_REASON, copies_example, letters_and_digits
 
     def words(text: str) -> list[str]:
@@ -73,15 +74,13 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
         return re.sub(r"[^a-z ]", "", text.lower()).strip()
 
     reasons = [it.reason for x in lists for it in x.parsed.items]
-    titles = {v.context_id: {c.item_id: letters_and_digits(c.title) for c in v.candidates} for v in views or []}
+    titles = {v.context_id: {c.item_id: c.title for c in v.candidates} for v in views or []}
     other_title = own_title = 0
     for x in lists:
         for it in x.parsed.items if x.context_id in titles else []:
-            said = letters_and_digits(it.reason)
-            mine = titles[x.context_id].get(it.item_id, "")
-            own_title += bool(mine) and said.startswith(mine)
-            other_title += any(t and said.startswith(t) and not mine.startswith(t)
-                               for i, t in titles[x.context_id].items() if i != it.item_id)
+            mine = letters_and_digits(titles[x.context_id].get(it.item_id, ""))
+            own_title += bool(mine) and letters_and_digits(it.reason).startswith(mine)
+            other_title += describes_other_item(it.reason, it.item_id, titles[x.context_id]) is not None
     at_cap = ([r for r in reasons if len(tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"]) >= cap]
               if tokenizer is not None and cap else [])
     return {

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rlhf.parsing import PROBLEM_LABELS
+from rlhf.parsing import PROBLEM_LABELS, describes_other_item
 from rlhf.prompts import copies_example
 from rlhf.settings import Settings, get_settings
 from storage import Store
@@ -149,6 +149,7 @@ def _resolve(con: Any, assignment: Any) -> Task:
 def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str]) -> ShownList:
     shown: list[ShownItem] = []
     seen: set[str] = set()
+    titles = {i: items[i].title for i in candidates if i in items}
     for rank, entry in enumerate(gen["items"], start=1):
         item_id = str(entry.get("item_id", ""))
         reason = str(entry.get("reason") or "")
@@ -164,6 +165,8 @@ def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: 
             badges.append(PROBLEM_LABELS["missing_reason"])
         elif copies_example(reason):
             badges.append(PROBLEM_LABELS["copied_example"])
+        elif describes_other_item(reason, item_id, titles) is not None:
+            badges.append(PROBLEM_LABELS["other_item_reason"])
         seen.add(item_id)
         shown.append(ShownItem(
             rank=rank, item_id=item_id, title=item.title if item else f"(unknown item {item_id})",

@@ -2,8 +2,10 @@
 
 Public API (stable; the app shows ``problems`` as badges, PPO uses validity as a structural reward):
 
-- :func:`parse_list(text, view_or_mapping, n_expected, catalog_ids=None) -> ParsedList`
+- :func:`parse_list(text, view_or_mapping, n_expected, catalog_ids=None, titles=None) -> ParsedList`
   **never raises**, whatever the text (property-tested with hypothesis).
+- :func:`describes_other_item(reason, item_id, titles)`: the ``other_item_reason`` rule alone (the
+  Label page badges single items with it).
 - :class:`ParsedList`: ``items`` (``ListItem`` with REAL item ids, in list order, at most
   ``n_expected``), ``short_ids`` (parallel to items, the id as the model wrote it, normalised),
   ``problems`` (dicts ``{"kind", "detail", "position"}``), ``is_valid``, ``n_valid``.
@@ -24,6 +26,11 @@ Problem kinds (``position`` is the 1-based line number in the raw text, None for
 - ``missing_reason``: an item line without a reason (the item is kept with reason ``""``).
 - ``copied_example``: the reason is the prompt's example reason copied
   (:func:`rlhf.prompts.copies_example`); the item is kept, the list is not valid.
+- ``other_item_reason``: the reason begins with ANOTHER candidate's title, i.e. it is that item's
+  description (SmolLM2 writes ``C03 | Oak Wall Hanging (Home Decor, price 20.99)`` for an oak frame:
+  a false title and price for the item listed); the item is kept, the list is not valid. Only checked
+  when the candidates' titles are known (a ContextView, or ``titles``); a title that the item's own
+  title begins with does not count, nor one under :data:`MIN_TITLE_CHARS` letters and digits.
 - ``too_few`` / ``too_many``: fewer / more usable items than asked (extra items are dropped).
 
 ``n_valid`` counts the items kept (candidate ids, first occurrence, at most ``n_expected``);
@@ -39,14 +46,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlhf.prompts import copies_example
+from rlhf.prompts import copies_example, letters_and_digits
 from storage.records import ListItem
 
 log = logging.getLogger(__name__)
 
 PROBLEM_KINDS: tuple[str, ...] = (
-    "unparseable", "unknown_id", "not_a_candidate", "duplicate", "missing_reason", "copied_example", "too_few",
-    "too_many",
+    "unparseable", "unknown_id", "not_a_candidate", "duplicate", "missing_reason", "copied_example",
+    "other_item_reason", "too_few", "too_many",
 )
 PROBLEM_LABELS: dict[str, str] = {
     "unparseable": "unreadable line",
@@ -55,11 +62,13 @@ PROBLEM_LABELS: dict[str, str] = {
     "duplicate": "duplicate",
     "missing_reason": "no reason",
     "copied_example": "copied example reason",
+    "other_item_reason": "describes another item",
     "too_few": "too few items",
     "too_many": "too many items",
 }
 
 MAX_REASON_CHARS = 500
+MIN_TITLE_CHARS = 6  # a shorter title ("Mug") is a word a reason may begin with, not a description
 _MAX_LINES = 200  # a runaway output is judged on its first lines; the rest is one problem
 
 _SHORT_RE = re.compile(r"^c0*(\d{1,4})$", re.IGNORECASE)
@@ -99,6 +108,31 @@ def _mapping_from(view_or_mapping: Any) -> dict[str, str]:
         ids = [str(x) for x in view_or_mapping]
         return {short_id_for(i, len(ids)): x for i, x in enumerate(ids)}
     return {}
+
+
+def _titles_from(view_or_mapping: Any, titles: Mapping[str, str] | None) -> dict[str, str]:
+    """item id -> title: ``titles`` when given, else a ContextView's candidates, else nothing."""
+    if titles is not None:
+        return {str(k): str(v) for k, v in titles.items()}
+    return {c.item_id: c.title for c in getattr(view_or_mapping, "candidates", None) or []
+            if getattr(c, "title", None)}
+
+
+def describes_other_item(reason: str, item_id: str, titles: Mapping[str, str]) -> str | None:
+    """The id of another candidate whose title ``reason`` begins with, or None.
+
+    Compared in :func:`rlhf.prompts.letters_and_digits` form, so case, spacing and punctuation do not
+    matter. ``titles`` maps candidate ids to titles; a title that ``item_id``'s own title begins with
+    ("Oak Frame" inside "Oak Frame Large") is the item's own name, not another's.
+    """
+    said = letters_and_digits(reason)
+    own = letters_and_digits(titles.get(item_id, ""))
+    for other, title in titles.items():
+        spelled = letters_and_digits(title)
+        if other != item_id and len(spelled) >= MIN_TITLE_CHARS and said.startswith(spelled) \
+                and not own.startswith(spelled):
+            return other
+    return None
 
 
 def _problem(kind: str, detail: str, position: int | None) -> dict[str, Any]:
@@ -154,7 +188,7 @@ def _split_line(line: str) -> tuple[str, str | None]:
     return body[: m.start()], body[m.end():]
 
 
-def _parse_lines(text: str, resolver: _Resolver, n_expected: int) -> ParsedList:
+def _parse_lines(text: str, resolver: _Resolver, n_expected: int, titles: Mapping[str, str]) -> ParsedList:
     items: list[ListItem] = []
     shorts: list[str] = []
     problems: list[dict[str, Any]] = []
@@ -199,6 +233,9 @@ def _parse_lines(text: str, resolver: _Resolver, n_expected: int) -> ParsedList:
             problems.append(_problem("missing_reason", f"{short} has no reason", lineno))
         elif copies_example(cleaned):
             problems.append(_problem("copied_example", f"{short}'s reason is the prompt's example", lineno))
+        elif titles and (other := describes_other_item(cleaned, item_id, titles)) is not None:
+            problems.append(_problem(
+                "other_item_reason", f"{short}'s reason begins with another candidate's title ({other})", lineno))
         items.append(ListItem(item_id, cleaned))
         shorts.append(short)
     if len(lines) > _MAX_LINES:
@@ -213,13 +250,15 @@ def _parse_lines(text: str, resolver: _Resolver, n_expected: int) -> ParsedList:
 
 
 def parse_list(
-    text: Any, view_or_mapping: Any, n_expected: int, catalog_ids: Collection[str] | None = None
+    text: Any, view_or_mapping: Any, n_expected: int, catalog_ids: Collection[str] | None = None,
+    titles: Mapping[str, str] | None = None,
 ) -> ParsedList:
     """Parse ``text`` into at most ``n_expected`` candidate items with reasons; never raises.
 
     ``view_or_mapping`` is a :class:`rlhf.prompts.ContextView`, a ``{short id: item id}`` mapping, or a
     list of candidate item ids (short ids are then C01.. in that order). ``catalog_ids`` (optional)
     lets real-but-wrong ids be told apart (``not_a_candidate``) from invented ones (``unknown_id``).
+    ``titles`` (candidate id -> title; a ContextView brings its own) turns on ``other_item_reason``.
     """
     try:
         n = max(0, int(n_expected))
@@ -227,7 +266,8 @@ def parse_list(
         n = 0
     try:
         body = text if isinstance(text, str) else ("" if text is None else str(text))
-        return _parse_lines(body, _Resolver(_mapping_from(view_or_mapping), catalog_ids), n)
+        return _parse_lines(body, _Resolver(_mapping_from(view_or_mapping), catalog_ids), n,
+                            _titles_from(view_or_mapping, titles))
     except Exception as exc:
         log.exception("parser error (recorded as a problem)")
         return ParsedList([], [_problem("unparseable", f"parser error: {type(exc).__name__}", None)], False, 0, n)

@@ -478,6 +478,7 @@ def _eval_contexts(snap: Any, settings: Settings) -> list[str]:
 
 
 def _ppo_examples(snap: Any, settings: Settings, tokenizer: Any, context_ids: Sequence[str]) -> list[dict[str, Any]]:
+    from rlhf.ppo.product import ppo_example
     from rlhf.prompts import PromptTooLongError, render_prompt
 
     n_items = settings.generation.list_length
@@ -490,8 +491,7 @@ def _ppo_examples(snap: Any, settings: Settings, tokenizer: Any, context_ids: Se
             prompt = render_prompt(tokenizer, view, n_items, budget)
         except PromptTooLongError:
             continue
-        out.append({"prompt": prompt, "context_id": view.context_id, "candidates": view.candidate_ids,
-                    "short_ids": list(view.short_ids), "short_to_item": view.short_to_item})
+        out.append(ppo_example(view, prompt))
     return out
 
 

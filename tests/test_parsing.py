@@ -96,6 +96,49 @@ def test_annotators_see_a_badge_on_an_item_whose_reason_was_copied():
     assert shown.problems == ("copied example reason",)
 
 
+TITLED = [CatalogItem("SKU000", "Oak Picture Frame"), CatalogItem("SKU001", "Oak Wall Hanging"),
+          CatalogItem("SKU002", "Oak Picture Frame, Large"), CatalogItem("SKU003", "Mug"),
+          CatalogItem("SKU004", "Tea Towel")]
+
+
+def test_a_reason_that_begins_with_another_candidates_title_is_a_problem():
+    # SmolLM2's real failure: C01's reason is C02's catalogue row, a false title and price for C01.
+    text = (
+        "1. C01 | OAK WALL-HANGING (Home Decor, price 20.99)\n"   # another's title, any case or punctuation
+        "2. C02 | Oak wall hanging: warm wood for the hall.\n"    # its own title: fine
+        "3. C03 | Oak Picture Frame, large enough for posters.\n"  # C01's title begins its own: fine
+        "4. C05 | Mug sized and easy to fold.\n"                  # 'Mug' is too short to be a description
+        "5. C04 | Tea towels to go with it."                      # another's title, as a plural
+    )
+    view = make_view("ctx", "shop", [], TITLED)
+    parsed = parse_list(text, view, 5)
+    assert [(p["kind"], p["position"]) for p in parsed.problems] == [
+        ("other_item_reason", 1), ("other_item_reason", 5)]
+    assert "SKU001" in parsed.problems[0]["detail"] and "SKU004" in parsed.problems[1]["detail"]
+    assert [i.item_id for i in parsed.items] == ["SKU000", "SKU001", "SKU002", "SKU004", "SKU003"]  # kept
+    assert not parsed.is_valid and parsed.n_valid == 5
+    # The same titles given by id with a plain mapping; without titles the rule cannot be checked.
+    titles = {c.item_id: c.title for c in TITLED}
+    mapping = dict(view.short_to_item)
+    assert parse_list(text, mapping, 5, titles=titles).problems == parsed.problems
+    assert parse_list(text, mapping, 5).is_valid
+    assert parse_list("1. C02 | Oak Wall Hanging, solid oak.", view, 1).is_valid
+    assert parse_list("1. C02 | Warm wood to match the Oak Picture Frame.", view, 1).is_valid  # a mention
+
+
+def test_annotators_see_a_badge_on_an_item_that_describes_another():
+    from rlhf.annotation import _shown_list
+
+    items = {c.item_id: c for c in TITLED}
+    reasons = ["Oak Wall Hanging (Home Decor, price 20.99)", "Oak Wall Hanging for the hall."]
+    gen = {"items": [{"item_id": "SKU000", "reason": reasons[0]}, {"item_id": "SKU001", "reason": reasons[1]}],
+           "problems": parse_list(f"1. C01 | {reasons[0]}\n2. C02 | {reasons[1]}",
+                                  make_view("c", "s", [], TITLED), 2).problems}
+    shown = _shown_list(gen, items, set(items))
+    assert [i.badges for i in shown.items] == [("describes another item",), ()]
+    assert shown.problems == ("describes another item",)
+
+
 def test_without_catalogue_a_real_unknown_id_is_unknown():
     assert kinds(parse_list("1. SKU900 | x", MAPPING, 1)) == ["unknown_id", "too_few"]
 
@@ -136,8 +179,10 @@ _line_chars = st.sampled_from(list(string.ascii_letters + string.digits + " |:-.
               st.text(_line_chars, max_size=20)),
 ), max_size=12))
 def test_list_shaped_noise_never_raises(lines):
-    parsed = parse_list("\n".join(lines), MAPPING, 5)
-    assert parsed.is_valid == (not parsed.problems) and len(parsed.items) <= 5
+    for titles in (None, {sku: f"Item C{i:02d} {'|' * (i % 3)}" for i, sku in enumerate(CANDIDATES)}):
+        parsed = parse_list("\n".join(lines), MAPPING, 5, titles=titles)
+        assert parsed.is_valid == (not parsed.problems) and len(parsed.items) <= 5
+        assert all(p["kind"] in PROBLEM_KINDS for p in parsed.problems)
 
 
 _reason = st.text(string.ascii_letters + " ,.'", min_size=1, max_size=50).filter(lambda s: any(c.isalnum() for c in s))

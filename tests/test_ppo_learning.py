@@ -237,6 +237,11 @@ def test_a_reason_copied_from_the_prompt_costs_reward():
     assert list_structure(own, ex, 2).n_bad_reason == 0
     assert list_structure(copied, ex, 2) == ListStructure(2, 2, 0, False, n_kept=2, n_bad_reason=1)
     assert list_structure(missing, ex, 2).n_bad_reason == 1
+    # A reason that is another candidate's catalogue row counts too, once the example knows the titles.
+    titled = {**ex, "candidate_titles": {"A": "Blue Mug", "B": "Oak Wall Hanging", "C": "Tea Towel"}}
+    other = "1. C01 | Oak Wall Hanging (Home Decor, price 20.99)\n2. C02 | They buy tea often."
+    assert list_structure(other, titled, 2) == ListStructure(2, 2, 0, False, n_kept=2, n_bad_reason=1)
+    assert list_structure(own, titled, 2).n_bad_reason == 0
 
     settings = load_settings(generation={"list_length": 2})
     reward = build_product_reward(None, settings)
@@ -280,3 +285,17 @@ def test_ppo_autocasts_to_bf16_only_on_a_cpu_that_computes_it_natively(tokenizer
                              prompts, logits_mask_fn=mask_fn)
         assert trainer.autocast_dtype == expected, (native, bf16)
         assert trainer.accelerator.mixed_precision == "no"  # accelerate's process-wide state is left alone
+
+
+def test_ppo_examples_carry_the_titles_the_parser_needs():
+    """PPO's examples (generation's views) bring the candidates' titles, so the structural reward
+    parses as generation does and a reason describing another candidate costs own_reasons."""
+    from rlhf.ppo.product import list_structure, ppo_example
+    from rlhf.prompts import make_view
+    from storage.records import CatalogItem
+
+    view = make_view("ctx", "shop", [], [CatalogItem("A", "Blue Mug"), CatalogItem("B", "Oak Wall Hanging")])
+    ex = ppo_example(view, "the prompt")
+    assert ex["prompt"] == "the prompt" and ex["short_to_item"] == {"C01": "A", "C02": "B"}
+    assert list_structure("1. C01 | Oak Wall Hanging, price 20.99\n2. C02 | For the hall.", ex, 2).n_bad_reason == 1
+    assert list_structure("1. C01 | For their tea.\n2. C02 | For the hall.", ex, 2).is_valid

@@ -4,7 +4,8 @@ This is the glue between the generic trainer and RecFeedback's other modules:
 
 - :func:`load_ppo_examples` — training contexts rendered into prompts exactly as generation does
   (:func:`rlhf.prompts.render_prompt`), with the metadata the reward and the constraint need. Reads
-  the store in ONE short transaction, then renders outside it.
+  the store in ONE short transaction, then renders outside it; :func:`ppo_example` is one such
+  example (rounds build theirs from a snapshot with it too).
 - :class:`ListGrammarConstraint` — :mod:`rlhf.constrained`'s per-row list grammar as a
   :class:`~rlhf.ppo.trainer.LogitsConstraint`: the same masks at sampling and in log-prob recomputation.
 - :func:`list_structure` — :func:`rlhf.parsing.parse_list` reduced to the counts the structural
@@ -46,16 +47,23 @@ def load_ppo_examples(
         except PromptTooLongError:
             skipped += 1
             continue
-        examples.append({
-            "prompt": prompt,
-            "context_id": view.context_id,
-            "candidates": view.candidate_ids,
-            "short_ids": list(view.short_ids),
-            "short_to_item": view.short_to_item,
-        })
+        examples.append(ppo_example(view, prompt))
     if skipped:
         log.info("Skipped %d contexts (too few candidates or prompt too long).", skipped)
     return examples
+
+
+def ppo_example(view: Any, prompt: str) -> dict[str, Any]:
+    """One PPO example: the prompt and what the grammar and the structural reward need to know about
+    its context (candidate ids, short ids, and titles, so the reward parses as generation does)."""
+    return {
+        "prompt": prompt,
+        "context_id": view.context_id,
+        "candidates": view.candidate_ids,
+        "short_ids": list(view.short_ids),
+        "short_to_item": view.short_to_item,
+        "candidate_titles": {c.item_id: c.title for c in view.candidates},
+    }
 
 
 class ListGrammarConstraint:
@@ -104,7 +112,8 @@ def list_structure(text: str, example: Mapping[str, Any], n_items: int) -> ListS
     """Counts for the structural reward terms, from :func:`rlhf.parsing.parse_list`."""
     from rlhf.parsing import parse_list
 
-    parsed = parse_list(text, example.get("short_to_item") or example.get("candidates") or [], n_items)
+    parsed = parse_list(text, example.get("short_to_item") or example.get("candidates") or [], n_items,
+                        titles=example.get("candidate_titles"))
     kinds = [p["kind"] for p in parsed.problems]
     extra = 0
     for p in parsed.problems:
@@ -120,7 +129,7 @@ def list_structure(text: str, example: Mapping[str, Any], n_items: int) -> ListS
         n_duplicate=n_duplicate,
         is_valid=parsed.is_valid,
         n_kept=parsed.n_valid,
-        n_bad_reason=kinds.count("missing_reason") + kinds.count("copied_example"),
+        n_bad_reason=sum(kinds.count(k) for k in ("missing_reason", "copied_example", "other_item_reason")),
     )
 
 
