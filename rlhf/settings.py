@@ -160,7 +160,8 @@ class RewardModelSettings(BaseModel):
     probe_input_format: Literal["resolved", "policy"] = Field(
         "policy",
         description="What the probe embeds (rlhf.reward.inputs). 'policy': the raw answer lines, whose ids are the "
-        "candidates' retrieval ranks (demo shop, 1,851 labels: 0.695 held-out vs 0.598 with titles resolved).",
+        "candidates' retrieval ranks (demo shop, random lists: 0.645 held-out vs 0.619 resolved at 300 labels); "
+        "'resolved': titles, categories and prices, better on real data (UCI: 0.557 vs 0.465; loop.md 2h-2i).",
     )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
     probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
