@@ -12,7 +12,10 @@ as_of**, over the whole catalogue (no sampled negatives: sampled metrics can rev
   when the catalogue has no categories, 1 − mean Jaccard similarity of the titles' words);
 - ``novelty`` — mean popularity rank of recommended items (1 = most popular; higher is more novel);
 - ``coverage`` — distinct recommended items / catalogue size;
-- reward-model ``win_rate`` of one policy over another, given scores.
+- reward-model ``win_rate`` of one policy over another, given scores;
+- ``paired_difference`` of NDCG@N between two policies on the same contexts (:func:`ndcg_differences`,
+  and in every round report): whether a round beat its parent or the zero-shot model is a question
+  about this interval, not about whether the two policies' own intervals overlap.
 
 Baselines in the same table, computed only from interactions strictly before the cut: ``popularity``
 (most-bought items) and ``co-purchase`` (items bought by the same shoppers as the context's history,
@@ -183,6 +186,19 @@ def win_rate(
     return bootstrap_ci(wins, samples=samples, seed=seed)
 
 
+def paired_difference(
+    x: Mapping[str, float], y: Mapping[str, float], *, samples: int = 1000, seed: int = 0
+) -> Estimate:
+    """Mean of ``x[c] - y[c]`` over the contexts both have, with a bootstrap interval over contexts.
+
+    Two policies judged on the same shoppers share most of their noise (which shoppers bought a
+    candidate at all), so the paired interval is the one that says whether one beat the other; two
+    overlapping per-policy intervals do not settle it either way.
+    """
+    common = sorted(set(x) & set(y))
+    return bootstrap_ci([x[c] - y[c] for c in common], samples=samples, seed=seed)
+
+
 def context_mean_scores(scores: Mapping[str, float], generation_context: Mapping[str, str]) -> dict[str, float]:
     """Per-context mean of generation scores (``generation_id -> score``, ``generation_id -> context``)."""
     acc: dict[str, list[float]] = {}
@@ -347,6 +363,15 @@ class PolicyLists:
         """Per-context mean of ``generation_id -> score`` over this policy's generations."""
         gen_context = {g: c for c, gens in (self.generation_ids or {}).items() for g in gens}
         return context_mean_scores(scores, gen_context)
+
+
+def context_ndcg(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
+    """NDCG@N of each evaluated context with later purchases (mean over the context's lists): the values
+    whose mean is the table's NDCG, keyed by context so two policies can be compared pairwise."""
+    n = truth.list_length
+    return {c: float(np.mean([ndcg_at_n(items, truth.future[c], n) for items in lists]))
+            for c, lists in policy.lists.items()
+            if c in truth.contexts and lists and truth.future.get(c)}
 
 
 def evaluate_lists(
@@ -591,6 +616,29 @@ def _evaluate_stored(
     return table, truth, policies
 
 
+def ndcg_differences(
+    store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout", limit: int | None = None,
+) -> dict[str, Estimate]:
+    """NDCG@N of the first policy minus each other's, paired over the contexts both have lists for."""
+    from rlhf.settings import get_settings
+
+    settings = settings or get_settings()
+    r = settings.rounds
+    truth = load_ground_truth(store, split=split, list_length=settings.generation.list_length,
+                              events=r.eval_events or None, limit=limit)
+    return paired_ndcg_differences(
+        {pid: policy_lists_from_store(store, pid, list(truth.contexts)) for pid in policy_ids}, truth,
+        list(policy_ids), samples=r.eval_bootstrap_samples, seed=r.eval_seed)
+
+
+def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
+                            samples: int = 1000, seed: int = 0) -> dict[str, Estimate]:
+    """NDCG@N of policy ``ids[0]`` minus each later id's, paired over contexts (policies without lists skipped)."""
+    first = context_ndcg(lists[ids[0]], truth)
+    return {other: paired_difference(first, context_ndcg(lists[other], truth), samples=samples, seed=seed)
+            for other in ids[1:] if other in lists and other != ids[0]}
+
+
 def round_report(
     store: Any,
     policy_id: str,
@@ -628,6 +676,9 @@ def round_report(
         "cut": truth.cut.isoformat(),
         "table": records,
         "headline": next((r for r in records if r["policy"] == policy_id), None),
+        # The new policy's NDCG@N minus the previous and reference policies', paired over shoppers.
+        "ndcg_difference": {k: asdict(v) for k, v in paired_ndcg_differences(
+            lists, truth, ids, samples=settings.rounds.eval_bootstrap_samples, seed=settings.rounds.eval_seed).items()},
     }
     if rm_scores is not None and previous_policy_id:
         est = win_rate(lists[policy_id].context_scores(rm_scores), lists[previous_policy_id].context_scores(rm_scores),

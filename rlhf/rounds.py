@@ -752,7 +752,13 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
     baselines, and the round's reward-model win rate of the new policy over the other two."""
     from dataclasses import asdict
 
-    from rlhf.evaluation import PolicyLists, evaluation_table, load_ground_truth, win_rate
+    from rlhf.evaluation import (
+        PolicyLists,
+        evaluation_table,
+        load_ground_truth,
+        paired_ndcg_differences,
+        win_rate,
+    )
 
     settings = ctx.settings
     if not held:
@@ -787,6 +793,10 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
             est = win_rate(by_policy[new_policy].context_scores(score_of), by_policy[other].context_scores(score_of),
                            samples=r.eval_bootstrap_samples, seed=r.eval_seed)
             report[key] = _jsonable(asdict(est))
+    if new_policy in by_policy:  # NDCG minus the parent's and the zero-shot model's, paired over shoppers
+        others = [p for p in (parent, zero_shot) if p]
+        report["ndcg_difference"] = {k: _jsonable(asdict(v)) for k, v in paired_ndcg_differences(
+            by_policy, truth, [new_policy, *others], samples=r.eval_bootstrap_samples, seed=r.eval_seed).items()}
     return report
 
 
@@ -1149,7 +1159,9 @@ def round_evaluation(store: Store, round_id: str) -> Any:
 
     Columns: ``role`` (new policy, parent, zero-shot, baseline), ``policy`` and the metrics of
     :func:`rlhf.evaluation.evaluate_lists` (HR/NDCG with 95% bootstrap intervals, validity, diversity,
-    novelty, coverage). Empty when the round stored no evaluation (no held-out contexts, or not done).
+    novelty, coverage), and for the parent and the zero-shot model ``paired_diff`` / ``paired_lo`` /
+    ``paired_hi``: the new policy's NDCG@N minus theirs over the same shoppers, the interval that says
+    whether the round won. Empty when the round stored no evaluation (no held-out contexts, or not done).
     """
     import pandas as pd
 
@@ -1167,6 +1179,9 @@ def round_evaluation(store: Store, round_id: str) -> Any:
         roles[report.get("previous_policy_id")] = "parent (zero-shot)"
     table.insert(0, "role", [roles.get(p, "baseline" if k == "baseline" else "policy")
                              for p, k in zip(table["policy"], table.get("kind", [""] * len(table)))])
+    differences = report.get("ndcg_difference") or {}  # reports stored before 2026-12-06 have none
+    for column, key in (("paired_diff", "mean"), ("paired_lo", "lo"), ("paired_hi", "hi")):
+        table[column] = [(differences.get(p) or {}).get(key) for p in table["policy"]]
     return table
 
 

@@ -47,6 +47,18 @@ def test_win_rate_counts_ties_as_half() -> None:
     assert est.mean == pytest.approx((1 + 0 + 0.5) / 3) and est.n == 3
 
 
+def test_paired_difference_by_hand_and_where_overlapping_intervals_cannot_tell() -> None:
+    est = ev.paired_difference({"a": 1.0, "b": 0.5, "c": 0.0}, {"a": 0.5, "b": 0.5, "c": 0.0, "d": 1.0})
+    assert est.mean == pytest.approx(0.5 / 3) and est.n == 3  # only the contexts both have
+    # A policy 0.1 better on every shopper: its own interval overlaps the other's, the paired one is 0.1.
+    rng = np.random.default_rng(0)
+    y = {f"c{i}": float(v) for i, v in enumerate(rng.uniform(0, 1, 40))}
+    x = {c: v + 0.1 for c, v in y.items()}
+    assert ev.bootstrap_ci(list(x.values())).overlaps(ev.bootstrap_ci(list(y.values())))
+    paired = ev.paired_difference(x, y)
+    assert paired.lo == pytest.approx(0.1) and paired.hi == pytest.approx(0.1) and paired.n == 40
+
+
 def test_diversity_novelty_coverage_validity_by_hand() -> None:
     cats = {"a": "mugs", "b": "mugs", "c": "bags", "d": None}
     # pairs among a,b,c: (a,b) same, (a,c), (b,c) differ -> 1 - 1/3
@@ -132,6 +144,7 @@ def test_store_evaluation_matches_hand_computed_values(store) -> None:
     assert row["hr@3"] == pytest.approx(1.0)
     assert row["ndcg@3"] == pytest.approx((ndcg1 + ndcg2) / 2)
     assert row["ndcg_lo"] <= row["ndcg@3"] <= row["ndcg_hi"]
+    assert ev.context_ndcg(pol, truth) == pytest.approx({"ctx1": ndcg1, "ctx2": ndcg2})  # ctx3: no target
     assert row["validity"] == pytest.approx(2 / 3)
     # the one invalid item of nine is ctx2's repeated i3
     assert row["item_validity"] == pytest.approx(8 / 9)
@@ -183,6 +196,11 @@ def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
                              settings=_settings(store))
     assert report["headline"]["policy"] == "pol"
     assert report["rm_win_rate"]["mean"] == pytest.approx(0.5) and report["rm_win_rate"]["n"] == 2
+    # prev hits nothing on ctx1 or ctx2; pol's NDCG there is worked out in the hand-computed test above
+    ndcg1, ndcg2 = 1 / (1 + 1 / math.log2(3)), 1 / math.log2(3)
+    diff = report["ndcg_difference"]["prev"]
+    assert diff["mean"] == pytest.approx((ndcg1 + ndcg2) / 2) and diff["n"] == 2
+    assert diff["lo"] == pytest.approx(min(ndcg1, ndcg2)) and diff["hi"] == pytest.approx(max(ndcg1, ndcg2))
     from storage import rounds
 
     with store.transaction() as con:
@@ -199,17 +217,25 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     from rlhf.settings import get_settings
 
     _seed_store(store)
+    with store.transaction() as con:
+        generations.upsert_policy(con, Policy("prev"))
+        generations.insert_generations(con, [Generation("h1", "ctx1", "prev", "", [ListItem("i5", "r")], [], True)])
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(store.path.parent))
     monkeypatch.setenv("RECFEEDBACK_ROUNDS__EVAL_BOOTSTRAP_SAMPLES", "100")
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["evaluate", "--policy", "pol"])
+        paired = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "prev", "--no-baselines"])
         missing = CliRunner().invoke(app, ["evaluate", "--policy", "nope", "--no-baselines"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "NDCG@5" in result.output and "baseline:popularity" in result.output and "pol " in result.output
     assert missing.exit_code == 1 and "no lists" in missing.output
+    assert "minus" not in result.output  # one policy: nothing to compare
+    # prev lists i5 first on ctx1 (targets i5, i6): NDCG 1/(1 + 1/log2 3), the same as pol's there
+    assert paired.exit_code == 0, paired.output
+    assert "NDCG@5 pol minus prev, paired over 1 shopper: +0.0000 [+0.0000, +0.0000]" in paired.output
 
 
 def test_long_metrics_for_charts() -> None:

@@ -183,11 +183,19 @@ def _evaluation_view(table: pd.DataFrame) -> None:
         .properties(height=40 * len(chart) + 40),
         width="stretch",
     )
-    cols = [c for c in ["role", "policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", f"hr@{n}",
-                        "hr_lo", "hr_hi", "validity", "item_validity", "diversity", "novelty", "coverage"] if c in table]
+    cols = [c for c in ["role", "policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", "paired_diff",
+                        "paired_lo", "paired_hi", f"hr@{n}", "hr_lo", "hr_hi", "validity", "item_validity",
+                        "diversity", "novelty", "coverage"] if c in table]
     fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in cols if c.startswith(("ndcg", "hr"))}
     fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
+    fmt |= {"paired_diff": st.column_config.NumberColumn(f"new minus this, NDCG@{n}", format="%+.4f"),
+            "paired_lo": st.column_config.NumberColumn("paired lo", format="%+.4f"),
+            "paired_hi": st.column_config.NumberColumn("paired hi", format="%+.4f")}
     st.dataframe(table[cols], hide_index=True, width="stretch", column_config=fmt)
+    if "paired_diff" in table and table["paired_diff"].notna().any():
+        st.caption("New minus this: the new policy's NDCG minus the row's, over the same shoppers. The round "
+                   "beat that policy only if the paired interval lies above zero; overlapping intervals of the "
+                   "two rows alone do not decide it.")
 
 
 st.subheader("Past rounds")

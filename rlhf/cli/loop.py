@@ -84,19 +84,24 @@ def evaluate_command(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add popularity and co-purchase."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON records."),
 ) -> None:
-    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage."""
-    from rlhf.evaluation import evaluate_policies
+    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage; with
+    several policies, also the first one's NDCG@N minus each other's, paired over the same shoppers."""
+    from rlhf.evaluation import evaluate_policies, ndcg_differences
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
 
     setup_logging()
     settings = get_settings()
-    table = evaluate_policies(open_store(settings), policy, settings=settings, split=split, baselines=baselines,
-                              limit=limit)
+    store = open_store(settings)
+    table = evaluate_policies(store, policy, settings=settings, split=split, baselines=baselines, limit=limit)
     if as_json:
         typer.echo(table.to_json(orient="records", indent=2))
         return
-    typer.echo(format_table(table, settings.generation.list_length))
+    n = settings.generation.list_length
+    typer.echo(format_table(table, n))
+    for other, est in ndcg_differences(store, policy, settings=settings, split=split, limit=limit).items():
+        typer.echo(f"NDCG@{n} {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
+                   f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
 
 
 def format_table(table: Any, n: int) -> str:
