@@ -93,12 +93,13 @@ def redirects(page: Any) -> bool:
 
 
 def login_navigation(login_page: Callable[[], None]) -> list:
-    """``st.Page`` objects for a logged-out visitor: the log-in form at ``/login`` and, hidden, at every
+    """``st.Page`` objects for a logged-out visitor: the log-in form at ``/``, ``/login`` and every
     page's URL path. A bookmarked ``/training`` then shows the log-in form instead of Streamlit's
     "Page not found", and after log-in the same path resolves to the real page."""
     import streamlit as st
 
-    pages = [st.Page(login_page, title="Log in", icon=":material/login:", url_path=LOGIN_PATH, default=True)]
-    pages += [st.Page(login_page, title="Log in", icon=":material/login:", url_path=entry.key)
-              for entry in available_pages()]
+    # The default page is served at "/" whatever its url_path, so /login needs a page of its own.
+    pages = [st.Page(login_page, title="Log in", icon=":material/login:", url_path="signin", default=True)]
+    pages += [st.Page(login_page, title="Log in", icon=":material/login:", url_path=path)
+              for path in (LOGIN_PATH, *(entry.key for entry in available_pages()))]
     return pages

@@ -149,11 +149,17 @@ def test_a_deep_link_opened_logged_out_shows_the_login_and_then_the_page(seeded_
     page.context.close()
 
 
-def test_the_login_url_opened_logged_in_shows_the_default_page(seeded_app, chromium):  # noqa: F811
-    # A bookmarked /login met with a live session: the Label page, not Streamlit's "Page not found".
+def test_the_login_url_logs_in_and_opened_logged_in_shows_the_default_page(seeded_app, chromium):  # noqa: F811
+    # /login logged out: the form, which Streamlit's "Page not found" dialog would make inert, and the
+    # session cookie lands after logging in there. Met again with a live session: the Label page.
     server, _ = seeded_app
     page = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    login(page, server.url, "ann2", PASSWORD)
+    page.goto(f"{server.url}/login")
+    page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+    page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
+    assert "Page not found" not in page.inner_text("body")
+    login(page, server.url, "ann2", PASSWORD, path="login")
+    current_task(page, timeout_ms=30_000)
     page.goto(f"{server.url}/login")
     current_task(page, timeout_ms=30_000)
     page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
