@@ -130,15 +130,20 @@ def test_annotator_cannot_open_users_page_by_url(seeded_app, chromium):  # noqa:
     context.close()
 
 
+def _open_logged_out(page, url: str) -> None:
+    """Open ``url`` without a session: the log-in form, and no "Page not found" over it."""
+    page.goto(url)
+    page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
+    page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
+    assert "Page not found" not in page.inner_text("body")
+
+
 def test_a_deep_link_opened_logged_out_shows_the_login_and_then_the_page(seeded_app, chromium):  # noqa: F811
     # A bookmarked page URL met while logged out: the log-in form alone (no "Page not found" over it),
     # and after logging in, the page the link named.
     server, _ = seeded_app
     page = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    page.goto(f"{server.url}/users")
-    page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
-    page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
-    assert "Page not found" not in page.inner_text("body")
+    _open_logged_out(page, f"{server.url}/users")
     page.get_by_role("textbox", name="User name").fill("boss")
     page.get_by_role("textbox", name="Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -154,10 +159,7 @@ def test_the_login_url_logs_in_and_opened_logged_in_shows_the_default_page(seede
     # session cookie lands after logging in there. Met again with a live session: the Label page.
     server, _ = seeded_app
     page = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
-    page.goto(f"{server.url}/login")
-    page.get_by_role("textbox", name="User name").wait_for(timeout=30_000)
-    page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
-    assert "Page not found" not in page.inner_text("body")
+    _open_logged_out(page, f"{server.url}/login")
     login(page, server.url, "ann2", PASSWORD, path="login")
     current_task(page, timeout_ms=30_000)
     page.goto(f"{server.url}/login")
