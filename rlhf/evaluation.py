@@ -13,7 +13,7 @@ as_of**, over the whole catalogue (no sampled negatives: sampled metrics can rev
 - ``novelty`` — mean popularity rank of recommended items (1 = most popular; higher is more novel);
 - ``coverage`` — distinct recommended items / catalogue size;
 - reward-model ``win_rate`` of one policy over another, given scores;
-- ``paired_difference`` of NDCG@N between two policies on the same contexts (:func:`ndcg_differences`,
+- ``paired_difference`` of NDCG@N between two policies on the same contexts (:func:`compare_policies`,
   and in every round report): whether a round beat its parent or the zero-shot model is a question
   about this interval, not about whether the two policies' own intervals overlap.
 
@@ -590,9 +590,24 @@ def evaluate_policies(
     baselines: bool = True, limit: int | None = None,
 ) -> pd.DataFrame:
     """The evaluation table for stored policies on a split, with the baselines beside them."""
-    table, _, _ = _evaluate_stored(store, policy_ids, settings=settings, split=split, baselines=baselines,
-                                   limit=limit)
-    return table
+    return compare_policies(store, policy_ids, settings=settings, split=split, baselines=baselines, limit=limit)[0]
+
+
+def compare_policies(
+    store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout",
+    baselines: bool = True, limit: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, Estimate]]:
+    """:func:`evaluate_policies`' table, and the first policy's NDCG@N minus each other's, paired over
+    the contexts both have lists for (the store is read once for both)."""
+    from rlhf.settings import get_settings
+
+    settings = settings or get_settings()
+    table, truth, lists = _evaluate_stored(store, policy_ids, settings=settings, split=split, baselines=baselines,
+                                           limit=limit)
+    r = settings.rounds
+    differences = paired_ndcg_differences(lists, truth, list(policy_ids), samples=r.eval_bootstrap_samples,
+                                          seed=r.eval_seed)
+    return table, differences
 
 
 def _evaluate_stored(
@@ -614,21 +629,6 @@ def _evaluate_stored(
         samples=r.eval_bootstrap_samples, seed=r.eval_seed, exclude_history=r.eval_exclude_history,
     )
     return table, truth, policies
-
-
-def ndcg_differences(
-    store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout", limit: int | None = None,
-) -> dict[str, Estimate]:
-    """NDCG@N of the first policy minus each other's, paired over the contexts both have lists for."""
-    from rlhf.settings import get_settings
-
-    settings = settings or get_settings()
-    r = settings.rounds
-    truth = load_ground_truth(store, split=split, list_length=settings.generation.list_length,
-                              events=r.eval_events or None, limit=limit)
-    return paired_ndcg_differences(
-        {pid: policy_lists_from_store(store, pid, list(truth.contexts)) for pid in policy_ids}, truth,
-        list(policy_ids), samples=r.eval_bootstrap_samples, seed=r.eval_seed)
 
 
 def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,

@@ -86,20 +86,21 @@ def evaluate_command(
 ) -> None:
     """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage; with
     several policies, also the first one's NDCG@N minus each other's, paired over the same shoppers."""
-    from rlhf.evaluation import evaluate_policies, ndcg_differences
+    from rlhf.evaluation import compare_policies
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
 
     setup_logging()
     settings = get_settings()
     store = open_store(settings)
-    table = evaluate_policies(store, policy, settings=settings, split=split, baselines=baselines, limit=limit)
+    table, differences = compare_policies(store, policy, settings=settings, split=split, baselines=baselines,
+                                          limit=limit)
     if as_json:
         typer.echo(table.to_json(orient="records", indent=2))
         return
     n = settings.generation.list_length
     typer.echo(format_table(table, n))
-    for other, est in ndcg_differences(store, policy, settings=settings, split=split, limit=limit).items():
+    for other, est in differences.items():
         typer.echo(f"NDCG@{n} {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
                    f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
 
