@@ -163,6 +163,11 @@ class RewardModelSettings(BaseModel):
         "candidates' retrieval ranks (demo shop, random lists: 0.645 held-out vs 0.619 resolved at 300 labels); "
         "'resolved': titles, categories and prices, better on real data (UCI: 0.557 vs 0.465; loop.md 2h-2i).",
     )
+    probe_match_features: bool = Field(
+        True,
+        description="The probe also reads the listed items' retrieval ranks and their similarity to the shopper's "
+        "earlier purchases (rlhf.reward.match): what the answer text alone cannot say about this shopper.",
+    )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
     probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
     backbone: str = Field("policy", description="'policy' (the policy's base) or 'minilm' or a model path/id.")

@@ -175,3 +175,5 @@ def test_the_training_page_says_which_reward_model_a_round_will_train():
     assert "probe" in auto and "1,500" in auto and "LoRA" in auto
     assert "probe" not in method_summary(load_settings(reward_model={"method": "lora"}))
     assert "LoRA" not in method_summary(load_settings(reward_model={"method": "probe"}))
+    assert "match features" in auto
+    assert "match" not in method_summary(load_settings(reward_model={"method": "probe", "probe_match_features": False}))

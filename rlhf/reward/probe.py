@@ -18,6 +18,11 @@ loss::
 
 to its optimum with L-BFGS: deterministic, seconds on a CPU, no learning-rate or epoch choices. The
 encoder is never changed, so a saved model is only the head (``head.safetensors``) and the card.
+
+With ``reward_model.probe_match_features`` (the default) the head also reads three numbers that depend
+on the shopper, :mod:`rlhf.reward.match` (the listed items' retrieval ranks and their similarity to the
+shopper's earlier purchases), so ``r = w · [e(answer), match(prompt, answer)]``. The card records which
+features a head was fitted on; heads saved before the match features existed read the answer alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 
 from rlhf.reward.backbones import Backbone, load_tokenizer_for
 from rlhf.reward.inputs import reward_inputs
+from rlhf.reward.match import MATCH_FEATURES, match_features
 from rlhf.reward.score import RewardScorer
 
 if TYPE_CHECKING:
@@ -71,15 +77,42 @@ def load_encoder(backbone: Backbone, *, device: str = "cpu", tokenizer: Any | No
 
 
 class ProbeScorer(RewardScorer):
-    """A :class:`RewardScorer` whose score is ``w · e(answer)`` (see the module docstring).
+    """A :class:`RewardScorer` whose score is ``w · features(prompt, answer)`` (see the module docstring).
 
     ``encode`` gives the answer's token ids (the prompt only decides how the answer is rewritten);
-    ``score_ids`` embeds them with the frozen encoder and applies the head.
+    :meth:`features` embeds them with the frozen encoder and, for a ``match`` probe, appends the match
+    features, which need the prompt too.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, weight: np.ndarray, **kwargs: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, weight: np.ndarray, *, match: bool = False, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self.weight = np.asarray(weight, dtype=np.float32)
+        self.match = bool(match)
+        self._line_vectors: dict[str, np.ndarray] = {}  # the frozen encoder's view of prompt lines, by text
+
+    def features(
+        self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """``[n, d]``: what the head reads for each (prompt, answer)."""
+        embedded = self.embed_ids(self.encode(prompts, responses), batch_size, progress)
+        if not self.match:
+            return embedded
+        return np.hstack([embedded, match_features(prompts, responses, self.embed_lines)])
+
+    def embed_lines(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of short prompt lines (candidates, earlier purchases); each text is
+        embedded once per scorer, since PPO and selection score the same prompts over and over."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._line_vectors]
+        if missing:
+            ids = self.tokenizer(missing, truncation=True, max_length=self.max_length)["input_ids"]
+            self._line_vectors.update(zip(missing, self._embed([list(x) for x in ids], 64, False)))
+        width = int(self.model.config.hidden_size)
+        return np.array([self._line_vectors[t] for t in texts], dtype=np.float32).reshape(len(texts), width)
+
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        return (self.features(prompts, responses, batch_size, progress) @ self.weight).astype(np.float32)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
         if len(prompts) != len(responses):
@@ -129,6 +162,8 @@ class ProbeScorer(RewardScorer):
         return out
 
     def score_ids(self, encoded: Sequence[Sequence[int]], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        if self.match:
+            raise TypeError("A probe with match features scores (prompt, answer) texts: call score(), not score_ids().")
         return (self.embed_ids(encoded, batch_size, progress) @ self.weight).astype(np.float32)
 
 
@@ -136,7 +171,8 @@ def new_probe_scorer(settings: Settings, backbone: Backbone, *, device: str = "c
     """An untrained probe (zero head) on ``backbone``, reading answers as ``settings.reward_model`` says."""
     rm = settings.reward_model
     model, tokenizer = load_encoder(backbone, device=device)
-    return ProbeScorer(model, tokenizer, np.zeros(int(model.config.hidden_size), dtype=np.float32),
+    width = int(model.config.hidden_size) + (len(MATCH_FEATURES) if rm.probe_match_features else 0)
+    return ProbeScorer(model, tokenizer, np.zeros(width, dtype=np.float32), match=rm.probe_match_features,
                        kind=backbone.kind, max_length=min(rm.probe_max_length, _position_limit(model)),
                        input_format=rm.probe_input_format)
 
@@ -186,9 +222,9 @@ def train_probe(
     started = time.perf_counter()
     n = len(train)
     prompts = train["prompt"].tolist() if "prompt" in train else [""] * n
-    emb = scorer.embed_ids(scorer.encode([*prompts, *prompts], [*train["chosen"], *train["rejected"]]),
-                           batch_size=rm.eval_batch_size, progress=progress)
-    chosen, rejected = emb[:n], emb[n:]
+    feats = scorer.features([*prompts, *prompts], [*train["chosen"], *train["rejected"]],
+                            batch_size=rm.eval_batch_size, progress=progress)
+    chosen, rejected = feats[:n], feats[n:]
     margins = train["margin"].to_numpy(dtype=float) if "margin" in train else None
     scorer.weight, losses = fit_bradley_terry(chosen - rejected, margins, l2=rm.probe_l2)
     seconds = time.perf_counter() - started
@@ -225,11 +261,13 @@ def load_probe(folder: Path, card: dict[str, Any], backbone: Backbone, *, device
     tokenizer = load_tokenizer_for(backbone, str(folder / "tokenizer"))
     model, tokenizer = load_encoder(backbone, device=device, tokenizer=tokenizer)
     weight = load_file(str(head))["weight"].numpy()
-    if weight.shape != (int(model.config.hidden_size),):
-        raise ModelNotFoundError(
-            f"The probe head in {folder} has shape {tuple(weight.shape)}; the encoder gives "
-            f"{model.config.hidden_size} features."
-        )
     training = card.get("training", {})
-    return ProbeScorer(model, tokenizer, weight, kind=backbone.kind, max_length=int(training["max_length"]),
+    match = bool(training.get("match_features"))  # absent in cards from before the match features
+    width = int(model.config.hidden_size) + (len(MATCH_FEATURES) if match else 0)
+    if weight.shape != (width,):
+        raise ModelNotFoundError(
+            f"The probe head in {folder} has shape {tuple(weight.shape)}; the encoder"
+            f"{' and the match features' if match else ''} give {width} features."
+        )
+    return ProbeScorer(model, tokenizer, weight, match=match, kind=backbone.kind, max_length=int(training["max_length"]),
                        rm_id=card["rm_id"], card=card, input_format=training.get("input_format", "policy"))
