@@ -342,15 +342,21 @@ PROBE_REASONS = ("Matches what they bought before.", "A popular choice in this c
 
 def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
     """Each pool list as the policy would write it (``1. C07 | reason``, ids = retrieval ranks, generic
-    reasons), embedded ONCE by the product probe's frozen encoder: the encoder never changes, so
-    every refit of the probe only refits its head (what ``train_probe`` does, without re-embedding)."""
-    from rlhf.prompts import build_context_views, format_list_line
+    reasons) for the product's prompt of its context, turned ONCE into what the product probe's head
+    reads (``ProbeScorer.features``: the frozen encoder's embedding, plus the match features when
+    ``reward_model.probe_match_features`` is on): the encoder never changes, so every refit of the probe
+    only refits its head (what ``train_probe`` does, without re-embedding)."""
+    from rlhf.models import get_tokenizer
+    from rlhf.prompts import build_context_views, format_list_line, render_prompt
     from rlhf.reward.backbones import resolve_backbone
     from rlhf.reward.probe import new_probe_scorer
     from storage import contexts as contexts_repo
 
     with store.transaction() as con:
         views = {v.context_id: v for v in build_context_views(con, contexts_repo.list_contexts(con))}
+    tokenizer = get_tokenizer(settings.model.policy)
+    prompt_of = {cid: render_prompt(tokenizer, views[cid], settings.generation.list_length,
+                                    settings.generation.max_prompt_tokens) for cid in {lists[g][0] for g in gids}}
     rng = np.random.default_rng(seed + 5)
     texts = []
     for g in gids:
@@ -359,7 +365,7 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
         texts.append("\n".join(format_list_line(r + 1, short[i], PROBE_REASONS[int(rng.integers(len(PROBE_REASONS)))])
                                for r, i in enumerate(its)))
     scorer = new_probe_scorer(settings, resolve_backbone(settings.reward_model.probe_backbone, settings))
-    return scorer.embed_ids(scorer.encode([""] * len(texts), texts), batch_size=64)
+    return scorer.features([prompt_of[lists[g][0]] for g in gids], texts, batch_size=64)
 
 
 def _probe_rm(examples, embedded, gids, l2):
@@ -398,9 +404,30 @@ def _feature_rm(examples, lists, by_ctx, items, n, seed):
     return {g: float(phi[g] @ w) for g in lists}
 
 
-def summarise_efficiency(runs: list[dict], target: float) -> None:
+def versus_runs(base_file: str, new_file: str, tags: list[str]) -> list[dict]:
+    """Two efficiency runs of the same command and seeds (a setting changed between them) as one run per
+    repeat whose arms are ``random`` (the BASE run's random pairs, the reference) and ``TAG:arm`` for every
+    other curve, so that :func:`summarise_efficiency` prints each against BASE's random, paired by repeat:
+    the same shops, crowds, pools, test pairs and (for random) the same pairs asked."""
+    base, new = (json.loads(Path(f).read_text())["efficiency"] for f in (base_file, new_file))
+    if len(base) != len(new):
+        raise SystemExit(f"{base_file} has {len(base)} repeats, {new_file} {len(new)}: not the same command")
+    merged = []
+    for b, n in zip(base, new):
+        grid = [c["pairs_asked"] for c in b["curves"]["random"]]
+        if [c["pairs_asked"] for c in n["curves"]["random"]] != grid:
+            raise SystemExit("the two runs asked different numbers of pairs: not the same command")
+        curves = {"random": b["curves"]["random"]}
+        curves |= {f"{tags[0]}:{k}": v for k, v in b["curves"].items() if k != "random"}
+        curves |= {f"{tags[1]}:{k}": v for k, v in n["curves"].items()}
+        merged.append({"curves": curves})
+    return merged
+
+
+def summarise_efficiency(runs: list[dict], target: float, goal: str = " (goal >= 30%)") -> None:
     """Mean accuracy curves over repeats (different shops, crowds and seeds) and labels to the target,
-    for every arm the runs share, each against random."""
+    for every arm the runs share, each against random. ``goal`` follows every "fewer labels" figure: the
+    issue's goal is about selection (active vs random pairs), not about comparing two reward models."""
     print(f"== label efficiency over {len(runs)} repeats (mean held-out accuracy by pairs asked)")
     names = [k for k in runs[0]["curves"] if all(k in run["curves"] for run in runs)]
     means = {}
@@ -408,26 +435,30 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
         acc = np.array([[c["accuracy"] for c in run["curves"][strategy]] for run in runs])
         asked = [c["pairs_asked"] for c in runs[0]["curves"][strategy]]
         means[strategy] = (asked, acc.mean(axis=0), acc.std(axis=0) / np.sqrt(len(runs)))
-    print("pairs asked  " + "  ".join(f"{a:>6}" for a in means["random"][0]))
+    w = max(11, *(len(k) for k in names))  # row labels: arm names in full
+    print(f"{'pairs asked':<{w}}  " + "  ".join(f"{a:>6}" for a in means["random"][0]))
     for strategy, (asked, m, se) in means.items():
-        print(f"{strategy[:11]:<11}  " + "  ".join(f"{v:6.3f}" for v in m))
-        print(f"{'  +/- s.e.':<11}  " + "  ".join(f"{v:6.3f}" for v in se))
+        print(f"{strategy:<{w}}  " + "  ".join(f"{v:6.3f}" for v in m))
+        print(f"{'  +/- s.e.':<{w}}  " + "  ".join(f"{v:6.3f}" for v in se))
     if all("labels_true" in run["curves"][k][-1] for run in runs for k in names):  # runs before 2026-12-05 lack it
         print("labels bought, over all pairs asked by the end: share agreeing with the true order; mean true gap")
         for strategy in names:
             ends = [run["curves"][strategy][-1] for run in runs]
-            print(f"  {strategy:<10} {np.mean([e['labels_true'] for e in ends]):.3f}   "
+            print(f"  {strategy:<{w}} {np.mean([e['labels_true'] for e in ends]):.3f}   "
                   f"{np.mean([e['mean_true_gap'] for e in ends]):.3f}")
     # Every arm shares each repeat's shop, crowd, pool and test pairs: the paired difference is the fair
     # test of "this arm beats random" (or "beats active") at a given number of labels.
-    for strategy, base in [(k, "random") for k in names if k != "random"] + [(k, "active") for k in names
-                                                                             if k not in ("random", "active")]:
+    against = [(k, "random") for k in names if k != "random"]
+    if "active" in names:
+        against += [(k, "active") for k in names if k not in ("random", "active")]
+    for strategy, base in against:
         diff = np.array([[a["accuracy"] - r["accuracy"] for a, r in zip(run["curves"][strategy], run["curves"][base])]
                          for run in runs])
-        label = f"{strategy[:6]}-{base[:4]}"
-        print(f"{label:<11}  " + "  ".join(f"{v:+6.3f}" for v in diff.mean(axis=0)))
+        label = f"{strategy[:6]}-{base[:4]}" if w == 11 else f"{strategy} - {base}"
+        print(f"{label:<{w + 9 * (w > 11)}}  " + "  ".join(f"{v:+6.3f}" for v in diff.mean(axis=0)))
         if len(runs) > 1:
-            print(f"{'  paired se':<11}  " + "  ".join(f"{v:6.3f}" for v in diff.std(axis=0, ddof=1) / np.sqrt(len(runs))))
+            print(f"{'  paired se':<{w + 9 * (w > 11)}}  "
+                  + "  ".join(f"{v:6.3f}" for v in diff.std(axis=0, ddof=1) / np.sqrt(len(runs))))
 
     def needed(asked, m, goal):
         for i, v in enumerate(m):
@@ -448,13 +479,13 @@ def summarise_efficiency(runs: list[dict], target: float) -> None:
         na = needed(*means[strategy][:2], target)
         print(f"pairs to reach mean accuracy {target}: random {nr}, {strategy} {na}")
         if nr and na:
-            print(f"{strategy} needs {100 * (1 - na / nr):.0f}% fewer labels (goal >= 30%)")
+            print(f"{strategy} needs {100 * (1 - na / nr):.0f}% fewer labels{goal}")
         match = needed(*means[strategy][:2], reached)
         if match is None:
             print(f"{strategy} never reaches random's accuracy at {budget} pairs ({reached:.3f})")
         else:
             print(f"{strategy} reaches random's accuracy at {budget} pairs ({reached:.3f}) after {match:.0f} pairs: "
-                  f"{100 * (1 - match / budget):.0f}% fewer labels (goal >= 30%)")
+                  f"{100 * (1 - match / budget):.0f}% fewer labels{goal}")
     print()
 
 
@@ -549,17 +580,19 @@ def reward_inputs_section(args) -> dict:
     """Can the small-data reward model learn what matters? Random lists of candidates per context, crowd
     labels from the truth (``--rm-data uci``: the shopper's LATER purchases, PurchaseUtility, the UCI
     loop's annotators; ``demo``: the demo shop's hidden preferences), the probe's head fitted on the lists
-    embedded in each input the product knows (``policy``: the raw ``C07 | reason`` lines, the default;
-    ``resolved``: each id followed by its title, category and price), plus two benchmark-only variants
-    that the probe does not have: both embeddings side by side, and the resolved list times the shopper's
-    history (an interaction: "fits this shopper"). Scored on held-out shoppers' pairs by the TRUE order.
-    Prints accuracy by training labels."""
+    embedded in each input the product knows (``policy``: the raw ``C07 | reason`` lines; ``resolved``:
+    each id followed by its title, category and price), each alone and with the match features
+    (rlhf.reward.match: retrieval rank, similarity to the history; the product's default is
+    ``policy + match``), plus benchmark-only variants that the probe does not have: both embeddings side by
+    side, the resolved list times the shopper's history, and the match features without an embedding.
+    Scored on held-out shoppers' pairs by the TRUE order. Prints accuracy by training labels."""
     from rlhf import simulate as sim
     from rlhf.demo import build_demo, utility_fn_for_store
     from rlhf.models import get_tokenizer
     from rlhf.prompts import build_context_views, format_list_line, render_prompt
     from rlhf.reward.backbones import resolve_backbone
     from rlhf.reward.inputs import reward_inputs
+    from rlhf.reward.match import match_features
     from rlhf.reward.probe import fit_bradley_terry, new_probe_scorer
     from storage import contexts as contexts_repo
 
@@ -588,10 +621,10 @@ def reward_inputs_section(args) -> dict:
     rng = np.random.default_rng(args.seed)
     n = args.list_length
     lists: dict[str, tuple[str, list[str]]] = {}
-    raw, resolved, history = {}, {}, {}
+    raw, resolved, history, prompt_of = {}, {}, {}, {}
     for c in contexts:
         view = views[c.context_id]
-        prompt = render_prompt(tokenizer, view, n, settings.generation.max_prompt_tokens)
+        prompt = prompt_of[c.context_id] = render_prompt(tokenizer, view, n, settings.generation.max_prompt_tokens)
         history[c.context_id] = reward_inputs(prompt, "", "resolved")[0]
         for k in range(args.lists_per_context):
             items = list(rng.choice(view.candidate_ids, size=n, replace=False))
@@ -614,9 +647,16 @@ def reward_inputs_section(args) -> dict:
     e_hist = dict(zip(ctx_ids, embed([history[c] for c in ctx_ids])))
     print(f"embedded {len(gids)} lists twice and {len(ctx_ids)} histories in {time.perf_counter() - t0:.0f} s")
     e_h = np.array([e_hist[lists[g][0]] for g in gids])
-    feats = {"policy (product default)": e_raw, "resolved": e_res,
+    # The match features (rlhf.reward.match) of each list for its context's prompt, by the same encoder.
+    match = match_features([prompt_of[lists[g][0]] for g in gids], [raw[g] for g in gids], scorer.embed_lines)
+    feats = {"policy": e_raw, "resolved": e_res,
              "policy + resolved (not in product)": np.hstack([e_raw, e_res]),
-             "resolved x history (not in product)": np.hstack([e_res, e_res * e_h * np.sqrt(e_res.shape[1])])}
+             "resolved x history (not in product)": np.hstack([e_res, e_res * e_h * np.sqrt(e_res.shape[1])]),
+             "match features alone (not in product)": match,
+             "rank alone (not in product)": match[:, :1],
+             "similarities alone (not in product)": match[:, 1:],
+             "policy + match (product default)": np.hstack([e_raw, match]),
+             "resolved + match": np.hstack([e_res, match])}
     row = {g: i for i, g in enumerate(gids)}
     split = {c.context_id: c.split for c in contexts}
 
@@ -815,12 +855,14 @@ def uci(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine"], default="all")
+    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine", "versus"], default="all")
     p.add_argument("--retrievals", default="user:interleaved,item:interleaved,item:relevance",
                    help="ceiling: contexts.copurchase_similarity:contexts.candidate_order pairs to compare")
     p.add_argument("--zero-shot", action="store_true",
                    help="ceiling: the real policy also writes one list per held-out shopper in each order")
-    p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to pool")
+    p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to "
+                   "pool; --section versus: BASE,NEW, two runs of the same command and seeds under two settings")
+    p.add_argument("--tags", default="base,new", help="--section versus: names of the BASE and NEW runs' arms")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-length", type=int, default=5)
     p.add_argument("--rm-method", choices=["auto", "lora", "probe"], default="auto",
@@ -899,6 +941,9 @@ def main() -> None:
     if args.section == "combine":  # pool the repeats of earlier efficiency runs (their --json-out files)
         runs = [r for f in args.combine.split(",") if f for r in json.loads(Path(f).read_text())["efficiency"]]
         summarise_efficiency(runs, args.target)
+    if args.section == "versus":  # two efficiency runs on the same seeds, repeat by repeat
+        summarise_efficiency(versus_runs(*args.combine.split(","), tags=args.tags.split(",")), args.target,
+                             goal=" (base's random pairs as the reference)")
     if args.section in ("all", "ceiling"):
         out["ceiling"] = uci_ceiling(args)
     if args.section in ("all", "rm-inputs"):
