@@ -583,7 +583,7 @@ def reward_inputs_section(args) -> dict:
     embedded in each input the product knows (``policy``: the raw ``C07 | reason`` lines; ``resolved``:
     each id followed by its title, category and price), each alone and with the match features
     (rlhf.reward.match: retrieval rank, similarity to the history; the product's default is
-    ``policy + match``), plus benchmark-only variants that the probe does not have: both embeddings side by
+    ``resolved + match``), plus benchmark-only variants that the probe does not have: both embeddings side by
     side, the resolved list times the shopper's history, and the match features without an embedding.
     Scored on held-out shoppers' pairs by the TRUE order. Prints accuracy by training labels."""
     from rlhf import simulate as sim
@@ -655,8 +655,9 @@ def reward_inputs_section(args) -> dict:
              "match features alone (not in product)": match,
              "rank alone (not in product)": match[:, :1],
              "similarities alone (not in product)": match[:, 1:],
-             "policy + match (product default)": np.hstack([e_raw, match]),
+             "policy + match": np.hstack([e_raw, match]),
              "resolved + match": np.hstack([e_res, match])}
+    default = settings.reward_model.probe_input_format + (" + match" if settings.reward_model.probe_match_features else "")
     row = {g: i for i, g in enumerate(gids)}
     split = {c.context_id: c.split for c in contexts}
 
@@ -701,10 +702,30 @@ def reward_inputs_section(args) -> dict:
                                                  for a, b in test]))
     print("held-out accuracy (true order) by pairs asked: " + "  ".join(f"{s:>6}" for s in sizes))
     for name, accs in results.items():
-        print(f"  {name:<38} " + "  ".join(f"{accs[s]:6.3f}" for s in sizes))
+        label = f"{name} (product default)" if name == default else name
+        print(f"  {label:<38} " + "  ".join(f"{accs[s]:6.3f}" for s in sizes))
     print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test))):.3f})\n")
     shutil.rmtree(work, ignore_errors=True)
     return {"data": args.rm_data, "accuracy": results, "test_pairs": len(test), "train_pool": len(train_pool)}
+
+
+def summarise_rm_inputs(runs: list[dict]) -> None:
+    """Mean held-out accuracy of each reward-model input over rm-inputs runs (one per seed), with the
+    spread of the seeds, for the inputs and sizes every run has."""
+    # Runs before the match features named the default input "policy (product default)".
+    runs = [{**r, "accuracy": {k.replace(" (product default)", ""): v for k, v in r["accuracy"].items()}} for r in runs]
+    names = [k for k in runs[0]["accuracy"] if all(k in r["accuracy"] for r in runs)]
+    sizes = [s for s in runs[0]["accuracy"][names[0]] if all(s in r["accuracy"][k] for r in runs for k in names)]
+    print(f"== rm-inputs over {len(runs)} seeds ({', '.join(sorted({r['data'] for r in runs}))}): mean held-out "
+          "accuracy (true order) by pairs asked [min-max over seeds]")
+    print(f"{'':<40}" + "".join(f"{s:>20}" for s in sizes))
+    for name in names:
+        cells = []
+        for size in sizes:
+            v = [r["accuracy"][name][size] for r in runs]
+            cells.append(f"{np.mean(v):.3f} [{min(v):.3f}-{max(v):.3f}]")
+        print(f"{name:<40}" + "".join(f"{c:>20}" for c in cells))
+    print()
 
 
 # ============================================================================ 2. UCI loop
@@ -855,13 +876,14 @@ def uci(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine", "versus"], default="all")
+    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine", "versus", "rm-inputs-mean"], default="all")
     p.add_argument("--retrievals", default="user:interleaved,item:interleaved,item:relevance",
                    help="ceiling: contexts.copurchase_similarity:contexts.candidate_order pairs to compare")
     p.add_argument("--zero-shot", action="store_true",
                    help="ceiling: the real policy also writes one list per held-out shopper in each order")
     p.add_argument("--combine", default="", help="--section combine: comma list of efficiency --json-out files to "
-                   "pool; --section versus: BASE,NEW, two runs of the same command and seeds under two settings")
+                   "pool; --section versus: BASE,NEW, two runs of the same command and seeds under two settings; "
+                   "--section rm-inputs-mean: rm-inputs --json-out files (one per seed) to average")
     p.add_argument("--tags", default="base,new", help="--section versus: names of the BASE and NEW runs' arms")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-length", type=int, default=5)
@@ -941,6 +963,8 @@ def main() -> None:
     if args.section == "combine":  # pool the repeats of earlier efficiency runs (their --json-out files)
         runs = [r for f in args.combine.split(",") if f for r in json.loads(Path(f).read_text())["efficiency"]]
         summarise_efficiency(runs, args.target)
+    if args.section == "rm-inputs-mean":  # the mean over seeds of earlier rm-inputs runs (their --json-out files)
+        summarise_rm_inputs([json.loads(Path(f).read_text())["rm_inputs"] for f in args.combine.split(",") if f])
     if args.section == "versus":  # two efficiency runs on the same seeds, repeat by repeat
         summarise_efficiency(versus_runs(*args.combine.split(","), tags=args.tags.split(",")), args.target,
                              goal=" (base's random pairs as the reference)")

@@ -158,15 +158,16 @@ class RewardModelSettings(BaseModel):
     )
     probe_backbone: str = Field("minilm", description="The probe's frozen encoder: 'minilm', 'policy' or a model path/id.")
     probe_input_format: Literal["resolved", "policy"] = Field(
-        "policy",
-        description="What the probe embeds (rlhf.reward.inputs). 'policy': the raw answer lines, whose ids are the "
-        "candidates' retrieval ranks (demo shop, random lists: 0.645 held-out vs 0.619 resolved at 300 labels); "
-        "'resolved': titles, categories and prices, better on real data (UCI: 0.557 vs 0.465; loop.md 2h-2i).",
+        "resolved",
+        description="What the probe embeds (rlhf.reward.inputs). 'resolved': each id with its title, category and "
+        "price; 'policy': the raw answer lines. With the match features, held-out accuracy at 300 labels (3 seeds, "
+        "loop.md 2k): UCI 0.571 resolved vs 0.479 policy; demo shop 0.681 vs 0.682.",
     )
     probe_match_features: bool = Field(
         True,
         description="The probe also reads the listed items' retrieval ranks and their similarity to the shopper's "
-        "earlier purchases (rlhf.reward.match): what the answer text alone cannot say about this shopper.",
+        "earlier purchases (rlhf.reward.match), which the answer text alone cannot say about this shopper "
+        "(resolved input, 300 labels, 3 seeds: demo shop 0.681 with them vs 0.619 without, UCI 0.571 vs 0.557; loop.md 2k).",
     )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
     probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")

@@ -107,8 +107,10 @@ def test_only_a_probe_with_match_features_learns_a_preference_that_depends_on_th
         policy_tokenizer, tmp_path, match):
     from rlhf.reward.train import train_reward_model
 
+    # The raw answer lines: the very same text for every shopper (resolved lines would name each shop's items).
     settings = load_settings(store={"data_dir": tmp_path / "data"},
-                             reward_model={"method": "probe", "probe_match_features": match})
+                             reward_model={"method": "probe", "probe_match_features": match,
+                                           "probe_input_format": "policy"})
     train = _shopper_dependent_pairs(policy_tokenizer, range(16))
     result = train_reward_model(train, settings=settings, output_dir=tmp_path / "out", progress=False)
     test = _shopper_dependent_pairs(policy_tokenizer, range(100, 110))
