@@ -20,8 +20,11 @@ Sections (each can be skipped; every size is a flag):
    chooses among the candidates can reach. With ``--zero-shot``, the real policy's lists in each
    retrieval and where its picks sit among the candidates.
 2b. ``--section rm-inputs`` — what the small-data reward model (the probe's head) learns from crowd labels
-   on random candidate lists, for each input it can read (``--rm-data uci``: truth = later purchases;
-   ``demo``: the demo shop's hidden preferences), by training labels.
+   on random candidate lists, for each input it can read, with and without the match features
+   (``--rm-data uci``: truth = later purchases; ``demo``: the demo shop's hidden preferences), by
+   training labels. ``--section rm-inputs-mean --combine A.json,B.json,...`` averages seeds' runs.
+1v. ``--section versus --combine BASE.json,NEW.json`` — two efficiency runs of the same command and seeds
+   under two settings (e.g. the reward model's features), paired repeat by repeat against BASE's random.
 2. ``--section uci`` — the real loop on UCI Online Retail: import (rlhf.importing), contexts at a time
    cut (rlhf.contexts), zero-shot lists and a first queue (rlhf.pairs.bootstrap_queue), simulated
    annotators whose ground truth is the shopper's LATER purchases (``PurchaseUtility``,
