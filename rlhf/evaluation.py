@@ -14,8 +14,9 @@ as_of**, over the whole catalogue (no sampled negatives: sampled metrics can rev
 - ``coverage`` — distinct recommended items / catalogue size;
 - reward-model ``win_rate`` of one policy over another, given scores;
 - ``paired_difference`` of NDCG@N between two policies on the same contexts (:func:`compare_policies`,
-  and in every round report): whether a round beat its parent or the zero-shot model is a question
-  about this interval, not about whether the two policies' own intervals overlap.
+  and in every round report, against the other policies and the baselines): whether a round beat its
+  parent, the zero-shot model or popularity is a question about this interval, not about whether the two
+  rows' own intervals overlap.
 
 Baselines in the same table, computed only from interactions strictly before the cut: ``popularity``
 (most-bought items) and ``co-purchase`` (items bought by the same shoppers as the context's history,
@@ -597,17 +598,18 @@ def compare_policies(
     store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout",
     baselines: bool = True, limit: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Estimate]]:
-    """:func:`evaluate_policies`' table, and the first policy's NDCG@N minus each other's, paired over
-    the contexts both have lists for (the store is read once for both)."""
+    """:func:`evaluate_policies`' table, and the first policy's NDCG@N minus each other's and each
+    baseline's, paired over the contexts both have lists for (the store is read once for both)."""
     from rlhf.settings import get_settings
 
     settings = settings or get_settings()
     table, truth, lists = _evaluate_stored(store, policy_ids, settings=settings, split=split, baselines=baselines,
                                            limit=limit)
     r = settings.rounds
-    differences = paired_ndcg_differences(lists, truth, list(policy_ids), samples=r.eval_bootstrap_samples,
-                                          seed=r.eval_seed)
+    differences = paired_ndcg_differences(lists, truth, [*policy_ids, *baseline_ids(lists)],
+                                          samples=r.eval_bootstrap_samples, seed=r.eval_seed)
     return table, differences
+
 
 
 def _evaluate_stored(
@@ -624,11 +626,29 @@ def _evaluate_stored(
     empty = [pid for pid, p in policies.items() if not p.lists]
     if empty and len(empty) == len(policies) and not baselines:
         raise RecFeedbackError(f"Policy {', '.join(empty)} has no lists on the {split} contexts.")
-    table = evaluation_table(
-        [p for p in policies.values() if p.lists], truth, baselines=baselines,
-        samples=r.eval_bootstrap_samples, seed=r.eval_seed, exclude_history=r.eval_exclude_history,
-    )
-    return table, truth, policies
+    table, evaluated = evaluate_with_baselines(
+        [p for p in policies.values() if p.lists], truth, baselines=baselines, samples=r.eval_bootstrap_samples,
+        seed=r.eval_seed, exclude_history=r.eval_exclude_history)
+    return table, truth, {**policies, **evaluated}
+
+
+def evaluate_with_baselines(
+    policies: Sequence[PolicyLists], truth: GroundTruth, *, baselines: bool = True, samples: int = 1000,
+    seed: int = 0, exclude_history: bool = True,
+) -> tuple[pd.DataFrame, dict[str, PolicyLists]]:
+    """:func:`evaluation_table`, and every row's lists by policy id (the baselines' included), so that
+    a policy can be compared with a baseline shopper by shopper (:func:`paired_ndcg_differences`)."""
+    evaluated = list(policies)
+    if baselines:  # on the contexts the policies have lists for, as evaluation_table chooses them
+        covered = {c for p in evaluated for c, lists in p.lists.items() if lists} or None
+        evaluated += baseline_lists(truth, exclude_history=exclude_history, context_ids=covered)
+    table = evaluation_table(evaluated, truth, baselines=False, samples=samples, seed=seed)
+    return table, {p.policy_id: p for p in evaluated}
+
+
+def baseline_ids(lists: Mapping[str, PolicyLists]) -> list[str]:
+    """The ids of the baselines among ``lists`` (to compare a policy with each of them)."""
+    return [k for k, p in lists.items() if p.kind == "baseline"]
 
 
 def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
@@ -676,9 +696,11 @@ def round_report(
         "cut": truth.cut.isoformat(),
         "table": records,
         "headline": next((r for r in records if r["policy"] == policy_id), None),
-        # The new policy's NDCG@N minus the previous and reference policies', paired over shoppers.
+        # The new policy's NDCG@N minus the previous and reference policies' and the baselines', paired
+        # over shoppers.
         "ndcg_difference": {k: asdict(v) for k, v in paired_ndcg_differences(
-            lists, truth, ids, samples=settings.rounds.eval_bootstrap_samples, seed=settings.rounds.eval_seed).items()},
+            lists, truth, [*ids, *baseline_ids(lists)], samples=settings.rounds.eval_bootstrap_samples,
+            seed=settings.rounds.eval_seed).items()},
     }
     if rm_scores is not None and previous_policy_id:
         est = win_rate(lists[policy_id].context_scores(rm_scores), lists[previous_policy_id].context_scores(rm_scores),

@@ -754,7 +754,8 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
 
     from rlhf.evaluation import (
         PolicyLists,
-        evaluation_table,
+        baseline_ids,
+        evaluate_with_baselines,
         load_ground_truth,
         paired_ndcg_differences,
         win_rate,
@@ -778,8 +779,8 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
                 gen_ids.setdefault(g.context_id, []).append(g.generation_id)
         if lists:
             policies.append(PolicyLists(pid, lists, valid, generation_ids=gen_ids))
-    table = evaluation_table(policies, truth, baselines=True, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
-                             exclude_history=r.eval_exclude_history)
+    table, by_policy = evaluate_with_baselines(policies, truth, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
+                                               exclude_history=r.eval_exclude_history)
     records = [_jsonable(rec) for rec in table.to_dict(orient="records")]
     report: dict[str, Any] = {
         "policy_id": new_policy, "previous_policy_id": parent, "zero_shot_policy_id": zero_shot,
@@ -787,16 +788,16 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
         "list_length": truth.list_length, "cut": truth.cut.isoformat(), "table": records,
         "headline": next((x for x in records if x["policy"] == new_policy), None),
     }
-    by_policy = {p.policy_id: p for p in policies}
     for key, other in (("rm_win_rate", parent), ("rm_win_rate_vs_zero_shot", zero_shot)):
         if new_policy in by_policy and other in by_policy and other != new_policy:
             est = win_rate(by_policy[new_policy].context_scores(score_of), by_policy[other].context_scores(score_of),
                            samples=r.eval_bootstrap_samples, seed=r.eval_seed)
             report[key] = _jsonable(asdict(est))
-    if new_policy in by_policy:  # NDCG minus the parent's and the zero-shot model's, paired over shoppers
+    if new_policy in by_policy:  # NDCG minus the parent's, zero-shot's and baselines', paired over shoppers
         others = [p for p in (parent, zero_shot) if p]
         report["ndcg_difference"] = {k: _jsonable(asdict(v)) for k, v in paired_ndcg_differences(
-            by_policy, truth, [new_policy, *others], samples=r.eval_bootstrap_samples, seed=r.eval_seed).items()}
+            by_policy, truth, [new_policy, *others, *baseline_ids(by_policy)], samples=r.eval_bootstrap_samples,
+            seed=r.eval_seed).items()}
     return report
 
 
@@ -1159,9 +1160,9 @@ def round_evaluation(store: Store, round_id: str) -> Any:
 
     Columns: ``role`` (new policy, parent, zero-shot, baseline), ``policy`` and the metrics of
     :func:`rlhf.evaluation.evaluate_lists` (HR/NDCG with 95% bootstrap intervals, validity, diversity,
-    novelty, coverage), and for the parent and the zero-shot model ``paired_diff`` / ``paired_lo`` /
-    ``paired_hi``: the new policy's NDCG@N minus theirs over the same shoppers, the interval that says
-    whether the round won. Empty when the round stored no evaluation (no held-out contexts, or not done).
+    novelty, coverage), and for every other row ``paired_diff`` / ``paired_lo`` / ``paired_hi``: the new
+    policy's NDCG@N minus theirs over the same shoppers, the interval that says whether the round won
+    (reports stored before 2026-12-06 have none; those stored before the next day have none for baselines). Empty when the round stored no evaluation (no held-out contexts, or not done).
     """
     import pandas as pd
 

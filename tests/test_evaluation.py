@@ -201,6 +201,12 @@ def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
     diff = report["ndcg_difference"]["prev"]
     assert diff["mean"] == pytest.approx((ndcg1 + ndcg2) / 2) and diff["n"] == 2
     assert diff["lo"] == pytest.approx(min(ndcg1, ndcg2)) and diff["hi"] == pytest.approx(max(ndcg1, ndcg2))
+    # ... and minus each baseline's, on the same shoppers: the difference of the table's means
+    rows = {r["policy"]: r for r in report["table"]}
+    for baseline in (ev.POPULARITY, ev.COPURCHASE, ev.RANDOM_CANDIDATES):
+        assert report["ndcg_difference"][baseline]["n"] == 2
+        assert report["ndcg_difference"][baseline]["mean"] == pytest.approx(
+            rows["pol"]["ndcg@5"] - rows[baseline]["ndcg@5"])
     from storage import rounds
 
     with store.transaction() as con:
@@ -232,7 +238,10 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert "NDCG@5" in result.output and "baseline:popularity" in result.output and "pol " in result.output
     assert missing.exit_code == 1 and "no lists" in missing.output
-    assert "minus" not in result.output  # one policy: nothing to compare
+    # one policy: compared with each baseline, on the shoppers both have lists for
+    assert "NDCG@5 pol minus baseline:popularity, paired over" in result.output
+    assert "NDCG@5 pol minus baseline:random-candidates, paired over" in result.output
+    assert "minus" not in missing.output
     # prev lists i5 first on ctx1 (targets i5, i6): NDCG 1/(1 + 1/log2 3), the same as pol's there
     assert paired.exit_code == 0, paired.output
     assert "NDCG@5 pol minus prev, paired over 1 shopper: +0.0000 [+0.0000, +0.0000]" in paired.output

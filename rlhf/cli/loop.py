@@ -85,7 +85,8 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON records."),
 ) -> None:
     """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage; with
-    several policies, also the first one's NDCG@N minus each other's, paired over the same shoppers."""
+    several policies, also the first one's NDCG@N minus each other's and each baseline's, paired over the
+    same shoppers."""
     from rlhf.evaluation import compare_policies
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
