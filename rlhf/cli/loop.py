@@ -84,9 +84,8 @@ def evaluate_command(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add popularity and co-purchase."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON records."),
 ) -> None:
-    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage; with
-    several policies, also the first one's NDCG@N minus each other's and each baseline's, paired over the
-    same shoppers."""
+    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage, and the
+    first policy's NDCG@N minus each other policy's and each baseline's, paired over the same shoppers."""
     from rlhf.evaluation import compare_policies
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
