@@ -653,10 +653,10 @@ def baseline_ids(lists: Mapping[str, PolicyLists]) -> list[str]:
 
 def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
                             samples: int = 1000, seed: int = 0) -> dict[str, Estimate]:
-    """NDCG@N of policy ``ids[0]`` minus each later id's, paired over contexts (policies without lists skipped)."""
+    """NDCG@N of policy ``ids[0]`` minus each later id's, paired over contexts (ids without lists are skipped)."""
     first = context_ndcg(lists[ids[0]], truth)
     return {other: paired_difference(first, context_ndcg(lists[other], truth), samples=samples, seed=seed)
-            for other in ids[1:] if other in lists and other != ids[0]}
+            for other in ids[1:] if other in lists and lists[other].lists and other != ids[0]}
 
 
 def round_report(

@@ -233,6 +233,7 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
         result = CliRunner().invoke(app, ["evaluate", "--policy", "pol"])
         paired = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "prev", "--no-baselines"])
         missing = CliRunner().invoke(app, ["evaluate", "--policy", "nope", "--no-baselines"])
+        listless = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "nope", "--no-baselines"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
@@ -242,6 +243,8 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     assert "NDCG@5 pol minus baseline:popularity, paired over" in result.output
     assert "NDCG@5 pol minus baseline:random-candidates, paired over" in result.output
     assert "minus" not in missing.output
+    assert listless.exit_code == 0, listless.output  # a policy without lists is said so, not compared as NaN
+    assert "nope has no lists on the heldout contexts" in listless.output and "nan" not in listless.output
     # prev lists i5 first on ctx1 (targets i5, i6): NDCG 1/(1 + 1/log2 3), the same as pol's there
     assert paired.exit_code == 0, paired.output
     assert "NDCG@5 pol minus prev, paired over 1 shopper: +0.0000 [+0.0000, +0.0000]" in paired.output

@@ -103,6 +103,9 @@ def evaluate_command(
     for other, est in differences.items():
         typer.echo(f"NDCG@{n} {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
                    f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
+    for other in dict.fromkeys(policy[1:]):
+        if other not in differences and other != policy[0]:
+            typer.echo(f"{other} has no lists on the {split} contexts: nothing to compare {policy[0]} with.")
 
 
 def format_table(table: Any, n: int) -> str:
