@@ -477,12 +477,8 @@ def evaluation_table(
     Baselines are computed on the contexts the policies have lists for (all of the truth's contexts
     when no policy is given), so that every row is measured on the same shoppers.
     """
-    rows = [evaluate_lists(p, truth, samples=samples, seed=seed) for p in policies]
-    if baselines:
-        covered = {c for p in policies for c, lists in p.lists.items() if lists} or None
-        rows += [evaluate_lists(b, truth, samples=samples, seed=seed)
-                 for b in baseline_lists(truth, exclude_history=exclude_history, context_ids=covered)]
-    return pd.DataFrame(rows)
+    return evaluate_with_baselines(policies, truth, baselines=baselines, samples=samples, seed=seed,
+                                   exclude_history=exclude_history)[0]
 
 
 def long_metrics(table: pd.DataFrame) -> pd.DataFrame:
@@ -611,7 +607,6 @@ def compare_policies(
     return table, differences
 
 
-
 def _evaluate_stored(
     store: Any, policy_ids: Sequence[str], *, settings: Any, split: str, baselines: bool, limit: int | None
 ) -> tuple[pd.DataFrame, GroundTruth, dict[str, PolicyLists]]:
@@ -639,10 +634,10 @@ def evaluate_with_baselines(
     """:func:`evaluation_table`, and every row's lists by policy id (the baselines' included), so that
     a policy can be compared with a baseline shopper by shopper (:func:`paired_ndcg_differences`)."""
     evaluated = list(policies)
-    if baselines:  # on the contexts the policies have lists for, as evaluation_table chooses them
+    if baselines:  # on the contexts the policies have lists for: every row measured on the same shoppers
         covered = {c for p in evaluated for c, lists in p.lists.items() if lists} or None
         evaluated += baseline_lists(truth, exclude_history=exclude_history, context_ids=covered)
-    table = evaluation_table(evaluated, truth, baselines=False, samples=samples, seed=seed)
+    table = pd.DataFrame([evaluate_lists(p, truth, samples=samples, seed=seed) for p in evaluated])
     return table, {p.policy_id: p for p in evaluated}
 
 
