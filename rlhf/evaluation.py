@@ -586,8 +586,9 @@ def evaluate_policies(
     store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout",
     baselines: bool = True, limit: int | None = None,
 ) -> pd.DataFrame:
-    """The evaluation table for stored policies on a split, with the baselines beside them."""
-    return compare_policies(store, policy_ids, settings=settings, split=split, baselines=baselines, limit=limit)[0]
+    """The evaluation table for stored policies on a split, with the baselines beside them (no paired
+    differences: :func:`compare_policies` adds those, at one bootstrap per compared row)."""
+    return _evaluate_stored(store, policy_ids, settings=settings, split=split, baselines=baselines, limit=limit)[0]
 
 
 def compare_policies(

@@ -1162,7 +1162,8 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     :func:`rlhf.evaluation.evaluate_lists` (HR/NDCG with 95% bootstrap intervals, validity, diversity,
     novelty, coverage), and for every other row ``paired_diff`` / ``paired_lo`` / ``paired_hi``: the new
     policy's NDCG@N minus theirs over the same shoppers, the interval that says whether the round won
-    (reports stored before 2026-12-06 have none; those stored before the next day have none for baselines). Empty when the round stored no evaluation (no held-out contexts, or not done).
+    (older reports have none, or none for the baseline rows: those cells stay empty). Empty when the
+    round stored no evaluation (no held-out contexts, or not done).
     """
     import pandas as pd
 
