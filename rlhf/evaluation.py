@@ -29,7 +29,8 @@ context, averaged): the floor for a policy that chooses among the candidates, wh
 LLM's choice adds anything (on UCI zero-shot SmolLM2 does not: ``benchmarks/results/loop.md`` §2f).
 
 Pure functions work on lists, sets and frames; :func:`load_ground_truth`, :func:`evaluate_policies` and
-:func:`round_report` read the store through storage functions only.
+:func:`compare_policies` read the store through storage functions only; :func:`round_report` is what a
+round stores as its evaluation.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from rlhf.runtime import jsonable
 
 POPULARITY = "baseline:popularity"
 COPURCHASE = "baseline:copurchase"
@@ -656,72 +659,40 @@ def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth
 
 
 def round_report(
-    store: Any,
-    policy_id: str,
+    policies: Sequence[PolicyLists],
+    truth: GroundTruth,
+    new_policy: str,
     *,
     previous_policy_id: str | None = None,
-    reference_policy_ids: Sequence[str] = (),
+    zero_shot_policy_id: str | None = None,
     rm_scores: Mapping[str, float] | None = None,
     round_id: str | None = None,
-    settings: Any = None,
     split: str = "heldout",
-    save: bool = True,
+    samples: int = 1000,
+    seed: int = 0,
+    exclude_history: bool = True,
 ) -> dict[str, Any]:
-    """A round's evaluation, ready for the dashboard: the table, the headline row, the win rate.
-
-    ``reference_policy_ids`` (e.g. the zero-shot policy) are evaluated in the same table. ``rm_scores``
-    maps generation ids (of this and the previous policy on the split) to the round's reward-model
-    score; with it the report includes the reward-model win rate of the new policy over the previous
-    one. When ``save`` is true the report is also stored in ``evaluations`` (JSON, NaN as null).
-    """
-    from rlhf.runtime import new_id
-    from rlhf.settings import get_settings
-    from storage import rounds as rounds_repo
-
-    settings = settings or get_settings()
-    ids = list(dict.fromkeys([policy_id, *([previous_policy_id] if previous_policy_id else []),
-                              *reference_policy_ids]))
-    table, truth, lists = _evaluate_stored(store, ids, settings=settings, split=split, baselines=True, limit=None)
-    records = _jsonable_records(table)
+    """A round's evaluation, JSON-ready for the store and the dashboard: the table with the baselines,
+    the headline row, the new policy's NDCG minus every other row's (paired over shoppers) and, given
+    ``rm_scores`` (generation id → the round's reward-model score), its reward-model win rate over the
+    previous and the zero-shot policy."""
+    table, by_policy = evaluate_with_baselines(policies, truth, samples=samples, seed=seed,
+                                               exclude_history=exclude_history)
+    records = jsonable(table.to_dict(orient="records"))
     report: dict[str, Any] = {
-        "policy_id": policy_id,
-        "previous_policy_id": previous_policy_id,
-        "round_id": round_id,
-        "split": split,
-        "list_length": truth.list_length,
-        "cut": truth.cut.isoformat(),
-        "table": records,
-        "headline": next((r for r in records if r["policy"] == policy_id), None),
-        # The new policy's NDCG@N minus the previous and reference policies' and the baselines', paired
-        # over shoppers.
-        "ndcg_difference": {k: asdict(v) for k, v in paired_ndcg_differences(
-            lists, truth, [*ids, *baseline_ids(lists)], samples=settings.rounds.eval_bootstrap_samples,
-            seed=settings.rounds.eval_seed).items()},
+        "policy_id": new_policy, "previous_policy_id": previous_policy_id,
+        "zero_shot_policy_id": zero_shot_policy_id, "round_id": round_id, "split": split,
+        "list_length": truth.list_length, "cut": truth.cut.isoformat(), "table": records,
+        "headline": next((r for r in records if r["policy"] == new_policy), None),
     }
-    if rm_scores is not None and previous_policy_id:
-        est = win_rate(lists[policy_id].context_scores(rm_scores), lists[previous_policy_id].context_scores(rm_scores),
-                       samples=settings.rounds.eval_bootstrap_samples, seed=settings.rounds.eval_seed)
-        report["rm_win_rate"] = asdict(est)
-    if save:
-        with store.transaction() as con:
-            rounds_repo.insert_evaluation(con, new_id("eval"), _jsonable(report), policy_id=policy_id,
-                                          round_id=round_id, dataset=split)
+    if new_policy not in by_policy:
+        return report
+    for key, other in (("rm_win_rate", previous_policy_id), ("rm_win_rate_vs_zero_shot", zero_shot_policy_id)):
+        if rm_scores is not None and other in by_policy and other != new_policy:
+            est = win_rate(by_policy[new_policy].context_scores(rm_scores), by_policy[other].context_scores(rm_scores),
+                           samples=samples, seed=seed)
+            report[key] = jsonable(asdict(est))
+    others = [p for p in dict.fromkeys((previous_policy_id, zero_shot_policy_id)) if p]
+    report["ndcg_difference"] = {k: jsonable(asdict(v)) for k, v in paired_ndcg_differences(
+        by_policy, truth, [new_policy, *others, *baseline_ids(by_policy)], samples=samples, seed=seed).items()}
     return report
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _jsonable_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for rec in frame.to_dict(orient="records"):
-        out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
-                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
-    return out

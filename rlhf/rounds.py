@@ -52,6 +52,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rlhf.errors import RoundError
+from rlhf.runtime import jsonable
 from rlhf.settings import Settings, load_settings
 from storage import Store
 from storage.records import Generation, ListItem, Pair, Policy, RewardModelRecord, RoundRecord
@@ -750,16 +751,7 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
               held: Sequence[str], new_policy: str, parent: str, zero_shot: str | None) -> dict[str, Any]:
     """Offline metrics of the new, the parent and the zero-shot policy on held-out contexts, with the
     baselines, and the round's reward-model win rate of the new policy over the other two."""
-    from dataclasses import asdict
-
-    from rlhf.evaluation import (
-        PolicyLists,
-        baseline_ids,
-        evaluate_with_baselines,
-        load_ground_truth,
-        paired_ndcg_differences,
-        win_rate,
-    )
+    from rlhf.evaluation import PolicyLists, load_ground_truth, round_report
 
     settings = ctx.settings
     if not held:
@@ -779,40 +771,9 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
                 gen_ids.setdefault(g.context_id, []).append(g.generation_id)
         if lists:
             policies.append(PolicyLists(pid, lists, valid, generation_ids=gen_ids))
-    table, by_policy = evaluate_with_baselines(policies, truth, samples=r.eval_bootstrap_samples, seed=r.eval_seed,
-                                               exclude_history=r.eval_exclude_history)
-    records = [_jsonable(rec) for rec in table.to_dict(orient="records")]
-    report: dict[str, Any] = {
-        "policy_id": new_policy, "previous_policy_id": parent, "zero_shot_policy_id": zero_shot,
-        "round_id": ctx.round_id, "split": "heldout",
-        "list_length": truth.list_length, "cut": truth.cut.isoformat(), "table": records,
-        "headline": next((x for x in records if x["policy"] == new_policy), None),
-    }
-    for key, other in (("rm_win_rate", parent), ("rm_win_rate_vs_zero_shot", zero_shot)):
-        if new_policy in by_policy and other in by_policy and other != new_policy:
-            est = win_rate(by_policy[new_policy].context_scores(score_of), by_policy[other].context_scores(score_of),
-                           samples=r.eval_bootstrap_samples, seed=r.eval_seed)
-            report[key] = _jsonable(asdict(est))
-    if new_policy in by_policy:  # NDCG minus the parent's, zero-shot's and baselines', paired over shoppers
-        others = [p for p in (parent, zero_shot) if p]
-        report["ndcg_difference"] = {k: _jsonable(asdict(v)) for k, v in paired_ndcg_differences(
-            by_policy, truth, [new_policy, *others, *baseline_ids(by_policy)], samples=r.eval_bootstrap_samples,
-            seed=r.eval_seed).items()}
-    return report
-
-
-def _jsonable(value: Any) -> Any:
-    import math
-
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return round_report(policies, truth, new_policy, previous_policy_id=parent, zero_shot_policy_id=zero_shot,
+                        rm_scores=score_of, round_id=ctx.round_id, samples=r.eval_bootstrap_samples,
+                        seed=r.eval_seed, exclude_history=r.eval_exclude_history)
 
 
 # ----------------------------------------------------------------------------------- stage: enqueue (ingest)
@@ -875,7 +836,7 @@ def _round_metrics(rm: Mapping[str, Any], ppo: Mapping[str, Any], gen: Mapping[s
     n = settings.generation.list_length
     final = ppo.get("final_metrics") or {}
     head = evaluation.get("headline") or {}
-    return _jsonable({
+    return jsonable({
         "rm_heldout_accuracy": rm.get("heldout_accuracy"),
         "rm_counts": _dig(rm.get("card"), "data", "counts"),
         "ppo_reward": final.get("reward/score"),
@@ -982,7 +943,7 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
             started = time.perf_counter()
             out = STAGE_FUNCS[stage](ctx)
             out["seconds"] = round(time.perf_counter() - started, 3)
-            _write_json(ctx.paths.marker(stage), _jsonable(out))
+            _write_json(ctx.paths.marker(stage), jsonable(out))
             log.info("Round %s: stage %s finished in %.1f s", round_id, stage, out["seconds"])
             if stage == "enqueue":
                 # The marker exists now: add the enqueue time to the row's timings.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from rlhf.settings import Settings, get_settings
 from storage import Store
@@ -34,6 +36,20 @@ def _open_store(path: str, timeout: float, retry_initial: float, retry_max: floa
 def new_id(prefix: str) -> str:
     """A short random id with a readable prefix (``pair_3f9a...``)."""
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` ready for JSON: numpy scalars as Python numbers, tuples as lists, NaN and inf as None
+    (JSON has neither, and a round's reports and markers must load back)."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta
 
@@ -183,7 +184,7 @@ def _settings(store):
     return load_settings(store={"data_dir": store.path.parent}, rounds={"eval_bootstrap_samples": 200})
 
 
-def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
+def test_round_report_has_win_rates_and_paired_differences(store) -> None:
     _seed_store(store)
     with store.transaction() as con:
         generations.upsert_policy(con, Policy("prev"))
@@ -191,11 +192,14 @@ def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
             Generation("h1", "ctx1", "prev", "", [ListItem("i2", "r")], [], True),
             Generation("h2", "ctx2", "prev", "", [ListItem("i1", "r")], [], True),
         ])
+    truth = ev.load_ground_truth(store, split="heldout", list_length=5)
+    policies = [ev.policy_lists_from_store(store, pid, list(truth.contexts)) for pid in ("pol", "prev")]
     scores = {"g1": 2.0, "g2": 0.0, "g3": 1.0, "h1": 1.0, "h2": 0.5}
-    report = ev.round_report(store, "pol", previous_policy_id="prev", rm_scores=scores, round_id="r1",
-                             settings=_settings(store))
-    assert report["headline"]["policy"] == "pol"
+    report = ev.round_report(policies, truth, "pol", previous_policy_id="prev", zero_shot_policy_id="prev",
+                             rm_scores=scores, round_id="r1", samples=200)
+    assert report["headline"]["policy"] == "pol" and report["round_id"] == "r1"
     assert report["rm_win_rate"]["mean"] == pytest.approx(0.5) and report["rm_win_rate"]["n"] == 2
+    assert report["rm_win_rate_vs_zero_shot"] == report["rm_win_rate"]
     # prev hits nothing on ctx1 or ctx2; pol's NDCG there is worked out in the hand-computed test above
     ndcg1, ndcg2 = 1 / (1 + 1 / math.log2(3)), 1 / math.log2(3)
     diff = report["ndcg_difference"]["prev"]
@@ -203,17 +207,19 @@ def test_round_report_is_stored_with_the_rm_win_rate(store) -> None:
     assert diff["lo"] == pytest.approx(min(ndcg1, ndcg2)) and diff["hi"] == pytest.approx(max(ndcg1, ndcg2))
     # ... and minus each baseline's, on the same shoppers: the difference of the table's means
     rows = {r["policy"]: r for r in report["table"]}
+    assert set(rows) == {"pol", "prev", ev.POPULARITY, ev.COPURCHASE, ev.RANDOM_CANDIDATES}
+    assert set(report["ndcg_difference"]) == {"prev", ev.POPULARITY, ev.COPURCHASE, ev.RANDOM_CANDIDATES}
     for baseline in (ev.POPULARITY, ev.COPURCHASE, ev.RANDOM_CANDIDATES):
         assert report["ndcg_difference"][baseline]["n"] == 2
         assert report["ndcg_difference"][baseline]["mean"] == pytest.approx(
             rows["pol"]["ndcg@5"] - rows[baseline]["ndcg@5"])
-    from storage import rounds
-
-    with store.transaction() as con:
-        saved = rounds.list_evaluations(con, round_id="r1")
-    assert saved and saved[0]["metrics"]["policy_id"] == "pol"
-    assert {r["policy"] for r in saved[0]["metrics"]["table"]} == {"pol", "prev", ev.POPULARITY, ev.COPURCHASE,
-                                                                    ev.RANDOM_CANDIDATES}
+    json.dumps(report, allow_nan=False)  # what the round stores must load back
+    # no zero-shot policy named: no win rate against it; no scores: no win rate; a policy without lists:
+    # no headline
+    parent_only = ev.round_report(policies, truth, "pol", previous_policy_id="prev", rm_scores=scores, samples=50)
+    assert "rm_win_rate" in parent_only and "rm_win_rate_vs_zero_shot" not in parent_only
+    bare = ev.round_report(policies[1:], truth, "pol", previous_policy_id="prev", samples=50)
+    assert bare["headline"] is None and "rm_win_rate" not in bare and "ndcg_difference" not in bare
 
 
 def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
