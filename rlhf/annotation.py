@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from rlhf.parsing import PROBLEM_LABELS, describes_other_item
-from rlhf.prompts import copies_example
+from rlhf.prompts import attribute_details, copies_example
 from rlhf.settings import Settings, get_settings
 from storage import Store
 from storage import app_texts as texts_repo
@@ -53,7 +53,8 @@ Keyboard: **1** = A, **2** = B, **3** = tie, **4** = both bad, **Enter** = submi
 
 @dataclass(frozen=True)
 class ShownItem:
-    """One recommended item as the annotator sees it; ``badges`` name problems with this item."""
+    """One recommended item as the annotator sees it; ``badges`` name problems with this item and
+    ``attributes`` are the catalogue attributes the policy was shown (``"color Navy"``)."""
 
     rank: int
     item_id: str
@@ -62,6 +63,7 @@ class ShownItem:
     price: float | None
     reason: str
     badges: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ class Task:
     right: ShownList
     expires_at: datetime
     assigned_at: datetime = field(compare=False, default=None)  # type: ignore[assignment]
+    attribute_keys: tuple[str, ...] = ()
+
+    def attributes(self, item: CatalogItem) -> tuple[str, ...]:
+        """The attributes of a history or candidate item that the policy's prompt describes."""
+        return tuple(attribute_details(item, self.attribute_keys))
 
 
 def queue_policy(settings: Settings | None = None) -> QueuePolicy:
@@ -121,10 +128,10 @@ def next_task(
         )
         if assignment is None:
             return None
-        return _resolve(con, assignment)
+        return _resolve(con, assignment, settings)
 
 
-def _resolve(con: Any, assignment: Any) -> Task:
+def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     """Everything the page shows for an assignment, in two queries (pair+context+generations, items)."""
     shown = queue_repo.pair_for_display(con, assignment.pair_id)
     left_id = assignment.left_gen
@@ -133,20 +140,23 @@ def _resolve(con: Any, assignment: Any) -> Task:
     if left_id not in gens or right_id not in gens:
         raise NotFoundError(f"Pair {assignment.pair_id} names a generation that does not exist.")
     listed = [i.get("item_id", "") for g in (gens[left_id], gens[right_id]) for i in g["items"]]
-    rows = queue_repo.items_for_display(con, [*shown["history"], *shown["candidates"], *listed])
-    items = {i: CatalogItem(item_id=i, title=t, category=c, price=p) for i, (t, c, p) in rows.items()}
+    items = queue_repo.items_for_display(con, [*shown["history"], *shown["candidates"], *listed])
+    keys = tuple(settings.contexts.item_attributes)
     candidate_set = set(shown["candidates"])
     history = tuple(reversed([items[i] for i in shown["history"] if i in items]))  # most recent first
     candidates = tuple(items[i] for i in shown["candidates"] if i in items)
     return Task(
         assignment_id=assignment.assignment_id, pair_id=assignment.pair_id, reason=assignment.reason,
         shopper_id=shown["shopper_id"] or "", history=history, candidates=candidates,
-        left=_shown_list(gens[left_id], items, candidate_set), right=_shown_list(gens[right_id], items, candidate_set),
-        expires_at=assignment.expires_at, assigned_at=assignment.assigned_at,
+        left=_shown_list(gens[left_id], items, candidate_set, keys),
+        right=_shown_list(gens[right_id], items, candidate_set, keys),
+        expires_at=assignment.expires_at, assigned_at=assignment.assigned_at, attribute_keys=keys,
     )
 
 
-def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str]) -> ShownList:
+def _shown_list(
+    gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str], attribute_keys: tuple[str, ...]
+) -> ShownList:
     shown: list[ShownItem] = []
     seen: set[str] = set()
     titles = {i: items[i].title for i in candidates if i in items}
@@ -172,6 +182,7 @@ def _shown_list(gen: dict[str, Any], items: dict[str, CatalogItem], candidates: 
             rank=rank, item_id=item_id, title=item.title if item else f"(unknown item {item_id})",
             category=item.category if item else None, price=item.price if item else None,
             reason=reason, badges=tuple(badges),
+            attributes=tuple(attribute_details(item, attribute_keys)) if item else (),
         ))
     problems = []
     for p in gen["problems"]:
@@ -232,7 +243,7 @@ def submit_and_next(
         assignment = queue_repo.next_assignment(
             con, annotator_id, policy, now=now, rng=_rng(con, settings, annotator_id)
         )
-        return label, (None if assignment is None else _resolve(con, assignment))
+        return label, (None if assignment is None else _resolve(con, assignment, settings))
 
 
 def skip_task(
@@ -247,9 +258,10 @@ def undo_last_label(
     store: Store, annotator_id: str, *, settings: Settings | None = None, now: datetime | None = None
 ) -> Task:
     """Retract the latest label (within the undo window) and return its pair as the current task."""
+    settings = settings or get_settings()
     with store.transaction() as con:
         _label, assignment = queue_repo.undo_last(con, annotator_id, queue_policy(settings), now=now)
-        return _resolve(con, assignment)
+        return _resolve(con, assignment, settings)
 
 
 def get_progress(store: Store, annotator_id: str, *, now: datetime | None = None) -> Progress:

@@ -146,7 +146,7 @@ def make_baseline_generations(
             wanted = contexts_without_generations(con, policy_id, split=split, limit=limit)
         contexts = get_contexts(con, wanted)
         ordered = [contexts[c] for c in wanted if c in contexts]
-        views = build_context_views(con, ordered)
+        views = build_context_views(con, ordered, attributes=settings.contexts.item_attributes)
         latest = max((c.as_of for c in ordered), default=None)
         before = interactions_frame(con, before=latest) if latest is not None else pd.DataFrame()
     generations = []

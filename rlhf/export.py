@@ -65,7 +65,8 @@ def trl_records(
     with store.transaction() as con:
         rows = exports_repo.preference_rows(con, include_gold=include_gold)
         contexts = get_contexts(con, sorted(set(rows["context_id"].dropna())))
-    views = {v.context_id: v for v in build_context_views(store, list(contexts.values()))} if contexts else {}
+    views = {v.context_id: v for v in build_context_views(
+        store, list(contexts.values()), attributes=settings.contexts.item_attributes)} if contexts else {}
     n_items = settings.generation.list_length
     out: list[dict[str, Any]] = []
     for r in rows.itertuples(index=False):

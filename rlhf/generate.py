@@ -336,7 +336,7 @@ def generate_for_store(
                 ids = contexts_without_generations(con, policy_id, split=split, limit=wanted)
                 contexts = list(get_contexts(con, ids).values())
                 contexts.sort(key=lambda c: c.context_id)
-            views = build_context_views(con, contexts)
+            views = build_context_views(con, contexts, attributes=settings.contexts.item_attributes)
             catalog = existing_item_ids(con)
     if policy is not None and policy.kind == "baseline":
         return make_baseline_generations(store, settings, policy_id, context_ids=baseline_ids, n_contexts=n_contexts,

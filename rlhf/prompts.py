@@ -33,7 +33,8 @@ from rlhf.errors import RecFeedbackError
 from storage.records import CatalogItem, Context
 
 #: Bumped whenever the wording or format changes, and stored with each generation.
-PROMPT_VERSION = "v1"
+#: v2 (2026-12-06): items may carry catalogue attributes after the price (``contexts.item_attributes``).
+PROMPT_VERSION = "v2"
 
 LINE_FORMAT = "<rank>. <candidate id> | <one-sentence reason>"
 #: The reason in the prompt's one example line. The 135M default policy copies it for ~6% of its items
@@ -63,7 +64,8 @@ class ContextView:
     """A context ready for prompting: resolved items and candidate short ids.
 
     ``short_ids[i]`` is the short id of ``candidates[i]``. Candidates missing from the catalogue are
-    left out (they cannot be described to the model); history items missing likewise.
+    left out (they cannot be described to the model); history items missing likewise. ``attributes``
+    names the catalogue attributes described with each item (:func:`item_details`).
     """
 
     context_id: str
@@ -71,6 +73,7 @@ class ContextView:
     history: list[CatalogItem]
     candidates: list[CatalogItem]
     short_ids: list[str] = field(default_factory=list)
+    attributes: tuple[str, ...] = ()
 
     @property
     def short_to_item(self) -> dict[str, str]:
@@ -100,24 +103,63 @@ def short_id_for(index: int, n_candidates: int) -> str:
 
 
 def make_view(
-    context_id: str, shopper_id: str, history: Sequence[CatalogItem], candidates: Sequence[CatalogItem]
+    context_id: str, shopper_id: str, history: Sequence[CatalogItem], candidates: Sequence[CatalogItem],
+    *, attributes: Sequence[str] | None = None,
 ) -> ContextView:
-    """A :class:`ContextView` from items already in hand (tests, benchmarks, the demo)."""
+    """A :class:`ContextView` from items already in hand (tests, benchmarks, the demo).
+
+    ``attributes``: the catalogue attributes to describe with each item; None takes
+    ``contexts.item_attributes`` from the settings, so that every prompt of a shop reads the same."""
     seen: set[str] = set()
     unique = [c for c in candidates if not (c.item_id in seen or seen.add(c.item_id))]
     shorts = [short_id_for(i, len(unique)) for i in range(len(unique))]
-    return ContextView(context_id, shopper_id, list(history), unique, shorts)
+    return ContextView(context_id, shopper_id, list(history), unique, shorts, _attribute_keys(attributes))
 
 
-def build_context_views(con_or_store: Any, contexts: Sequence[Context]) -> list[ContextView]:
+def _attribute_keys(attributes: Sequence[str] | None) -> tuple[str, ...]:
+    if attributes is None:
+        from rlhf.settings import get_settings
+
+        attributes = get_settings().contexts.item_attributes
+    return tuple(attributes)
+
+
+def item_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]:
+    """What the prompt says about ``item`` besides its title: category, price, then
+    :func:`attribute_details`."""
+    details = [d for d in (item.category, None if item.price is None else f"price {item.price:.2f}") if d]
+    return details + attribute_details(item, attributes)
+
+
+def attribute_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]:
+    """Each named catalogue attribute ``item`` has, as ``"color Navy"`` / ``"rating 4.8"``, unless its title
+    already says it. The policy's prompt and the Label page both describe items with this, so that
+    annotators judge what the policy was shown."""
+    attrs = item.attributes or {}
+    title = item.title.lower()
+    out = []
+    for key in attributes:
+        value = attrs.get(key)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            continue
+        text = str(value).strip()
+        if text and not (isinstance(value, str) and text.lower() in title):
+            out.append(f"{key} {text}")
+    return out
+
+
+def build_context_views(
+    con_or_store: Any, contexts: Sequence[Context], *, attributes: Sequence[str] | None = None
+) -> list[ContextView]:
     """Views for many contexts, reading all their items in one query.
 
     ``con_or_store`` is an open transaction's connection or a :class:`storage.Store` (then a short
-    read transaction is opened here).
+    read transaction is opened here). ``attributes`` as in :func:`make_view`.
     """
     from storage import Store
     from storage.catalog import get_items
 
+    keys = _attribute_keys(attributes)
     ids = [i for c in contexts for i in (*c.history, *c.candidates)]
     if isinstance(con_or_store, Store):
         with con_or_store.transaction() as con:
@@ -128,7 +170,7 @@ def build_context_views(con_or_store: Any, contexts: Sequence[Context]) -> list[
     for c in contexts:
         history = [items[i] for i in c.history if i in items]
         candidates = [items[i] for i in c.candidates if i in items]
-        views.append(make_view(c.context_id, c.shopper_id, history, candidates))
+        views.append(make_view(c.context_id, c.shopper_id, history, candidates, attributes=keys))
     return views
 
 
@@ -146,11 +188,11 @@ def build_context_view(con_or_store: Any, context: Context | str) -> ContextView
     return build_context_views(con_or_store, [context])[0]
 
 
-def _describe(item: CatalogItem, title_chars: int | None) -> str:
+def _describe(item: CatalogItem, title_chars: int | None, attributes: Sequence[str]) -> str:
     title = " ".join(item.title.split())
     if title_chars and len(title) > title_chars:
         title = title[: title_chars - 1].rstrip() + "…"
-    details = [d for d in (item.category, None if item.price is None else f"price {item.price:.2f}") if d]
+    details = item_details(item, attributes)
     return f"{title} ({', '.join(details)})" if details else title
 
 
@@ -167,10 +209,10 @@ def build_messages(
     else:
         history = view.history[max(0, len(view.history) - history_limit):] if history_limit > 0 else []
     if history:
-        past = "\n".join(f"- {_describe(it, title_chars)}" for it in history)
+        past = "\n".join(f"- {_describe(it, title_chars, view.attributes)}" for it in history)
     else:
         past = NO_HISTORY
-    cands = "\n".join(f"{s}: {_describe(c, title_chars)}" for s, c in zip(view.short_ids, view.candidates))
+    cands = "\n".join(f"{s}: {_describe(c, title_chars, view.attributes)}" for s, c in zip(view.short_ids, view.candidates))
     example = view.short_ids[min(6, len(view.short_ids) - 1)] if view.short_ids else "C07"
     user = (
         f"{HISTORY_HEADER}\n{past}\n\n"

@@ -446,7 +446,7 @@ def _dig(data: Mapping[str, Any] | None, *keys: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- views from the snapshot
-def _views(snap: Any, context_ids: Sequence[str]) -> list[Any]:
+def _views(snap: Any, context_ids: Sequence[str], settings: Settings) -> list[Any]:
     from rlhf.prompts import make_view
 
     contexts = snap.context_records()
@@ -455,7 +455,8 @@ def _views(snap: Any, context_ids: Sequence[str]) -> list[Any]:
     for cid in context_ids:
         c = contexts[cid]
         out.append(make_view(c.context_id, c.shopper_id, [items[i] for i in c.history if i in items],
-                             [items[i] for i in c.candidates if i in items]))
+                             [items[i] for i in c.candidates if i in items],
+                             attributes=settings.contexts.item_attributes))
     return out
 
 
@@ -485,7 +486,7 @@ def _ppo_examples(snap: Any, settings: Settings, tokenizer: Any, context_ids: Se
     n_items = settings.generation.list_length
     budget = min(settings.ppo.max_prompt_tokens, settings.generation.max_prompt_tokens)
     out = []
-    for view in _views(snap, context_ids):
+    for view in _views(snap, context_ids, settings):
         if len(view.candidates) < n_items:
             continue
         try:
@@ -619,7 +620,7 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     ctx.set_progress("generate", 0, total)
     model, tokenizer = _load_for_sampling(settings, ppo["adapter"])
     new_policy = meta["policy_id"]
-    rows = _sample(model, tokenizer, _views(snap, pool + held), settings, new_policy, ctx.round_id, catalog,
+    rows = _sample(model, tokenizer, _views(snap, pool + held, settings), settings, new_policy, ctx.round_id, catalog,
                    ctx.progress_bars)
     done = len(pool) + len(held)
     ctx.set_progress("generate", done, total)
@@ -627,7 +628,7 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     # The comparison policies' lists on the evaluation contexts (the comparison and the RM win rates).
     for policy_id, (adapter, todo) in missing.items():
         model, tokenizer = _load_for_sampling(settings, adapter)
-        rows += _sample(model, tokenizer, _views(snap, todo), settings, policy_id, ctx.round_id, catalog,
+        rows += _sample(model, tokenizer, _views(snap, todo, settings), settings, policy_id, ctx.round_id, catalog,
                         ctx.progress_bars)
         del model
         done += len(todo)

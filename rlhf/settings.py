@@ -63,6 +63,13 @@ class ImportSettings(BaseModel):
 class ContextSettings(BaseModel):
     """How a shopper's situation is turned into a prompt-sized context."""
 
+    item_attributes: tuple[str, ...] = Field(
+        ("color", "material", "style", "rating"),
+        description="Catalogue attributes described with each item after its category and price, to the policy "
+        "(its prompt, which the reward model reads) and to annotators (the Label page), unless the title already "
+        "says them. Empty: title, category and price only (every prompt before 2026-12-06).",
+    )
+
     n_candidates: int = Field(20, description="Candidate items offered to the policy per context.")
     history_cap: int = Field(20, description="Most recent distinct items kept in a context's history.")
     min_history: int = Field(2, description="Shoppers with fewer items before the cut get no context.")
@@ -179,7 +186,7 @@ class RewardModelSettings(BaseModel):
     input_format: Literal["resolved", "policy"] = Field(
         "resolved",
         description="What the model reads (rlhf.reward.inputs): 'resolved' = the shopper's history and each "
-        "answer line with its item's title, category and price after its id; 'policy' = the raw prompt and answer.",
+        "answer line with its item's description from the prompt after its id; 'policy' = the raw prompt and answer.",
     )
     center_rewards_coefficient: float = 0.01
     lora_r: int = 16

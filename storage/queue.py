@@ -49,7 +49,7 @@ import pandas as pd
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import ConflictError, NotFoundError, ValidationError
-from storage.records import CHOICES, ITEM_FLAGS, Assignment, Label
+from storage.records import CHOICES, ITEM_FLAGS, Assignment, CatalogItem, Label
 
 #: Why a pair was served; stored in ``assignments.reason``.
 REASONS: tuple[str, ...] = ("lease", "reshow", "gold", "priority", "undo")
@@ -504,16 +504,19 @@ def pair_for_display(con: Any, pair_id: str) -> dict[str, Any]:
     }
 
 
-def items_for_display(con: Any, ids: Sequence[str]) -> dict[str, tuple[str, str | None, float | None]]:
-    """(title, category, price) of catalogue items by id; unknown ids are absent."""
+def items_for_display(con: Any, ids: Sequence[str]) -> dict[str, CatalogItem]:
+    """Catalogue items by id, without their descriptions (the page does not show them); unknown ids are
+    absent."""
     unique = list(dict.fromkeys(ids))
     if not unique:
         return {}
     rows = con.execute(
-        f"SELECT item_id, title, category, price FROM catalog_items WHERE item_id IN ({','.join('?' * len(unique))})",
+        "SELECT item_id, title, category, price, attributes FROM catalog_items "
+        f"WHERE item_id IN ({','.join('?' * len(unique))})",
         unique,
     ).fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    return {r[0]: CatalogItem(item_id=r[0], title=r[1], category=r[2], price=r[3], attributes=from_json(r[4]))
+            for r in rows}
 
 
 def progress(con: Any, annotator_id: str, *, now: datetime | None = None) -> Progress:

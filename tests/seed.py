@@ -62,6 +62,9 @@ def seed_store(
             f"{rng.choice(['mug', 'lamp', 'kite', 'notebook', 'rug', 'spade'])} no. {i}",
             description="A thing for the demo.", category=CATEGORIES[i % len(CATEGORIES)],
             price=round(1.5 + (i * 7919 % 400) / 10, 2),
+            # shown after the price (contexts.item_attributes); n_buyers is not, and "Blue" often is in the title
+            attributes={"color": ("Navy", "Blue", "Ivory")[i % 3], "rating": round(3.0 + (i % 21) / 10, 1),
+                        "n_buyers": i},
         )
         for i in range(n_items)
     ]

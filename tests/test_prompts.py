@@ -9,6 +9,7 @@ import pytest
 from rlhf.models import get_tokenizer
 from rlhf.prompts import (
     PromptTooLongError,
+    attribute_details,
     build_context_view,
     build_messages,
     count_tokens,
@@ -89,3 +90,34 @@ def test_view_from_store_skips_items_missing_from_the_catalogue(store):
     assert view.candidate_ids == ["I1", "I2", "I3"] and view.short_ids == ["C01", "C02", "C03"]
     with store.transaction() as con:
         assert build_context_view(con, "ctx1") == view
+
+
+def test_items_carry_the_named_attributes_unless_the_title_says_them():
+    navy = CatalogItem("I1", "Oak lamp", None, "Lighting", 30.0,
+                       {"color": "Navy", "material": "Oak", "rating": 4.5, "stock": 3, "tags": ["a"], "new": True})
+    assert attribute_details(navy, ("rating", "color", "material", "tags", "new", "missing")) == [
+        "rating 4.5", "color Navy"]  # the keys' order; oak is in the title; lists, flags and absent keys skipped
+    assert attribute_details(navy, ()) == [] and attribute_details(CatalogItem("I2", "Mug"), ("color",)) == []
+    view = make_view("c", "s", [navy], [navy, *_items(2)], attributes=("color", "rating"))
+    text = build_messages(view, 2)[1]["content"]
+    assert "- Oak lamp (Lighting, price 30.00, color Navy, rating 4.5)" in text
+    assert "C01: Oak lamp (Lighting, price 30.00, color Navy, rating 4.5)" in text
+    assert "C02: Product number 0 with a fairly long descriptive title (Garden, price 1.50)\n" in text
+    bare = build_messages(make_view("c", "s", [navy], [navy], attributes=()), 1)[1]["content"]
+    assert "- Oak lamp (Lighting, price 30.00)\n" in bare  # the format before attributes existed
+
+
+def test_views_take_the_attributes_from_the_settings(store, monkeypatch):
+    from rlhf.settings import get_settings
+
+    with store.transaction() as con:
+        insert_items(con, [CatalogItem("I0", "Mug", None, "Kitchen", 2.0, {"color": "Red", "size": "L"})])
+        insert_contexts(con, [Context("ctx1", "s1", datetime(2024, 1, 1), ["I0"], ["I0"])])
+    assert build_context_view(store, "ctx1").attributes == tuple(get_settings().contexts.item_attributes)
+    monkeypatch.setenv("RECFEEDBACK_CONTEXTS__ITEM_ATTRIBUTES", '["size"]')
+    get_settings.cache_clear()
+    try:
+        view = build_context_view(store, "ctx1")
+    finally:
+        get_settings.cache_clear()
+    assert view.attributes == ("size",) and "(Kitchen, price 2.00, size L)" in build_messages(view, 1)[1]["content"]

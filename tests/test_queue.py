@@ -295,3 +295,20 @@ def test_label_page_services_do_not_import_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_task_shows_the_attributes_the_prompt_describes(qstore, qsettings):
+    seed_store(qstore, n_pairs=1, n_gold=0)
+    task = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    shown = [*task.left.items, *task.right.items]
+    assert task.attribute_keys == ("color", "material", "style", "rating")
+    for item in shown:  # seed: color Navy/Blue/Ivory, rating 3.0-5.0, and n_buyers, which is not shown
+        assert any(a.startswith("rating ") for a in item.attributes), item
+        assert not any(a.startswith("n_buyers") for a in item.attributes)
+        color = ("Navy", "Blue", "Ivory")[int(item.item_id[-4:]) % 3]
+        assert (f"color {color}" in item.attributes) == (color.lower() not in item.title.lower())
+    history = task.history[0]
+    assert task.attributes(history)[-1].startswith("rating ")
+    bare = ann.next_task(qstore, "bob", settings=qsettings.model_copy(update={
+        "contexts": qsettings.contexts.model_copy(update={"item_attributes": ()})}), now=T0)
+    assert bare.attribute_keys == () and all(i.attributes == () for i in bare.left.items)

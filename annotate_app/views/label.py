@@ -182,19 +182,21 @@ def _guidelines(_store_path: str) -> str:
 
 def _item_html(item: ann.ShownItem) -> str:
     badges = "".join(f'<span class="rf-badge">{ui.esc(b)}</span>' for b in item.badges)
-    meta = " · ".join(x for x in (ui.esc(item.category or ""), ui.esc(ui.price(item.price))) if x)
+    meta = " · ".join(ui.esc(x) for x in (item.category or "", ui.price(item.price), *item.attributes) if x)
     return (
         f'<div class="rf-item"><div class="rf-title">{item.rank}. {ui.esc(item.title)}{badges}</div>'
         f'<div class="rf-meta">{meta}</div><div class="rf-reason">{ui.esc(item.reason)}</div></div>'
     )
 
 
-def _items_table(items) -> str:
+def _items_table(items, task: ann.Task) -> str:
     rows = "".join(
-        f"<tr><td>{ui.esc(i.title)}</td><td>{ui.esc(i.category or '')}</td><td>{ui.esc(ui.price(i.price))}</td></tr>"
+        f"<tr><td>{ui.esc(i.title)}</td><td>{ui.esc(i.category or '')}</td><td>{ui.esc(ui.price(i.price))}</td>"
+        + (f"<td>{ui.esc(' · '.join(task.attributes(i)))}</td>" if task.attribute_keys else "") + "</tr>"
         for i in items
     )
-    return (f'<table class="rf-table"><thead><tr><th>Title</th><th>Category</th><th>Price</th></tr></thead>'
+    details = "<th>Details</th>" if task.attribute_keys else ""
+    return (f'<table class="rf-table"><thead><tr><th>Title</th><th>Category</th><th>Price</th>{details}</tr></thead>'
             f"<tbody>{rows}</tbody></table>")
 
 
@@ -260,9 +262,9 @@ if task is None:
 
 st.subheader("The shopper")
 st.html("<div><b>Recent purchases</b> (most recent first)</div>"
-        + (_items_table(task.history) if task.history else "<p>No purchases known.</p>"))
+        + (_items_table(task.history, task) if task.history else "<p>No purchases known.</p>"))
 with st.expander(f"Candidate items the lists could choose from ({len(task.candidates)})"):
-    st.html(_items_table(task.candidates))
+    st.html(_items_table(task.candidates, task))
 
 # ---------------------------------------------------------------- the two lists and the answer
 

@@ -34,7 +34,7 @@ def load_ppo_examples(
 
     with store.transaction() as con:
         contexts = list_contexts(con, split=split, limit=limit)
-        views = build_context_views(con, contexts)
+        views = build_context_views(con, contexts, attributes=settings.contexts.item_attributes)
     n_items = settings.generation.list_length
     max_tokens = min(settings.ppo.max_prompt_tokens, settings.generation.max_prompt_tokens)
     examples, skipped = [], 0

@@ -181,6 +181,7 @@ def policy_prompt_renderer(snapshot: Snapshot, settings: Settings, tokenizer: An
             view = make_view(
                 c.context_id, c.shopper_id,
                 [items[i] for i in c.history if i in items], [items[i] for i in c.candidates if i in items],
+                attributes=settings.contexts.item_attributes,
             )
             cache[context_id] = render_prompt(
                 tokenizer, view, settings.generation.list_length, settings.generation.max_prompt_tokens

@@ -10,7 +10,7 @@ Embeddings: Reproducible Reward Model Research in Large Language Model Alignment
 
 Model: ``r(prompt, answer) = w · e(answer)``, ``e`` the L2-normalised mean of the encoder's last hidden
 states over the answer as :func:`rlhf.reward.inputs.reward_inputs` writes it in ``probe_input_format``
-(by default ``resolved``: each ``C07`` followed by its title, category and price). Training minimises
+(by default ``resolved``: each ``C07`` followed by its description from the prompt). Training minimises
 the convex Bradley–Terry objective with the same strength margins as TRL's loss::
 
     sum_i softplus(margin_i - w · (e(chosen_i) - e(rejected_i)))  +  probe_l2 · |w|²
