@@ -8,6 +8,13 @@ demo shop (rlhf.demo, built into a temporary store).
 
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py                 # full: 1,8,32 and 200 contexts
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py --batch-sizes 1,8 --validity-contexts 40
+    .venv/bin/python benchmarks/generate_bench.py --skip-speed --skip-overhead --modes constrained \
+        --validity-contexts 60 --compare-attributes        # prompts with vs without contexts.item_attributes
+
+Every validity row also gives the lists' true utility under the demo shop's hidden preferences
+(``rlhf.demo.list_utility``: what the simulated annotators judge by). ``--compare-attributes`` samples
+each mode twice on the same contexts and seeds, once with the items' catalogue attributes in the
+prompt (the settings' ``contexts.item_attributes``) and once without, and prints the paired difference.
 
 Figures are measurements of this machine at this moment: on a shared CPU they vary with load (the
 script prints the load average before and after).
@@ -23,6 +30,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,9 +39,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def demo_views(n: int, data_dir: Path):
-    """``n`` contexts of the demo shop as ContextViews (built in a temporary store)."""
-    from rlhf.demo import build_demo
+def demo_views(n: int, data_dir: Path, attribute_sets: tuple[tuple[str, ...] | None, ...] = (None,)):
+    """``n`` contexts of the demo shop as ContextViews (built in a temporary store), once per attribute
+    set (None: the settings'), the settings, and the shop's true utility of a list."""
+    from rlhf.demo import build_demo, utility_fn_for_store
     from rlhf.prompts import build_context_views
     from rlhf.settings import load_settings
     from storage import Store
@@ -43,8 +53,8 @@ def demo_views(n: int, data_dir: Path):
     build_demo(store, settings, with_accounts=False)
     with store.transaction() as con:
         contexts = list_contexts(con, limit=n)
-        views = build_context_views(con, contexts)
-    return views, settings
+        views = [build_context_views(con, contexts, attributes=keys) for keys in attribute_sets]
+    return views, settings, utility_fn_for_store(store)
 
 
 def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) -> dict:
@@ -146,21 +156,27 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--modes", default="unconstrained,constrained",
                         help="validity modes to run: unconstrained, constrained, constrained-copies-allowed")
+    parser.add_argument("--compare-attributes", action="store_true",
+                        help="validity: each mode with and without contexts.item_attributes in the prompt")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
 
     import torch
 
+    from rlhf.evaluation import paired_difference
     from rlhf.generate import generate_lists
     from rlhf.models import cpu_has_native_bf16, get_policy_model
+    from storage.records import Context
 
     if args.threads:
         torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     needed = max([8] + ([] if args.skip_speed else batch_sizes)
                  + ([] if args.skip_validity else [args.validity_contexts]))
+    attribute_sets = (None, ()) if args.compare_attributes else (None,)
     with tempfile.TemporaryDirectory() as tmp:
-        views, settings = demo_views(needed, Path(tmp) / "data")
+        view_sets, settings, utility = demo_views(needed, Path(tmp) / "data", attribute_sets)
+    views = view_sets[0]
     g = settings.generation
     max_new = args.max_new_tokens or g.max_new_tokens
     t0 = time.perf_counter()
@@ -210,12 +226,23 @@ def main() -> None:
         known = ("unconstrained", "constrained", "constrained-copies-allowed")
         if unknown := [m for m in modes if m not in known]:
             parser.error(f"unknown mode(s) {unknown}; choose from {known}")
-        for name in modes:
+        contexts = {v.context_id: Context(v.context_id, v.shopper_id, datetime(2000, 1, 1), [], []) for v in subset}
+        runs = [(name, keys, run_views) for name in modes for keys, run_views in zip(attribute_sets, view_sets)]
+        per_context: dict[tuple[str, tuple[str, ...] | None], dict[str, float]] = {}
+        for name, keys, views_run in runs:
+            subset = views_run[: args.validity_contexts]
             constrained = name != "unconstrained"
             start = time.perf_counter()
             lists = generate_lists(model, tokenizer, subset, samples_per_context=1, constrained=constrained,
                                    forbid_example=name == "constrained", batch_size=args.validity_batch_size,
                                    **common)
+            shown = subset[0].attributes
+            label = f"{name}, attributes {'+'.join(shown) or 'none'}" if args.compare_attributes else name
+            short_to_item = {v.context_id: v.short_to_item for v in subset}
+            value = per_context[(name, keys)] = {
+                x.context_id: utility(contexts[x.context_id],
+                                      [short_to_item[x.context_id].get(s, s) for s in x.parsed.short_ids])
+                for x in lists}
             secs = time.perf_counter() - start
             valid = sum(x.parsed.is_valid for x in lists)
             kinds = Counter(k for x in lists for k in x.parsed.problem_kinds())
@@ -223,13 +250,17 @@ def main() -> None:
             # Position bias: lists that are just the first N candidates in the order shown.
             in_order = sum(x.parsed.short_ids == [f"C{k:02d}" for k in range(1, g.list_length + 1)] for x in lists)
             reasons = reason_figures(lists, tokenizer, g.max_reason_tokens, subset)
-            results["validity"][name] = {
+            results["validity"][label] = {
+                "attributes": list(shown), "mean_true_utility": sum(value.values()) / len(value),
+                "true_utility": value, "mean_prompt_tokens": sum(x.prompt_tokens for x in lists) / len(lists),
                 "lists": len(lists), "valid": valid, "rate": valid / len(lists), "usable_item_share": items,
                 "problems": dict(kinds), "seconds": secs, "first_n_in_order": in_order, "reasons": reasons,
                 "completion_tokens": sum(x.completion_tokens for x in lists),
                 "example": lists[0].raw_text, "texts": [x.raw_text for x in lists],
             }
-            print(f"  {name:>26}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
+            print(f"  {label:>26}: mean true utility {sum(value.values()) / len(value):.3f}, mean prompt "
+                  f"{results['validity'][label]['mean_prompt_tokens']:.0f} tokens")
+            print(f"  {label:>26}: {valid}/{len(lists)} valid ({valid / len(lists):.0%}); usable items "
                   f"{items:.0%} of asked; lists with each problem: {dict(kinds)}; {in_order} lists are just "
                   f"C01..C{g.list_length:02d} in order; {secs:.0f} s", flush=True)
             print(f"    reasons: {reasons['reasons']}; copies of the prompt's example reason "
@@ -242,6 +273,12 @@ def main() -> None:
                   f"candidate's title {reasons['other_item_title']}, with their own item's "
                   f"{reasons['own_item_title']}")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
+        for name in modes if args.compare_attributes else []:
+            with_attrs, without = per_context[(name, None)], per_context[(name, ())]
+            diff = paired_difference(with_attrs, without)
+            results.setdefault("attributes_effect", {})[name] = asdict(diff)
+            print(f"  {name}: true utility with attributes minus without, paired over {diff.n} contexts: "
+                  f"{diff.mean:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}]")
     results["hardware"]["load_avg_end"] = os.getloadavg()
     print(f"\nload average at end: {os.getloadavg()}")
     if args.json_out:
