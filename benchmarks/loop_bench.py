@@ -657,8 +657,7 @@ def reward_inputs_section(args) -> dict:
              "resolved x history (not in product)": np.hstack([e_res, e_res * e_h * np.sqrt(e_res.shape[1])]),
              "match features alone (not in product)": match,
              "rank alone (not in product)": match[:, :1],
-             "similarities alone (not in product)": match[:, 1:3],
-             "attribute overlap alone (not in product)": match[:, 3:],
+             "similarities alone (not in product)": match[:, 1:],
              "policy + match": np.hstack([e_raw, match]),
              "resolved + match": np.hstack([e_res, match])}
     default = settings.reward_model.probe_input_format + (" + match" if settings.reward_model.probe_match_features else "")

@@ -53,9 +53,6 @@ SYSTEM_PROMPT = (
 )
 
 _TITLE_CHARS_SHORT = 48
-#: An item line's details in parentheses, at the end of the line; what may not appear in an attribute value.
-_DETAILS = re.compile(r"\(([^()]*)\)\s*$")
-_ATTRIBUTE_UNSAFE = re.compile(r"[,;()\n]")
 
 
 class PromptTooLongError(RecFeedbackError):
@@ -127,27 +124,11 @@ def _attribute_keys(attributes: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(attributes)
 
 
-def item_details(item: CatalogItem, attributes: Sequence[str]) -> str:
-    """What the prompt says about ``item`` after its title: ``Kitchen, price 4.50; color Navy, rating 4.5``
-    (category, price and, after a semicolon, :func:`attribute_details`); "" when it has none of them."""
-    details = ", ".join(d for d in (item.category, None if item.price is None else f"price {item.price:.2f}") if d)
-    attrs = attribute_details(item, attributes)
-    return f"{details}; {', '.join(attrs)}" if attrs else details
-
-
-def description_attributes(description: str) -> dict[str, str]:
-    """The attributes a candidate or history line of a prompt names (``{"color": "Navy"}``): the inverse
-    of :func:`item_details` for the part after the semicolon, so that a reader of the prompt alone (the
-    reward model's match features) can compare items by them."""
-    m = _DETAILS.search(description)
-    if m is None or "; " not in m.group(1):
-        return {}
-    out = {}
-    for part in m.group(1).rsplit("; ", 1)[1].split(", "):
-        key, sep, value = part.partition(" ")
-        if sep and key and value:
-            out[key] = value
-    return out
+def item_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]:
+    """What the prompt says about ``item`` besides its title: category, price, then
+    :func:`attribute_details`."""
+    details = [d for d in (item.category, None if item.price is None else f"price {item.price:.2f}") if d]
+    return details + attribute_details(item, attributes)
 
 
 def attribute_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]:
@@ -161,7 +142,7 @@ def attribute_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]
         value = attrs.get(key)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             continue
-        text = " ".join(_ATTRIBUTE_UNSAFE.sub(" ", str(value)).split())
+        text = str(value).strip()
         if text and not (isinstance(value, str) and text.lower() in title):
             out.append(f"{key} {text}")
     return out
@@ -212,7 +193,7 @@ def _describe(item: CatalogItem, title_chars: int | None, attributes: Sequence[s
     if title_chars and len(title) > title_chars:
         title = title[: title_chars - 1].rstrip() + "…"
     details = item_details(item, attributes)
-    return f"{title} ({details})" if details else title
+    return f"{title} ({', '.join(details)})" if details else title
 
 
 def build_messages(

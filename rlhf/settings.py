@@ -13,9 +13,9 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 if sys.version_info >= (3, 11):
@@ -63,12 +63,11 @@ class ImportSettings(BaseModel):
 class ContextSettings(BaseModel):
     """How a shopper's situation is turned into a prompt-sized context."""
 
-    item_attributes: tuple[Annotated[str, StringConstraints(pattern=r"^\w+$")], ...] = Field(
+    item_attributes: tuple[str, ...] = Field(
         ("color", "material", "style", "rating"),
         description="Catalogue attributes described with each item after its category and price, to the policy "
         "(its prompt, which the reward model reads) and to annotators (the Label page), unless the title already "
-        "says them. One word each (letters, digits, _). Empty: title, category and price only (every prompt before "
-        "2026-12-06).",
+        "says them. Empty: title, category and price only (every prompt before 2026-12-06).",
     )
 
     n_candidates: int = Field(20, description="Candidate items offered to the policy per context.")

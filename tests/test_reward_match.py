@@ -56,8 +56,7 @@ def test_rank_and_similarity_are_read_from_the_prompt(policy_tokenizer):
     answers = [GARDEN_LIST, KITCHEN_LIST, "1. C07 | x\n2. C08 | y"]
     f = match_features([gardener] * 3, answers, _embed_by_category)
     assert f.shape == (3, len(MATCH_FEATURES))
-    rank, best, mean, overlap = f.T
-    np.testing.assert_array_equal(overlap, 0.0)  # these items have no attributes to share
+    rank, best, mean = f.T
     assert rank[0] == pytest.approx(1.0 - (1 / np.log2(3)) / (7 * (1 + 1 / np.log2(3))))  # C01, C02 of 8
     assert rank[0] > rank[1] > rank[2]  # higher in the retriever's order is higher
     assert best[0] == pytest.approx(1.0, abs=1e-6) and best[1] < 0.3  # like the garden history, or not
@@ -78,40 +77,11 @@ def test_invented_repeated_and_extra_lines_buy_nothing(policy_tokenizer):
     one = "1. C01 | A."
     f = match_features([p] * 4, [one, one + "\n2. C01 | Again.", one + "\n2. C99 | Made up.", "No list at all."],
                        _embed_by_category)
-    assert (f[1, :3] < f[0, :3]).all() and (f[2, :3] < f[0, :3]).all()  # a repeat or an unknown id counts as zero
+    assert (f[1] < f[0]).all() and (f[2] < f[0]).all()  # a repeat or an unknown id counts as zero
     np.testing.assert_allclose(f[1], f[2])
     np.testing.assert_array_equal(f[3], 0.0)
     longer = match_features([p], [one + "\n2. C02 | B.\n3. C03 | C."], _embed_by_category)[0]
     assert longer[1] <= f[0, 1] + 1e-6  # a weighted mean: more lines of the same quality add nothing
-
-
-def test_attribute_overlap_counts_the_word_attributes_earlier_purchases_share(policy_tokenizer):
-    from rlhf.reward.match import MATCH_FEATURES, match_features
-
-    def item(i, color, material, rating=4.5):
-        return CatalogItem(f"I{i}", f"Thing {i}", None, "Home", 9.99,
-                           {"color": color, "material": material, "rating": rating})
-
-    history = [item(0, "Navy", "Oak", 3.0), item(1, "Navy", "Linen")]
-    cands = [item(2, "Navy", "Oak"), item(3, "Red", "Oak"), item(4, "Red", "Steel", 3.0), item(5, "Navy", "Oak")]
-    keys = ("color", "material", "rating")
-    prompt = render_prompt(policy_tokenizer, make_view("c", "s", history, cands, attributes=keys), 2, 2000)
-    assert "C01: Thing 2 (Home, price 9.99; color Navy, material Oak, rating 4.5)" in prompt
-    w = 1 / np.log2(3)
-    f = match_features([prompt] * 4, ["1. C01 | a", "1. C02 | a", "1. C03 | a", "1. C03 | a\n2. C02 | b"],
-                       _embed_by_category)
-    overlap = f[:, MATCH_FEATURES.index("attribute_overlap")]
-    # C01 shares both words (navy, oak); C02 one of two; C03 none: its rating 3.0, like I0's, is a number
-    np.testing.assert_allclose(overlap, [1.0, 0.5, 0.0, 0.5 * w / (1 + w)], atol=1e-6)
-    bare = render_prompt(policy_tokenizer, make_view("c", "s", history, cands, attributes=()), 2, 2000)
-    np.testing.assert_array_equal(match_features([bare], ["1. C01 | a"], _embed_by_category)[:, 3], 0.0)
-    # a subset of the features, in the order asked (what a probe saved with fewer features reads)
-    sub = match_features([prompt] * 4, ["1. C01 | a", "1. C02 | a", "1. C03 | a", "1. C04 | a"],
-                         _embed_by_category, ("attribute_overlap", "rank"))
-    np.testing.assert_allclose(sub[:, 0], [1.0, 0.5, 0.0, 1.0])
-    np.testing.assert_allclose(sub[:, 1], [1.0, 2 / 3, 1 / 3, 0.0])
-    with pytest.raises(ValueError, match="Unknown match features"):
-        match_features([prompt], ["1. C01 | a"], _embed_by_category, ("colour",))
 
 
 def test_text_that_is_not_our_prompt_gets_zeros():
@@ -149,8 +119,7 @@ def test_only_a_probe_with_match_features_learns_a_preference_that_depends_on_th
     accuracy = float(np.mean(chosen > rejected))
     if match:
         assert accuracy == 1.0
-        assert result.summary()["match_features"] == ["rank", "max_similarity", "mean_similarity",
-                                                      "attribute_overlap"]
+        assert result.summary()["match_features"] == ["rank", "max_similarity", "mean_similarity"]
     else:  # each text wins as often as it loses: read alone, the two lists are worth the same
         np.testing.assert_allclose(chosen, rejected, atol=1e-4)
         assert accuracy == 0.0  # no pair is ordered (ties count as wrong)
@@ -182,15 +151,9 @@ def test_a_match_probe_reloads_with_identical_scores_and_an_old_card_reads_the_a
     folder = Path(record.path)
     card_file = folder / "card.json"
     card = json.loads(card_file.read_text())
-    width = int(reloaded.model.config.hidden_size)
-    card["training"]["match_features"] = ["rank", "max_similarity", "mean_similarity"]  # before attribute_overlap
-    card_file.write_text(json.dumps(card))
-    save_file({"weight": torch.ones(width + 3)}, str(folder / HEAD_FILE))
-    three = load_reward_model_from_folder(record.path, settings=settings)
-    assert three.match_names == ("rank", "max_similarity", "mean_similarity")
-    assert three.features(prompts, answers).shape == (len(prompts), width + 3)
     del card["training"]["match_features"]  # a model saved before the match features existed
     card_file.write_text(json.dumps(card))
+    width = int(reloaded.model.config.hidden_size)
     save_file({"weight": torch.ones(width)}, str(folder / HEAD_FILE))
     old = load_reward_model_from_folder(record.path, settings=settings)
     assert not old.match

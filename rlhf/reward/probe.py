@@ -18,12 +18,10 @@ the convex Bradley–Terry objective with the same strength margins as TRL's los
 to its optimum with L-BFGS: deterministic, seconds on a CPU, no learning-rate or epoch choices. The
 encoder is never changed, so a saved model is only the head (``head.safetensors``) and the card.
 
-With ``reward_model.probe_match_features`` (the default) the head also reads four numbers that depend
-on the shopper, :mod:`rlhf.reward.match` (the listed items' retrieval ranks, their similarity to the
-shopper's earlier purchases, and how many of their attributes those purchases share), so
-``r = w · [e(answer), match(prompt, answer)]``. The card records which features a head was fitted on:
-heads saved before the match features existed read the answer alone, and heads saved before
-``attribute_overlap`` existed read the first three.
+With ``reward_model.probe_match_features`` (the default) the head also reads three numbers that depend
+on the shopper, :mod:`rlhf.reward.match` (the listed items' retrieval ranks and their similarity to the
+shopper's earlier purchases), so ``r = w · [e(answer), match(prompt, answer)]``. The card records which
+features a head was fitted on; heads saved before the match features existed read the answer alone.
 """
 
 from __future__ import annotations
@@ -85,11 +83,10 @@ class ProbeScorer(RewardScorer):
     features, which need the prompt too.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, weight: np.ndarray, *, match_names: Sequence[str] = (),
-                 **kwargs: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, weight: np.ndarray, *, match: bool = False, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self.weight = np.asarray(weight, dtype=np.float32)
-        self.match_names = tuple(match_names)  # the match features the head reads after the embedding
+        self.match = bool(match)
         self._line_vectors: dict[str, np.ndarray] = {}  # the frozen encoder's view of prompt lines, by text
 
     def features(
@@ -99,12 +96,7 @@ class ProbeScorer(RewardScorer):
         embedded = self.embed_ids(self.encode(prompts, responses), batch_size, progress)
         if not self.match:
             return embedded
-        return np.hstack([embedded, match_features(prompts, responses, self.embed_lines, self.match_names)])
-
-    @property
-    def match(self) -> bool:
-        """Whether the head reads match features (then it needs the prompt to score an answer)."""
-        return bool(self.match_names)
+        return np.hstack([embedded, match_features(prompts, responses, self.embed_lines)])
 
     def embed_lines(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings of short prompt lines (candidates, earlier purchases); each text is
@@ -178,9 +170,8 @@ def new_probe_scorer(settings: Settings, backbone: Backbone, *, device: str = "c
     """An untrained probe (zero head) on ``backbone``, reading answers as ``settings.reward_model`` says."""
     rm = settings.reward_model
     model, tokenizer = load_encoder(backbone, device=device)
-    names = MATCH_FEATURES if rm.probe_match_features else ()
-    width = int(model.config.hidden_size) + len(names)
-    return ProbeScorer(model, tokenizer, np.zeros(width, dtype=np.float32), match_names=names,
+    width = int(model.config.hidden_size) + (len(MATCH_FEATURES) if rm.probe_match_features else 0)
+    return ProbeScorer(model, tokenizer, np.zeros(width, dtype=np.float32), match=rm.probe_match_features,
                        kind=backbone.kind, max_length=min(rm.probe_max_length, _position_limit(model)),
                        input_format=rm.probe_input_format)
 
@@ -270,15 +261,12 @@ def load_probe(folder: Path, card: dict[str, Any], backbone: Backbone, *, device
     model, tokenizer = load_encoder(backbone, device=device, tokenizer=tokenizer)
     weight = load_file(str(head))["weight"].numpy()
     training = card.get("training", {})
-    names = tuple(training.get("match_features") or ())  # absent in cards from before the match features
-    if unknown := [n for n in names if n not in MATCH_FEATURES]:
-        raise ModelNotFoundError(f"The probe in {folder} reads match features this version does not know: {unknown}.")
-    width = int(model.config.hidden_size) + len(names)
+    match = bool(training.get("match_features"))  # absent in cards from before the match features
+    width = int(model.config.hidden_size) + (len(MATCH_FEATURES) if match else 0)
     if weight.shape != (width,):
         raise ModelNotFoundError(
             f"The probe head in {folder} has shape {tuple(weight.shape)}; the encoder"
-            f"{' and the match features' if names else ''} give {width} features."
+            f"{' and the match features' if match else ''} give {width} features."
         )
-    return ProbeScorer(model, tokenizer, weight, match_names=names, kind=backbone.kind,
-                       max_length=int(training["max_length"]),
+    return ProbeScorer(model, tokenizer, weight, match=match, kind=backbone.kind, max_length=int(training["max_length"]),
                        rm_id=card["rm_id"], card=card, input_format=training.get("input_format", "policy"))

@@ -34,6 +34,7 @@ import pandas as pd
 
 from rlhf.errors import RecFeedbackError
 from rlhf.reward.backbones import Backbone, effective_max_length, load_backbone, resolve_backbone
+from rlhf.reward.match import MATCH_FEATURES
 from rlhf.reward.score import RewardScorer
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class TrainResult:
         return {
             "method": self.method, "n_train": self.n_train, "max_length": self.scorer.max_length,
             "input_format": self.scorer.input_format,
-            "match_features": list(getattr(self.scorer, "match_names", ())) or None,
+            "match_features": list(MATCH_FEATURES) if getattr(self.scorer, "match", False) else None,
             "train_seconds": round(self.train_seconds, 2),
             "pairs_per_second": round(self.pairs_per_second, 3), "peak_rss_mb": round(self.peak_rss_mb, 1),
             "peak_cuda_mb": self.peak_cuda_mb, "device": self.device,
