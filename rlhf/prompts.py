@@ -53,6 +53,8 @@ SYSTEM_PROMPT = (
 )
 
 _TITLE_CHARS_SHORT = 48
+#: What may not appear in an attribute value in the prompt (it would read as the details' punctuation).
+_ATTRIBUTE_UNSAFE = re.compile(r"[,;()\n]")
 
 
 class PromptTooLongError(RecFeedbackError):
@@ -124,11 +126,12 @@ def _attribute_keys(attributes: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(attributes)
 
 
-def item_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]:
-    """What the prompt says about ``item`` besides its title: category, price, then
-    :func:`attribute_details`."""
-    details = [d for d in (item.category, None if item.price is None else f"price {item.price:.2f}") if d]
-    return details + attribute_details(item, attributes)
+def item_details(item: CatalogItem, attributes: Sequence[str]) -> str:
+    """What the prompt says about ``item`` after its title: ``Kitchen, price 4.50; color Navy, rating 4.5``
+    (category, price and, after a semicolon, :func:`attribute_details`); "" when it has none of them."""
+    details = ", ".join(d for d in (item.category, None if item.price is None else f"price {item.price:.2f}") if d)
+    attrs = attribute_details(item, attributes)
+    return "; ".join(part for part in (details, ", ".join(attrs)) if part)
 
 
 def attribute_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]:
@@ -142,7 +145,7 @@ def attribute_details(item: CatalogItem, attributes: Sequence[str]) -> list[str]
         value = attrs.get(key)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             continue
-        text = str(value).strip()
+        text = " ".join(_ATTRIBUTE_UNSAFE.sub(" ", str(value)).split())
         if text and not (isinstance(value, str) and text.lower() in title):
             out.append(f"{key} {text}")
     return out
@@ -193,7 +196,7 @@ def _describe(item: CatalogItem, title_chars: int | None, attributes: Sequence[s
     if title_chars and len(title) > title_chars:
         title = title[: title_chars - 1].rstrip() + "…"
     details = item_details(item, attributes)
-    return f"{title} ({', '.join(details)})" if details else title
+    return f"{title} ({details})" if details else title
 
 
 def build_messages(

@@ -100,11 +100,14 @@ def test_items_carry_the_named_attributes_unless_the_title_says_them():
     assert attribute_details(navy, ()) == [] and attribute_details(CatalogItem("I2", "Mug"), ("color",)) == []
     view = make_view("c", "s", [navy], [navy, *_items(2)], attributes=("color", "rating"))
     text = build_messages(view, 2)[1]["content"]
-    assert "- Oak lamp (Lighting, price 30.00, color Navy, rating 4.5)" in text
-    assert "C01: Oak lamp (Lighting, price 30.00, color Navy, rating 4.5)" in text
+    assert "- Oak lamp (Lighting, price 30.00; color Navy, rating 4.5)" in text
+    assert "C01: Oak lamp (Lighting, price 30.00; color Navy, rating 4.5)" in text
     assert "C02: Product number 0 with a fairly long descriptive title (Garden, price 1.50)\n" in text
     bare = build_messages(make_view("c", "s", [navy], [navy], attributes=()), 1)[1]["content"]
     assert "- Oak lamp (Lighting, price 30.00)\n" in bare  # the format before attributes existed
+    odd = CatalogItem("I3", "Mug", None, None, None, {"color": "Red, (dark); matte", "rating": 4})
+    odd_text = build_messages(make_view("c", "s", [], [odd], attributes=("color", "rating")), 1)[1]["content"]
+    assert "C01: Mug (color Red dark matte, rating 4)\n" in odd_text  # no category or price; values made safe
 
 
 def test_views_take_the_attributes_from_the_settings(store, monkeypatch):
@@ -120,4 +123,4 @@ def test_views_take_the_attributes_from_the_settings(store, monkeypatch):
         view = build_context_view(store, "ctx1")
     finally:
         get_settings.cache_clear()
-    assert view.attributes == ("size",) and "(Kitchen, price 2.00, size L)" in build_messages(view, 1)[1]["content"]
+    assert view.attributes == ("size",) and "(Kitchen, price 2.00; size L)" in build_messages(view, 1)[1]["content"]
