@@ -155,7 +155,7 @@ def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
 
 
 def _shown_list(
-    gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str], attribute_keys: tuple[str, ...]
+    gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str], attribute_keys: tuple[str, ...] = ()
 ) -> ShownList:
     shown: list[ShownItem] = []
     seen: set[str] = set()

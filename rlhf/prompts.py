@@ -32,9 +32,10 @@ from typing import Any
 from rlhf.errors import RecFeedbackError
 from storage.records import CatalogItem, Context
 
-#: Bumped whenever the wording or format changes, and stored with each generation.
-#: v2 (2026-12-06): items may carry catalogue attributes after the price (``contexts.item_attributes``).
-PROMPT_VERSION = "v2"
+#: Bumped whenever the wording or format changes, and stored with each generation. Catalogue attributes
+#: (``contexts.item_attributes``, none by default) change the text, not the version: each generation's
+#: ``prompt_sha1`` tells renderings apart.
+PROMPT_VERSION = "v1"
 
 LINE_FORMAT = "<rank>. <candidate id> | <one-sentence reason>"
 #: The reason in the prompt's one example line. The 135M default policy copies it for ~6% of its items

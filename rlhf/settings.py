@@ -64,10 +64,12 @@ class ContextSettings(BaseModel):
     """How a shopper's situation is turned into a prompt-sized context."""
 
     item_attributes: tuple[str, ...] = Field(
-        ("color", "material", "style", "rating"),
+        (),
         description="Catalogue attributes described with each item after its category and price, to the policy "
         "(its prompt, which the reward model reads) and to annotators (the Label page), unless the title already "
-        "says them. Empty: title, category and price only (every prompt before 2026-12-06).",
+        "says them, e.g. ['color', 'material', 'style', 'rating'] on the demo shop. Empty (the default): title, "
+        "category and price only. On the demo shop with SmolLM2-135M they made prompts 45% longer and neither the "
+        "lists nor the reward model better (benchmarks/results/loop.md 2m).",
     )
 
     n_candidates: int = Field(20, description="Candidate items offered to the policy per context.")

@@ -156,7 +156,8 @@ BROWSER_USERS = {"ann1": "annotator", "ann2": "annotator", "ann3": "annotator", 
 
 @pytest.fixture(scope="module")
 def seeded_app(tmp_path_factory) -> Iterator[tuple[AppServer, Path]]:
-    """A live app on a fresh store with 12 pairs (one with a <script> title) and BROWSER_USERS."""
+    """A live app on a fresh store with 12 pairs (one with a <script> title) and BROWSER_USERS, whose items
+    are described with their colour and rating (``contexts.item_attributes``)."""
     if not chromium_available():
         pytest.skip("Debian chromium is not installed (make test installs it)")
     from seed import seed_store
@@ -166,7 +167,7 @@ def seeded_app(tmp_path_factory) -> Iterator[tuple[AppServer, Path]]:
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     store = Store(data_dir / "recfeedback.duckdb")
     seed_store(store, n_pairs=12, evil_title=True, users=BROWSER_USERS, overlap_target=3)
-    with AppServer(data_dir) as server:
+    with AppServer(data_dir, env={"RECFEEDBACK_CONTEXTS__ITEM_ATTRIBUTES": '["color", "rating"]'}) as server:
         yield server, data_dir / "recfeedback.duckdb"
 
 

@@ -49,7 +49,8 @@ def test_annotator_labels_by_mouse_and_keyboard_then_undoes(seeded_app, chromium
     assert EVIL_TITLE in body
     assert page.locator("script", has_text="alert(1)").count() == 0
     assert page.locator("b", has_text="bold").count() == 0 and page.locator("strong", has_text="bold").count() == 0
-    # Items show the attributes the policy's prompt describes (contexts.item_attributes), not the others.
+    # Items show the attributes the policy's prompt describes (contexts.item_attributes: colour, rating), not
+    # the others.
     meta = page.locator(".rf-meta").first.inner_text()
     assert " · rating " in meta, meta
     assert "Details" in page.locator(".rf-table").first.inner_text() and "n_buyers" not in body

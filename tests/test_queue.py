@@ -299,9 +299,11 @@ def test_label_page_services_do_not_import_torch():
 
 def test_the_task_shows_the_attributes_the_prompt_describes(qstore, qsettings):
     seed_store(qstore, n_pairs=1, n_gold=0)
-    task = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    keys = ("color", "material", "style", "rating")
+    shop = qsettings.model_copy(update={"contexts": qsettings.contexts.model_copy(update={"item_attributes": keys})})
+    task = ann.next_task(qstore, "alice", settings=shop, now=T0)
     shown = [*task.left.items, *task.right.items]
-    assert task.attribute_keys == ("color", "material", "style", "rating")
+    assert task.attribute_keys == keys
     for item in shown:  # seed: color Navy/Blue/Ivory, rating 3.0-5.0, and n_buyers, which is not shown
         assert any(a.startswith("rating ") for a in item.attributes), item
         assert not any(a.startswith("n_buyers") for a in item.attributes)
@@ -309,6 +311,5 @@ def test_the_task_shows_the_attributes_the_prompt_describes(qstore, qsettings):
         assert (f"color {color}" in item.attributes) == (color.lower() not in item.title.lower())
     history = task.history[0]
     assert task.attributes(history)[-1].startswith("rating ")
-    bare = ann.next_task(qstore, "bob", settings=qsettings.model_copy(update={
-        "contexts": qsettings.contexts.model_copy(update={"item_attributes": ()})}), now=T0)
+    bare = ann.next_task(qstore, "bob", settings=qsettings, now=T0)  # the default: none
     assert bare.attribute_keys == () and all(i.attributes == () for i in bare.left.items)
