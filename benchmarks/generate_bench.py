@@ -9,12 +9,12 @@ demo shop (rlhf.demo, built into a temporary store).
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py                 # full: 1,8,32 and 200 contexts
     nice -n 10 .venv/bin/python benchmarks/generate_bench.py --batch-sizes 1,8 --validity-contexts 40
     .venv/bin/python benchmarks/generate_bench.py --skip-speed --skip-overhead --modes constrained \
-        --validity-contexts 60 --compare-attributes        # prompts with vs without contexts.item_attributes
+        --validity-contexts 40 --validity-batch-size 8 --compare-attributes color,material,style,rating
 
 Every validity row also gives the lists' true utility under the demo shop's hidden preferences
-(``rlhf.demo.list_utility``: what the simulated annotators judge by). ``--compare-attributes`` samples
-each mode twice on the same contexts and seeds, once with the items' catalogue attributes in the
-prompt (the settings' ``contexts.item_attributes``) and once without, and prints the paired difference.
+(``rlhf.demo.list_utility``: what the simulated annotators judge by). ``--compare-attributes KEYS``
+samples each mode twice on the same contexts and seeds, once with those catalogue attributes in the
+prompt (``contexts.item_attributes``) and once without, and prints the paired difference.
 
 Figures are measurements of this machine at this moment: on a shared CPU they vary with load (the
 script prints the load average before and after).
@@ -156,8 +156,9 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--modes", default="unconstrained,constrained",
                         help="validity modes to run: unconstrained, constrained, constrained-copies-allowed")
-    parser.add_argument("--compare-attributes", action="store_true",
-                        help="validity: each mode with and without contexts.item_attributes in the prompt")
+    parser.add_argument("--compare-attributes", default="", metavar="KEYS",
+                        help="validity: each mode with these catalogue attributes in the prompt (comma list, "
+                        "contexts.item_attributes) and without any")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
 
@@ -173,7 +174,8 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     needed = max([8] + ([] if args.skip_speed else batch_sizes)
                  + ([] if args.skip_validity else [args.validity_contexts]))
-    attribute_sets = (None, ()) if args.compare_attributes else (None,)
+    compared = tuple(k.strip() for k in args.compare_attributes.split(",") if k.strip())
+    attribute_sets = (compared, ()) if compared else (None,)
     with tempfile.TemporaryDirectory() as tmp:
         view_sets, settings, utility = demo_views(needed, Path(tmp) / "data", attribute_sets)
     views = view_sets[0]
@@ -274,7 +276,7 @@ def main() -> None:
                   f"{reasons['own_item_title']}")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
         for name in modes if args.compare_attributes else []:
-            with_attrs, without = per_context[(name, None)], per_context[(name, ())]
+            with_attrs, without = per_context[(name, compared)], per_context[(name, ())]
             diff = paired_difference(with_attrs, without)
             results.setdefault("attributes_effect", {})[name] = asdict(diff)
             print(f"  {name}: true utility with attributes minus without, paired over {diff.n} contexts: "
