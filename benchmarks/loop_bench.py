@@ -84,21 +84,32 @@ def efficiency(args) -> dict:
     rm_name = {"features": "feature Bradley-Terry model",
                "probe": "the product's probe (rlhf.reward.probe, frozen MiniLM, product answer format)"}.get(
         args.le_rm, f"TRL RewardTrainer + LoRA ({args.rm_backbone})")
-    print(f"== 1. label efficiency: active vs random pairs (demo shop, {args.le_crowd} crowd, "
+    where = (f"UCI at {args.cut}, {args.max_contexts} contexts, {args.candidates} candidates, truth = later purchases"
+             if args.le_data == "uci" else "demo shop")
+    print(f"== 1. label efficiency: active vs random pairs ({where}, {args.le_crowd} crowd, "
           f"reward model: {rm_name}, ensemble {args.le_ensemble}, target accuracy {args.target})")
     tmp = tempfile.TemporaryDirectory()
-    settings = load_settings(
-        store={"data_dir": Path(tmp.name) / "data"},
-        demo={"n_items": args.le_items, "n_shoppers": args.le_shoppers, "seed": args.seed},
-        contexts={"n_candidates": 12, "history_cap": 6},
-        reward_model={"method": "probe" if args.le_rm == "probe" else "lora", "backbone": args.rm_backbone, "epochs": args.rm_epochs, "batch_size": 16,
-                      "max_length": args.rm_max_length, "learning_rate": args.rm_lr, "logging_steps": 1000,
-                      "warmup_ratio": 0.0, "seed": args.seed},
-        rounds={"ensemble_size": 1},
-    )
-    store = Store.from_settings(settings)
-    build_demo(store, settings, with_accounts=False)
-    utility = utility_fn_for_store(store)
+    rm_settings = {
+        "reward_model": {"method": "probe" if args.le_rm == "probe" else "lora", "backbone": args.rm_backbone,
+                         "epochs": args.rm_epochs, "batch_size": 16, "max_length": args.rm_max_length,
+                         "learning_rate": args.rm_lr, "logging_steps": 1000, "warmup_ratio": 0.0, "seed": args.seed},
+        "rounds": {"ensemble_size": 1},
+    }
+    if args.le_data == "uci":  # the loop's UCI contexts; truth: what each shopper bought after the cut
+        store, settings = _uci_store(args, Path(tmp.name), **rm_settings)
+        with store.transaction() as con:
+            all_contexts = contexts_repo.list_contexts(con)
+        utility = sim.PurchaseUtility.from_store(store, all_contexts, events=["purchase"],
+                                                 category_credit=args.category_credit)
+    else:
+        settings = load_settings(
+            store={"data_dir": Path(tmp.name) / "data"},
+            demo={"n_items": args.le_items, "n_shoppers": args.le_shoppers, "seed": args.seed},
+            contexts={"n_candidates": 12, "history_cap": 6}, **rm_settings,
+        )
+        store = Store.from_settings(settings)
+        build_demo(store, settings, with_accounts=False)
+        utility = utility_fn_for_store(store)
     with store.transaction() as con:
         contexts = contexts_repo.list_contexts(con)
         items = catalog_repo.get_items(con, list({i for c in contexts for i in (*c.history, *c.candidates)}))
@@ -493,17 +504,18 @@ def summarise_efficiency(runs: list[dict], target: float, goal: str = " (goal >=
 
 
 # ============================================================================ 2a. UCI: what choosing among candidates allows
-def _uci_store(args, work: Path, retrieval: dict | None = None):
+def _uci_store(args, work: Path, retrieval: dict | None = None, **overrides):
     """A store under ``work`` with UCI imported and contexts built at ``--cut`` as the loop builds them
     (``--candidates``, ``--history-cap``, ``--max-contexts``, 30% of shoppers held out; ``retrieval``:
-    other ``contexts`` settings, default the product's): (store, settings)."""
+    other ``contexts`` settings, default the product's; ``overrides``: other settings sections):
+    (store, settings)."""
     from rlhf.contexts import build_contexts
     from rlhf.importing import import_online_retail
 
     contexts = {"n_candidates": args.candidates, "history_cap": args.history_cap, "heldout_fraction": 0.3}
     contexts.update(retrieval or {})
     settings = load_settings(store={"data_dir": work / "data"}, contexts=contexts,
-                             generation={"list_length": args.list_length})
+                             generation={"list_length": args.list_length}, **overrides)
     store = Store.from_settings(settings)
     import_online_retail(store, Path(args.uci_dir), settings=settings)
     build_contexts(store, settings=settings, as_of=args.cut, limit=args.max_contexts)
@@ -898,6 +910,9 @@ def main() -> None:
     p.add_argument("--rm-max-length", type=int, default=256)
     p.add_argument("--json-out", default=None)
     p.add_argument("--repeats", type=int, default=1, help="label efficiency: repeat with seeds seed..seed+R-1")
+    p.add_argument("--le-data", choices=["demo", "uci"], default="demo",
+                   help="label efficiency: the demo shop (its hidden tastes as truth) or the loop's UCI contexts "
+                   "(later purchases as truth, --cut, --max-contexts, --candidates, --history-cap, --category-credit)")
     g = p.add_argument_group("label efficiency")
     g.add_argument("--le-rm", choices=["features", "probe", "trl"], default="features",
                    help="features: Bradley-Terry logistic model on observable list features (fast, CPU); "
