@@ -575,10 +575,18 @@ def policy_lists_from_store(store: Any, policy_id: str, context_ids: Sequence[st
 
     with store.transaction() as con:
         gens = gen_repo.generations_for_contexts(con, list(context_ids), policy_id=policy_id)
+    return policy_lists(policy_id, gens)
+
+
+def policy_lists(policy_id: str, generations: Iterable[Any]) -> PolicyLists:
+    """``policy_id``'s lists among ``generations`` (records with ``policy_id``, ``context_id``, ``items``,
+    ``is_valid``, ``generation_id``), grouped by context; the others are ignored."""
     lists: dict[str, list[list[str]]] = {}
     valid: dict[str, list[bool]] = {}
     gen_ids: dict[str, list[str]] = {}
-    for g in gens:
+    for g in generations:
+        if g.policy_id != policy_id:
+            continue
         lists.setdefault(g.context_id, []).append([i.item_id for i in g.items])
         valid.setdefault(g.context_id, []).append(bool(g.is_valid))
         gen_ids.setdefault(g.context_id, []).append(g.generation_id)

@@ -752,7 +752,7 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
               held: Sequence[str], new_policy: str, parent: str, zero_shot: str | None) -> dict[str, Any]:
     """Offline metrics of the new, the parent and the zero-shot policy on held-out contexts, with the
     baselines, and the round's reward-model win rate of the new policy over the other two."""
-    from rlhf.evaluation import PolicyLists, load_ground_truth, round_report
+    from rlhf.evaluation import load_ground_truth, policy_lists, round_report
 
     settings = ctx.settings
     if not held:
@@ -761,17 +761,10 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
     truth = load_ground_truth(ctx.store, context_ids=list(held), list_length=settings.generation.list_length,
                               events=r.eval_events or None)
     policies = []
+    held_gens = [g for g in by_id.values() if g.context_id in truth.contexts]
     for pid in dict.fromkeys(p for p in (new_policy, parent, zero_shot) if p):
-        lists: dict[str, list[list[str]]] = {}
-        valid: dict[str, list[bool]] = {}
-        gen_ids: dict[str, list[str]] = {}
-        for g in by_id.values():
-            if g.policy_id == pid and g.context_id in truth.contexts:
-                lists.setdefault(g.context_id, []).append([i.item_id for i in g.items])
-                valid.setdefault(g.context_id, []).append(bool(g.is_valid))
-                gen_ids.setdefault(g.context_id, []).append(g.generation_id)
-        if lists:
-            policies.append(PolicyLists(pid, lists, valid, generation_ids=gen_ids))
+        if (lists := policy_lists(pid, held_gens)).lists:
+            policies.append(lists)
     return round_report(policies, truth, new_policy, previous_policy_id=parent, zero_shot_policy_id=zero_shot,
                         rm_scores=score_of, round_id=ctx.round_id, samples=r.eval_bootstrap_samples,
                         seed=r.eval_seed, exclude_history=r.eval_exclude_history)

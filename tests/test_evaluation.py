@@ -310,3 +310,17 @@ def test_the_random_candidates_baseline_scores_what_chance_among_the_candidates_
     # Each context draws on its own: the same lists whatever else is evaluated, other lists elsewhere.
     assert ev.random_candidate_lists({"x": contexts["x"]}, 3, draws=4000)["x"] == lists["x"]
     assert lists["x"] != lists["y"]
+
+
+def test_policy_lists_keep_one_policys_generations_by_context() -> None:
+    gens = [
+        Generation("g1", "ctx1", "pol", "", [ListItem("i2", "r"), ListItem("i3", "r")], [], True),
+        Generation("h1", "ctx1", "prev", "", [ListItem("i9", "r")], [], True),
+        Generation("g2", "ctx1", "pol", "", [ListItem("i4", "r")], [], False),
+        Generation("g3", "ctx2", "pol", "", [ListItem("i1", "r")], [], True),
+    ]
+    pol = ev.policy_lists("pol", gens)
+    assert pol.lists == {"ctx1": [["i2", "i3"], ["i4"]], "ctx2": [["i1"]]}
+    assert pol.valid == {"ctx1": [True, False], "ctx2": [True]}
+    assert pol.generation_ids == {"ctx1": ["g1", "g2"], "ctx2": ["g3"]}
+    assert ev.policy_lists("other", gens).lists == {}

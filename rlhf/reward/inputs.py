@@ -4,8 +4,8 @@ The policy answers with short ids (``1. C07 | reason``) that only mean something
 table of its prompt. A reward model that reads the raw text has to look each id up across hundreds of
 tokens, and a small encoder's window (MiniLM: 512 tokens) cuts the prompt from the left, so it loses
 the shopper's history first: it sees ids without knowing what they are or whom they are for. Annotators
-do not work that way: the label page shows each item as the prompt describes it (title, category, price, attributes)
-beside the reason.
+do not work that way: the label page shows each item as the prompt describes it (title, category,
+price, any attributes) beside the reason.
 
 Input formats (``reward_model.input_format``, recorded in every model's card):
 

@@ -159,8 +159,8 @@ def score_generations(
         if limit:
             gens = gens[: int(limit)]
         contexts = get_contexts(con, sorted({g.context_id for g in gens}))
-        views = {v.context_id: v for v in build_context_views(con, list(contexts.values()),
-                                                                     attributes=settings.contexts.item_attributes)}
+        views = build_context_views(con, list(contexts.values()), attributes=settings.contexts.item_attributes)
+        views = {v.context_id: v for v in views}
     columns = ["generation_id", "context_id", "policy_id", "is_valid", "reward"]
     if not gens:
         return pd.DataFrame(columns=columns)
