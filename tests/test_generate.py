@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-import torch
 from seed import SMALL_ITEMS, seed_contexts
 
 from rlhf.generate import default_policy_id, generate_for_store, generate_lists, left_pad
@@ -15,14 +14,7 @@ from storage.contexts import insert_contexts
 from storage.generations import count_generations, generations_for_policies, list_policies
 from storage.records import CatalogItem, Context
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster than two on a shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +61,6 @@ def test_sampling_is_reproducible_and_rows_keep_input_order(tokenizer, tiny_mode
     assert len({g.raw_text for g in first}) > 1  # samples of one context differ
     for g in first:
         assert g.prompt.endswith("<|im_start|>assistant\n") and g.completion_tokens == len(g.completion_ids)
-
-
-
 
 
 def test_generate_for_store_writes_generations_and_the_policy(store, settings, tokenizer, tiny_model):

@@ -12,15 +12,7 @@ from rlhf.ppo.config import PPOConfig
 from rlhf.ppo.rewards import ComposedReward, RewardTerm
 from rlhf.ppo.trainer import PPOTrainer
 
-pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

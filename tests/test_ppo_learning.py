@@ -19,16 +19,7 @@ from rlhf.ppo.config import PPOConfig
 from rlhf.ppo.rewards import ComposedReward, RewardTerm, token_reward
 from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint, bf16_in_hardware
 
-pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the CI machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
