@@ -12,9 +12,11 @@ Input formats (``reward_model.input_format``, recorded in every model's card):
 - ``"resolved"`` (default): the prompt becomes the shopper's history alone (the candidate table says
   nothing about which of two lists for the same context is better: both lists had the same choice),
   and each answer line names its item after its id: ``1. C07 Linen tea towel (Kitchen, price 4.50) |
-  reason``. The id stays because it is the candidate's rank in retrieval (co-purchase, category,
-  popularity interleaved: C01 is the strongest match), a signal the raw text carries and titles alone
-  lose. An id that is not a candidate stays visible as such, so invalid lists still look invalid.
+  reason``. The id stays because it is the candidate's place in the prompt, a signal the raw text
+  carries and titles alone lose: with ``contexts.candidate_order = "relevance"`` (default) C01 is the
+  retriever's strongest match; with ``"interleaved"`` each slot stands for a source (co-purchase,
+  category, popularity). An id that is not a candidate stays visible as such, so invalid lists still look
+  invalid.
 - ``"policy"``: the raw texts, as the policy saw and wrote them (models trained before this format
   existed have no entry in their card and are read this way).
 

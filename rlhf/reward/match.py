@@ -11,7 +11,9 @@ For an answer whose lines name candidates ``C07``, ``C02``, ... each line ``i`` 
 weight ``1 / log2(i + 2)`` (the DCG discount the utility uses), and the features are weighted MEANS over
 the lines, so that writing more lines buys nothing:
 
-- ``rank``: ``1 - (r - 1) / (K - 1)`` for the item the retriever ranked ``r``-th of ``K`` candidates;
+- ``rank``: ``1 - (r - 1) / (K - 1)`` for the item shown ``r``-th of ``K`` candidates: the retriever's rank
+  under ``contexts.candidate_order = "relevance"`` (default); under ``"interleaved"`` only the slot number,
+  which says little there (consecutive slots alternate between sources);
 - ``max_similarity`` / ``mean_similarity``: the cosine between the item's description and the closest /
   average earlier purchase, both embedded by the probe's own frozen encoder.
 
