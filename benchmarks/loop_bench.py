@@ -110,6 +110,8 @@ def efficiency(args) -> dict:
         store = Store.from_settings(settings)
         build_demo(store, settings, with_accounts=False)
         utility = utility_fn_for_store(store)
+    if settings.contexts.item_attributes:
+        print("items described in the prompts with their attributes: " + ", ".join(settings.contexts.item_attributes))
     with store.transaction() as con:
         contexts = contexts_repo.list_contexts(con)
         items = catalog_repo.get_items(con, list({i for c in contexts for i in (*c.history, *c.candidates)}))
@@ -367,7 +369,8 @@ def _probe_embeddings(store, settings, lists, gids, seed) -> np.ndarray:
     from storage import contexts as contexts_repo
 
     with store.transaction() as con:
-        views = {v.context_id: v for v in build_context_views(con, contexts_repo.list_contexts(con))}
+        views = {v.context_id: v for v in build_context_views(
+            con, contexts_repo.list_contexts(con), attributes=settings.contexts.item_attributes)}
     tokenizer = get_tokenizer(settings.model.policy)
     prompt_of = {cid: render_prompt(tokenizer, views[cid], settings.generation.list_length,
                                     settings.generation.max_prompt_tokens) for cid in {lists[g][0] for g in gids}}
@@ -629,7 +632,7 @@ def reward_inputs_section(args) -> dict:
         build_demo(store, settings, with_accounts=False)
     with store.transaction() as con:
         contexts = contexts_repo.list_contexts(con)
-    views = {v.context_id: v for v in build_context_views(store, contexts)}
+    views = {v.context_id: v for v in build_context_views(store, contexts, attributes=settings.contexts.item_attributes)}
     tokenizer = get_tokenizer(settings.model.policy)
     utility = (sim.PurchaseUtility.from_store(store, contexts, events=["purchase"], category_credit=args.category_credit)
                if args.rm_data == "uci" else utility_fn_for_store(store))
