@@ -17,7 +17,7 @@ import torch
 
 from rlhf.ppo.config import PPOConfig
 from rlhf.ppo.rewards import ComposedReward, RewardTerm, token_reward
-from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint, bf16_in_hardware
+from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint, activation_checkpointing, bf16_in_hardware
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_torch_thread")]
 
@@ -257,7 +257,7 @@ def test_gradient_checkpointing_saves_memory_without_changing_the_update(tokeniz
     for checkpointing in (False, True):
         trainer = PPOTrainer(config(steps=1, gradient_checkpointing=checkpointing), tiny_model(tokenizer), tokenizer,
                              reward, prompts, logits_mask_fn=mask_fn)
-        assert trainer.policy.is_gradient_checkpointing == checkpointing
+        assert activation_checkpointing(trainer.policy) == checkpointing
         trainer.step()
         adapters.append({k: v.detach().clone() for k, v in trainer.policy.named_parameters() if "lora_" in k})
     assert adapters[0].keys() == adapters[1].keys() and adapters[0]

@@ -122,6 +122,25 @@ class Rollout:
     examples: list[Mapping[str, Any]]
 
 
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute activations in the backward pass instead of keeping them (the PPO update's memory).
+
+    transformers 5 renamed ``gradient_checkpointing_enable`` (a deprecated alias until v6, with a
+    FutureWarning in every round's log); the old name serves the older releases the project supports.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def activation_checkpointing(model: Any) -> bool:
+    """Whether ``model`` recomputes activations in backward (``is_gradient_checkpointing`` before transformers 5)."""
+    new = hasattr(model, "is_activation_checkpointing")
+    return bool(getattr(model, "is_activation_checkpointing" if new else "is_gradient_checkpointing"))
+
+
 def _as_examples(prompts: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
     examples = []
     for i, p in enumerate(prompts):
@@ -229,7 +248,7 @@ class PPOTrainer:
             )
             policy = get_peft_model(model, lora)
         if config.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(policy)
         wrapped = PolicyWithValueHead(policy)
         # No dropout anywhere: old and new log-probs must come from the same function (as in TRL's PPO).
         for module in wrapped.modules():
