@@ -1150,8 +1150,19 @@ def rounds_metrics_frame(store: Store) -> Any:
     for i, r in enumerate(list_round_summaries(store), start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
+                     "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
                      "seconds": sum(v for v in r["timings"].values() if isinstance(v, (int, float)))})
     return pd.DataFrame.from_records(rows)
+
+
+def rm_heldout_pairs(round_metrics: Mapping[str, Any]) -> int | None:
+    """How many held-out pairs the round's reward-model accuracy was measured on (None: not recorded).
+
+    Shown beside the accuracy everywhere: a round with a few dozen labels holds out two or three pairs,
+    and "accuracy 0.000" on two pairs says nothing about the model.
+    """
+    n = _dig(round_metrics, "rm_counts", "examples_heldout")
+    return int(n) if isinstance(n, (int, float)) else None
 
 
 def model_registry(store: Store) -> dict[str, Any]:
@@ -1169,10 +1180,12 @@ def model_registry(store: Store) -> dict[str, Any]:
         {"rm_id": r.rm_id, "round_id": r.round_id, "method": method_of(r),
          "backbone": r.backbone,
          "heldout_accuracy": (r.metrics or {}).get("heldout_accuracy"),
+         "heldout_pairs": _dig(r.metrics, "heldout", "n"),
          "gold_accuracy": (r.metrics or {}).get("gold_accuracy"), "ece": (r.metrics or {}).get("heldout_ece"),
          "train_examples": _dig(r.card, "training", "n_train"), "created_at": r.created_at, "path": r.path}
         for r in rms
-    ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "gold_accuracy", "ece", "train_examples",
+    ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "heldout_pairs", "gold_accuracy", "ece",
+                "train_examples",
                 "created_at", "path"])
     policy_frame = pd.DataFrame.from_records([
         {"policy_id": p.policy_id, "kind": p.kind, "parent_id": p.parent_id, "round_id": p.round_id,

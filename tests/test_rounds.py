@@ -215,6 +215,20 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     past = next(df.value for df in at.dataframe if "round_id" in df.value.columns and "status" in df.value.columns)
     assert past.loc[0, f"ndcg@{settings.generation.list_length}"] == record.metrics[f"ndcg@{settings.generation.list_length}"]
     assert [b for b in at.button if b.label == "Start a round"]
+    # The reward model's accuracy comes with the number of held-out pairs it was measured on, on the page
+    # (past rounds and registry) and in `recfeedback round list`.
+    n_held = get_record(store, record.reward_model_id).metrics["heldout"]["n"]
+    assert n_held == record.metrics["rm_counts"]["examples_heldout"]
+    assert past.loc[0, "rm_heldout_pairs"] == n_held
+    registry = next(df.value for df in at.dataframe if "heldout_pairs" in df.value.columns)
+    assert registry.set_index("rm_id").loc[record.reward_model_id, "heldout_pairs"] == n_held
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    listed = CliRunner().invoke(app, ["round", "list", "--data-dir", str(settings.store.data_dir)])
+    assert listed.exit_code == 0, listed.output
+    assert f"{record.round_id}  done" in listed.output and f" (of {n_held} pairs)" in listed.output
     # The round's PPO curves: one panel per metric under its readable title, three to a row of fixed
     # width (a free-width row of three overflowed the page).
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df

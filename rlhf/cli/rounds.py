@@ -134,7 +134,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """All rounds, oldest first."""
-    from rlhf.rounds import list_round_summaries
+    from rlhf.rounds import list_round_summaries, rm_heldout_pairs
     from rlhf.runtime import open_store
 
     rounds = list_round_summaries(open_store(_settings(data_dir)))
@@ -146,11 +146,11 @@ def list_command(
         return
     for r in rounds:
         m = r["metrics"]
-        acc = m.get("rm_heldout_accuracy")
+        acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
         win, win0 = m.get("rm_win_rate"), m.get("rm_win_rate_vs_zero_shot")
         typer.echo(
             f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}  "
-            f"rm_acc={'-' if acc is None else f'{acc:.3f}'}  win={'-' if win is None else f'{win:.3f}'}  "
+            f"rm_acc={'-' if acc is None else f'{acc:.3f}'}{'' if n_held is None else f' (of {n_held} pairs)'}  win={'-' if win is None else f'{win:.3f}'}  "
             f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"
         )
