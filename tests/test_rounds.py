@@ -228,7 +228,7 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
 
     listed = CliRunner().invoke(app, ["round", "list", "--data-dir", str(settings.store.data_dir)])
     assert listed.exit_code == 0, listed.output
-    assert f"{record.round_id}  done" in listed.output and f" (of {n_held} pairs)" in listed.output
+    assert f"{record.round_id}  done" in listed.output and f" ({n_held} held-out pair" in listed.output
     # The round's PPO curves: one panel per metric under its readable title, three to a row of fixed
     # width (a free-width row of three overflowed the page).
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df

@@ -147,10 +147,11 @@ def list_command(
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
+        held = "" if n_held is None else f" ({n_held} held-out pair{'' if n_held == 1 else 's'})"
         win, win0 = m.get("rm_win_rate"), m.get("rm_win_rate_vs_zero_shot")
         typer.echo(
             f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}  "
-            f"rm_acc={'-' if acc is None else f'{acc:.3f}'}{'' if n_held is None else f' (of {n_held} pairs)'}  win={'-' if win is None else f'{win:.3f}'}  "
+            f"rm_acc={'-' if acc is None else f'{acc:.3f}'}{held}  win={'-' if win is None else f'{win:.3f}'}  "
             f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"
         )
