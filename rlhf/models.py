@@ -39,14 +39,17 @@ class ModelSource:
 
     location: str
     gguf_file: str | None = None
+    #: What names the model wherever it is installed (a package model: package, file and version), so
+    #: that its policy id survives a new virtual environment or checkout; None: the location names it.
+    identity: str | None = None
 
     @property
     def is_gguf(self) -> bool:
         return self.gguf_file is not None
 
     def key(self) -> str:
-        """A stable short name for caches and model cards."""
-        raw = f"{self.location}|{self.gguf_file or ''}"
+        """A stable short name for caches, model cards and the base policy's id."""
+        raw = self.identity or f"{self.location}|{self.gguf_file or ''}"
         stem = Path(self.gguf_file or self.location).name.replace(".gguf", "")
         return f"{stem}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
 
@@ -75,7 +78,7 @@ def resolve_model_source(spec: str) -> ModelSource:
         folder = Path(next(iter(found.submodule_search_locations)))
         if not (folder / filename).is_file():
             raise ModelNotFoundError(f"{filename} is missing from the installed package {package!r} ({folder}).")
-        return ModelSource(str(folder), filename)
+        return ModelSource(str(folder), filename, identity=f"package:{package}/{filename}@{_package_version(package)}")
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
@@ -91,6 +94,18 @@ def resolve_model_source(spec: str) -> ModelSource:
         f"Cannot find the model {spec!r}: give 'package:<pkg>/<file>.gguf', a .gguf file, "
         "a local model folder, or a Hugging Face id that is in the local cache."
     )
+
+
+def _package_version(package: str) -> str:
+    """The installed version of the distribution that ships ``package`` ("" when it has no metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in (package.replace("_", "-"), package):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return ""
 
 
 def pick_device(preference: str = "auto") -> str:

@@ -27,6 +27,39 @@ def test_missing_models_name_what_to_install():
         resolve_model_source("./not/a/folder")
 
 
+def test_a_packaged_model_keeps_its_id_in_another_install_but_not_in_another_version(tmp_path, monkeypatch):
+    """The base policy's id names the model, not the virtual environment it happens to sit in: a new
+    checkout or venv must not turn the store's zero-shot policy into a stranger."""
+    import importlib
+
+    from rlhf import models
+    from rlhf.generate import default_policy_id
+
+    spec = "package:recfeedback_fake_model_pkg/tiny.gguf"
+    keys = []
+    for install in ("venv_a", "venv_b"):
+        folder = tmp_path / install / "recfeedback_fake_model_pkg"
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("")
+        (folder / "tiny.gguf").write_bytes(b"GGUF")
+        with monkeypatch.context() as m:
+            m.syspath_prepend(str(tmp_path / install))
+            importlib.invalidate_caches()
+            source = resolve_model_source(spec)
+            assert source.location == str(folder)  # loaded from where it is installed
+            keys.append((source.key(), default_policy_id(spec)))
+            m.setattr(models, "_package_version", lambda package: "9.9")
+            newer = resolve_model_source(spec).key()
+    assert keys[0] == keys[1]
+    assert newer != keys[0][0]
+    # A model named by its path is that file: another path is another model.
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "m.gguf").write_bytes(b"GGUF")
+    assert resolve_model_source(str(tmp_path / "x" / "m.gguf")).key() != resolve_model_source(
+        str(tmp_path / "y" / "m.gguf")).key()
+
+
 def test_device_and_dtype_are_chosen_automatically():
     assert pick_dtype("auto", "cuda") == torch.bfloat16
     assert pick_dtype("auto", "cpu") == torch.float32
