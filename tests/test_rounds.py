@@ -239,6 +239,7 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     for chart in curves:
         spec = json.loads(chart.spec)
         assert spec.get("columns") == 3 and spec["spec"].get("width", 10**6) <= 240
+        assert spec["spec"]["encoding"]["x"]["axis"]["tickMinStep"] == 1  # whole steps only
         titles = set(convert_arrow_bytes_to_pandas_df(chart.datasets[0].data.data)["metric"])
         assert "KL to the reference" in titles
         assert titles <= {"Reward (RM score + structure)", "KL to the reference", "Validity of sampled lists"}

@@ -92,7 +92,8 @@ def _ppo_curves_chart(curves: pd.DataFrame, *, points: bool) -> alt.FacetChart:
     panel per metric under its readable title, three to a row so that they fit the page's width."""
     named = curves.assign(metric=curves["metric"].map(CURVE_TITLES))
     return alt.Chart(named).mark_line(point=points).encode(
-        x="step:Q", y=alt.Y("value:Q", title=None), color=alt.Color("metric:N", legend=None),
+        x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)),  # steps are whole: no "1.5" ticks
+        y=alt.Y("value:Q", title=None), color=alt.Color("metric:N", legend=None),
         tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
     ).properties(width=220, height=160).facet(facet=alt.Facet("metric:N", title=None), columns=3).resolve_scale(
         y="independent")
