@@ -107,6 +107,8 @@ def build_trl_trainer(
 
     from peft import LoraConfig
 
+    from rlhf.runtime import checkpointing_kwargs
+
     if algo == "grpo":
         from trl import GRPOConfig as ConfigCls
         from trl import GRPOTrainer as TrainerCls
@@ -121,7 +123,7 @@ def build_trl_trainer(
             f"({config.num_generations})."
         )
     cuda = torch.cuda.is_available()
-    wanted = dict(  # noqa: C408 - keyword form reads like the config it builds
+    wanted = dict(
         output_dir=str(output_dir),
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_size,
@@ -140,7 +142,7 @@ def build_trl_trainer(
         seed=config.seed,
         bf16=bool(cuda and config.bf16),
         use_cpu=not cuda,
-        gradient_checkpointing=config.gradient_checkpointing,
+        **checkpointing_kwargs(ConfigCls, config.gradient_checkpointing),
         logging_steps=1,
         save_strategy="steps" if config.checkpoint_every else "no",
         save_steps=max(1, config.checkpoint_every),

@@ -180,6 +180,7 @@ def _train_lora(
     from trl import RewardConfig, RewardTrainer
 
     from rlhf.models import pick_device
+    from rlhf.runtime import checkpointing_kwargs
 
     rm = settings.reward_model
     bb = backbone if isinstance(backbone, Backbone) else resolve_backbone(backbone, settings)
@@ -216,7 +217,7 @@ def _train_lora(
         data_seed=rm.seed,
         bf16=device == "cuda",
         use_cpu=device == "cpu",
-        gradient_checkpointing=rm.gradient_checkpointing,
+        **checkpointing_kwargs(RewardConfig, rm.gradient_checkpointing),
         max_length=max_length,
         center_rewards_coefficient=rm.center_rewards_coefficient or None,
         disable_tqdm=not progress,
