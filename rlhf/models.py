@@ -108,6 +108,35 @@ def _package_version(package: str) -> str:
     return ""
 
 
+# ------------------------------------------------------------------ activation checkpointing, any transformers
+# transformers 5 renamed gradient checkpointing to activation checkpointing; the old names are deprecated
+# aliases there (a FutureWarning in every training log) and the only names in the 4.x releases we support.
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute ``model``'s activations in the backward pass instead of keeping them (the PPO update's memory)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def activation_checkpointing(model: Any) -> bool:
+    """Whether ``model`` recomputes its activations in the backward pass."""
+    new = hasattr(model, "is_activation_checkpointing")
+    return bool(getattr(model, "is_activation_checkpointing" if new else "is_gradient_checkpointing"))
+
+
+def checkpointing_kwargs(args_class: type, enabled: bool) -> dict[str, bool]:
+    """The keyword of ``args_class`` (a ``TrainingArguments``, e.g. TRL's ``RewardConfig``) that turns activation
+    checkpointing on or off."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(args_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def pick_device(preference: str = "auto") -> str:
     """'cuda' when available (or asked for), else 'mps' if asked and available, else 'cpu'."""
     import torch

@@ -1185,8 +1185,7 @@ def model_registry(store: Store) -> dict[str, Any]:
          "train_examples": _dig(r.card, "training", "n_train"), "created_at": r.created_at, "path": r.path}
         for r in rms
     ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "heldout_pairs", "gold_accuracy", "ece",
-                "train_examples",
-                "created_at", "path"])
+                "train_examples", "created_at", "path"])
     policy_frame = pd.DataFrame.from_records([
         {"policy_id": p.policy_id, "kind": p.kind, "parent_id": p.parent_id, "round_id": p.round_id,
          "base_model": p.base_model, "adapter_path": p.adapter_path,

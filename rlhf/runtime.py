@@ -52,16 +52,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def checkpointing_kwargs(args_class: type, enabled: bool) -> dict[str, bool]:
-    """The ``TrainingArguments`` keyword that turns activation checkpointing on or off, in the installed
-    transformers: 5.x renamed ``gradient_checkpointing`` (a deprecated alias there, with a FutureWarning
-    in every training log) and the older releases the project supports know only the old name."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(args_class)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
-
-
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr with timestamps; called once by entry points, never by library code."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

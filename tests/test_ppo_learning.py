@@ -15,9 +15,10 @@ import math
 import pytest
 import torch
 
+from rlhf.models import activation_checkpointing
 from rlhf.ppo.config import PPOConfig
 from rlhf.ppo.rewards import ComposedReward, RewardTerm, token_reward
-from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint, activation_checkpointing, bf16_in_hardware
+from rlhf.ppo.trainer import PPOTrainer, TokenSetConstraint, bf16_in_hardware
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("one_torch_thread")]
 

@@ -208,8 +208,7 @@ else:
     lengths = sorted({int(c.split("@")[1]) for c in frame.columns if c.startswith("ndcg@")})
     ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     show = [c for c in ["round", "round_id", "status", "policy_id", "rm_heldout_accuracy", "rm_heldout_pairs",
-                        "ppo_reward", "ppo_kl",
-                        "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking,
+                        "ppo_reward", "ppo_kl", "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking,
                         "pairs_enqueued", "seconds"]
             if c in frame]
     st.dataframe(frame[show], hide_index=True, width="stretch",

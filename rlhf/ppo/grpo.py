@@ -107,7 +107,7 @@ def build_trl_trainer(
 
     from peft import LoraConfig
 
-    from rlhf.runtime import checkpointing_kwargs
+    from rlhf.models import checkpointing_kwargs
 
     if algo == "grpo":
         from trl import GRPOConfig as ConfigCls

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import torch
 
+from rlhf.models import enable_activation_checkpointing
 from rlhf.ppo import core
 from rlhf.ppo.checkpoint import (
     capture_rng_state,
@@ -120,25 +121,6 @@ class Rollout:
     advantages: torch.Tensor  # (B, R) whitened
     returns: torch.Tensor  # (B, R)
     examples: list[Mapping[str, Any]]
-
-
-def enable_activation_checkpointing(model: Any) -> None:
-    """Recompute activations in the backward pass instead of keeping them (the PPO update's memory).
-
-    transformers 5 renamed ``gradient_checkpointing_enable`` (a deprecated alias until v6, with a
-    FutureWarning in every round's log); the old name serves the older releases the project supports.
-    """
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def activation_checkpointing(model: Any) -> bool:
-    """Whether ``model`` recomputes activations in backward (``is_gradient_checkpointing`` before transformers 5)."""
-    new = hasattr(model, "is_activation_checkpointing")
-    return bool(getattr(model, "is_activation_checkpointing" if new else "is_gradient_checkpointing"))
 
 
 def _as_examples(prompts: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -179,8 +179,7 @@ def _train_lora(
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf.models import pick_device
-    from rlhf.runtime import checkpointing_kwargs
+    from rlhf.models import checkpointing_kwargs, pick_device
 
     rm = settings.reward_model
     bb = backbone if isinstance(backbone, Backbone) else resolve_backbone(backbone, settings)
