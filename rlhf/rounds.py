@@ -986,6 +986,12 @@ def run_round(store: Store, settings: Settings, *, round_id: str | None = None, 
 
 def resume_round(store: Store, round_id: str, *, progress: bool = True, stop_after: str | None = None) -> RoundRecord:
     """Continue a failed, cancelled or interrupted round after its last finished stage."""
+    prepare_resume(store, round_id)
+    return execute(store, round_id, progress=progress, stop_after=stop_after)
+
+
+def prepare_resume(store: Store, round_id: str) -> None:
+    """Check that a round may continue and mark it running again (this process's pid until another takes it)."""
     row = _get_row(store, round_id)
     status = effective_status(row)
     if status == "done":
@@ -996,7 +1002,6 @@ def resume_round(store: Store, round_id: str, *, progress: bool = True, stop_aft
     if busy is not None:
         raise RoundError(f"Round {busy.round_id} is running; wait for it or cancel it before resuming {round_id}.")
     _update_row(store, round_id, status="running", pid=os.getpid(), error=None)
-    return execute(store, round_id, progress=progress, stop_after=stop_after)
 
 
 def cancel_round(store: Store, round_id: str, *, grace_s: float | None = None) -> RoundRecord:
@@ -1032,23 +1037,35 @@ def cancel_round(store: Store, round_id: str, *, grace_s: float | None = None) -
 
 
 def launch_round(settings: Settings, *, round_id: str | None = None, resume: bool = False,
-                 extra_env: Mapping[str, str] | None = None) -> tuple[str, int]:
+                 extra_env: Mapping[str, str] | None = None, store: Store | None = None) -> tuple[str, int]:
     """Start a round (or resume one) as a detached background process; returns (round_id, pid).
 
-    The settings are written to the round folder and the child reads them from there, so the round runs
-    with exactly what the caller had (in-process overrides included). Output goes to ``round.log``.
+    The checks and the round's 'running' row happen HERE, before the process starts: the page or command
+    that launched it sees it running at once (the child needs seconds to import its libraries), and a
+    second click meets "one round at a time" instead of starting a second process. The child only runs
+    the stages (``round execute``). The settings are written to the round folder and the child reads
+    them from there, so the round runs with exactly what the caller had (in-process overrides included).
+    Output goes to ``round.log``.
     """
-    round_id = round_id or new_round_id()
-    folder = round_folder(settings, round_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        save_round_settings(settings, folder)
-    from rlhf.runtime import spawn_detached
+    from rlhf.runtime import open_store, spawn_detached
 
-    args = ["-c", "from rlhf.cli.rounds import main; main()", "resume" if resume else "run"]
-    args += [round_id] if resume else ["--id", round_id]
-    args += ["--data-dir", str(Path(settings.data_dir).resolve()), "--no-progress"]
-    pid = spawn_detached(args, RoundPaths(folder).log, extra_env)
+    store = store or open_store(settings)
+    if resume:
+        if round_id is None:
+            raise RoundError("Name the round to resume.")
+        prepare_resume(store, round_id)
+    else:
+        round_id = create_round(store, settings, round_id).round_id
+    folder = Path(_get_row(store, round_id).folder or round_folder(settings, round_id))
+    args = ["-c", "from rlhf.cli.rounds import main; main()", "execute", round_id,
+            "--data-dir", str(Path(settings.data_dir).resolve()), "--no-progress"]
+    try:
+        pid = spawn_detached(args, RoundPaths(folder).log, extra_env)
+    except OSError as exc:
+        _update_row(store, round_id, status="failed", error=f"The round's process could not start: {exc}",
+                    finished_at=datetime.now(UTC).replace(tzinfo=None))
+        raise RoundError(f"Round {round_id} could not start its process: {exc}") from exc
+    _update_row(store, round_id, pid=pid)
     log.info("Round %s launched in the background (pid %d)", round_id, pid)
     return round_id, pid
 

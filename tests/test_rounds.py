@@ -421,7 +421,7 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     monkeypatch.setattr(rounds, "gpu_visible", lambda: False)
     launched: list = []
     monkeypatch.setattr(rounds, "check_can_start", lambda store, s: 42)
-    monkeypatch.setattr(rounds, "launch_round", lambda s: (launched.append(s), ("round_x", 123))[1])
+    monkeypatch.setattr(rounds, "launch_round", lambda s, **kw: (launched.append(s), ("round_x", 123))[1])
     create_user(store, "eng2", "a-long-password-3", "engineer")
     at = render_training_page(store, settings, "eng2", monkeypatch)
     size = next(r for r in at.radio if r.label == "Size")
@@ -437,3 +437,61 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
 
     assert launched[-1].ppo.steps == load_settings().ppo.steps != quick_steps  # the page's own (full) settings
     assert json.dumps(launched[-1].to_toml_dict())  # what launch_round writes to the round folder
+
+
+def test_a_launched_round_is_running_before_its_process_starts_and_a_second_click_is_refused(workdir, monkeypatch):
+    """The background process needs seconds to import torch; the page that launched the round must show
+    it running at once (it showed the previous round, frozen, until the user clicked something), and a
+    second click in that time must not start a second round."""
+    import subprocess
+
+    from rlhf import rounds, runtime
+    from rlhf.auth import create_user
+    from rlhf.errors import RoundError
+
+    settings, store = workdir
+    children: list[subprocess.Popen] = []
+    spawned: list[list[str]] = []
+
+    def fake_spawn(args, log_path, extra_env=None):  # a process that stays alive like a round would
+        spawned.append(list(args))
+        children.append(subprocess.Popen(["sleep", "120"]))
+        return children[-1].pid
+
+    monkeypatch.setattr(runtime, "spawn_detached", fake_spawn)
+    try:
+        create_user(store, "eng3", "a-long-password-4", "engineer")
+        at = render_training_page(store, settings, "eng3", monkeypatch)
+        next(b for b in at.button if b.label == "Start a round").click().run()
+        assert not at.exception, at.exception
+        assert len(spawned) == 1 and spawned[0][2:4] == ["execute", spawned[0][3]]
+        round_id = spawned[0][3]
+        status = rounds.round_status(store, round_id)
+        assert status["status"] == "running" and status["pid"] == children[0].pid
+        # The page that launched it already shows it running (no reload, no child needed for that).
+        assert any(round_id in m.value and "running" in m.value for m in at.markdown)
+        assert next(b for b in at.button if b.label == "Start a round").disabled
+        # A second launch while it runs (another tab, the CLI) is refused; no second process.
+        with pytest.raises(RoundError, match="still running"):
+            rounds.launch_round(settings, store=store)
+        assert len(spawned) == 1
+        # Its process dies: the round is interrupted; resuming marks it running before the new process runs.
+        children[0].kill()
+        children[0].wait()
+        assert rounds.round_status(store, round_id)["status"] == "interrupted"
+        rid, pid = rounds.launch_round(settings, round_id=round_id, resume=True, store=store)
+        assert (rid, pid) == (round_id, children[1].pid) and spawned[1][2:4] == ["execute", round_id]
+        assert rounds.round_status(store, round_id)["status"] == "running"
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    # A process that cannot start leaves a failed round with the reason, not a 'running' ghost.
+    def no_python(*args, **kwargs):
+        raise OSError("no python")
+
+    monkeypatch.setattr(runtime, "spawn_detached", no_python)
+    with pytest.raises(RoundError, match="could not start"):
+        rounds.launch_round(settings, round_id=round_id, resume=True, store=store)
+    failed = rounds.round_status(store, round_id)
+    assert failed["status"] == "failed" and "no python" in failed["error"]

@@ -54,7 +54,7 @@ def _start() -> None:
     try:
         chosen = _round_settings(st.session_state.get("training.size", SIZES[0]))
         n = rounds_service.check_can_start(store, chosen)
-        round_id, pid = rounds_service.launch_round(chosen)
+        round_id, pid = rounds_service.launch_round(chosen, store=store)
     except (RecFeedbackError, StoreError) as exc:
         st.session_state["training.notice"] = None
         st.error(str(exc))
@@ -138,7 +138,7 @@ def _progress_view(round_id: str) -> None:
             "Resume round", key=f"training.resume.{round_id}", icon=":material/replay:",
             disabled=active is not None and active["round_id"] != round_id):
         try:
-            rounds_service.launch_round(settings, round_id=round_id, resume=True)
+            rounds_service.launch_round(settings, round_id=round_id, resume=True, store=store)
             st.session_state["training.notice"] = f"Round {round_id} resumed after its last finished stage."
         except (RecFeedbackError, StoreError) as exc:
             st.error(str(exc))

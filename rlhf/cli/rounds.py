@@ -58,7 +58,7 @@ def run_command(
                                "(settings.rounds.quick replaces the full sizes): demos and smoke tests."),
 ) -> None:
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
-    from rlhf.rounds import check_can_start, launch_round, quick_settings, run_round
+    from rlhf.rounds import launch_round, quick_settings, run_round
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
@@ -67,8 +67,7 @@ def run_command(
         settings = quick_settings(settings)
     store = open_store(settings)
     if background:
-        check_can_start(store, settings)
-        rid, pid = launch_round(settings, round_id=round_id)
+        rid, pid = launch_round(settings, round_id=round_id, store=store)
         typer.echo(f"Round {rid} started in the background (pid {pid}); `recfeedback round status {rid}`.")
         return
     record = run_round(store, settings, round_id=round_id, progress=progress, stop_after=stop_after)
@@ -97,11 +96,26 @@ def resume_command(
     settings = _settings(data_dir)
     store = open_store(settings)
     if background:
-        rid, pid = launch_round(settings, round_id=round_id, resume=True)
+        rid, pid = launch_round(settings, round_id=round_id, resume=True, store=store)
         typer.echo(f"Round {rid} resumed in the background (pid {pid}).")
         return
     record = resume_round(store, round_id, progress=progress, stop_after=stop_after)
     _print_status(_status(store, record.round_id), False)
+
+
+@friendly_errors
+def execute_command(
+    round_id: str = typer.Argument(..., help="The round whose row `launch_round` wrote."),
+    data_dir: str = typer.Option(None, "--data-dir"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run the stages of a launched round (the background process that `run -b`, `resume -b` and the
+    Training page start; the launcher has already checked and marked the round running)."""
+    from rlhf.rounds import execute
+    from rlhf.runtime import open_store, setup_logging
+
+    setup_logging()
+    execute(open_store(_settings(data_dir)), round_id, progress=progress)
 
 
 @friendly_errors
@@ -179,6 +193,7 @@ def register(app: typer.Typer) -> None:
     group.command("status")(status_command)
     group.command("list")(list_command)
     group.command("cancel")(cancel_command)
+    group.command("execute", hidden=True)(execute_command)
     app.add_typer(group, name="round")
 
 
