@@ -919,6 +919,8 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
     markers, exactly like a killed one, until resumed.
     """
     row = _get_row(store, round_id)
+    if row.status in FINAL_STATUSES:  # e.g. cancelled between its launch and its process starting
+        raise RoundError(f"Round {round_id} is {row.status}; there is nothing to run.")
     folder = Path(row.folder) if row.folder else None
     if folder is None or not folder.is_dir():
         raise RoundError(f"Round {round_id} has no folder on disk ({row.folder}); it cannot run.")

@@ -482,6 +482,10 @@ def test_a_launched_round_is_running_before_its_process_starts_and_a_second_clic
         rid, pid = rounds.launch_round(settings, round_id=round_id, resume=True, store=store)
         assert (rid, pid) == (round_id, children[1].pid) and spawned[1][2:4] == ["execute", round_id]
         assert rounds.round_status(store, round_id)["status"] == "running"
+        # Cancelled before its process got to run a stage: the process must not run it anyway.
+        rounds.cancel_round(store, round_id, grace_s=0.1)
+        with pytest.raises(RoundError, match="cancelled; there is nothing to run"):
+            rounds.execute(store, round_id, progress=False)
     finally:
         for child in children:
             child.kill()
