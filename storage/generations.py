@@ -129,6 +129,15 @@ def get_pair(con: Any, pair_id: str) -> Pair:
     return Pair(**rows[0])
 
 
+def gold_flags(con: Any, pair_ids: Sequence[str]) -> dict[str, bool]:
+    """``is_gold`` of each existing pair among ``pair_ids``, in one query (a missing id is left out)."""
+    if not pair_ids:
+        return {}
+    placeholders = ",".join("?" * len(pair_ids))
+    rows = con.execute(f"SELECT pair_id, is_gold FROM pairs WHERE pair_id IN ({placeholders})", list(pair_ids))
+    return {pair_id: bool(is_gold) for pair_id, is_gold in rows.fetchall()}
+
+
 def list_pairs(con: Any, *, status: str | None = None, source: str | None = "app") -> list[Pair]:
     sql = f"SELECT {_PAIR_COLUMNS} FROM pairs WHERE true"
     params: list[Any] = []

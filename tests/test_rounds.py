@@ -375,6 +375,26 @@ def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes(workdi
     assert sorted(steps) == list(range(1, 5))  # each step once, though some ran twice around the kill
 
 
+def test_usable_labels_leave_out_gold_pairs(workdir):
+    """What the reward model can learn from, counted with one query for the pairs' gold flags."""
+    from rlhf.rounds import usable_label_count
+    from storage.generations import get_pair, gold_flags
+    from storage.queue import current_labels
+
+    _settings, store = workdir
+    with store.transaction() as con:
+        labels = current_labels(con)
+        ids = sorted({lab.pair_id for lab in labels})
+        assert gold_flags(con, [*ids, "pair_missing"]) == {i: get_pair(con, i).is_gold for i in ids}
+        assert gold_flags(con, []) == {}
+        usable = [lab for lab in labels if not lab.is_reshow and lab.choice in ("A", "B")]
+        assert usable
+        one = usable[0].pair_id
+        con.execute("UPDATE pairs SET is_gold = true WHERE pair_id = ?", [one])
+    n_one = sum(1 for lab in usable if lab.pair_id == one)
+    assert usable_label_count(store) == len(usable) - n_one
+
+
 def test_a_round_refuses_to_start_with_too_few_labels(workdir):
     from rlhf.errors import RoundError
     from rlhf.rounds import run_round
