@@ -336,6 +336,16 @@ def candidate_pairs(generations_by_context: Mapping[str, Sequence[str]]) -> list
     return out
 
 
+def round_priority_offset(earlier_rounds: int, step: float) -> float:
+    """The priority a round adds to its pairs: one ``step`` above each earlier round that enqueued pairs.
+
+    Selection's priorities are in (0, 1], so with ``step >= 1`` every pair of the newest round is served
+    before any unlabelled pair of an older one: the newest policy's lists are the ones the next reward
+    model most needs judged, and older rounds' leftovers wait (they are not discarded).
+    """
+    return step * (earlier_rounds + 1)
+
+
 def to_pair_records(
     selected: Sequence[SelectedPair],
     *,

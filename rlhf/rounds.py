@@ -661,7 +661,14 @@ def _as_generation(r: Mapping[str, Any]) -> Generation:
 def stage_select(ctx: RoundContext) -> dict[str, Any]:
     """Score the new lists with the round's reward model(s), choose the pairs to label, evaluate."""
 
-    from rlhf.active import CandidatePair, SelectionShares, bootstrap_scores, select_pairs, to_pair_records
+    from rlhf.active import (
+        CandidatePair,
+        SelectionShares,
+        bootstrap_scores,
+        round_priority_offset,
+        select_pairs,
+        to_pair_records,
+    )
     from rlhf.pairs import lists_identical
     from rlhf.reward.dataset import policy_prompt_renderer
     from rlhf.reward.registry import load_reward_model_from_folder
@@ -722,8 +729,10 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     selected = select_pairs(candidates, scores, ids, settings.rounds.new_pairs,
                             shares=SelectionShares.from_settings(settings.rounds), labelled_per_context=labelled,
                             exclude=exclude, seed=settings.generation.seed)
+    earlier_rounds = {r for r in pairs_table["round_id"] if isinstance(r, str)} if len(pairs_table) else set()
+    offset = round_priority_offset(len(earlier_rounds), settings.rounds.priority_offset)
     records = to_pair_records(selected, overlap_target=settings.queue.overlap_target, round_id=ctx.round_id,
-                              strategy="active", priority_offset=settings.rounds.priority_offset)
+                              strategy="active", priority_offset=offset)
     with ctx.paths.pairs.open("w", encoding="utf-8") as fh:
         for p in records:
             fh.write(json.dumps(p.__dict__, default=str) + "\n")

@@ -298,7 +298,9 @@ class RoundSettings(BaseModel):
         ["purchase"], description="Interaction events that count as bought in evaluation (empty: all events)."
     )
     eval_contexts: int = Field(40, description="Held-out contexts a round samples lists for and evaluates (0: skip).")
-    priority_offset: float = Field(1.0, description="Added to a round's pair priorities so new pairs are served first.")
+    priority_offset: float = Field(
+        1.0, ge=1.0, description="A round's pairs sit this far above the previous round's (and round 1's above "
+        "other pairs), so the newest policy's pairs are served first.")
     cancel_grace_s: float = Field(10.0, description="`round cancel`: seconds between SIGTERM and SIGKILL.")
     quick: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {

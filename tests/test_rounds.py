@@ -305,6 +305,18 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     assert generated["comparison_lists_generated"] == {}  # round 1's zero-shot lists were reused
     assert pairs and all(g.policy_id != zero for g in gens.values())
 
+    # The newest round's pairs are served before round 1's unlabelled leftovers, whatever their rank within
+    # their own round: every round-2 priority is above every round-1 priority.
+    from rlhf import annotation
+    from rlhf.auth import create_user
+
+    with store.transaction() as con:
+        earlier = [p.priority for p in gen_repo.list_pairs(con) if p.round_id == first.round_id]
+    assert earlier and min(p.priority for p in pairs) > max(earlier)
+    create_user(store, "fresh_annotator", "a-long-password-1", "annotator")
+    task = annotation.next_task(store, "fresh_annotator", settings=settings)
+    assert task is not None and task.pair_id in {p.pair_id for p in pairs}
+
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.monotonic() + timeout
