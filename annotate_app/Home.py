@@ -17,8 +17,14 @@ import streamlit as st
 
 from annotate_app import ui
 from annotate_app.navigation import build_navigation, login_navigation, redirects
+from rlhf.settings import ConfigError
 
-st.set_page_config(page_title=ui.settings().app.title, page_icon=":material/compare_arrows:", layout="wide")
+try:
+    title = ui.settings().app.title
+except ConfigError as exc:  # a bad settings file or variable: say which, instead of a traceback
+    st.error(f"RecFeedback cannot start. {exc}")
+    st.stop()
+st.set_page_config(page_title=title, page_icon=":material/compare_arrows:", layout="wide")
 
 user = ui.current_user()
 if user is None:

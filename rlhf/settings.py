@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 if sys.version_info >= (3, 11):
@@ -452,9 +452,38 @@ def config_file_path() -> Path | None:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once (a cached resource, not mutable state)."""
-    return Settings()
+    return _build()
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Fresh settings with explicit overrides on top of file and environment (tests, scripts)."""
-    return Settings(**overrides)
+    return _build(**overrides)
+
+
+def _build(**overrides: Any) -> Settings:
+    """Settings, with a value that fails validation reported as a :class:`ConfigError` that names the
+    setting, the value and where to change it (pydantic's own error is a wall of text in a CLI)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_invalid(exc)) from exc
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """One sentence per invalid setting: ``section.field``, what is wrong, the value given, and the
+    environment variable that sets it; then where settings are read from."""
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        value = repr(error.get("input"))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        where = f"{'.'.join(loc)}: " if loc else ""
+        env = f"; environment variable RECFEEDBACK_{'__'.join(loc).upper()}" if loc else ""
+        problems.append(f"{where}{error['msg']} (given {value}{env})")
+    try:
+        source = config_file_path()
+    except ConfigError:
+        source = None
+    read_from = f"{source} and RECFEEDBACK_* environment variables" if source else \
+        f"RECFEEDBACK_* environment variables (there is no {DEFAULT_CONFIG_FILE} here)"
+    return f"Invalid settings. {'; '.join(problems)}. Settings are read from {read_from}."

@@ -94,6 +94,17 @@ def test_login_form_refuses_bad_password_and_accepts_good(app_env):
     assert any(r.key == "label_choice" for r in at.radio)  # landed on the Label page
 
 
+def test_invalid_settings_stop_the_app_with_a_sentence_that_names_them(app_env, monkeypatch):
+    from rlhf.settings import get_settings
+
+    monkeypatch.setenv("RECFEEDBACK_QUEUE__OVERLAP_TARGET", "three")
+    get_settings.cache_clear()
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert not at.text_input  # no log-in form on settings the app cannot trust
+    assert "queue.overlap_target" in texts(at) and "RECFEEDBACK_QUEUE__OVERLAP_TARGET" in texts(at)
+
+
 def test_deactivated_user_is_logged_out_on_next_run(app_env):
     from rlhf import auth
 

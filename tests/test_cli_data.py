@@ -52,6 +52,26 @@ def test_every_data_command_has_help(cli, command: list[str]) -> None:
     assert "Usage" in result.output
 
 
+def test_an_invalid_setting_is_one_sentence_naming_it_and_its_source(cli, tmp_path, monkeypatch) -> None:
+    """A value that fails validation, from the environment or the settings file, stops every command
+    (the app's launcher included) with the setting, the value and where it came from, not a traceback."""
+    invoke, data_dir = cli
+    monkeypatch.setenv("RECFEEDBACK_ROUNDS__PRIORITY_OFFSET", "0.5")
+    for command in (["config", "show"], ["round", "list"], ["app", "--no-bootstrap"]):
+        result = invoke(*command)
+        assert result.exit_code == 1, (command, result.output)
+        assert isinstance(result.exception, SystemExit), result.exception  # a clean exit, no traceback
+        assert "rounds.priority_offset" in result.output and "RECFEEDBACK_ROUNDS__PRIORITY_OFFSET" in result.output
+        assert "no recfeedback.toml here" in result.output
+    monkeypatch.delenv("RECFEEDBACK_ROUNDS__PRIORITY_OFFSET")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[queue]\noverlap_target = "three"\n', encoding="utf-8")
+    monkeypatch.setenv("RECFEEDBACK_CONFIG", str(bad))
+    result = invoke("config", "show")
+    assert result.exit_code == 1 and "queue.overlap_target" in result.output and str(bad) in result.output
+    assert not data_dir.exists()  # nothing was created on settings that failed
+
+
 def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     invoke, data_dir = cli
     monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")

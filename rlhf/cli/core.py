@@ -33,6 +33,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON i
             typer.echo(f"{key} = {json.dumps(value)}")
 
 
+@friendly_errors
 def app_command(
     port: int = typer.Option(None, help="Port (default: settings.app.port)."),
     headless: bool = typer.Option(True, help="Do not open a browser window."),
