@@ -627,6 +627,7 @@ def _evaluate_stored(
 
     settings = settings or get_settings()
     r = settings.rounds
+    _require_known_policies(store, policy_ids)
     truth = load_ground_truth(store, split=split, list_length=settings.generation.list_length,
                               events=r.eval_events or None, limit=limit)
     policies = {pid: policy_lists_from_store(store, pid, list(truth.contexts)) for pid in policy_ids}
@@ -637,6 +638,20 @@ def _evaluate_stored(
         [p for p in policies.values() if p.lists], truth, baselines=baselines, samples=r.eval_bootstrap_samples,
         seed=r.eval_seed, exclude_history=r.eval_exclude_history)
     return table, truth, {**policies, **evaluated}
+
+
+def _require_known_policies(store: Any, policy_ids: Sequence[str]) -> None:
+    """Refuse ids the store has never registered (a typo would otherwise evaluate as 'no lists')."""
+    from rlhf.errors import RecFeedbackError
+    from storage.generations import list_policies
+
+    with store.transaction() as con:
+        known = sorted(p.policy_id for p in list_policies(con))
+    unknown = [pid for pid in dict.fromkeys(policy_ids) if pid not in set(known)]
+    if unknown:
+        shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+        raise RecFeedbackError(f"No policy with id {', '.join(map(repr, unknown))} in this store. "
+                               f"Known policies: {shown or 'none yet'}.")
 
 
 def evaluate_with_baselines(
@@ -660,7 +675,10 @@ def baseline_ids(lists: Mapping[str, PolicyLists]) -> list[str]:
 
 def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
                             samples: int = 1000, seed: int = 0) -> dict[str, Estimate]:
-    """NDCG@N of policy ``ids[0]`` minus each later id's, paired over contexts (ids without lists are skipped)."""
+    """NDCG@N of policy ``ids[0]`` minus each later id's, paired over contexts (ids without lists are skipped;
+    nothing at all when ``ids[0]`` has none)."""
+    if not any(lists[ids[0]].lists.values()):
+        return {}
     first = context_ndcg(lists[ids[0]], truth)
     return {other: paired_difference(first, context_ndcg(lists[other], truth), samples=samples, seed=seed)
             for other in ids[1:] if other in lists and lists[other].lists and other != ids[0]}

@@ -231,6 +231,7 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     _seed_store(store)
     with store.transaction() as con:
         generations.upsert_policy(con, Policy("prev"))
+        generations.upsert_policy(con, Policy("fresh"))  # registered, with no lists yet
         generations.insert_generations(con, [Generation("h1", "ctx1", "prev", "", [ListItem("i5", "r")], [], True)])
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(store.path.parent))
     monkeypatch.setenv("RECFEEDBACK_ROUNDS__EVAL_BOOTSTRAP_SAMPLES", "100")
@@ -238,8 +239,10 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     try:
         result = CliRunner().invoke(app, ["evaluate", "--policy", "pol"])
         paired = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "prev", "--no-baselines"])
-        missing = CliRunner().invoke(app, ["evaluate", "--policy", "nope", "--no-baselines"])
-        listless = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "nope", "--no-baselines"])
+        missing = CliRunner().invoke(app, ["evaluate", "--policy", "fresh", "--no-baselines"])
+        listless = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "fresh", "--no-baselines"])
+        listless_first = CliRunner().invoke(app, ["evaluate", "--policy", "fresh"])
+        unknown = CliRunner().invoke(app, ["evaluate", "--policy", "pol", "--policy", "po1"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
@@ -250,7 +253,14 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     assert "NDCG@5 pol minus baseline:random-candidates, paired over" in result.output
     assert "minus" not in missing.output
     assert listless.exit_code == 0, listless.output  # a policy without lists is said so, not compared as NaN
-    assert "nope has no lists on the heldout contexts" in listless.output and "nan" not in listless.output
+    assert "fresh has no lists on the heldout contexts" in listless.output and "nan" not in listless.output
+    # Listless first policy, with baselines: the baselines' table, a hint, and no NaN comparisons.
+    assert listless_first.exit_code == 0, listless_first.output
+    assert "baseline:popularity" in listless_first.output and "nan" not in listless_first.output
+    assert "--policy-id fresh --split heldout" in listless_first.output
+    # A typo is refused by name, with the ids the store knows, not evaluated as a policy without lists.
+    assert unknown.exit_code == 1 and isinstance(unknown.exception, SystemExit)
+    assert "No policy with id 'po1'" in unknown.output and "fresh, pol, prev" in unknown.output
     # prev lists i5 first on ctx1 (targets i5, i6): NDCG 1/(1 + 1/log2 3), the same as pol's there
     assert paired.exit_code == 0, paired.output
     assert "NDCG@5 pol minus prev, paired over 1 shopper: +0.0000 [+0.0000, +0.0000]" in paired.output

@@ -100,6 +100,9 @@ def evaluate_command(
         return
     n = settings.generation.list_length
     typer.echo(format_table(table, n))
+    if policy[0] not in set(table["policy"]):
+        typer.echo(f"{policy[0]} has no lists on the {split} contexts, so nothing is compared with it. "
+                   f"Sample them with `recfeedback generate --policy-id {policy[0]} --split {split}`.")
     for other, est in differences.items():
         typer.echo(f"NDCG@{n} {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
                    f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
