@@ -317,6 +317,11 @@ def generate_for_store(
         batch_size=batch_size, temperature=temperature,
     )
     with store.transaction() as con:
+        if context_ids is not None:  # an unknown id is an error for a baseline as much as for a model
+            found = get_contexts(con, list(context_ids))
+            missing = [c for c in context_ids if c not in found]
+            if missing:
+                raise NotFoundError(f"No context with id {missing[0]!r} ({len(missing)} unknown).")
         policy: Policy | None = find_policy(con, policy_id)
         if policy is None and policy_id.startswith("baseline-"):
             policy = Policy(policy_id=policy_id, kind="baseline")  # registered by rlhf.baselines
@@ -326,10 +331,6 @@ def generate_for_store(
             baseline_ids = None if context_ids is None else list(context_ids)
         else:
             if context_ids is not None:
-                found = get_contexts(con, list(context_ids))
-                missing = [c for c in context_ids if c not in found]
-                if missing:
-                    raise NotFoundError(f"No context with id {missing[0]!r} ({len(missing)} unknown).")
                 contexts = [found[c] for c in context_ids]
             else:
                 wanted = n_contexts if n_contexts is not None else settings.generation.contexts_per_run

@@ -100,6 +100,10 @@ def test_generate_for_store_unknown_context_is_a_clear_error(store, settings, to
     seed_contexts(store)
     with pytest.raises(NotFoundError, match="nope"):
         generate_for_store(store, settings, "p", context_ids=["nope"], model=tiny_model, tokenizer=tokenizer)
+    # A baseline writes template lists without a model: it refuses an unknown context the same way
+    # (it said "nothing to do: every context already has lists").
+    with pytest.raises(NotFoundError, match="nope"):
+        generate_for_store(store, settings, "baseline-popularity", context_ids=["ctx0", "nope"])
 
 
 def test_default_policy_id_names_the_model(settings):

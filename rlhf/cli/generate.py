@@ -46,7 +46,8 @@ def generate_command(
         constrained=constrained, seed=seed, batch_size=batch_size, temperature=temperature,
     )
     if not run.generation_ids:
-        typer.echo(f"Nothing to do: every context of split {split!r} already has lists from {run.policy_id}.")
+        asked = "every context asked for" if context_id else f"every context of split {split!r}"
+        typer.echo(f"Nothing to do: {asked} already has lists from {run.policy_id}.")
         return
     speed = f", {run.completion_tokens / run.seconds:.1f} tokens/s" if run.seconds and run.completion_tokens else ""
     typer.echo(
