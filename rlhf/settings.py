@@ -434,7 +434,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 class ConfigError(ValueError):
-    """The configuration file cannot be read."""
+    """The settings cannot be used: the file cannot be read, or a value (file or environment) is invalid."""
 
 
 def config_file_path() -> Path | None:
@@ -466,10 +466,10 @@ def _build(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_invalid(exc)) from exc
+        raise ConfigError(_describe_invalid(exc)) from exc
 
 
-def describe_invalid(exc: ValidationError) -> str:
+def _describe_invalid(exc: ValidationError) -> str:
     """One sentence per invalid setting: ``section.field``, what is wrong, the value given, and the
     environment variable that sets it; then where settings are read from."""
     problems = []
