@@ -25,7 +25,10 @@ user = ui.require_page("training")  # the role check: the menu hides the page, t
 store = ui.store()
 settings = ui.settings()
 
-STATUS_ICONS = {"running": "🟢", "done": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+# Streamlit's bundled Material icons, not emoji: they render without the OS's emoji font.
+STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
+                "failed": ":red[:material/error:]", "cancelled": ":gray[:material/stop_circle:]",
+                "interrupted": ":orange[:material/warning:]"}
 CURVE_TITLES = {"reward/score": "Reward (RM score + structure)", "kl/mean": "KL to the reference",
                 "reward/validity_rate": "Validity of sampled lists"}
 
