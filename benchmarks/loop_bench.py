@@ -39,6 +39,7 @@ Full run (GPU recommended): see benchmarks/results/loop.md for the exact command
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -892,9 +893,79 @@ def uci(args) -> dict:
     return {"rounds": results}
 
 
+def uci_more_shoppers(args) -> dict:
+    """An earlier ``--section uci`` run's last round and zero-shot policy on MORE held-out shoppers: contexts
+    for shoppers the run never built, at its cut and with the settings its last round recorded; lists from
+    both policies for the first ``--more-shoppers`` new held-out shoppers with purchases after the cut
+    (the only ones NDCG counts), then the product's evaluation over every held-out shopper. The earlier
+    run's folder (``--from-workdir``) is copied to ``--workdir`` and never written."""
+    from rlhf.cli.loop import format_table
+    from rlhf.contexts import build_contexts
+    from rlhf.evaluation import (
+        compare_policies,
+        load_ground_truth,
+        paired_ndcg_differences,
+        policy_lists_from_store,
+    )
+    from rlhf.generate import generate_for_store
+    from storage import contexts as contexts_repo
+    from storage import rounds as rounds_repo
+
+    src, work = Path(args.from_workdir), Path(args.workdir)
+    if not work.exists():
+        shutil.copytree(src, work)
+    data = work / "data"
+    store = Store(data / "recfeedback.duckdb")
+    with store.transaction() as con:
+        last = [r for r in rounds_repo.list_rounds(con) if r.status == "done"][-1]
+        cuts = {c.as_of for c in contexts_repo.list_contexts(con)}
+    report = json.loads((Path(last.folder) / "evaluation.json").read_text())
+    config = dict(last.config or {})
+    config["store"] = {**config.get("store", {}), "data_dir": str(data)}
+    settings = load_settings(**config)
+    policy, zero = last.policy_id, report["zero_shot_policy_id"]
+    (cut,) = cuts
+    n = settings.generation.list_length
+    before = set(load_ground_truth(store, split="heldout", list_length=n).contexts)
+    t0 = time.perf_counter()
+    built = build_contexts(store, settings=settings, as_of=cut)
+    truth = load_ground_truth(store, split="heldout", list_length=n, events=settings.rounds.eval_events or None)
+    fresh = sorted((c for c in truth.contexts if c not in before and truth.future.get(c)),
+                   key=lambda c: hashlib.sha1(c.encode()).hexdigest())[: args.more_shoppers]
+    print(f"== 2o. {last.round_id}'s policy and the zero-shot policy on more held-out shoppers (cut {cut})\n"
+          f"contexts built: {built.built} in {time.perf_counter() - t0:.0f} s; held-out contexts before "
+          f"{len(before)}, new held-out shoppers with purchases after the cut: {len(fresh)} asked for")
+    for pid in (policy, zero):
+        run = generate_for_store(store, settings, pid, context_ids=fresh, progress=True)
+        print(f"{pid}: {run.n_generations} lists on {run.n_contexts} contexts, {run.validity:.0%} valid, "
+              f"{run.seconds:.0f} s")
+    table, differences = compare_policies(store, [policy, zero], settings=settings, split="heldout")
+    print(format_table(table, n))
+    out = {"round_id": last.round_id, "policy": policy, "zero_shot": zero, "new_contexts": fresh,
+           "table": table.to_dict(orient="records"), "differences": {}}
+    for other, est in differences.items():
+        print(f"NDCG@{n} {policy} minus {other}, paired over {est.n} shoppers: "
+              f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
+        out["differences"][other] = {"mean": est.mean, "lo": est.lo, "hi": est.hi, "n": est.n}
+    rows = table.set_index("policy")
+    print(f"NDCG@{n} ratio {policy} / zero-shot: {rows.loc[policy, f'ndcg@{n}'] / rows.loc[zero, f'ndcg@{n}']:.2f}")
+    # The new shoppers alone: a sample independent of the one the earlier run's figure came from.
+    truth_new = load_ground_truth(store, split="heldout", context_ids=fresh, list_length=n,
+                                  events=settings.rounds.eval_events or None)
+    lists = {pid: policy_lists_from_store(store, pid, fresh) for pid in (policy, zero)}
+    r = settings.rounds
+    est = paired_ndcg_differences(lists, truth_new, [policy, zero], samples=r.eval_bootstrap_samples,
+                                  seed=r.eval_seed)[zero]
+    print(f"NDCG@{n} {policy} minus zero-shot on the NEW shoppers only, paired over {est.n}: "
+          f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]\n")
+    out["new_only"] = {"mean": est.mean, "lo": est.lo, "hi": est.hi, "n": est.n}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "combine", "versus", "rm-inputs-mean"], default="all")
+    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "uci-more", "combine", "versus",
+                                        "rm-inputs-mean"], default="all")
     p.add_argument("--retrievals", default="user:interleaved,item:interleaved,item:relevance",
                    help="ceiling: contexts.copurchase_similarity:contexts.candidate_order pairs to compare")
     p.add_argument("--zero-shot", action="store_true",
@@ -965,6 +1036,9 @@ def main() -> None:
     u.add_argument("--ensemble", type=int, default=3)
     u.add_argument("--rounds", type=int, default=3)
     u.add_argument("--category-credit", type=float, default=0.2)
+    u.add_argument("--from-workdir", default=None, help="uci-more: an earlier --section uci run's --workdir")
+    u.add_argument("--more-shoppers", type=int, default=150,
+                   help="uci-more: new held-out shoppers (with purchases after the cut) to sample lists for")
     u.add_argument("--rm-data", choices=["uci", "demo"], default="uci", help="rm-inputs: which data and truth")
     u.add_argument("--rm-sizes", default="100,300,1000,3000",
                    help="rm-inputs: training pairs asked at which the reward models are scored")
@@ -995,6 +1069,8 @@ def main() -> None:
         out["rm_inputs"] = reward_inputs_section(args)
     if args.section in ("all", "uci"):
         out["uci"] = uci(args)
+    if args.section == "uci-more":
+        out["uci_more"] = uci_more_shoppers(args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2, default=str))
 
