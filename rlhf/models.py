@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -126,6 +127,19 @@ def activation_checkpointing(model: Any) -> bool:
     """Whether ``model`` recomputes its activations in the backward pass."""
     new = hasattr(model, "is_activation_checkpointing")
     return bool(getattr(model, "is_activation_checkpointing" if new else "is_gradient_checkpointing"))
+
+
+def silence_peft_checkpointing_alias() -> None:
+    """Ignore transformers' FutureWarning when PEFT reads the old ``is_gradient_checkpointing`` name.
+
+    PEFT's own code does so on every adapter it wraps or loads (a round, a reward model, ``generate``
+    with a trained policy), so the warning filled logs with a deprecation that only PEFT can act on. This
+    filter names that one message; every other warning stays as it was.
+    """
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+silence_peft_checkpointing_alias()
 
 
 def checkpointing_kwargs(args_class: type, enabled: bool) -> dict[str, bool]:
