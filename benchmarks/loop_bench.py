@@ -32,6 +32,9 @@ Sections (each can be skipped; every size is a flag):
    (rlhf.rounds.launch_round) while the crowd keeps labelling through rlhf.annotation: that gives the
    annotator latency during a round (vs before any round), and each round's stage wall times and its
    evaluation (NDCG@N, HR@N, validity, diversity; popularity and co-purchase baselines; zero-shot).
+2o. ``--section uci-more --from-workdir DIR`` — an earlier ``uci`` run's last round and zero-shot policy on
+   more held-out shoppers (``--more-shoppers``, those with purchases after the cut), same cut and the
+   round's recorded settings: the paired NDCG difference on the new shoppers alone, and pooled.
 
 Full run (GPU recommended): see benchmarks/results/loop.md for the exact command.
 """
