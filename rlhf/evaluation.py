@@ -163,6 +163,15 @@ class Estimate:
         return not (self.lo > other.hi or other.lo > self.hi)
 
 
+def paired_verdict(lo: float | None, hi: float | None) -> str | None:
+    """What a paired difference's 95% interval says: 'better' (above zero), 'worse' (below) or 'no detectable
+    difference' (it includes zero). Said in words because a point ratio of two NDCGs reads as progress
+    when the interval cannot tell the policies apart. None without an interval."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return None
+    return "better" if lo > 0 else "worse" if hi < 0 else "no detectable difference"
+
+
 def bootstrap_ci(
     values: Sequence[float], *, samples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Estimate:

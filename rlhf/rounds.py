@@ -1149,6 +1149,7 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     """
     import pandas as pd
 
+    from rlhf.evaluation import paired_verdict
     from storage.rounds import list_evaluations
 
     with store.transaction() as con:
@@ -1166,18 +1167,44 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     differences = report.get("ndcg_difference") or {}  # reports stored before 2026-12-06 have none
     for column, key in (("paired_diff", "mean"), ("paired_lo", "lo"), ("paired_hi", "hi")):
         table[column] = [(differences.get(p) or {}).get(key) for p in table["policy"]]
+    table["verdict"] = [paired_verdict(lo, hi) for lo, hi in zip(table["paired_lo"], table["paired_hi"])]
     return table
+
+
+def zero_shot_verdicts(store: Store) -> dict[str, str | None]:
+    """:func:`zero_shot_verdict` of every round that stored an evaluation, by round id (one read)."""
+    from storage.rounds import list_evaluations
+
+    with store.transaction() as con:
+        reports = {e["round_id"]: e["metrics"] for e in list_evaluations(con) if e["round_id"]}  # the latest wins
+    return {round_id: zero_shot_verdict(report) for round_id, report in reports.items()}
+
+
+def zero_shot_verdict(report: Mapping[str, Any] | None) -> str | None:
+    """A round's NDCG against the zero-shot model's, paired over the same held-out shoppers, in words with
+    its interval (``"no detectable difference: +0.020 [-0.011, +0.053] over 40 shoppers"``); None when the
+    round's report has no such comparison."""
+    from rlhf.evaluation import paired_verdict
+
+    report = report or {}
+    est = (report.get("ndcg_difference") or {}).get(report.get("zero_shot_policy_id"))
+    verdict = paired_verdict(est.get("lo"), est.get("hi")) if est else None
+    if verdict is None:
+        return None
+    return f"{verdict}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est.get('n', '?')} shoppers"
 
 
 def rounds_metrics_frame(store: Store) -> Any:
     """One row per round with its headline metrics, for the charts across rounds."""
     import pandas as pd
 
+    verdicts = zero_shot_verdicts(store)
     rows = []
     for i, r in enumerate(list_round_summaries(store), start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
                      "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
+                     "ndcg_vs_zero_shot": verdicts.get(r["round_id"]),
                      "seconds": sum(v for v in r["timings"].values() if isinstance(v, (int, float)))})
     return pd.DataFrame.from_records(rows)
 

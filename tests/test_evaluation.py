@@ -43,6 +43,16 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n() -> None:
     assert not small.overlaps(ev.Estimate(0.9, 0.85, 0.95, 10))
 
 
+def test_a_paired_interval_is_read_as_better_worse_or_no_detectable_difference() -> None:
+    from rlhf.evaluation import paired_verdict
+
+    assert paired_verdict(0.001, 0.05) == "better"
+    assert paired_verdict(-0.05, -0.001) == "worse"
+    assert paired_verdict(-0.011, 0.053) == "no detectable difference"  # a 1.22x point ratio can read like this
+    assert paired_verdict(0.0, 0.0) == "no detectable difference"  # identical lists on every shopper
+    assert paired_verdict(None, 0.1) is None and paired_verdict(float("nan"), float("nan")) is None
+
+
 def test_win_rate_counts_ties_as_half() -> None:
     est = ev.win_rate({"c1": 1.0, "c2": 0.0, "c3": 2.0, "c4": 5.0}, {"c1": 0.5, "c2": 1.0, "c3": 2.0})
     assert est.mean == pytest.approx((1 + 0 + 0.5) / 3) and est.n == 3

@@ -229,6 +229,15 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     listed = CliRunner().invoke(app, ["round", "list", "--data-dir", str(settings.store.data_dir)])
     assert listed.exit_code == 0, listed.output
     assert f"{record.round_id}  done" in listed.output and f" ({n_held} held-out pair" in listed.output
+    # Against the zero-shot model (round 1's parent) the round gets a verdict in words from the paired
+    # interval, with the interval, on the page's past rounds and in `round list`.
+    with store.transaction() as con:
+        report = rounds_repo.list_evaluations(con, round_id=record.round_id)[-1]["metrics"]
+    est = report["ndcg_difference"][report["zero_shot_policy_id"]]
+    word = "better" if est["lo"] > 0 else "worse" if est["hi"] < 0 else "no detectable difference"
+    verdict = f"{word}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est['n']} shoppers"
+    assert past.loc[0, "ndcg_vs_zero_shot"] == verdict
+    assert f"NDCG vs zero-shot, paired: {verdict}" in listed.output
     # The round's PPO curves: one panel per metric under its readable title, three to a row of fixed
     # width (a free-width row of three overflowed the page).
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
@@ -301,6 +310,7 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
         assert paired.loc[other, "paired_diff"] == pytest.approx(report["ndcg_difference"][other]["mean"])
         assert (paired.loc[other, "paired_lo"], paired.loc[other, "paired_hi"]) == pytest.approx(
             (report["ndcg_difference"][other]["lo"], report["ndcg_difference"][other]["hi"]))
+    assert paired.loc[zero, "verdict"] in {"better", "worse", "no detectable difference"}
     generated = json.loads((Path(second.folder) / "stages" / "generate.json").read_text())
     assert generated["comparison_lists_generated"] == {}  # round 1's zero-shot lists were reused
     assert pairs and all(g.policy_id != zero for g in gens.values())

@@ -187,19 +187,21 @@ def _evaluation_view(table: pd.DataFrame) -> None:
         .properties(height=40 * len(chart) + 40),
         width="stretch",
     )
-    cols = [c for c in ["role", "policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", "paired_diff",
-                        "paired_lo", "paired_hi", f"hr@{n}", "hr_lo", "hr_hi", "validity", "item_validity",
+    cols = [c for c in ["role", "policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", "verdict",
+                        "paired_diff", "paired_lo", "paired_hi", f"hr@{n}", "hr_lo", "hr_hi", "validity", "item_validity",
                         "diversity", "novelty", "coverage"] if c in table]
     fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in cols if c.startswith(("ndcg", "hr"))}
     fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
     fmt |= {"paired_diff": st.column_config.NumberColumn(f"new minus this, NDCG@{n}", format="%+.4f"),
             "paired_lo": st.column_config.NumberColumn("paired lo", format="%+.4f"),
-            "paired_hi": st.column_config.NumberColumn("paired hi", format="%+.4f")}
+            "paired_hi": st.column_config.NumberColumn("paired hi", format="%+.4f"),
+            "verdict": st.column_config.TextColumn("new policy vs this", help="From the paired interval: better "
+                                                   "(above zero), worse (below) or no detectable difference.")}
     st.dataframe(table[cols], hide_index=True, width="stretch", column_config=fmt)
     if "paired_diff" in table and table["paired_diff"].notna().any():
         st.caption("New minus this: the new policy's NDCG minus the row's, over the same shoppers. The round "
-                   "beat that policy only if the paired interval lies above zero; overlapping intervals of the "
-                   "two rows alone do not decide it.")
+                   "beat that policy only if the paired interval lies above zero (the verdict column); a ratio of "
+                   "the two rows' NDCGs, or their intervals alone, do not decide it.")
 
 
 st.subheader("Past rounds")
@@ -209,7 +211,7 @@ if frame.empty:
 else:
     # Each round names its ranking metrics after its own list length N (rounds run with other settings differ).
     lengths = sorted({int(c.split("@")[1]) for c in frame.columns if c.startswith("ndcg@")})
-    ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
+    ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")] + ["ndcg_vs_zero_shot"]
     show = [c for c in ["round", "round_id", "status", "policy_id", "rm_heldout_accuracy", "rm_heldout_pairs",
                         "ppo_reward", "ppo_kl", "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking,
                         "pairs_enqueued", "seconds"]
@@ -226,6 +228,10 @@ else:
                                 **{f"zero_shot_ndcg@{n}": st.column_config.NumberColumn(f"zero-shot NDCG@{n}",
                                                                                         format="%.4f")
                                    for n in lengths},
+                                "ndcg_vs_zero_shot": st.column_config.TextColumn(
+                                    "NDCG vs zero-shot, paired", help="The round's NDCG minus the zero-shot model's "
+                                    "over the same held-out shoppers, with its 95% interval: 'better' only when "
+                                    "the interval lies above zero."),
                                 "seconds": st.column_config.NumberColumn(format="%.0f")})
     charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
               "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",

@@ -148,16 +148,18 @@ def list_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """All rounds, oldest first."""
-    from rlhf.rounds import list_round_summaries, rm_heldout_pairs
+    from rlhf.rounds import list_round_summaries, rm_heldout_pairs, zero_shot_verdicts
     from rlhf.runtime import open_store
 
-    rounds = list_round_summaries(open_store(_settings(data_dir)))
+    store = open_store(_settings(data_dir))
+    rounds = list_round_summaries(store)
     if as_json:
         typer.echo(json.dumps(rounds, indent=2, default=str))
         return
     if not rounds:
         typer.echo("No rounds yet.")
         return
+    verdicts = zero_shot_verdicts(store)
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
@@ -168,6 +170,7 @@ def list_command(
             f"rm_acc={'-' if acc is None else f'{acc:.3f}'}{held}  win={'-' if win is None else f'{win:.3f}'}  "
             f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"
+            + (f"\n    NDCG vs zero-shot, paired: {verdicts[r['round_id']]}" if verdicts.get(r["round_id"]) else "")
         )
 
 
