@@ -211,10 +211,11 @@ if frame.empty:
 else:
     # Each round names its ranking metrics after its own list length N (rounds run with other settings differ).
     lengths = sorted({int(c.split("@")[1]) for c in frame.columns if c.startswith("ndcg@")})
-    ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")] + ["ndcg_vs_zero_shot"]
-    show = [c for c in ["round", "round_id", "status", "policy_id", "rm_heldout_accuracy", "rm_heldout_pairs",
-                        "ppo_reward", "ppo_kl", "generation_validity", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking,
-                        "pairs_enqueued", "seconds"]
+    ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
+    # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
+    show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "policy_id", "rm_heldout_accuracy",
+                        "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity", "rm_win_rate",
+                        "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued", "seconds"]
             if c in frame]
     st.dataframe(frame[show], hide_index=True, width="stretch",
                  column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
