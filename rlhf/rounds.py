@@ -366,7 +366,10 @@ def stage_snapshot(ctx: RoundContext) -> dict[str, Any]:
         manifest = read_manifest(ctx.paths.snapshot)
     else:
         manifest = write_snapshot(ctx.store, ctx.paths.snapshot, snapshot_id=f"snap_{ctx.round_id}")
-    return {"snapshot_id": manifest["snapshot_id"], "counts": {k: v["rows"] for k, v in manifest["tables"].items()}}
+    from rlhf.evaluation import evaluation_context_ids
+
+    return {"snapshot_id": manifest["snapshot_id"], "counts": {k: v["rows"] for k, v in manifest["tables"].items()},
+            "eval_contexts": evaluation_context_ids(ctx.store, ctx.settings)}
 
 
 def _snapshot(ctx: RoundContext) -> Any:
@@ -472,10 +475,15 @@ def _pool_contexts(snap: Any, settings: Settings) -> list[str]:
     return train[: settings.rounds.contexts_per_round]
 
 
-def _eval_contexts(snap: Any, settings: Settings) -> list[str]:
+def _eval_contexts(ctx: RoundContext, snap: Any) -> list[str]:
+    """The held-out contexts the snapshot stage chose for evaluation (``evaluation_context_ids``); rounds
+    snapshotted before that choice existed keep the first ``eval_contexts`` held-out contexts by id."""
+    chosen = ctx.marker("snapshot").get("eval_contexts")
+    if chosen is not None:
+        return list(chosen)
     contexts = snap.table("contexts")
     held = sorted(contexts[contexts["split"] == "heldout"]["context_id"].tolist())
-    return held[: settings.rounds.eval_contexts]
+    return held[: ctx.settings.rounds.eval_contexts]
 
 
 def _ppo_examples(snap: Any, settings: Settings, tokenizer: Any, context_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -607,7 +615,7 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     meta = ctx.meta
     ppo = ctx.marker("ppo")
     pool = _pool_contexts(snap, settings)
-    held = _eval_contexts(snap, settings)
+    held = _eval_contexts(ctx, snap)
     catalog = set(snap.table("catalog_items")["item_id"])
     gens = snap.table("generations")
     missing: dict[str, tuple[str | None, list[str]]] = {}
@@ -679,7 +687,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     rm = ctx.marker("reward_model")
     rows = _read_jsonl(ctx.paths.generations)
     new_policy, parent = meta["policy_id"], meta["parent_policy_id"]
-    held = set(_eval_contexts(snap, settings))
+    held = set(_eval_contexts(ctx, snap))
     ctx.set_progress("select", 0, 2)
 
     # Everything to score: this round's lists, the parent's stored lists on the same contexts, and the

@@ -297,7 +297,8 @@ class RoundSettings(BaseModel):
     eval_events: list[str] = Field(
         ["purchase"], description="Interaction events that count as bought in evaluation (empty: all events)."
     )
-    eval_contexts: int = Field(40, description="Held-out contexts a round samples lists for and evaluates (0: skip).")
+    eval_contexts: int = Field(40, description="Held-out contexts a round samples lists for and evaluates, shoppers "
+                               "with purchases after the cut first (0: skip).")
     priority_offset: float = Field(
         1.0, ge=1.0, description="A round's pairs sit this far above the previous round's (and round 1's above "
         "other pairs), so the newest policy's pairs are served first.")

@@ -170,6 +170,23 @@ def test_store_evaluation_matches_hand_computed_values(store) -> None:
     assert rand["kind"] == "baseline" and rand["hr@5"] == pytest.approx(1.0) and rand["item_validity"] == 1.0
 
 
+def test_a_round_evaluates_shoppers_who_bought_again_first(store) -> None:
+    """HR and NDCG count only held-out shoppers with purchases after the cut; a round's evaluation lists go
+    to those first (id order), then to the others, up to rounds.eval_contexts."""
+    _seed_store(store)
+    with store.transaction() as con:  # sorts first, and its shopper never comes back
+        contexts.insert_contexts(con, [Context("ctx0", "s9", CUT, ["i1"], ["i2", "i3", "i4"], split="heldout")])
+    settings = _settings(store)
+
+    def chosen(n: int) -> list[str]:
+        return ev.evaluation_context_ids(store, settings.model_copy(
+            update={"rounds": settings.rounds.model_copy(update={"eval_contexts": n})}))
+
+    assert chosen(2) == ["ctx1", "ctx2"]  # by id alone: ctx0 and ctx1, one of them unmeasurable
+    assert chosen(4) == ["ctx1", "ctx2", "ctx0", "ctx3"]  # then the rest: validity and win rates use them
+    assert chosen(10) == chosen(4) and chosen(0) == []
+
+
 def test_baselines_never_recommend_what_the_shopper_already_bought(store) -> None:
     """Candidates never hold an item bought before the context, so neither may the baselines: not only
     the history shown (s1's history shows i1, but s1 also bought i4 before the cut)."""

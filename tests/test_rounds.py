@@ -13,6 +13,7 @@ crowd submitted through :mod:`rlhf.annotation`. Each test works on its own copy 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -158,6 +159,12 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     from storage import rounds as rounds_repo
 
     settings, store = workdir
+    from storage import contexts as contexts_repo
+
+    with store.transaction() as con:  # a held-out shopper who never came back, first in id order
+        held = sorted((c for c in contexts_repo.list_contexts(con) if c.split == "heldout"), key=lambda c: c.context_id)
+        gone = dataclasses.replace(held[0], context_id="ctx_00_gone", shopper_id="gone")
+        contexts_repo.insert_contexts(con, [gone])
     before = data_fingerprint(store)
     record = run_round(store, settings, progress=False)
 
@@ -183,6 +190,17 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
                    if g.policy_id == record.policy_id)
     assert sorted(metrics["step"].tolist()) == list(range(1, settings.ppo.steps + 1))
     assert evals and evals[0]["metrics"]["headline"]["policy"] == record.policy_id
+    # The held-out contexts the snapshot chose (shoppers with later purchases first) are the ones evaluated.
+    from rlhf.evaluation import evaluation_context_ids
+
+    chosen = json.loads((Path(record.folder) / "stages" / "snapshot.json").read_text())["eval_contexts"]
+    assert chosen == evaluation_context_ids(store, settings) and chosen and "ctx_00_gone" not in chosen
+    new_row = next(r for r in evals[0]["metrics"]["table"] if r["policy"] == record.policy_id)
+    assert new_row["contexts"] == len(chosen)
+    with store.transaction() as con:
+        held_ids = {c.context_id for c in contexts_repo.list_contexts(con, split="heldout")}
+        sampled = {g.context_id for g in gen_repo.generations_for_policies(con, [record.policy_id])}
+    assert sampled & held_ids == set(chosen)
     assert record.metrics["pairs_enqueued"] == len(pairs)
     after = data_fingerprint(store)
     assert after["labels"] == before["labels"]  # a round never touches labels
