@@ -172,6 +172,18 @@ def paired_verdict(lo: float | None, hi: float | None) -> str | None:
     return "better" if lo > 0 else "worse" if hi < 0 else "no detectable difference"
 
 
+def zero_shot_verdict(report: Mapping[str, Any] | None) -> str | None:
+    """A round's NDCG against the zero-shot model's, paired over the same held-out shoppers, in words with
+    its interval (``"no detectable difference: +0.020 [-0.011, +0.053] over 40 shoppers"``); None when the
+    round's report (:func:`round_report`) has no such comparison."""
+    report = report or {}
+    est = (report.get("ndcg_difference") or {}).get(report.get("zero_shot_policy_id"))
+    verdict = paired_verdict(est.get("lo"), est.get("hi")) if est else None
+    if verdict is None:
+        return None
+    return f"{verdict}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est.get('n', '?')} shoppers"
+
+
 def bootstrap_ci(
     values: Sequence[float], *, samples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Estimate:

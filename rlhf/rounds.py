@@ -1180,26 +1180,13 @@ def round_evaluation(store: Store, round_id: str) -> Any:
 
 
 def zero_shot_verdicts(store: Store) -> dict[str, str | None]:
-    """:func:`zero_shot_verdict` of every round that stored an evaluation, by round id (one read)."""
+    """:func:`rlhf.evaluation.zero_shot_verdict` of every round that stored an evaluation, by round id (one read)."""
+    from rlhf.evaluation import zero_shot_verdict
     from storage.rounds import list_evaluations
 
     with store.transaction() as con:
         reports = {e["round_id"]: e["metrics"] for e in list_evaluations(con) if e["round_id"]}  # the latest wins
     return {round_id: zero_shot_verdict(report) for round_id, report in reports.items()}
-
-
-def zero_shot_verdict(report: Mapping[str, Any] | None) -> str | None:
-    """A round's NDCG against the zero-shot model's, paired over the same held-out shoppers, in words with
-    its interval (``"no detectable difference: +0.020 [-0.011, +0.053] over 40 shoppers"``); None when the
-    round's report has no such comparison."""
-    from rlhf.evaluation import paired_verdict
-
-    report = report or {}
-    est = (report.get("ndcg_difference") or {}).get(report.get("zero_shot_policy_id"))
-    verdict = paired_verdict(est.get("lo"), est.get("hi")) if est else None
-    if verdict is None:
-        return None
-    return f"{verdict}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est.get('n', '?')} shoppers"
 
 
 def rounds_metrics_frame(store: Store) -> Any:

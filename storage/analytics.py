@@ -171,16 +171,23 @@ def self_consistency_pairs(con: Any, selection: LabelSelection | None = None) ->
 
 
 def round_quality_rows(con: Any) -> pd.DataFrame:
-    """Rounds with their metrics and their reward model's metrics (JSON decoded into dicts)."""
+    """Rounds with their metrics, their reward model's metrics and their latest held-out evaluation report
+    (JSON decoded into dicts)."""
     sql = """
+        WITH latest AS (
+            SELECT round_id, metrics FROM evaluations WHERE round_id IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY round_id ORDER BY created_at DESC, eval_id DESC) = 1
+        )
         SELECT r.round_id, r.status, r.created_at, r.finished_at, r.policy_id, r.parent_policy_id,
-               r.reward_model_id, r.metrics AS round_metrics, m.metrics AS rm_metrics, m.backbone
+               r.reward_model_id, r.metrics AS round_metrics, m.metrics AS rm_metrics, m.backbone,
+               e.metrics AS eval_report
         FROM rounds r LEFT JOIN reward_models m ON m.rm_id = r.reward_model_id
+        LEFT JOIN latest e ON e.round_id = r.round_id
         ORDER BY r.created_at
     """
     frame = con.execute(sql).df()
-    for column in ("round_metrics", "rm_metrics"):
-        frame[column] = [from_json(v) if isinstance(v, str) else (v or {}) for v in frame[column]]
+    for column in ("round_metrics", "rm_metrics", "eval_report"):
+        frame[column] = [from_json(v) if isinstance(v, str) else (v if isinstance(v, dict) else {}) for v in frame[column]]
     return frame
 
 

@@ -101,7 +101,7 @@ def list_evaluations(con: Any, *, round_id: str | None = None) -> list[dict[str,
     if round_id:
         sql += " WHERE round_id = ?"
         params.append(round_id)
-    rows = fetch_dicts(con, sql + " ORDER BY created_at", params)
+    rows = fetch_dicts(con, sql + " ORDER BY created_at, eval_id", params)
     for r in rows:
         r["metrics"] = from_json(r["metrics"])
     return rows

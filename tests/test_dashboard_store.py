@@ -96,7 +96,7 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     from storage import analytics
     from storage.records import RewardModelRecord, RoundRecord
     from storage.reward_models import insert_reward_model
-    from storage.rounds import insert_round
+    from storage.rounds import insert_evaluation, insert_round
 
     with store.transaction() as con:
         insert_reward_model(con, RewardModelRecord(
@@ -105,6 +105,12 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
                      "annotator_agreement": {"u1": {"model_agreement": 0.6}, "u2": {"model_agreement": 0.8}}}))
         insert_round(con, RoundRecord(round_id="r1", status="done", policy_id="new", parent_policy_id="old",
                                       reward_model_id="rm1", metrics={"rm_win_rate": {"mean": 0.65}}))
+        insert_round(con, RoundRecord(round_id="r2", status="failed", policy_id=None, parent_policy_id="new"))
+        insert_evaluation(con, "e1", {"zero_shot_policy_id": "old", "ndcg_difference": {
+            "old": {"mean": 0.02, "lo": -0.01, "hi": 0.05, "n": 40}}}, round_id="r1")
+    with store.transaction() as con:  # a later report for the same round (e.g. re-evaluated) is the one shown
+        insert_evaluation(con, "e2", {"zero_shot_policy_id": "old", "ndcg_difference": {
+            "old": {"mean": 0.03, "lo": 0.01, "hi": 0.05, "n": 240}}}, round_id="r1")
         rows = analytics.round_quality_rows(con)
     comparisons = pd.DataFrame({
         "pair_id": ["a", "b", "c", "d", "e"], "annotator_id": "u1",
@@ -117,3 +123,6 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     assert out.loc["r1", "rm_win_rate"] == 0.65
     # a: new wins, b: old wins, c: tie (1/2); d (both bad) and e (other policy) are left out.
     assert out.loc["r1", "human_win_rate"] == pytest.approx(0.5) and out.loc["r1", "human_win_labels"] == 3
+    # Whether the round's lists beat the zero-shot model's, from the paired interval of its latest report.
+    assert out.loc["r1", "ndcg_vs_zero_shot"] == "better: +0.030 [+0.010, +0.050] over 240 shoppers"
+    assert pd.isna(out.loc["r2", "ndcg_vs_zero_shot"])  # no evaluation: no verdict

@@ -309,6 +309,10 @@ with tab_rounds:
                 "agreement with annotators and the new policy's win rate over its predecessor appear here.")
     else:
         st.dataframe(rq, hide_index=True, width="stretch", column_config={
+            "ndcg_vs_zero_shot": st.column_config.TextColumn(
+                "NDCG vs zero-shot, paired", help="Did the round's policy recommend better than the model the "
+                "loop started from? Its held-out NDCG minus the zero-shot model's over the same shoppers, with "
+                "the 95% interval: 'better' only when the interval lies above zero."),
             "rm_heldout_accuracy": st.column_config.NumberColumn("RM held-out accuracy", format="percent"),
             "rm_gold_accuracy": st.column_config.NumberColumn("RM gold accuracy", format="percent"),
             "rm_human_agreement": st.column_config.NumberColumn("RM agreement with annotators", format="percent"),
