@@ -86,7 +86,7 @@ def evaluate_command(
 ) -> None:
     """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage, and the
     first policy's NDCG@N minus each other policy's and each baseline's, paired over the same shoppers."""
-    from rlhf.evaluation import compare_policies
+    from rlhf.evaluation import compare_policies, paired_verdict
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
 
@@ -105,7 +105,7 @@ def evaluate_command(
                    f"Sample them with `recfeedback generate --policy-id {policy[0]} --split {split}`.")
     for other, est in differences.items():
         typer.echo(f"NDCG@{n} {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
-                   f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
+                   f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}] ({paired_verdict(est.lo, est.hi)})")
     for other in dict.fromkeys(policy[1:]):
         if other not in differences and other != policy[0]:
             typer.echo(f"{other} has no lists on the {split} contexts: nothing to compare {policy[0]} with.")
