@@ -256,6 +256,8 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     verdict = f"{word}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est['n']} shoppers"
     assert past.loc[0, "ndcg_vs_zero_shot"] == verdict
     assert f"NDCG vs zero-shot, paired: {verdict}" in listed.output
+    shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.store.data_dir)])
+    assert shown.exit_code == 0 and f"NDCG vs zero-shot, paired: {verdict}" in shown.output, shown.output
     # The round's PPO curves: one panel per metric under its readable title, three to a row of fixed
     # width (a free-width row of three overflowed the page).
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df

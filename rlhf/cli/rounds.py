@@ -41,6 +41,8 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     for key, value in (status.get("metrics") or {}).items():
         if not isinstance(value, dict):
             typer.echo(f"  {key}: {value}")
+    if status.get("ndcg_vs_zero_shot"):
+        typer.echo(f"  NDCG vs zero-shot, paired: {status['ndcg_vs_zero_shot']}")
     if status.get("error"):
         typer.echo(f"  error: {status['error']}")
     if status["status"] == "interrupted":
@@ -75,9 +77,10 @@ def run_command(
 
 
 def _status(store: Any, round_id: str) -> dict[str, Any]:
-    from rlhf.rounds import round_status
+    """The round's status, with its verdict against the zero-shot model when it has been evaluated."""
+    from rlhf.rounds import round_status, zero_shot_verdicts
 
-    return round_status(store, round_id)
+    return {**round_status(store, round_id), "ndcg_vs_zero_shot": zero_shot_verdicts(store).get(round_id)}
 
 
 @friendly_errors
