@@ -562,6 +562,19 @@ def evaluation_context_ids(store: Any, settings: Any) -> list[str]:
     return ordered[:wanted]
 
 
+def evaluable_contexts_without_lists(store: Any, settings: Any, policy_id: str, limit: int) -> list[str]:
+    """Up to ``limit`` held-out contexts, in id order, whose shopper bought something after the cut and that
+    have no list of ``policy_id`` yet: where new evaluation lists of a policy count for HR and NDCG (to
+    re-measure a round on more shoppers than its own report had)."""
+    from storage.generations import contexts_without_generations
+
+    truth = load_ground_truth(store, split="heldout", list_length=settings.generation.list_length,
+                              events=settings.rounds.eval_events or None)
+    with store.transaction() as con:
+        todo = set(contexts_without_generations(con, policy_id, split="heldout"))
+    return sorted(c for c in truth.contexts if truth.future.get(c) and c in todo)[: max(0, limit)]
+
+
 def load_ground_truth(
     store: Any, *, split: str | None = "heldout", context_ids: Sequence[str] | None = None,
     list_length: int = 5, events: Sequence[str] | None = None, limit: int | None = None,

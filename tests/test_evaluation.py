@@ -187,6 +187,34 @@ def test_a_round_evaluates_shoppers_who_bought_again_first(store) -> None:
     assert chosen(10) == chosen(4) and chosen(0) == []
 
 
+def test_generate_buyers_only_samples_held_out_shoppers_who_bought_again(store, monkeypatch) -> None:
+    """`generate --split heldout --buyers-only` adds lists where they count for HR and NDCG, and only once."""
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.settings import get_settings
+
+    _seed_store(store)
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(store.path.parent))
+    get_settings.cache_clear()
+    args = ["generate", "--policy-id", "baseline-popularity", "--split", "heldout", "--buyers-only"]
+    try:
+        first = CliRunner().invoke(app, [*args, "--contexts", "1"])
+        # what is left to sample: the other buyer, not the one that has lists now, not the non-buyer
+        assert ev.evaluable_contexts_without_lists(store, _settings(store), "baseline-popularity", 5) == ["ctx2"]
+        rest = CliRunner().invoke(app, args)
+        again = CliRunner().invoke(app, args)
+        misuse = CliRunner().invoke(app, ["generate", "--split", "train", "--buyers-only"])
+    finally:
+        get_settings.cache_clear()
+    assert first.exit_code == rest.exit_code == again.exit_code == 0, (first.output, rest.output, again.output)
+    with store.transaction() as con:
+        sampled = [g.context_id for g in generations.generations_for_policies(con, ["baseline-popularity"])]
+    assert sorted(sampled) == ["ctx1", "ctx2"]  # ctx3's shopper bought nothing after the cut
+    assert "Nothing to do" in again.output
+    assert misuse.exit_code != 0 and "picks held-out contexts" in misuse.output
+
+
 def test_baselines_never_recommend_what_the_shopper_already_bought(store) -> None:
     """Candidates never hold an item bought before the context, so neither may the baselines: not only
     the history shown (s1's history shows i1, but s1 also bought i4 before the cut)."""

@@ -22,6 +22,9 @@ def generate_command(
         None, "--context-id", help="Exact context(s) to sample for (repeatable)."
     ),
     split: str = typer.Option("train", help="Context split to draw from: train, heldout or all."),
+    buyers_only: bool = typer.Option(False, "--buyers-only", help="With --split heldout: only shoppers who bought "
+                                     "something after the cut, the ones HR and NDCG count (e.g. to measure a "
+                                     "round on more shoppers than its report had)."),
     samples: int = typer.Option(None, "--samples", help="Lists per context (default: settings)."),
     constrained: bool = typer.Option(None, "--constrained/--no-constrained",
                                      help="Force the format and candidate ids while decoding (default: settings)."),
@@ -40,8 +43,23 @@ def generate_command(
         import torch
 
         torch.set_num_threads(settings.model.cpu_threads)
+    store = open_store(settings)
+    if buyers_only:
+        from rlhf.evaluation import evaluable_contexts_without_lists
+        from rlhf.generate import default_policy_id
+
+        if split != "heldout" or context_id:
+            raise typer.BadParameter("--buyers-only picks held-out contexts: use it with --split heldout and "
+                                     "without --context-id.")
+        wanted = contexts if contexts is not None else settings.generation.contexts_per_run
+        context_id = evaluable_contexts_without_lists(
+            store, settings, policy_id or default_policy_id(model or settings.model.policy), wanted)
+        if not context_id:
+            typer.echo("Nothing to do: every held-out shopper who bought again after the cut already has lists "
+                       f"from {policy_id or 'the base model'}.")
+            return
     run = generate_for_store(
-        open_store(settings), settings, policy_id, context_ids=context_id or None, n_contexts=contexts,
+        store, settings, policy_id, context_ids=context_id or None, n_contexts=contexts,
         split=None if split == "all" else split, model_spec=model, samples_per_context=samples,
         constrained=constrained, seed=seed, batch_size=batch_size, temperature=temperature,
     )
