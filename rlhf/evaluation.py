@@ -544,6 +544,12 @@ def future_purchases_from_store(
     return out
 
 
+def _heldout_truth(store: Any, settings: Any) -> GroundTruth:
+    """Every held-out context's later purchases, counted as the round's evaluation counts them."""
+    return load_ground_truth(store, split="heldout", list_length=settings.generation.list_length,
+                             events=settings.rounds.eval_events or None)
+
+
 def evaluation_context_ids(store: Any, settings: Any) -> list[str]:
     """The held-out contexts a round samples lists for and evaluates: up to ``rounds.eval_contexts``, those
     whose shopper bought something after the cut first (in id order), then the others.
@@ -556,8 +562,7 @@ def evaluation_context_ids(store: Any, settings: Any) -> list[str]:
     wanted = settings.rounds.eval_contexts
     if wanted <= 0:
         return []
-    truth = load_ground_truth(store, split="heldout", list_length=settings.generation.list_length,
-                              events=settings.rounds.eval_events or None)
+    truth = _heldout_truth(store, settings)
     ordered = sorted(truth.contexts, key=lambda c: (not truth.future.get(c), c))
     return ordered[:wanted]
 
@@ -568,8 +573,7 @@ def evaluable_contexts_without_lists(store: Any, settings: Any, policy_id: str, 
     re-measure a round on more shoppers than its own report had)."""
     from storage.generations import contexts_without_generations
 
-    truth = load_ground_truth(store, split="heldout", list_length=settings.generation.list_length,
-                              events=settings.rounds.eval_events or None)
+    truth = _heldout_truth(store, settings)
     with store.transaction() as con:
         todo = set(contexts_without_generations(con, policy_id, split="heldout"))
     return sorted(c for c in truth.contexts if truth.future.get(c) and c in todo)[: max(0, limit)]

@@ -1179,13 +1179,15 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     return table
 
 
-def zero_shot_verdicts(store: Store) -> dict[str, str | None]:
-    """:func:`rlhf.evaluation.zero_shot_verdict` of every round that stored an evaluation, by round id (one read)."""
+def zero_shot_verdicts(store: Store, round_id: str | None = None) -> dict[str, str | None]:
+    """:func:`rlhf.evaluation.zero_shot_verdict` of every round (or only ``round_id``) that stored an
+    evaluation, by round id (one read)."""
     from rlhf.evaluation import zero_shot_verdict
     from storage.rounds import list_evaluations
 
     with store.transaction() as con:
-        reports = {e["round_id"]: e["metrics"] for e in list_evaluations(con) if e["round_id"]}  # the latest wins
+        evaluations = list_evaluations(con, round_id=round_id)
+    reports = {e["round_id"]: e["metrics"] for e in evaluations if e["round_id"]}  # the latest wins
     return {round_id: zero_shot_verdict(report) for round_id, report in reports.items()}
 
 

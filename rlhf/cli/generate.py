@@ -37,6 +37,9 @@ def generate_command(
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
 
+    if buyers_only and (split != "heldout" or context_id):
+        raise typer.BadParameter("--buyers-only picks held-out contexts: use it with --split heldout and "
+                                 "without --context-id.")
     setup_logging()
     settings = get_settings()
     if settings.model.cpu_threads:
@@ -48,9 +51,6 @@ def generate_command(
         from rlhf.evaluation import evaluable_contexts_without_lists
         from rlhf.generate import default_policy_id
 
-        if split != "heldout" or context_id:
-            raise typer.BadParameter("--buyers-only picks held-out contexts: use it with --split heldout and "
-                                     "without --context-id.")
         wanted = contexts if contexts is not None else settings.generation.contexts_per_run
         context_id = evaluable_contexts_without_lists(
             store, settings, policy_id or default_policy_id(model or settings.model.policy), wanted)

@@ -80,7 +80,7 @@ def _status(store: Any, round_id: str) -> dict[str, Any]:
     """The round's status, with its verdict against the zero-shot model when it has been evaluated."""
     from rlhf.rounds import round_status, zero_shot_verdicts
 
-    return {**round_status(store, round_id), "ndcg_vs_zero_shot": zero_shot_verdicts(store).get(round_id)}
+    return {**round_status(store, round_id), "ndcg_vs_zero_shot": zero_shot_verdicts(store, round_id).get(round_id)}
 
 
 @friendly_errors
