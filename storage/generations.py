@@ -196,6 +196,14 @@ def generations_for_policies(
     return [_generation(r) for r in fetch_dicts(con, sql + " ORDER BY created_at, generation_id", params)]
 
 
+def generation_counts_by_policy(con: Any) -> dict[str, tuple[int, int]]:
+    """Lists and valid lists per policy id: ``{policy_id: (n, n_valid)}``."""
+    rows = con.execute(
+        "SELECT policy_id, count(*), count(*) FILTER (WHERE is_valid) FROM generations GROUP BY policy_id"
+    ).fetchall()
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
 def count_generations(con: Any, *, policy_id: str | None = None, valid_only: bool = False) -> int:
     """How many generations there are (of one policy, optionally only valid ones)."""
     sql = "SELECT count(*) FROM generations WHERE true"

@@ -43,10 +43,16 @@ def update_round(con: Any, round_id: str, **fields: Any) -> None:
 
 
 def get_round(con: Any, round_id: str) -> RoundRecord:
-    rows = fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", [round_id])
-    if not rows:
+    record = find_round(con, round_id)
+    if record is None:
         raise NotFoundError(f"No round with id {round_id!r}.")
-    return _round(rows[0])
+    return record
+
+
+def find_round(con: Any, round_id: str) -> RoundRecord | None:
+    """The round with this id, or None."""
+    rows = fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", [round_id])
+    return _round(rows[0]) if rows else None
 
 
 def list_rounds(con: Any) -> list[RoundRecord]:

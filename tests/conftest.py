@@ -74,3 +74,38 @@ def tiny_policy(policy_tokenizer):
         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama saved as a local model folder with the real tokenizer, plus a LoRA adapter for it.
+
+    Returns (root, ids, expected): ``root/base`` and ``root/adapter``, and the base-plus-adapter logits on
+    ``ids``, which differ from the base model's (the adapter really changes the model).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.models import get_tokenizer
+    from rlhf.settings import load_settings
+
+    tokenizer = get_tokenizer(load_settings().model.policy)
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    base = LlamaForCausalLM(config)
+    base.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    ids = torch.tensor([[1, 400, 500, 600]])
+    with torch.inference_mode():
+        base_logits = base(ids).logits
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(root / "adapter")
+    with torch.inference_mode():
+        expected = peft_model(ids).logits
+    assert not torch.allclose(base_logits, expected, atol=1e-3)
+    return root, ids, expected

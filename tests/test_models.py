@@ -12,7 +12,6 @@ from rlhf.errors import ModelNotFoundError
 from rlhf.models import (
     clear_policy_cache,
     get_policy_model,
-    get_tokenizer,
     load_policy,
     pick_device,
     pick_dtype,
@@ -97,35 +96,6 @@ def test_the_policy_samples_in_bf16_only_on_cpus_that_compute_it_natively(monkey
     assert pick_policy_dtype("float32", "cpu") == torch.float32
     assert pick_policy_dtype("bfloat16", "cpu") == torch.bfloat16
     assert pick_dtype("auto", "cpu") == torch.float32
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny Llama saved as a local model folder with the real tokenizer, plus a LoRA adapter for it."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from rlhf.settings import load_settings
-
-    tokenizer = get_tokenizer(load_settings().model.policy)
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
-    base = LlamaForCausalLM(config)
-    base.save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-    ids = torch.tensor([[1, 400, 500, 600]])
-    with torch.inference_mode():
-        base_logits = base(ids).logits
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
-    peft_model.save_pretrained(root / "adapter")
-    with torch.inference_mode():
-        expected = peft_model(ids).logits
-    assert not torch.allclose(base_logits, expected, atol=1e-3)  # the adapter really changes the model
-    return root, ids, expected
 
 
 def test_saved_policy_is_base_plus_adapter(tiny_folder):

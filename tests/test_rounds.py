@@ -258,6 +258,30 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert f"NDCG vs zero-shot, paired: {verdict}" in listed.output
     shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.store.data_dir)])
     assert shown.exit_code == 0 and f"NDCG vs zero-shot, paired: {verdict}" in shown.output, shown.output
+    # The page gives the command that exports the round's policy, and the export is a plain model that
+    # computes what the round's base + adapter computes.
+    assert any(f"recfeedback policy export {record.policy_id} --out" in c.value for c in at.code)
+    from rlhf import runtime
+    from rlhf.settings import get_settings
+
+    out = settings.store.data_dir.parent / "exported"
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(settings.store.data_dir))
+    get_settings.cache_clear()
+    runtime._open_store.cache_clear()
+    exported = CliRunner().invoke(app, ["policy", "export", record.policy_id, "--out", str(out)])
+    get_settings.cache_clear()
+    runtime._open_store.cache_clear()
+    assert exported.exit_code == 0, exported.output
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.models import load_policy
+
+    served = AutoModelForCausalLM.from_pretrained(out)
+    trained, _ = load_policy(policy.base_model, policy.adapter_path, dtype="float32", merge=False)
+    ids = torch.tensor([[1, 400, 500, 600]])
+    with torch.inference_mode():
+        assert torch.allclose(served(ids).logits, trained(ids).logits, atol=1e-4)
     # The round's PPO curves: one panel per metric under its readable title, three to a row of fixed
     # width (a free-width row of three overflowed the page).
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df

@@ -278,4 +278,10 @@ with tab_pol:
         st.caption("No policy yet.")
     else:
         st.dataframe(registry["policies"], hide_index=True, width="stretch")
+        trained = registry["policies"][registry["policies"]["adapter_path"].notna()]
+        if not trained.empty:
+            newest = trained.iloc[-1]["policy_id"]
+            st.caption("To serve a policy elsewhere, export it as a standalone transformers model (its adapter "
+                       "merged into the base, with a model card); for the newest one:")
+            st.code(f"recfeedback policy export {newest} --out exports/{newest}", language="bash")
 st.caption(f"{len(summaries)} rounds · data folder `{settings.data_dir}`")

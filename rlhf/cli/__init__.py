@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "rlhf.cli.labels",
     "rlhf.cli.ppo",
     "rlhf.cli.rm",
+    "rlhf.cli.policy",
     "rlhf.cli.rounds",
 )
 
