@@ -28,6 +28,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from rlhf import auth
+from rlhf.annotation import ShownItem
 from rlhf.runtime import open_store
 from rlhf.settings import Settings, get_settings
 from storage import Store
@@ -255,3 +256,34 @@ def md_escape(text: Any) -> str:
 
 def price(value: float | None) -> str:
     return "" if value is None else f"{value:,.2f}"
+
+
+#: Styles of recommendation lists as the Label and Training pages draw them (st.html once per page).
+LIST_CSS = """<style>
+.rf-list { display: flex; flex-direction: column; gap: .2rem; }
+.rf-item { border: 1px solid rgba(128,128,128,.35); border-radius: .5rem; padding: .45rem .6rem; }
+.rf-item .rf-title { font-weight: 600; }
+.rf-item .rf-meta { color: rgba(120,120,120,1); font-size: .85rem; }
+.rf-item .rf-reason { margin-top: .2rem; }
+.rf-badge { display: inline-block; background: #fde2e1; color: #8a1c17; border-radius: .6rem;
+            padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
+.rf-hit { display: inline-block; background: #dcf5e3; color: #14532d; border-radius: .6rem;
+          padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
+.rf-problems { margin-bottom: .3rem; }
+table.rf-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128,.25); padding: .15rem .4rem;
+            text-align: left; }
+</style>"""
+
+
+def item_html(item: ShownItem, *, bought_later: bool = False) -> str:
+    """One listed item as a card: rank, title, problem badges (and a "bought later" mark where the
+    evaluation knows it), category, price and attributes, and the policy's reason; all text escaped."""
+    badges = "".join(f'<span class="rf-badge">{esc(b)}</span>' for b in item.badges)
+    if bought_later:
+        badges += '<span class="rf-hit">bought later</span>'
+    meta = " · ".join(esc(x) for x in (item.category or "", price(item.price), *item.attributes) if x)
+    return (
+        f'<div class="rf-item"><div class="rf-title">{item.rank}. {esc(item.title)}{badges}</div>'
+        f'<div class="rf-meta">{meta}</div><div class="rf-reason">{esc(item.reason)}</div></div>'
+    )

@@ -148,15 +148,17 @@ def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     return Task(
         assignment_id=assignment.assignment_id, pair_id=assignment.pair_id, reason=assignment.reason,
         shopper_id=shown["shopper_id"] or "", history=history, candidates=candidates,
-        left=_shown_list(gens[left_id], items, candidate_set, keys),
-        right=_shown_list(gens[right_id], items, candidate_set, keys),
+        left=shown_list(gens[left_id], items, candidate_set, keys),
+        right=shown_list(gens[right_id], items, candidate_set, keys),
         expires_at=assignment.expires_at, assigned_at=assignment.assigned_at, attribute_keys=keys,
     )
 
 
-def _shown_list(
+def shown_list(
     gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str], attribute_keys: tuple[str, ...] = ()
 ) -> ShownList:
+    """A stored list (``items``: item id and reason; ``problems``) as people see it: titles, and a badge on
+    every item with a problem, which the Label page and the Training page's side-by-side lists show alike."""
     shown: list[ShownItem] = []
     seen: set[str] = set()
     titles = {i: items[i].title for i in candidates if i in items}

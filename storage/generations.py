@@ -196,6 +196,17 @@ def generations_for_policies(
     return [_generation(r) for r in fetch_dicts(con, sql + " ORDER BY created_at, generation_id", params)]
 
 
+def heldout_contexts_with_lists(con: Any, policy_id: str, round_id: str | None = None) -> list[str]:
+    """Held-out contexts (id order) with a list of ``policy_id``, written in ``round_id`` if given."""
+    sql = ("SELECT DISTINCT g.context_id FROM generations g JOIN contexts c ON c.context_id = g.context_id "
+           "WHERE c.split = 'heldout' AND g.policy_id = ?")
+    params: list[Any] = [policy_id]
+    if round_id:
+        sql += " AND g.round_id = ?"
+        params.append(round_id)
+    return [r[0] for r in con.execute(sql + " ORDER BY g.context_id", params).fetchall()]
+
+
 def generation_counts_by_policy(con: Any) -> dict[str, tuple[int, int]]:
     """Lists and valid lists per policy id: ``{policy_id: (n, n_valid)}``."""
     rows = con.execute(

@@ -85,13 +85,13 @@ def test_the_prompts_example_reason_copied_is_a_problem_and_a_reason_of_its_own_
 
 
 def test_annotators_see_a_badge_on_an_item_whose_reason_was_copied():
-    from rlhf.annotation import _shown_list
+    from rlhf.annotation import shown_list
     from rlhf.prompts import EXAMPLE_REASON
 
     items = {s: CatalogItem(s, f"Item {s}") for s in CANDIDATES[:2]}
     gen = {"items": [{"item_id": "SKU000", "reason": EXAMPLE_REASON}, {"item_id": "SKU001", "reason": "Cheap."}],
            "problems": parse_list(f"1. C01 | {EXAMPLE_REASON}\n2. C02 | Cheap.", MAPPING, 2).problems}
-    shown = _shown_list(gen, items, set(CANDIDATES))
+    shown = shown_list(gen, items, set(CANDIDATES))
     assert [i.badges for i in shown.items] == [("copied example reason",), ()]
     assert shown.problems == ("copied example reason",)
 
@@ -127,14 +127,14 @@ def test_a_reason_that_begins_with_another_candidates_title_is_a_problem():
 
 
 def test_annotators_see_a_badge_on_an_item_that_describes_another():
-    from rlhf.annotation import _shown_list
+    from rlhf.annotation import shown_list
 
     items = {c.item_id: c for c in TITLED}
     reasons = ["Oak Wall Hanging (Home Decor, price 20.99)", "Oak Wall Hanging for the hall."]
     gen = {"items": [{"item_id": "SKU000", "reason": reasons[0]}, {"item_id": "SKU001", "reason": reasons[1]}],
            "problems": parse_list(f"1. C01 | {reasons[0]}\n2. C02 | {reasons[1]}",
                                   make_view("c", "s", [], TITLED), 2).problems}
-    shown = _shown_list(gen, items, set(items))
+    shown = shown_list(gen, items, set(items))
     assert [i.badges for i in shown.items] == [("describes another item",), ()]
     assert shown.problems == ("describes another item",)
 

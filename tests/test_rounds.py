@@ -130,6 +130,12 @@ def data_fingerprint(store: Store) -> dict[str, tuple[int, str]]:
         }
 
 
+def ui_esc(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
 def render_training_page(store: Store, settings, username: str, monkeypatch):
     """The Training page as ``username`` (Streamlit AppTest, no browser)."""
     import streamlit as st
@@ -258,6 +264,16 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert f"NDCG vs zero-shot, paired: {verdict}" in listed.output
     shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.store.data_dir)])
     assert shown.exit_code == 0 and f"NDCG vs zero-shot, paired: {verdict}" in shown.output, shown.output
+    # Its lists beside its parent's for the held-out shoppers, with the round's policy first and every item
+    # the policy listed shown with its reason.
+    from rlhf.side_by_side import round_side_by_side
+
+    side = round_side_by_side(store, settings, record.round_id)
+    assert side and [c.role for c in side[0].columns] == ["new policy", "parent (zero-shot)"]
+    assert [e for e in at.expander if e.label.startswith("Lists side by side")]
+    pages = "\n".join(h.proto.body for h in at.get("html"))
+    for item in side[0].columns[0].shown.items:
+        assert ui_esc(item.reason) in pages
     # The page gives the command that exports the round's policy, and the export is a plain model that
     # computes what the round's base + adapter computes.
     assert any(f"recfeedback policy export {record.policy_id} --out" in c.value for c in at.code)

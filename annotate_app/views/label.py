@@ -31,20 +31,6 @@ FLAG_NAMES = {"irrelevant": "irrelevant", "not_in_catalogue": "not in catalogue"
               "bad_reason": "bad reason"}
 FLAG_BY_NAME = {v: k for k, v in FLAG_NAMES.items()}
 
-_CSS = """<style>
-.rf-list { display: flex; flex-direction: column; gap: .2rem; }
-.rf-item { border: 1px solid rgba(128,128,128,.35); border-radius: .5rem; padding: .45rem .6rem; }
-.rf-item .rf-title { font-weight: 600; }
-.rf-item .rf-meta { color: rgba(120,120,120,1); font-size: .85rem; }
-.rf-item .rf-reason { margin-top: .2rem; }
-.rf-badge { display: inline-block; background: #fde2e1; color: #8a1c17; border-radius: .6rem;
-            padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
-.rf-problems { margin-bottom: .3rem; }
-table.rf-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128,.25); padding: .15rem .4rem;
-            text-align: left; }
-</style>"""
-
 # Keyboard: 1..4 choose, Enter submits (not while typing in a text box). Runs in the page itself (see
 # ui.install_page_script), installed once per browser tab.
 _KEYS_JS = """
@@ -180,15 +166,6 @@ def _guidelines(_store_path: str) -> str:
     return ann.get_guidelines(store)
 
 
-def _item_html(item: ann.ShownItem) -> str:
-    badges = "".join(f'<span class="rf-badge">{ui.esc(b)}</span>' for b in item.badges)
-    meta = " · ".join(ui.esc(x) for x in (item.category or "", ui.price(item.price), *item.attributes) if x)
-    return (
-        f'<div class="rf-item"><div class="rf-title">{item.rank}. {ui.esc(item.title)}{badges}</div>'
-        f'<div class="rf-meta">{meta}</div><div class="rf-reason">{ui.esc(item.reason)}</div></div>'
-    )
-
-
 def _items_table(items, task: ann.Task) -> str:
     rows = "".join(
         f"<tr><td>{ui.esc(i.title)}</td><td>{ui.esc(i.category or '')}</td><td>{ui.esc(ui.price(i.price))}</td>"
@@ -213,7 +190,7 @@ with st.sidebar:
     with st.expander("Guidelines", expanded=True, icon=":material/menu_book:"):
         st.markdown(_guidelines(str(settings.store.db_path)))
 
-st.html(_CSS)
+st.html(ui.LIST_CSS)
 ui.install_page_script(_KEYS_JS, key="rf_keys_js")
 
 notice = st.session_state.pop("label.notice", None)
@@ -280,7 +257,7 @@ with st.form("label_form", border=False, enter_to_submit=False):
                 badges = "".join(f'<span class="rf-badge">{ui.esc(p)}</span>' for p in shown.problems)
                 st.html(f'<div class="rf-problems">Problems found: {badges}</div>')
             for item in shown.items:
-                st.html(_item_html(item))
+                st.html(ui.item_html(item))
                 st.pills(
                     f"Flags for item {item.rank} of list {name}", list(FLAG_NAMES.values()), selection_mode="multi",
                     key=f"label_flags_{task.assignment_id}_{side}_{item.rank}", label_visibility="collapsed",

@@ -17,6 +17,7 @@ import streamlit as st
 
 from annotate_app import ui
 from rlhf import rounds as rounds_service
+from rlhf import side_by_side
 from rlhf.errors import RecFeedbackError
 from rlhf.reward.train import method_summary
 from storage.errors import StoreError
@@ -204,6 +205,41 @@ def _evaluation_view(table: pd.DataFrame) -> None:
                    "the two rows' NDCGs, or their intervals alone, do not decide it.")
 
 
+def _side_by_side_view(round_id: str) -> None:
+    """The round's lists beside its parent's (and the zero-shot model's) for one held-out shopper at a time."""
+    shoppers = side_by_side.round_side_by_side(store, settings, round_id)
+    if not shoppers:
+        return
+    with st.expander("Lists side by side: what the round changed, shopper by shopper", icon=":material/compare:"):
+        st.caption("Each policy's first list for the same held-out shopper; \"bought later\" marks what the shopper "
+                   "bought after the cut. Shoppers who bought something come first, those on whom the lists "
+                   "score most differently at the top.")
+
+        def describe(i: int) -> str:
+            s = shoppers[i]
+            scores = ", ".join(f"{c.role} {c.ndcg:.2f}" for c in s.columns)
+            return f"shopper {s.shopper_id}: NDCG {scores}" if s.bought_later else f"shopper {s.shopper_id}: bought nothing later"
+
+        pick = st.selectbox("Shopper", range(len(shoppers)), format_func=describe, key=f"training.sbs.{round_id}")
+        shopper = shoppers[pick]
+        st.html(ui.LIST_CSS)
+        # Wholesale shoppers buy hundreds of items later: the ones a policy listed first, then a few others.
+        listed = {i.item_id for c in shopper.columns for i in c.shown.items if i.rank in c.bought_ranks}
+        later = sorted(shopper.bought_later, key=lambda i: i.item_id not in listed)
+        bought = ", ".join(f"<b>{ui.esc(i.title)}</b>" if i.item_id in listed else ui.esc(i.title) for i in later[:12])
+        bought = (bought + (f" and {len(later) - 12} more" if len(later) > 12 else "")) or "nothing"
+        history = ", ".join(ui.esc(i.title) for i in shopper.history) or "nothing known"
+        st.html(f"<div><b>Bought before</b> (most recent first): {history}</div>"
+                f"<div><b>Bought after the cut</b> ({len(later)} items; in bold: listed by a policy below): {bought}</div>")
+        for column, policy in zip(st.columns(len(shopper.columns)), shopper.columns):
+            with column:
+                valid = "valid" if policy.is_valid else "invalid"
+                st.markdown(f"**{policy.role}** · NDCG {policy.ndcg:.2f} · {valid}")
+                st.caption(policy.policy_id)
+                for item in policy.shown.items:
+                    st.html(ui.item_html(item, bought_later=item.rank in policy.bought_ranks))
+
+
 st.subheader("Past rounds")
 frame = rounds_service.rounds_metrics_frame(store)
 if frame.empty:
@@ -257,6 +293,7 @@ else:
         if not wanted.empty:
             st.altair_chart(_ppo_curves_chart(wanted, points=False))
         _evaluation_view(rounds_service.round_evaluation(store, chosen))
+        _side_by_side_view(chosen)
         detail = rounds_service.round_status(store, chosen)
         table = (detail["metrics"] or {})
         st.json({"timings_s": detail["timings"], "metrics": table, "error": detail["error"]}, expanded=False)

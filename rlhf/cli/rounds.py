@@ -1,4 +1,4 @@
-"""``recfeedback round run|status|list|cancel|resume``: training rounds from the command line.
+"""``recfeedback round run|status|list|lists|cancel|resume``: training rounds from the command line.
 
 ``python -m rlhf.cli.rounds ...`` runs the same commands without the rest of the CLI; the Training page
 starts background rounds that way.
@@ -178,6 +178,45 @@ def list_command(
 
 
 @friendly_errors
+def lists_command(
+    round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
+    shoppers: int = typer.Option(3, "--shoppers", "-n", help="How many held-out shoppers to show."),
+    data_dir: str = typer.Option(None, "--data-dir"),
+) -> None:
+    """A round's lists beside its parent's and the zero-shot model's for the same held-out shoppers, with
+    what each shopper bought later; the shoppers on whom the lists score most differently first."""
+    from rlhf.rounds import list_round_summaries
+    from rlhf.runtime import open_store
+    from rlhf.side_by_side import round_side_by_side
+
+    settings = _settings(data_dir)
+    store = open_store(settings)
+    if round_id is None:
+        rounds = [r for r in list_round_summaries(store) if r["status"] == "done"]
+        if not rounds:
+            typer.echo("No finished rounds yet.")
+            return
+        round_id = rounds[-1]["round_id"]
+    found = round_side_by_side(store, settings, round_id, limit=shoppers)
+    if not found:
+        typer.echo(f"Round {round_id} has no held-out lists to compare (it has not finished, or evaluated no "
+                   "held-out shoppers).")
+        return
+    for shopper in found:
+        before = len(shopper.history)
+        typer.echo(f"== shopper {shopper.shopper_id} (context {shopper.context_id}): {before} item{'' if before == 1 else 's'} "
+                   f"bought before, {len(shopper.bought_later)} after the cut")
+        for column in shopper.columns:
+            typer.echo(f"  {column.role} {column.policy_id}: NDCG {column.ndcg:.3f}, "
+                       f"{'valid' if column.is_valid else 'invalid'}")
+            for item in column.shown.items:
+                marks = ["bought later"] if item.rank in column.bought_ranks else []
+                marks += list(item.badges)
+                typer.echo(f"    {item.rank}. {item.title}" + (f"  [{'; '.join(marks)}]" if marks else "")
+                           + f"  | {item.reason}")
+
+
+@friendly_errors
 def cancel_command(
     round_id: str = typer.Argument(..., help="The round to stop."),
     data_dir: str = typer.Option(None, "--data-dir"),
@@ -198,6 +237,7 @@ def register(app: typer.Typer) -> None:
     group.command("resume")(resume_command)
     group.command("status")(status_command)
     group.command("list")(list_command)
+    group.command("lists")(lists_command)
     group.command("cancel")(cancel_command)
     group.command("execute", hidden=True)(execute_command)
     app.add_typer(group, name="round")
