@@ -47,8 +47,11 @@ class ShopperLists:
     @property
     def ndcg_spread(self) -> float:
         """How far apart the policies' lists score for this shopper (0 when they agree)."""
-        scores = [c.ndcg for c in self.columns]
-        return max(scores) - min(scores) if scores else 0.0
+        return _spread([c.ndcg for c in self.columns])
+
+
+def _spread(scores: Sequence[float]) -> float:
+    return max(scores) - min(scores) if scores else 0.0
 
 
 def round_policies(report: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -81,15 +84,18 @@ def round_side_by_side(store: Store, settings: Settings, round_id: str, *, limit
         if not policies:
             return []
         contexts = heldout_contexts_with_lists(con, policies[0][0], round_id)
-    list_length = ((record.config or {}).get("generation") or {}).get("list_length")
-    return side_by_side(store, settings, policies, contexts, list_length=list_length, limit=limit)
+    config = record.config or {}  # the round's own N and purchase events, as its report counted them
+    return side_by_side(store, settings, policies, contexts, list_length=(config.get("generation") or {}).get("list_length"),
+                        events=(config.get("rounds") or {}).get("eval_events"), limit=limit)
 
 
 def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str, str]], context_ids: Sequence[str], *,
-                 list_length: int | None = None, limit: int = 20) -> list[ShopperLists]:
+                 list_length: int | None = None, events: Sequence[str] | None = None,
+                 limit: int = 20) -> list[ShopperLists]:
     """Each policy's first list for the held-out ``context_ids`` where every policy has one, at most ``limit``
     shoppers: those who bought something after the cut first, by how far apart the lists score (NDCG@N
-    against those purchases, N = ``list_length``, default the settings'), then by context id."""
+    against those purchases, N = ``list_length``; purchases are interactions of ``events``; both default to
+    the settings'), then by context id."""
     from storage.contexts import get_contexts
     from storage.generations import generations_for_contexts
     from storage.queue import items_for_display
@@ -104,7 +110,8 @@ def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str,
                 first[policy_id].setdefault(g.context_id, g)  # in creation order: the first sample
         shared = [c for c in wanted if all(c in first[p] for p, _ in policies)]
     contexts = {c: found[c] for c in shared}
-    later = future_purchases_from_store(store, list(contexts.values()), events=settings.rounds.eval_events or None)
+    events = settings.rounds.eval_events if events is None else events
+    later = future_purchases_from_store(store, list(contexts.values()), events=list(events) or None)
     rows = []
     for context_id in shared:
         bought = later.get(context_id, set())
@@ -115,7 +122,7 @@ def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str,
             columns.append((policy_id, role, g, frozenset(r for r, i in enumerate(listed, 1) if i in bought),
                             ndcg_at_n(listed, bought, n) if bought else 0.0))
         rows.append((context_id, bought, columns))
-    rows.sort(key=lambda r: (not r[1], -(max(c[4] for c in r[2]) - min(c[4] for c in r[2])), r[0]))
+    rows.sort(key=lambda r: (not r[1], -_spread([c[4] for c in r[2]]), r[0]))
     rows = rows[: max(0, limit)]
     with store.transaction() as con:
         ids = {i for cid, bought, cols in rows for i in (*contexts[cid].history, *contexts[cid].candidates, *bought)}

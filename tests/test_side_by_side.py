@@ -121,3 +121,13 @@ def test_roles_name_the_zero_shot_model_apart_from_a_trained_parent():
     assert round_policies({"policy_id": "p1", "previous_policy_id": "z", "zero_shot_policy_id": "z"}) == [
         ("p1", "new policy"), ("z", "parent (zero-shot)")]
     assert round_policies({}) == []
+
+
+def test_purchases_are_counted_as_the_round_counted_them(shop, settings):
+    from storage.rounds import update_round
+
+    with shop.transaction() as con:  # a round whose evaluation counted views as well as purchases
+        update_round(con, ROUND, config={"generation": {"list_length": 2}, "rounds": {"eval_events": ["purchase", "view"]}})
+    c2 = next(s for s in round_side_by_side(shop, settings, ROUND) if s.context_id == "c2")
+    assert [i.item_id for i in c2.bought_later] == ["I06"]  # s2 viewed it after the cut
+    assert [c.bought_ranks for c in c2.columns] == [frozenset({2}), frozenset({1})]
