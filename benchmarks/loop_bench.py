@@ -942,7 +942,7 @@ def uci_more_shoppers(args) -> dict:
         run = generate_for_store(store, settings, pid, context_ids=fresh, progress=True)
         print(f"{pid}: {run.n_generations} lists on {run.n_contexts} contexts, {run.validity:.0%} valid, "
               f"{run.seconds:.0f} s")
-    table, differences = compare_policies(store, [policy, zero], settings=settings, split="heldout")
+    table, differences, _ = compare_policies(store, [policy, zero], settings=settings, split="heldout")
     print(format_table(table, n))
     out = {"round_id": last.round_id, "policy": policy, "zero_shot": zero, "new_contexts": fresh,
            "table": table.to_dict(orient="records"), "differences": {}}

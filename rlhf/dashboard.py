@@ -194,14 +194,16 @@ def _number(value: Any) -> float:
 
 
 def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per round: its held-out NDCG against the zero-shot model (a verdict from the paired interval), the
+    """Per round: its held-out NDCG and its share of grounded reasons against the zero-shot model (verdicts
+    from the paired intervals), the
     reward model's held-out and gold accuracy, its agreement with humans, win rates.
 
     ``rm_human_agreement`` is the mean over annotators of the share of their held-out A/B labels the
     reward model agrees with; ``human_win_rate`` is, over human labels on pairs of the round's policy
     against its parent, the share preferring the new policy (ties count one half, 'both bad' left out).
     """
-    columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "rm_heldout_accuracy", "rm_gold_accuracy",
+    columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "rm_heldout_accuracy",
+               "rm_gold_accuracy",
                "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate", "human_win_labels"]
     if rounds is None or rounds.empty:
         return pd.DataFrame(columns=columns)
@@ -217,6 +219,7 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
         rows.append({
             "round_id": r.round_id, "status": r.status, "created_at": r.created_at,
             "ndcg_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None)),
+            "reasons_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None), "reasons"),
             "rm_heldout_accuracy": _number(rm.get("heldout_accuracy", rm_round.get("rm_heldout_accuracy"))),
             "rm_gold_accuracy": _number(rm.get("gold_accuracy")),
             "rm_human_agreement": float(np.mean(agreement)) if agreement else float("nan"),

@@ -172,16 +172,23 @@ def paired_verdict(lo: float | None, hi: float | None) -> str | None:
     return "better" if lo > 0 else "worse" if hi < 0 else "no detectable difference"
 
 
-def zero_shot_verdict(report: Mapping[str, Any] | None) -> str | None:
-    """A round's NDCG against the zero-shot model's, paired over the same held-out shoppers, in words with
-    its interval (``"no detectable difference: +0.020 [-0.011, +0.053] over 40 shoppers"``); None when the
-    round's report (:func:`round_report`) has no such comparison."""
+def zero_shot_verdict(report: Mapping[str, Any] | None, measure: str = "ndcg") -> str | None:
+    """A round's NDCG (``measure="ndcg"``) or share of grounded reasons (``"reasons"``) against the zero-shot
+    model's, paired over the same held-out shoppers, in words with its interval (``"no detectable difference:
+    +0.020 [-0.011, +0.053] over 40 shoppers"``); None when the round's report (:func:`round_report`) has
+    no such comparison."""
     report = report or {}
-    est = (report.get("ndcg_difference") or {}).get(report.get("zero_shot_policy_id"))
-    verdict = paired_verdict(est.get("lo"), est.get("hi")) if est else None
+    return verdict_in_words((report.get(f"{measure}_difference") or {}).get(report.get("zero_shot_policy_id")))
+
+
+def verdict_in_words(estimate: Mapping[str, Any] | None) -> str | None:
+    """A stored paired difference (``mean``, ``lo``, ``hi``, ``n``) as its verdict with the interval:
+    ``"worse: -0.078 [-0.115, -0.045] over 294 shoppers"``; None without an interval."""
+    verdict = paired_verdict(estimate.get("lo"), estimate.get("hi")) if estimate else None
     if verdict is None:
         return None
-    return f"{verdict}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est.get('n', '?')} shoppers"
+    e = estimate
+    return f"{verdict}: {e['mean']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}] over {e.get('n', '?')} shoppers"
 
 
 def bootstrap_ci(
@@ -383,6 +390,8 @@ class PolicyLists:
     valid: dict[str, list[bool]] | None = None
     kind: str = "llm"
     generation_ids: dict[str, list[str]] | None = None
+    #: ``reasons[context_id]``: each list's reasons, parallel to ``lists`` (None: a baseline, no reasons).
+    reasons: dict[str, list[list[str]]] | None = None
 
     def context_scores(self, scores: Mapping[str, float]) -> dict[str, float]:
         """Per-context mean of ``generation_id -> score`` over this policy's generations."""
@@ -399,6 +408,25 @@ def context_ndcg(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
             if c in truth.contexts and lists and truth.future.get(c)}
 
 
+def context_reasons_grounded(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
+    """The share of each evaluated context's listed items whose reason is about the item or the shopper's
+    history (:func:`rlhf.reasons.reason_is_grounded`), over all its lists; keyed by context so two policies
+    can be compared pairwise, and empty for a policy without reasons (a baseline)."""
+    from rlhf.reasons import reason_is_grounded
+
+    out: dict[str, float] = {}
+    for context_id, said in (policy.reasons or {}).items():
+        if context_id not in truth.contexts:
+            continue
+        history = [truth.title_of.get(h) for h in getattr(truth.contexts[context_id], "history", None) or []]
+        flags = [reason_is_grounded(reason, [truth.title_of.get(item), truth.category_of.get(item), *history])
+                 for items, reasons in zip(policy.lists.get(context_id, []), said)
+                 for item, reason in zip(items, reasons)]
+        if flags:
+            out[context_id] = float(np.mean(flags))
+    return out
+
+
 def evaluate_lists(
     policy: PolicyLists, truth: GroundTruth, *, samples: int = 1000, seed: int = 0, check_candidates: bool = True
 ) -> dict[str, Any]:
@@ -408,6 +436,8 @@ def evaluate_lists(
     context does not get a narrower interval for free. HR/NDCG use contexts with later purchases.
     Contexts are read in id order, so the bootstrap interval depends on the lists alone, not on the order
     they were collected in (the same policy gets the same interval in every round's report).
+    ``reasons_grounded``: the share of listed items whose reason is about the item or the shopper's
+    history (:mod:`rlhf.reasons`), per context and then averaged, with its interval; None for baselines.
     """
     n = truth.list_length
     rank = truth.popularity_rank
@@ -437,6 +467,8 @@ def evaluate_lists(
         )
     hr_e = bootstrap_ci(hr, samples=samples, seed=seed)
     ndcg_e = bootstrap_ci(ndcg, samples=samples, seed=seed)
+    grounded = context_reasons_grounded(policy, truth)
+    reasons_e = bootstrap_ci([grounded[c] for c in sorted(grounded)], samples=samples, seed=seed)
     return {
         "policy": policy.policy_id,
         "kind": policy.kind,
@@ -450,7 +482,12 @@ def evaluate_lists(
         "diversity": float(np.nanmean(div)) if np.isfinite(div).any() else float("nan"),
         "novelty": float(np.nanmean(nov)) if np.isfinite(nov).any() else float("nan"),
         "coverage": catalogue_coverage(all_lists, truth.catalogue),
+        # None, not NaN, where there are no reasons to judge (baselines): not applicable rather than unknown.
+        **({"reasons_grounded": reasons_e.mean, "reasons_lo": reasons_e.lo, "reasons_hi": reasons_e.hi} if reasons_e.n
+           else {"reasons_grounded": None, "reasons_lo": None, "reasons_hi": None}),
     }
+
+
 
 
 def baseline_lists(
@@ -516,6 +553,8 @@ def long_metrics(table: pd.DataFrame) -> pd.DataFrame:
             if col.startswith(("hr@", "ndcg@")):
                 base = col.split("@")[0]
                 rows.append((rec["policy"], rec["kind"], col, value, rec[f"{base}_lo"], rec[f"{base}_hi"]))
+            elif col.startswith("reasons_grounded"):
+                rows.append((rec["policy"], rec["kind"], col, value, rec.get("reasons_lo"), rec.get("reasons_hi")))
             elif col in ("validity", "item_validity", "diversity", "novelty", "coverage"):
                 rows.append((rec["policy"], rec["kind"], col, value, np.nan, np.nan))
     return pd.DataFrame(rows, columns=["policy", "kind", "metric", "value", "lo", "hi"])
@@ -640,13 +679,15 @@ def policy_lists(policy_id: str, generations: Iterable[Any]) -> PolicyLists:
     lists: dict[str, list[list[str]]] = {}
     valid: dict[str, list[bool]] = {}
     gen_ids: dict[str, list[str]] = {}
+    reasons: dict[str, list[list[str]]] = {}
     for g in generations:
         if g.policy_id != policy_id:
             continue
         lists.setdefault(g.context_id, []).append([i.item_id for i in g.items])
+        reasons.setdefault(g.context_id, []).append([i.reason for i in g.items])
         valid.setdefault(g.context_id, []).append(bool(g.is_valid))
         gen_ids.setdefault(g.context_id, []).append(g.generation_id)
-    return PolicyLists(policy_id, lists, valid, generation_ids=gen_ids)
+    return PolicyLists(policy_id, lists, valid, generation_ids=gen_ids, reasons=reasons)
 
 
 def evaluate_policies(
@@ -661,9 +702,10 @@ def evaluate_policies(
 def compare_policies(
     store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout",
     baselines: bool = True, limit: int | None = None,
-) -> tuple[pd.DataFrame, dict[str, Estimate]]:
-    """:func:`evaluate_policies`' table, and the first policy's NDCG@N minus each other's and each
-    baseline's, paired over the contexts both have lists for (the store is read once for both)."""
+) -> tuple[pd.DataFrame, dict[str, Estimate], dict[str, Estimate]]:
+    """:func:`evaluate_policies`' table; the first policy's NDCG@N minus each other's and each
+    baseline's, paired over the contexts both have lists for; and its share of grounded reasons minus
+    each other policy's, paired likewise (the store is read once for all three)."""
     from rlhf.settings import get_settings
 
     settings = settings or get_settings()
@@ -672,7 +714,9 @@ def compare_policies(
     r = settings.rounds
     differences = paired_ndcg_differences(lists, truth, [*policy_ids, *baseline_ids(lists)],
                                           samples=r.eval_bootstrap_samples, seed=r.eval_seed)
-    return table, differences
+    reasons = paired_reason_differences(lists, truth, list(policy_ids), samples=r.eval_bootstrap_samples,
+                                        seed=r.eval_seed)
+    return table, differences, reasons
 
 
 def _evaluate_stored(
@@ -740,6 +784,21 @@ def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth
             for other in ids[1:] if other in lists and lists[other].lists and other != ids[0]}
 
 
+def paired_reason_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
+                              samples: int = 1000, seed: int = 0) -> dict[str, Estimate]:
+    """The share of grounded reasons of policy ``ids[0]`` minus each later policy's that writes reasons,
+    paired over contexts (:func:`context_reasons_grounded`); nothing when ``ids[0]`` has none."""
+    first = context_reasons_grounded(lists[ids[0]], truth) if ids and ids[0] in lists else {}
+    if not first:
+        return {}
+    out = {}
+    for other in ids[1:]:
+        theirs = context_reasons_grounded(lists[other], truth) if other in lists and other != ids[0] else {}
+        if theirs:
+            out[other] = paired_difference(first, theirs, samples=samples, seed=seed)
+    return out
+
+
 def round_report(
     policies: Sequence[PolicyLists],
     truth: GroundTruth,
@@ -755,7 +814,8 @@ def round_report(
     exclude_history: bool = True,
 ) -> dict[str, Any]:
     """A round's evaluation, JSON-ready for the store and the dashboard: the table with the baselines,
-    the headline row, the new policy's NDCG minus every other row's (paired over shoppers) and, given
+    the headline row, the new policy's NDCG minus every other row's and its share of grounded reasons
+    minus its parent's and the zero-shot model's (both paired over shoppers) and, given
     ``rm_scores`` (generation id → the round's reward-model score), its reward-model win rate over the
     previous and the zero-shot policy."""
     table, by_policy = evaluate_with_baselines(policies, truth, samples=samples, seed=seed,
@@ -777,4 +837,6 @@ def round_report(
     others = [p for p in dict.fromkeys((previous_policy_id, zero_shot_policy_id)) if p]
     report["ndcg_difference"] = {k: jsonable(asdict(v)) for k, v in paired_ndcg_differences(
         by_policy, truth, [new_policy, *others, *baseline_ids(by_policy)], samples=samples, seed=seed).items()}
+    report["reasons_difference"] = {k: jsonable(asdict(v)) for k, v in paired_reason_differences(
+        by_policy, truth, [new_policy, *others], samples=samples, seed=seed).items()}
     return report

@@ -865,6 +865,7 @@ def _round_metrics(rm: Mapping[str, Any], ppo: Mapping[str, Any], gen: Mapping[s
         f"hr@{n}": head.get(f"hr@{n}"),
         "eval_validity": head.get("validity"),
         "eval_diversity": head.get("diversity"),
+        "eval_reasons_grounded": head.get("reasons_grounded"),
     })
 
 
@@ -1152,12 +1153,14 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     :func:`rlhf.evaluation.evaluate_lists` (HR/NDCG with 95% bootstrap intervals, validity, diversity,
     novelty, coverage), and for every other row ``paired_diff`` / ``paired_lo`` / ``paired_hi``: the new
     policy's NDCG@N minus theirs over the same shoppers, the interval that says whether the round won
-    (older reports have none, or none for the baseline rows: those cells stay empty). Empty when the
+    (older reports have none, or none for the baseline rows: those cells stay empty); ``reasons_verdict``
+    for the parent and zero-shot rows: the new policy's share of grounded reasons minus theirs, paired,
+    in words with its interval (:mod:`rlhf.reasons`). Empty when the
     round stored no evaluation (no held-out contexts, or not done).
     """
     import pandas as pd
 
-    from rlhf.evaluation import paired_verdict
+    from rlhf.evaluation import paired_verdict, verdict_in_words
     from storage.rounds import list_evaluations
 
     with store.transaction() as con:
@@ -1176,19 +1179,21 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     for column, key in (("paired_diff", "mean"), ("paired_lo", "lo"), ("paired_hi", "hi")):
         table[column] = [(differences.get(p) or {}).get(key) for p in table["policy"]]
     table["verdict"] = [paired_verdict(lo, hi) for lo, hi in zip(table["paired_lo"], table["paired_hi"])]
+    reasons = report.get("reasons_difference") or {}  # reports stored before 2026-12-06 (afternoon) have none
+    table["reasons_verdict"] = [verdict_in_words(reasons.get(p)) for p in table["policy"]]
     return table
 
 
-def zero_shot_verdicts(store: Store, round_id: str | None = None) -> dict[str, str | None]:
+def zero_shot_verdicts(store: Store, round_id: str | None = None, measure: str = "ndcg") -> dict[str, str | None]:
     """:func:`rlhf.evaluation.zero_shot_verdict` of every round (or only ``round_id``) that stored an
-    evaluation, by round id (one read)."""
+    evaluation, by round id (one read); ``measure`` is "ndcg" or "reasons"."""
     from rlhf.evaluation import zero_shot_verdict
     from storage.rounds import list_evaluations
 
     with store.transaction() as con:
         evaluations = list_evaluations(con, round_id=round_id)
     reports = {e["round_id"]: e["metrics"] for e in evaluations if e["round_id"]}  # the latest wins
-    return {round_id: zero_shot_verdict(report) for round_id, report in reports.items()}
+    return {round_id: zero_shot_verdict(report, measure) for round_id, report in reports.items()}
 
 
 def rounds_metrics_frame(store: Store) -> Any:
@@ -1196,12 +1201,14 @@ def rounds_metrics_frame(store: Store) -> Any:
     import pandas as pd
 
     verdicts = zero_shot_verdicts(store)
+    reasons = zero_shot_verdicts(store, measure="reasons")
     rows = []
     for i, r in enumerate(list_round_summaries(store), start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
                      "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
                      "ndcg_vs_zero_shot": verdicts.get(r["round_id"]),
+                     "reasons_vs_zero_shot": reasons.get(r["round_id"]),
                      "seconds": sum(v for v in r["timings"].values() if isinstance(v, (int, float)))})
     return pd.DataFrame.from_records(rows)
 

@@ -110,7 +110,8 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
             "old": {"mean": 0.02, "lo": -0.01, "hi": 0.05, "n": 40}}}, round_id="r1")
     with store.transaction() as con:  # a later report for the same round (e.g. re-evaluated) is the one shown
         insert_evaluation(con, "e2", {"zero_shot_policy_id": "old", "ndcg_difference": {
-            "old": {"mean": 0.03, "lo": 0.01, "hi": 0.05, "n": 240}}}, round_id="r1")
+            "old": {"mean": 0.03, "lo": 0.01, "hi": 0.05, "n": 240}}, "reasons_difference": {
+            "old": {"mean": -0.08, "lo": -0.12, "hi": -0.05, "n": 294}}}, round_id="r1")
         rows = analytics.round_quality_rows(con)
     comparisons = pd.DataFrame({
         "pair_id": ["a", "b", "c", "d", "e"], "annotator_id": "u1",
@@ -126,3 +127,5 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     # Whether the round's lists beat the zero-shot model's, from the paired interval of its latest report.
     assert out.loc["r1", "ndcg_vs_zero_shot"] == "better: +0.030 [+0.010, +0.050] over 240 shoppers"
     assert pd.isna(out.loc["r2", "ndcg_vs_zero_shot"])  # no evaluation: no verdict
+    assert out.loc["r1", "reasons_vs_zero_shot"] == "worse: -0.080 [-0.120, -0.050] over 294 shoppers"
+    assert pd.isna(out.loc["r2", "reasons_vs_zero_shot"])

@@ -244,7 +244,7 @@ def test_round_report_has_win_rates_and_paired_differences(store) -> None:
     with store.transaction() as con:
         generations.upsert_policy(con, Policy("prev"))
         generations.insert_generations(con, [
-            Generation("h1", "ctx1", "prev", "", [ListItem("i2", "r")], [], True),
+            Generation("h1", "ctx1", "prev", "", [ListItem("i2", "Goes with their mug")], [], True),  # ctx1 had i1, a MUG
             Generation("h2", "ctx2", "prev", "", [ListItem("i1", "r")], [], True),
         ])
     truth = ev.load_ground_truth(store, split="heldout", list_length=5)
@@ -268,6 +268,10 @@ def test_round_report_has_win_rates_and_paired_differences(store) -> None:
         assert report["ndcg_difference"][baseline]["n"] == 2
         assert report["ndcg_difference"][baseline]["mean"] == pytest.approx(
             rows["pol"]["ndcg@5"] - rows[baseline]["ndcg@5"])
+    # Reasons, against the other policies only: pol's "r" names nothing; prev's names ctx1's history.
+    assert set(report["reasons_difference"]) == {"prev"}
+    assert report["reasons_difference"]["prev"]["mean"] == pytest.approx(-0.5)
+    assert report["reasons_difference"]["prev"]["n"] == 2
     json.dumps(report, allow_nan=False)  # what the round stores must load back
     # no zero-shot policy named: no win rate against it; no scores: no win rate; a policy without lists:
     # no headline
@@ -302,6 +306,11 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "NDCG@5" in result.output and "baseline:popularity" in result.output and "pol " in result.output
+    # pol's reasons ("r") name nothing: none grounded; the baselines write no reasons.
+    assert "reasons grounded [95% CI]" in result.output
+    pol_line = next(line for line in result.output.splitlines() if line.startswith("pol "))
+    assert pol_line.rstrip().endswith("0.0000 [0.0000, 0.0000]"), pol_line
+    assert next(line for line in result.output.splitlines() if line.startswith("baseline:popularity")).rstrip().endswith("-")
     assert missing.exit_code == 1 and "no lists" in missing.output
     # one policy: compared with each baseline, on the shoppers both have lists for
     assert "NDCG@5 pol minus baseline:popularity, paired over" in result.output
@@ -320,6 +329,10 @@ def test_evaluate_command_prints_the_table(store, monkeypatch) -> None:
     assert paired.exit_code == 0, paired.output
     assert "NDCG@5 pol minus prev, paired over 1 shopper: +0.0000 [+0.0000, +0.0000] (no detectable difference)" \
         in paired.output
+    # Reasons are compared between policies only (baselines write none); both write "r", which names nothing.
+    assert "Reasons grounded, pol minus prev, paired over 1 shopper: +0.0000 [+0.0000, +0.0000] " \
+        "(no detectable difference)" in paired.output
+    assert "Reasons grounded" not in result.output
 
 
 def test_long_metrics_for_charts() -> None:
@@ -389,4 +402,46 @@ def test_policy_lists_keep_one_policys_generations_by_context() -> None:
     assert pol.lists == {"ctx1": [["i2", "i3"], ["i4"]], "ctx2": [["i1"]]}
     assert pol.valid == {"ctx1": [True, False], "ctx2": [True]}
     assert pol.generation_ids == {"ctx1": ["g1", "g2"], "ctx2": ["g3"]}
+    assert pol.reasons == {"ctx1": [["r", "r"], ["r"]], "ctx2": [["r"]]}
     assert ev.policy_lists("other", gens).lists == {}
+
+
+def test_reasons_count_as_grounded_when_they_name_the_item_or_the_shoppers_history() -> None:
+    from rlhf.reasons import content_words, reason_is_grounded
+
+    assert content_words("The best Rolling-Pins for THEIR kitchen!") == {"best", "rolling", "pin", "kitchen"}
+    assert content_words("Glass bowls") == {"glass", "bowl"}  # "ss" is not a plural
+    # Real SmolLM2 reasons on UCI (BENCHMARKS.md, loop §2p): fluent, and about something else.
+    assert not reason_is_grounded("A man who had a dream to be a chef, but never got to make it.",
+                                  ["HOME BUILDING BLOCK WORD", "other"])
+    assert not reason_is_grounded("A teapot to be served with the mugs from last month.",
+                                  ["HANGING HEART ZINC T-LIGHT HOLDER", "candles & lighting", "JUMBO BAG TOYS"])
+    assert reason_is_grounded("A teapot to be served with the mugs from last month.",
+                              ["Olive Wood Rolling Pin", "Kitchen", "Ceramic Mug"])  # their history holds a mug
+    assert reason_is_grounded("Matches their enamel jug", ["ENAMEL FLOWER JUG CREAM"])
+    assert not reason_is_grounded("", ["Mug"]) and not reason_is_grounded("For the one they have", ["The One"])
+
+
+def test_the_reasons_grounded_share_by_hand() -> None:
+    titles = {"i1": "Olive Wood Rolling Pin", "i2": "Ceramic Mug", "i3": "Jute Bag"}
+    cats = {"i1": "Kitchen", "i2": "Kitchen", "i3": "Bags"}
+    contexts_ = {"c1": Context("c1", "s1", CUT, ["i2"], ["i1", "i3"]), "c2": Context("c2", "s2", CUT, [], ["i1", "i2", "i3"])}
+    truth = ev.GroundTruth(contexts_, {"c1": {"i1"}, "c2": set()}, set(titles), cats, titles, ["i2", "i1", "i3"], CUT, 2)
+    lists = {"c1": [["i1", "i3"]], "c2": [["i3", "i1"], ["i2"]]}
+    reasons = {"c1": [["Goes with olive oil", "Carries the mug they bought"]],            # item; history
+               "c2": [["A man who had a dream to be a chef", "Rolling pins for baking"],  # neither; item
+                      ["For the kitchen"]]}                                              # category
+    row = ev.evaluate_lists(ev.PolicyLists("p", lists, reasons=reasons), truth, samples=200)
+    assert row["reasons_grounded"] == pytest.approx((1.0 + 2 / 3) / 2)  # per context first, then the mean
+    assert row["reasons_lo"] <= row["reasons_grounded"] <= row["reasons_hi"]
+    baseline = ev.evaluate_lists(ev.PolicyLists("b", lists, kind="baseline"), truth, samples=200)
+    assert baseline["reasons_grounded"] is None and baseline["reasons_lo"] is None
+    # Paired with a policy whose reasons name nothing, over the contexts both have; baselines are skipped.
+    blank = ev.PolicyLists("q", lists, reasons={c: [["Lovely."] * len(items) for items in ls] for c, ls in lists.items()})
+    by_id = {"p": ev.PolicyLists("p", lists, reasons=reasons), "q": blank,
+             "b": ev.PolicyLists("b", lists, kind="baseline")}
+    diffs = ev.paired_reason_differences(by_id, truth, ["p", "q", "b"], samples=200)
+    assert set(diffs) == {"q"} and diffs["q"].n == 2 and diffs["q"].mean == pytest.approx((1.0 + 2 / 3) / 2)
+    assert ev.paired_reason_differences(by_id, truth, ["b", "p"], samples=200) == {}
+    long = ev.long_metrics(pd.DataFrame([row]))
+    assert long.set_index("metric").loc["reasons_grounded", "hi"] == row["reasons_hi"]

@@ -235,6 +235,16 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert record.round_id in tables and record.reward_model_id in tables and record.policy_id in tables
     shown = "\n".join(df.value.to_csv() for df in at.dataframe)
     assert "baseline:popularity" in shown and "parent (zero-shot)" in shown  # the round's held-out report
+    # How many reasons are about the item or the shopper: a share for each LLM row, none for baselines, and
+    # the new policy's against its parent's in words.
+    from rlhf.rounds import round_evaluation
+
+    report_table = round_evaluation(store, record.round_id).set_index("role")
+    assert 0 <= report_table.loc["new policy", "reasons_grounded"] <= 1
+    assert report_table.loc["parent (zero-shot)", "reasons_verdict"].split(":")[0] in (
+        "better", "worse", "no detectable difference")
+    assert report_table.loc["baseline", "reasons_grounded"].isna().all()
+    assert "reasons_verdict" in shown
     # Past rounds: NDCG under the round's own list length (2 here; the app's settings say 5).
     past = next(df.value for df in at.dataframe if "round_id" in df.value.columns and "status" in df.value.columns)
     assert past.loc[0, f"ndcg@{settings.generation.list_length}"] == record.metrics[f"ndcg@{settings.generation.list_length}"]
@@ -262,8 +272,15 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     verdict = f"{word}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est['n']} shoppers"
     assert past.loc[0, "ndcg_vs_zero_shot"] == verdict
     assert f"NDCG vs zero-shot, paired: {verdict}" in listed.output
+    # ... and its reasons, the same way (worked out here from the stored estimate).
+    est = report["reasons_difference"][report["zero_shot_policy_id"]]
+    word = "better" if est["lo"] > 0 else "worse" if est["hi"] < 0 else "no detectable difference"
+    reasons = f"{word}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est['n']} shoppers"
+    assert past.loc[0, "reasons_vs_zero_shot"] == reasons
+    assert f"reasons grounded vs zero-shot, paired: {reasons}" in listed.output
     shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.store.data_dir)])
     assert shown.exit_code == 0 and f"NDCG vs zero-shot, paired: {verdict}" in shown.output, shown.output
+    assert f"reasons grounded vs zero-shot, paired: {reasons}" in shown.output
     # Its lists beside its parent's for the held-out shoppers, with the round's policy first and every item
     # the policy listed shown with its reason.
     from rlhf.side_by_side import round_side_by_side

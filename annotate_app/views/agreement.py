@@ -313,6 +313,9 @@ with tab_rounds:
                 "NDCG vs zero-shot, paired", help="Did the round's policy recommend better than the model the "
                 "loop started from? Its held-out NDCG minus the zero-shot model's over the same shoppers, with "
                 "the 95% interval: 'better' only when the interval lies above zero."),
+            "reasons_vs_zero_shot": st.column_config.TextColumn(
+                "Reasons vs zero-shot, paired", help="Its share of reasons about the item or the shopper's earlier "
+                "purchases minus the zero-shot model's, over the same shoppers, with the 95% interval."),
             "rm_heldout_accuracy": st.column_config.NumberColumn("RM held-out accuracy", format="percent"),
             "rm_gold_accuracy": st.column_config.NumberColumn("RM gold accuracy", format="percent"),
             "rm_human_agreement": st.column_config.NumberColumn("RM agreement with annotators", format="percent"),

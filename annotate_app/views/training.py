@@ -190,9 +190,15 @@ def _evaluation_view(table: pd.DataFrame) -> None:
     )
     cols = [c for c in ["role", "policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", "verdict",
                         "paired_diff", "paired_lo", "paired_hi", f"hr@{n}", "hr_lo", "hr_hi", "validity", "item_validity",
-                        "diversity", "novelty", "coverage"] if c in table]
+                        "diversity", "novelty", "coverage", "reasons_grounded", "reasons_verdict"] if c in table]
     fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in cols if c.startswith(("ndcg", "hr"))}
     fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
+    fmt |= {"reasons_grounded": st.column_config.NumberColumn(
+        "reasons grounded", format="percent", help="Reasons that share a word with the item's title or category "
+        "or with the shopper's earlier purchases: the rest are about something else (a lexical check).")}
+    fmt |= {"reasons_verdict": st.column_config.TextColumn(
+        "new policy's reasons vs this", help="The new policy's share of grounded reasons minus this policy's, "
+        "over the same shoppers, with its 95% interval.")}
     fmt |= {"paired_diff": st.column_config.NumberColumn(f"new minus this, NDCG@{n}", format="%+.4f"),
             "paired_lo": st.column_config.NumberColumn("paired lo", format="%+.4f"),
             "paired_hi": st.column_config.NumberColumn("paired hi", format="%+.4f"),
@@ -249,8 +255,10 @@ else:
     lengths = sorted({int(c.split("@")[1]) for c in frame.columns if c.startswith("ndcg@")})
     ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
-    show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "policy_id", "rm_heldout_accuracy",
-                        "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity", "rm_win_rate",
+    show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
+                        "rm_heldout_accuracy",
+                        "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity", "eval_reasons_grounded",
+                        "rm_win_rate",
                         "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued", "seconds"]
             if c in frame]
     st.dataframe(frame[show], hide_index=True, width="stretch",
@@ -259,6 +267,9 @@ else:
                                     "RM held-out pairs", help="The pairs the RM accuracy was measured on: on a few, "
                                     "it says little."),
                                 "generation_validity": st.column_config.NumberColumn("validity", format="percent"),
+                                "eval_reasons_grounded": st.column_config.NumberColumn(
+                                    "reasons grounded", format="percent", help="Held-out lists' reasons that share "
+                                    "a word with the item or the shopper's earlier purchases (a lexical check)."),
                                 "rm_win_rate": st.column_config.NumberColumn("RM win rate", format="%.3f"),
                                 "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot",
                                                                                           format="%.3f"),
@@ -269,9 +280,14 @@ else:
                                     "NDCG vs zero-shot, paired", help="The round's NDCG minus the zero-shot model's "
                                     "over the same held-out shoppers, with its 95% interval: 'better' only when "
                                     "the interval lies above zero."),
+                                "reasons_vs_zero_shot": st.column_config.TextColumn(
+                                    "reasons vs zero-shot, paired", help="The round's share of reasons about the "
+                                    "item or the shopper's earlier purchases minus the zero-shot model's, over the "
+                                    "same held-out shoppers, with its 95% interval."),
                                 "seconds": st.column_config.NumberColumn(format="%.0f")})
     charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
               "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",
+              "eval_reasons_grounded": "Reasons about the item or shopper",
               "rm_win_rate": "RM win rate vs previous policy", "rm_win_rate_vs_zero_shot": "RM win rate vs zero-shot",
               **{f"ndcg@{n}": f"NDCG@{n} (held-out)" for n in lengths}}
     done = frame[frame["status"] == "done"]

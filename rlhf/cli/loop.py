@@ -84,7 +84,8 @@ def evaluate_command(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add popularity and co-purchase."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON records."),
 ) -> None:
-    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty and coverage, and the
+    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty, coverage and how many
+    reasons are about the item or the shopper, and the
     first policy's NDCG@N minus each other policy's and each baseline's, paired over the same shoppers."""
     from rlhf.evaluation import compare_policies, paired_verdict
     from rlhf.runtime import open_store, setup_logging
@@ -93,8 +94,8 @@ def evaluate_command(
     setup_logging()
     settings = get_settings()
     store = open_store(settings)
-    table, differences = compare_policies(store, policy, settings=settings, split=split, baselines=baselines,
-                                          limit=limit)
+    table, differences, reasons = compare_policies(store, policy, settings=settings, split=split, baselines=baselines,
+                                                   limit=limit)
     if as_json:
         typer.echo(table.to_json(orient="records", indent=2))
         return
@@ -105,6 +106,9 @@ def evaluate_command(
                    f"Sample them with `recfeedback generate --policy-id {policy[0]} --split {split}`.")
     for other, est in differences.items():
         typer.echo(f"NDCG@{n} {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
+                   f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}] ({paired_verdict(est.lo, est.hi)})")
+    for other, est in reasons.items():
+        typer.echo(f"Reasons grounded, {policy[0]} minus {other}, paired over {est.n} shopper{'s' * (est.n != 1)}: "
                    f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}] ({paired_verdict(est.lo, est.hi)})")
     for other in dict.fromkeys(policy[1:]):
         if other not in differences and other != policy[0]:
@@ -122,7 +126,7 @@ def format_table(table: Any, n: int) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
     header = ["policy", "contexts", f"HR@{n} [95% CI]", f"NDCG@{n} [95% CI]", "valid", "items ok", "diversity",
-              "novelty", "coverage"]
+              "novelty", "coverage", "reasons grounded [95% CI]"]
     rows = [header]
     for _, r in table.iterrows():
         rows.append([
@@ -130,11 +134,13 @@ def format_table(table: Any, n: int) -> str:
             ci(r, f"hr@{n}", "hr_lo", "hr_hi"), ci(r, f"ndcg@{n}", "ndcg_lo", "ndcg_hi"),
             num(r["validity"], ".3f"), num(r["item_validity"], ".3f"), num(r["diversity"], ".3f"),
             num(r["novelty"], ".0f"), num(r["coverage"], ".4f"),
+            ci(r, "reasons_grounded", "reasons_lo", "reasons_hi") if "reasons_grounded" in r else "-",
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("(contexts = with later purchases / evaluated; HR and NDCG count the whole catalogue)")
+    lines.append("(contexts = with later purchases / evaluated; HR and NDCG count the whole catalogue; reasons "
+                 "grounded = share of reasons that name a word of the item or of the shopper's history)")
     return "\n".join(lines)
 
 

@@ -43,6 +43,8 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"  {key}: {value}")
     if status.get("ndcg_vs_zero_shot"):
         typer.echo(f"  NDCG vs zero-shot, paired: {status['ndcg_vs_zero_shot']}")
+    if status.get("reasons_vs_zero_shot"):
+        typer.echo(f"  reasons grounded vs zero-shot, paired: {status['reasons_vs_zero_shot']}")
     if status.get("error"):
         typer.echo(f"  error: {status['error']}")
     if status["status"] == "interrupted":
@@ -77,10 +79,11 @@ def run_command(
 
 
 def _status(store: Any, round_id: str) -> dict[str, Any]:
-    """The round's status, with its verdict against the zero-shot model when it has been evaluated."""
+    """The round's status, with its verdicts against the zero-shot model when it has been evaluated."""
     from rlhf.rounds import round_status, zero_shot_verdicts
 
-    return {**round_status(store, round_id), "ndcg_vs_zero_shot": zero_shot_verdicts(store, round_id).get(round_id)}
+    return {**round_status(store, round_id), "ndcg_vs_zero_shot": zero_shot_verdicts(store, round_id).get(round_id),
+            "reasons_vs_zero_shot": zero_shot_verdicts(store, round_id, "reasons").get(round_id)}
 
 
 @friendly_errors
@@ -163,6 +166,7 @@ def list_command(
         typer.echo("No rounds yet.")
         return
     verdicts = zero_shot_verdicts(store)
+    reasons = zero_shot_verdicts(store, measure="reasons")
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
@@ -174,6 +178,8 @@ def list_command(
             f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"
             + (f"\n    NDCG vs zero-shot, paired: {verdicts[r['round_id']]}" if verdicts.get(r["round_id"]) else "")
+            + (f"\n    reasons grounded vs zero-shot, paired: {reasons[r['round_id']]}"
+               if reasons.get(r["round_id"]) else "")
         )
 
 
