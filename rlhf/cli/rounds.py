@@ -40,7 +40,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"  reward model: {status['reward_model_id']}")
     for key, value in (status.get("metrics") or {}).items():
         if not isinstance(value, dict):
-            typer.echo(f"  {key}: {value}")
+            typer.echo(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     if status.get("ndcg_vs_zero_shot"):
         typer.echo(f"  NDCG vs zero-shot, paired: {status['ndcg_vs_zero_shot']}")
     if status.get("reasons_vs_zero_shot"):
