@@ -114,11 +114,18 @@ def export_policy(store: Store, settings: Settings, policy_id: str, out: str | o
         raise PolicyExportError(f"{target} already has files in it; choose an empty folder or pass --force "
                                 "to replace it.")
     started = time.perf_counter()
+    from rlhf.errors import ModelNotFoundError
     from rlhf.models import load_policy
 
     base = policy.base_model or settings.model.policy
-    model, tokenizer = load_policy(base, policy.adapter_path, device="cpu", dtype=dtype,
-                                   tokenizer_spec=settings.model.tokenizer, merge=True)
+    if policy.adapter_path and not (Path(policy.adapter_path) / "adapter_config.json").is_file():
+        raise PolicyExportError(f"{policy_id}'s LoRA adapter is missing from {policy.adapter_path} (was its round "
+                                "folder moved or deleted?): restore it to export the policy.")
+    try:
+        model, tokenizer = load_policy(base, policy.adapter_path, device="cpu", dtype=dtype,
+                                       tokenizer_spec=settings.model.tokenizer, merge=True)
+    except ModelNotFoundError as exc:
+        raise PolicyExportError(f"Cannot load {policy_id}'s base model {base!r}: {exc}") from exc
     provenance = _provenance(store, policy, round_record, base, dtype)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -129,6 +136,9 @@ def export_policy(store: Store, settings: Settings, policy_id: str, out: str | o
         (partial / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
         (partial / "README.md").write_text(model_card(provenance), encoding="utf-8")
         _replace(partial, target)
+    except OSError as exc:  # a full disk, a folder we may not write: nothing half-written is left behind
+        raise PolicyExportError(f"Could not write the model to {target} ({exc}); nothing was left there"
+                                + (", and the folder that was there is unchanged." if target.exists() else ".")) from exc
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     n_parameters = sum(p.numel() for p in model.parameters())

@@ -129,6 +129,24 @@ def test_bad_requests_are_refused_by_name_and_touch_nothing(trained, settings, t
     assert not (taken / "keep.txt").exists() and (taken / "model.safetensors").is_file()
 
 
+def test_a_policy_whose_adapter_is_gone_is_refused_with_what_to_do(trained, settings, tiny_folder, tmp_path):
+    import shutil
+
+    root, _, _ = tiny_folder
+    moved = tmp_path / "adapter_copy"
+    shutil.copytree(root / "adapter", moved)
+    with trained.transaction() as con:
+        upsert_policy(con, Policy("orphan", kind="llm", base_model=str(root / "base"), adapter_path=str(moved)))
+    shutil.rmtree(moved)
+    with pytest.raises(PolicyExportError, match="orphan's LoRA adapter is missing from .*restore it"):
+        export_policy(trained, settings, "orphan", tmp_path / "out")
+    with trained.transaction() as con:
+        upsert_policy(con, Policy("lost", kind="llm", base_model=str(tmp_path / "no_such_model")))
+    with pytest.raises(PolicyExportError, match="Cannot load lost's base model .*no_such_model"):
+        export_policy(trained, settings, "lost", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_interrupted_export_leaves_nothing_and_keeps_the_old_folder(trained, settings, tmp_path, monkeypatch):
     from transformers import PreTrainedTokenizerBase
 
@@ -138,13 +156,13 @@ def test_an_interrupted_export_leaves_nothing_and_keeps_the_old_folder(trained, 
     monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", fail)  # after the weights are written
     exports = tmp_path / "exports"
     exports.mkdir()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PolicyExportError, match=r"Could not write the model to .*new \(disk full\); nothing was left"):
         export_policy(trained, settings, TRAINED, exports / "new")
     assert list(exports.iterdir()) == []
     old = exports / "old"
     old.mkdir()
     (old / "keep.txt").write_text("previous export")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PolicyExportError, match="disk full.*the folder that was there is unchanged"):
         export_policy(trained, settings, TRAINED, old, overwrite=True)
     assert [p.name for p in exports.iterdir()] == ["old"] and [p.name for p in old.iterdir()] == ["keep.txt"]
 
