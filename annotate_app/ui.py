@@ -269,6 +269,8 @@ LIST_CSS = """<style>
             padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
 .rf-hit { display: inline-block; background: #dcf5e3; color: #14532d; border-radius: .6rem;
           padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
+.rf-note { display: inline-block; background: rgba(128,128,128,.18); border-radius: .6rem;
+           padding: 0 .45rem; margin-left: .3rem; font-size: .75rem; font-weight: 600; }
 .rf-problems { margin-bottom: .3rem; }
 table.rf-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128,.25); padding: .15rem .4rem;
@@ -276,10 +278,13 @@ table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128
 </style>"""
 
 
-def item_html(item: ShownItem, *, bought_later: bool = False) -> str:
-    """One listed item as a card: rank, title, problem badges (and a "bought later" mark where the
-    evaluation knows it), category, price and attributes, and the policy's reason; all text escaped."""
+def item_html(item: ShownItem, *, bought_later: bool = False, off_topic: bool = False) -> str:
+    """One listed item as a card: rank, title, problem badges (and, where the evaluation knows them, a
+    "bought later" mark and an "off-topic reason" mark), category, price and attributes, and the policy's
+    reason; all text escaped."""
     badges = "".join(f'<span class="rf-badge">{esc(b)}</span>' for b in item.badges)
+    if off_topic:
+        badges += '<span class="rf-note">off-topic reason</span>'
     if bought_later:
         badges += '<span class="rf-hit">bought later</span>'
     meta = " · ".join(esc(x) for x in (item.category or "", price(item.price), *item.attributes) if x)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rlhf.annotation import ShownList, shown_list
 from rlhf.evaluation import future_purchases_from_store, ndcg_at_n
+from rlhf.reasons import reason_is_grounded
 from rlhf.settings import Settings
 from storage import Store
 from storage.records import CatalogItem, Generation
@@ -31,6 +32,8 @@ class PolicyColumn:
     bought_ranks: frozenset[int]
     ndcg: float
     is_valid: bool
+    #: Ranks whose reason names nothing of the item or the shopper's history (:mod:`rlhf.reasons`).
+    off_topic_ranks: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -132,17 +135,28 @@ def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str,
     for context_id, bought, cols in rows:
         context = contexts[context_id]
         candidates = set(context.candidates)
+        history = [items[i].title for i in context.history if i in items]
         out.append(ShopperLists(
             context_id=context_id, shopper_id=context.shopper_id, as_of=context.as_of,
             history=tuple(items[i] for i in reversed(context.history) if i in items),  # most recent first
             bought_later=tuple(items[i] for i in sorted(bought) if i in items),
             columns=tuple(
                 PolicyColumn(policy_id=policy_id, role=role, shown=shown_list(_as_display(g), items, candidates),
-                             bought_ranks=ranks, ndcg=ndcg, is_valid=bool(g.is_valid))
+                             bought_ranks=ranks, ndcg=ndcg, is_valid=bool(g.is_valid),
+                             off_topic_ranks=_off_topic(g, items, history))
                 for policy_id, role, g, ranks, ndcg in cols
             ),
         ))
     return out
+
+
+def _off_topic(g: Generation, items: Mapping[str, CatalogItem], history: Sequence[str]) -> frozenset[int]:
+    """The ranks of ``g`` whose reason is not grounded in the item or the shopper's history."""
+    def about(item_id: str) -> list[str | None]:
+        item = items.get(item_id)
+        return [item.title, item.category, *history] if item else list(history)
+
+    return frozenset(rank for rank, i in enumerate(g.items, 1) if not reason_is_grounded(i.reason, about(i.item_id)))
 
 
 def _as_display(g: Generation) -> dict[str, Any]:

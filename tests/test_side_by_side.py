@@ -21,9 +21,11 @@ ROUND = "round_1"
 
 
 def _gen(gen_id: str, context_id: str, policy_id: str, items: list[str], *, round_id: str | None = None,
-         valid: bool = True) -> Generation:
+         valid: bool = True, reasons: list[str] | None = None) -> Generation:
+    """A stored list; its reasons default to "reason for <id>", which names nothing of the item (off-topic)."""
+    said = reasons or [f"reason for {i}" for i in items]
     return Generation(generation_id=gen_id, context_id=context_id, policy_id=policy_id, raw_text="",
-                      items=[ListItem(i, f"reason for {i}") for i in items], problems=[], is_valid=valid,
+                      items=[ListItem(i, r) for i, r in zip(items, said)], problems=[], is_valid=valid,
                       round_id=round_id)
 
 
@@ -42,7 +44,8 @@ def shop(store):
                            "ts": [datetime(2026, 3, 5), datetime(2026, 3, 9), datetime(2026, 1, 2), datetime(2026, 1, 3),
                                   datetime(2026, 3, 2)], "quantity": [1, 1, 1, 1, 1]})
     generations = [
-        _gen("g1_new_0", "c1", "new", ["I05", "I06"], round_id=ROUND),    # s1: the new policy finds I05 ...
+        _gen("g1_new_0", "c1", "new", ["I05", "I06"], round_id=ROUND,     # s1: the new policy finds I05 ...
+             reasons=["A thing they will like", "reason for I06"]),        # (the first reason names the item)
         _gen("g1_new_1", "c1", "new", ["I06", "I08"], round_id=ROUND),    # ... in its first sample only
         _gen("g1_zero", "c1", "zero", ["I06", "I08"]),                    # ... and its parent does not
         _gen("g2_new", "c2", "new", ["I01", "I06"], round_id=ROUND, valid=False),  # I01: not a candidate
@@ -76,6 +79,7 @@ def test_shoppers_who_bought_later_come_first_where_the_lists_differ_most(shop, 
     assert [[i.item_id for i in c.shown.items] for c in c1.columns] == [["I05", "I06"], ["I06", "I08"]]  # first sample
     assert [c.bought_ranks for c in c1.columns] == [frozenset({1}), frozenset()]
     assert [c.ndcg for c in c1.columns] == [1.0, 0.0] and c1.ndcg_spread == 1.0
+    assert [c.off_topic_ranks for c in c1.columns] == [frozenset({2}), frozenset({1, 2})]
     assert [i.item_id for i in c1.bought_later] == ["I05"] and [i.item_id for i in c1.history] == ["I01"]
     assert c3.columns[1].bought_ranks == frozenset({2})
     assert c3.columns[1].ndcg == pytest.approx(1 / math.log2(3)) and c3.ndcg_spread == pytest.approx(1 / math.log2(3))
@@ -107,10 +111,11 @@ def test_round_lists_prints_the_lists_with_what_was_bought_later(shop, settings)
     assert [line.split(" (")[0] for line in lines if line.startswith("==")] == ["== shopper s1", "== shopper s3"]
     assert "== shopper s1 (context c1): 1 item bought before, 1 after the cut" in lines
     assert "  new policy new: NDCG 1.000, valid" in lines and "  parent (zero-shot) zero: NDCG 0.000, valid" in lines
-    assert "    1. Thing 5  [bought later]  | reason for I05" in lines
-    assert "    2. Thing 7  [bought later]  | reason for I07" in lines  # s3's parent list
+    assert "    1. Thing 5  [bought later]  | A thing they will like" in lines
+    assert "    2. Thing 6  [off-topic reason]  | reason for I06" in lines
+    assert "    2. Thing 7  [bought later; off-topic reason]  | reason for I07" in lines  # s3's parent list
     everything = runner.invoke(app, ["round", "lists", "--data-dir", data_dir])  # the newest finished round
-    assert "    1. Thing 1  [not a candidate]  | reason for I01" in everything.output.splitlines()
+    assert "    1. Thing 1  [off-topic reason; not a candidate]  | reason for I01" in everything.output.splitlines()
     unknown = runner.invoke(app, ["round", "lists", "round_x", "--data-dir", data_dir])
     assert unknown.exit_code == 1 and "No round with id 'round_x'" in unknown.output
 

@@ -218,7 +218,8 @@ def _side_by_side_view(round_id: str) -> None:
         return
     with st.expander("Lists side by side: what the round changed, shopper by shopper", icon=":material/compare:"):
         st.caption("Each policy's first list for the same held-out shopper; \"bought later\" marks what the shopper "
-                   "bought after the cut. Shoppers who bought something come first, those on whom the lists "
+                   "bought after the cut, \"off-topic reason\" a reason that names nothing of the item or of the "
+                   "shopper's earlier purchases. Shoppers who bought something come first, those on whom the lists "
                    "score most differently at the top.")
 
         def describe(i: int) -> str:
@@ -243,7 +244,8 @@ def _side_by_side_view(round_id: str) -> None:
                 st.markdown(f"**{policy.role}** · NDCG {policy.ndcg:.2f} · {valid}")
                 st.caption(policy.policy_id)
                 for item in policy.shown.items:
-                    st.html(ui.item_html(item, bought_later=item.rank in policy.bought_ranks))
+                    st.html(ui.item_html(item, bought_later=item.rank in policy.bought_ranks,
+                                         off_topic=item.rank in policy.off_topic_ranks))
 
 
 st.subheader("Past rounds")

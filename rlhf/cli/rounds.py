@@ -217,6 +217,7 @@ def lists_command(
                        f"{'valid' if column.is_valid else 'invalid'}")
             for item in column.shown.items:
                 marks = ["bought later"] if item.rank in column.bought_ranks else []
+                marks += ["off-topic reason"] if item.rank in column.off_topic_ranks else []
                 marks += list(item.badges)
                 typer.echo(f"    {item.rank}. {item.title}" + (f"  [{'; '.join(marks)}]" if marks else "")
                            + f"  | {item.reason}")
