@@ -135,6 +135,7 @@ def export_policy(store: Store, settings: Settings, policy_id: str, out: str | o
         tokenizer.save_pretrained(partial)
         (partial / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
         (partial / "README.md").write_text(model_card(provenance), encoding="utf-8")
+        _readable_like_folder(partial)
         _replace(partial, target)
     except OSError as exc:  # a full disk, a folder we may not write: nothing half-written is left behind
         raise PolicyExportError(f"Could not write the model to {target} ({exc}); nothing was left there"
@@ -198,6 +199,15 @@ def _provenance(store: Store, policy: Policy, round_record: RoundRecord | None, 
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "recfeedback_version": __version__,
     })
+
+
+def _readable_like_folder(folder: Path) -> None:
+    """Give every file the folder's read permissions: transformers writes the weights owner-only (0600),
+    and a serving process running as another user could not read the export."""
+    mode = folder.stat().st_mode & 0o666
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(mode)
 
 
 def _replace(partial: Path, target: Path) -> None:

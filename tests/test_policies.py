@@ -71,6 +71,8 @@ def test_exported_policy_is_base_plus_adapter_as_a_plain_model(trained, settings
     assert f"# {TRAINED}" in card and "| NDCG@5 on held-out shoppers | 0.123 |" in card and "better: +0.030" in card
     assert "constrained decoding" in card
     assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no partial folder left beside it
+    # Readable as the folder is (transformers writes the weights owner-only): a server may run as another user.
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}["model.safetensors"] == out.stat().st_mode & 0o666
 
 
 def test_half_precision_export_is_half_the_size_and_close(trained, settings, tiny_folder, tmp_path):
