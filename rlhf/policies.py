@@ -187,6 +187,7 @@ def _provenance(store: Store, policy: Policy, round_record: RoundRecord | None, 
         "policy_id": policy.policy_id,
         "base_model": base,
         "base_model_identity": source.identity or source.location,
+        "base_gguf_file": source.gguf_file,
         "adapter_path": policy.adapter_path,
         "parent_policy_id": policy.parent_id,
         "round_id": policy.round_id,
@@ -277,8 +278,16 @@ model = AutoModelForCausalLM.from_pretrained("/path/to/this/folder")
 The policy was trained and judged on RecFeedback's prompt (version {p["prompt_version"]}: the system
 prompt and the shopper's context in `rlhf/prompts.py`), applied with this tokenizer's chat template.
 {"Its lists were sampled under RecFeedback's list grammar (constrained decoding: only candidate ids, no repeats); sampled freely, expect fewer valid lists." if constrained else "Its lists were sampled without constrained decoding."}
-Provenance, the round's metrics and its sampling settings are in `{PROVENANCE_FILE}`.
+{_gguf_note(p.get("base_gguf_file"))}Provenance, the round's metrics and its sampling settings are in `{PROVENANCE_FILE}`.
 """
+
+
+def _gguf_note(gguf_file: str | None) -> str:
+    """A line for a base that came as GGUF: its weights here are dequantized, quantization error included."""
+    if not gguf_file:
+        return ""
+    return (f"The base weights were dequantized from the GGUF file `{gguf_file}` (the model RecFeedback trained and "
+            "evaluated), so they carry its quantization error; they are not the original checkpoint's.\n")
 
 
 def _fmt(value: Any) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rlhf.policies import PROVENANCE_FILE, PolicyExportError, export_policy, policy_summaries
+from rlhf.policies import PROVENANCE_FILE, PolicyExportError, export_policy, model_card, policy_summaries
 from storage.generations import upsert_policy
 from storage.records import Policy, RoundRecord
 from storage.rounds import insert_evaluation, insert_round
@@ -69,7 +69,9 @@ def test_exported_policy_is_base_plus_adapter_as_a_plain_model(trained, settings
     assert provenance["ndcg_vs_zero_shot"].startswith("better: +0.030 [+0.010, +0.050] over 40 shoppers")
     card = (out / "README.md").read_text()
     assert f"# {TRAINED}" in card and "| NDCG@5 on held-out shoppers | 0.123 |" in card and "better: +0.030" in card
-    assert "constrained decoding" in card
+    assert "constrained decoding" in card and "dequantized" not in card  # a transformers base, not a GGUF
+    gguf_card = model_card({**provenance, "base_gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"})
+    assert "dequantized from the GGUF file `SmolLM2-135M-Instruct.Q4_1.gguf`" in gguf_card
     assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no partial folder left beside it
     # Readable as the folder is (transformers writes the weights owner-only): a server may run as another user.
     assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}["model.safetensors"] == out.stat().st_mode & 0o666
