@@ -195,16 +195,16 @@ def _number(value: Any) -> float:
 
 def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per round: its held-out NDCG and its share of grounded reasons against the zero-shot model (verdicts
-    from the paired intervals), the
-    reward model's held-out and gold accuracy, its agreement with humans, win rates.
+    from the paired intervals), the reward model's held-out and gold accuracy, its agreement with humans,
+    win rates.
 
     ``rm_human_agreement`` is the mean over annotators of the share of their held-out A/B labels the
     reward model agrees with; ``human_win_rate`` is, over human labels on pairs of the round's policy
     against its parent, the share preferring the new policy (ties count one half, 'both bad' left out).
     """
     columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "rm_heldout_accuracy",
-               "rm_gold_accuracy",
-               "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate", "human_win_labels"]
+               "rm_gold_accuracy", "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate",
+               "human_win_labels"]
     if rounds is None or rounds.empty:
         return pd.DataFrame(columns=columns)
     rows = []

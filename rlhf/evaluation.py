@@ -488,8 +488,6 @@ def evaluate_lists(
     }
 
 
-
-
 def baseline_lists(
     truth: GroundTruth, *, exclude_history: bool = True, context_ids: Iterable[str] | None = None
 ) -> list[PolicyLists]:

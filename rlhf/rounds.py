@@ -1155,8 +1155,8 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     policy's NDCG@N minus theirs over the same shoppers, the interval that says whether the round won
     (older reports have none, or none for the baseline rows: those cells stay empty); ``reasons_verdict``
     for the parent and zero-shot rows: the new policy's share of grounded reasons minus theirs, paired,
-    in words with its interval (:mod:`rlhf.reasons`). Empty when the
-    round stored no evaluation (no held-out contexts, or not done).
+    in words with its interval (:mod:`rlhf.reasons`). Empty when the round stored no evaluation (no
+    held-out contexts, or not done).
     """
     import pandas as pd
 

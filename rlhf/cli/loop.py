@@ -84,9 +84,9 @@ def evaluate_command(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add popularity and co-purchase."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON records."),
 ) -> None:
-    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty, coverage and how many
-    reasons are about the item or the shopper, and the
-    first policy's NDCG@N minus each other policy's and each baseline's, paired over the same shoppers."""
+    """Print HR@N / NDCG@N (95% bootstrap intervals), validity, diversity, novelty, coverage and the share of
+    reasons about the item or the shopper; then the first policy's NDCG@N minus each other policy's and
+    each baseline's, and its share of grounded reasons minus each other policy's, paired over the same shoppers."""
     from rlhf.evaluation import compare_policies, paired_verdict
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
