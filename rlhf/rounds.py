@@ -1184,31 +1184,36 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     return table
 
 
-def zero_shot_verdicts(store: Store, round_id: str | None = None, measure: str = "ndcg") -> dict[str, str | None]:
-    """:func:`rlhf.evaluation.zero_shot_verdict` of every round (or only ``round_id``) that stored an
-    evaluation, by round id (one read); ``measure`` is "ndcg" or "reasons"."""
+def zero_shot_verdicts(store: Store, round_id: str | None = None) -> dict[str, str | None]:
+    """:func:`rlhf.evaluation.zero_shot_verdict` (NDCG) of every round (or only ``round_id``) that stored an
+    evaluation, by round id."""
+    return {rid: verdicts["ndcg"] for rid, verdicts in round_verdicts(store, round_id).items()}
+
+
+def round_verdicts(store: Store, round_id: str | None = None) -> dict[str, dict[str, str | None]]:
+    """Every round's (or only ``round_id``'s) verdicts against the zero-shot model, ``{"ndcg": ...,
+    "reasons": ...}`` (:func:`rlhf.evaluation.zero_shot_verdict`), by round id, from one read."""
     from rlhf.evaluation import zero_shot_verdict
     from storage.rounds import list_evaluations
 
     with store.transaction() as con:
         evaluations = list_evaluations(con, round_id=round_id)
     reports = {e["round_id"]: e["metrics"] for e in evaluations if e["round_id"]}  # the latest wins
-    return {round_id: zero_shot_verdict(report, measure) for round_id, report in reports.items()}
+    return {rid: {m: zero_shot_verdict(report, m) for m in ("ndcg", "reasons")} for rid, report in reports.items()}
 
 
 def rounds_metrics_frame(store: Store) -> Any:
     """One row per round with its headline metrics, for the charts across rounds."""
     import pandas as pd
 
-    verdicts = zero_shot_verdicts(store)
-    reasons = zero_shot_verdicts(store, measure="reasons")
+    verdicts = round_verdicts(store)
     rows = []
     for i, r in enumerate(list_round_summaries(store), start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
                      "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
-                     "ndcg_vs_zero_shot": verdicts.get(r["round_id"]),
-                     "reasons_vs_zero_shot": reasons.get(r["round_id"]),
+                     "ndcg_vs_zero_shot": verdicts.get(r["round_id"], {}).get("ndcg"),
+                     "reasons_vs_zero_shot": verdicts.get(r["round_id"], {}).get("reasons"),
                      "seconds": sum(v for v in r["timings"].values() if isinstance(v, (int, float)))})
     return pd.DataFrame.from_records(rows)
 

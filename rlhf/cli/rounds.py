@@ -80,10 +80,11 @@ def run_command(
 
 def _status(store: Any, round_id: str) -> dict[str, Any]:
     """The round's status, with its verdicts against the zero-shot model when it has been evaluated."""
-    from rlhf.rounds import round_status, zero_shot_verdicts
+    from rlhf.rounds import round_status, round_verdicts
 
-    return {**round_status(store, round_id), "ndcg_vs_zero_shot": zero_shot_verdicts(store, round_id).get(round_id),
-            "reasons_vs_zero_shot": zero_shot_verdicts(store, round_id, "reasons").get(round_id)}
+    verdicts = round_verdicts(store, round_id).get(round_id, {})
+    return {**round_status(store, round_id), "ndcg_vs_zero_shot": verdicts.get("ndcg"),
+            "reasons_vs_zero_shot": verdicts.get("reasons")}
 
 
 @friendly_errors
@@ -154,7 +155,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """All rounds, oldest first."""
-    from rlhf.rounds import list_round_summaries, rm_heldout_pairs, zero_shot_verdicts
+    from rlhf.rounds import list_round_summaries, rm_heldout_pairs, round_verdicts
     from rlhf.runtime import open_store
 
     store = open_store(_settings(data_dir))
@@ -165,8 +166,7 @@ def list_command(
     if not rounds:
         typer.echo("No rounds yet.")
         return
-    verdicts = zero_shot_verdicts(store)
-    reasons = zero_shot_verdicts(store, measure="reasons")
+    verdicts = round_verdicts(store)
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
@@ -177,9 +177,9 @@ def list_command(
             f"rm_acc={'-' if acc is None else f'{acc:.3f}'}{held}  win={'-' if win is None else f'{win:.3f}'}  "
             f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"
-            + (f"\n    NDCG vs zero-shot, paired: {verdicts[r['round_id']]}" if verdicts.get(r["round_id"]) else "")
-            + (f"\n    reasons grounded vs zero-shot, paired: {reasons[r['round_id']]}"
-               if reasons.get(r["round_id"]) else "")
+            + "".join(f"\n    {label} vs zero-shot, paired: {verdict}" for label, verdict in (
+                ("NDCG", verdicts.get(r["round_id"], {}).get("ndcg")),
+                ("reasons grounded", verdicts.get(r["round_id"], {}).get("reasons"))) if verdict)
         )
 
 
