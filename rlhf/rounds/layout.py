@@ -1,0 +1,189 @@
+"""The round folder and its files, the stage names, and the settings a round runs with."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from rlhf.errors import RoundError
+from rlhf.settings import Settings, load_settings
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+
+
+#: The stages a round runs, in order.
+STAGES: tuple[str, ...] = ("snapshot", "reward_model", "ppo", "generate", "select", "enqueue")
+#: Statuses a rounds row can hold ("interrupted" is derived: running, but its process is gone).
+FINAL_STATUSES = ("done", "failed", "cancelled")
+
+
+class RoundCancelled(RoundError):
+    """The round's process received SIGTERM (``round cancel``)."""
+
+
+
+
+# ----------------------------------------------------------------------------------- folder and files
+@dataclass(frozen=True)
+class RoundPaths:
+    """Where a round keeps its files."""
+
+    folder: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.folder / "settings.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "round.log"
+
+    @property
+    def progress(self) -> Path:
+        return self.folder / "progress.json"
+
+    @property
+    def snapshot(self) -> Path:
+        return self.folder / "snapshot"
+
+    @property
+    def stages(self) -> Path:
+        return self.folder / "stages"
+
+    @property
+    def ppo(self) -> Path:
+        return self.folder / "ppo"
+
+    @property
+    def adapter(self) -> Path:
+        return self.ppo / "adapter"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.jsonl"
+
+    @property
+    def generations(self) -> Path:
+        return self.folder / "generations.jsonl"
+
+    @property
+    def pairs(self) -> Path:
+        return self.folder / "pairs.jsonl"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.folder / "evaluation.json"
+
+    @property
+    def ensemble(self) -> Path:
+        return self.folder / "ensemble"
+
+    def marker(self, stage: str) -> Path:
+        return self.stages / f"{stage}.json"
+
+
+def round_folder(settings: Settings, round_id: str) -> Path:
+    """``<data_dir>/rounds/<round_id>``."""
+    return Path(settings.data_dir) / "rounds" / round_id
+
+
+def quick_settings(settings: Settings) -> Settings:
+    """The settings of a QUICK round: ``settings.rounds.quick`` laid over the full values, section by section.
+
+    For a demo or a smoke test on a CPU, where the full round (hundreds of PPO steps on every context)
+    would take hours. Values are validated like any settings; an unknown section or key is an error.
+    """
+    updates: dict[str, Any] = {}
+    for section, values in settings.rounds.quick.items():
+        current = getattr(settings, section, None)
+        if not isinstance(current, BaseModel):
+            raise RoundError(f"settings.rounds.quick names an unknown section {section!r}.")
+        unknown = sorted(set(values) - set(type(current).model_fields))
+        if unknown:
+            raise RoundError(f"settings.rounds.quick.{section} has unknown keys: {', '.join(unknown)}.")
+        updates[section] = type(current).model_validate({**current.model_dump(), **values})
+    return settings.model_copy(update=updates)
+
+
+def new_round_id() -> str:
+    """A sortable, readable id: ``round_<UTC time>_<random>``."""
+    import uuid
+
+    return f"round_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:6]}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _dig(data: Mapping[str, Any] | None, *keys: str) -> Any:
+    cur: Any = data
+    for key in keys:
+        if not isinstance(cur, Mapping) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def completed_stages(folder: Path) -> list[str]:
+    """Stages with a completion marker, in stage order."""
+    paths = RoundPaths(folder)
+    return [s for s in STAGES if paths.marker(s).is_file()]
+
+
+def read_progress(folder: Path) -> dict[str, Any]:
+    """The live progress a running round writes (stage, step, total, updated_at); {} when none."""
+    return _read_json(RoundPaths(folder).progress, {}) or {}
+
+
+def log_tail(folder: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of the round's log (background rounds)."""
+    path = RoundPaths(folder).log
+    if not path.is_file():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 64_000))
+        text = fh.read().decode("utf-8", errors="replace")
+    # tqdm redraws with carriage returns: keep the last state of each line.
+    cleaned = [ln.split("\r")[-1] for ln in text.splitlines()]
+    return "\n".join(cleaned[-lines:])
+
+
+def save_round_settings(settings: Settings, folder: Path) -> None:
+    """Record the settings a round runs with (also what a background process is started with)."""
+    _write_json(RoundPaths(folder).settings, settings.to_toml_dict())
+
+
+def load_round_settings(folder: Path) -> Settings:
+    """The settings recorded in a round folder."""
+    data = _read_json(RoundPaths(folder).settings)
+    if data is None:
+        raise RoundError(f"{folder} has no readable settings.json; the round cannot be resumed.")
+    return load_settings(**data)
+
+

@@ -1,0 +1,181 @@
+"""Reading rounds for people: status, summaries, curves, the held-out report, verdicts, the model registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rlhf.rounds.layout import RoundPaths, _dig, _read_jsonl, completed_stages, read_progress
+from rlhf.rounds.state import _get_row, effective_status
+from storage import Store
+
+
+# ----------------------------------------------------------------------------------- reading rounds
+def round_status(store: Store, round_id: str) -> dict[str, Any]:
+    """A round's row plus what only its folder knows: effective status, finished stages, live progress."""
+    row = _get_row(store, round_id)
+    folder = Path(row.folder) if row.folder else None
+    return {
+        "round_id": row.round_id, "status": effective_status(row), "stored_status": row.status, "stage": row.stage,
+        "pid": row.pid, "error": row.error, "policy_id": row.policy_id, "parent_policy_id": row.parent_policy_id,
+        "reward_model_id": row.reward_model_id, "folder": row.folder, "created_at": row.created_at,
+        "finished_at": row.finished_at, "timings": row.timings or {}, "metrics": row.metrics or {},
+        "completed_stages": completed_stages(folder) if folder else [],
+        "progress": read_progress(folder) if folder else {},
+    }
+
+
+def list_round_summaries(store: Store) -> list[dict[str, Any]]:
+    """Every round (oldest first) with its effective status and headline metrics."""
+    from storage.rounds import list_rounds
+
+    with store.transaction() as con:
+        rows = list_rounds(con)
+    return [{"round_id": r.round_id, "status": effective_status(r), "stage": r.stage, "created_at": r.created_at,
+             "finished_at": r.finished_at, "policy_id": r.policy_id, "reward_model_id": r.reward_model_id,
+             "error": r.error, "metrics": r.metrics or {}, "timings": r.timings or {}, "folder": r.folder}
+            for r in rows]
+
+
+# ----------------------------------------------------------------------------------- dashboard helpers
+_CURVES = ("reward/score", "kl/mean", "reward/validity_rate", "loss/policy", "loss/value", "entropy")
+
+
+def live_ppo_metrics(folder: str | Path) -> Any:
+    """Per-step PPO metrics of a round from its folder (while it runs, before ingestion), long form."""
+    import pandas as pd
+
+    rows = {}
+    for row in _read_jsonl(RoundPaths(Path(folder)).metrics):
+        rows[int(row["step"])] = row
+    records = [{"step": s, "metric": k, "value": v} for s, row in sorted(rows.items())
+               for k, v in row.items() if k != "step" and v is not None]
+    return pd.DataFrame.from_records(records, columns=["step", "metric", "value"])
+
+
+def round_curves(store: Store, round_id: str) -> Any:
+    """A finished round's ingested PPO metrics in long form (step, metric, value)."""
+    import pandas as pd
+
+    from storage.rounds import training_metrics_frame
+
+    with store.transaction() as con:
+        wide = training_metrics_frame(con, run_id=f"{round_id}-ppo")
+    if wide.empty:
+        return pd.DataFrame(columns=["step", "metric", "value"])
+    long = wide.drop(columns=["run_id", "run_kind"]).melt(id_vars="step", var_name="metric", value_name="value")
+    return long.dropna(subset=["value"])
+
+
+def round_evaluation(store: Store, round_id: str) -> Any:
+    """A finished round's held-out evaluation table, one row per policy and baseline, with its role.
+
+    Columns: ``role`` (new policy, parent, zero-shot, baseline), ``policy`` and the metrics of
+    :func:`rlhf.evaluation.evaluate_lists` (HR/NDCG with 95% bootstrap intervals, validity, diversity,
+    novelty, coverage), and for every other row ``paired_diff`` / ``paired_lo`` / ``paired_hi``: the new
+    policy's NDCG@N minus theirs over the same shoppers, the interval that says whether the round won
+    (older reports have none, or none for the baseline rows: those cells stay empty); ``reasons_verdict``
+    for the parent and zero-shot rows: the new policy's share of grounded reasons minus theirs, paired,
+    in words with its interval (:mod:`rlhf.reasons`). Empty when the round stored no evaluation (no
+    held-out contexts, or not done).
+    """
+    import pandas as pd
+
+    from rlhf.evaluation import paired_verdict, verdict_in_words
+    from storage.rounds import list_evaluations
+
+    with store.transaction() as con:
+        evaluations = list_evaluations(con, round_id=round_id)
+    report = evaluations[-1]["metrics"] if evaluations else {}
+    table = pd.DataFrame.from_records(report.get("table") or [])
+    if table.empty:
+        return pd.DataFrame(columns=["role", "policy"])
+    roles = {report.get("policy_id"): "new policy", report.get("previous_policy_id"): "parent"}
+    roles.setdefault(report.get("zero_shot_policy_id"), "zero-shot")
+    if report.get("previous_policy_id") == report.get("zero_shot_policy_id"):
+        roles[report.get("previous_policy_id")] = "parent (zero-shot)"
+    table.insert(0, "role", [roles.get(p, "baseline" if k == "baseline" else "policy")
+                             for p, k in zip(table["policy"], table.get("kind", [""] * len(table)))])
+    differences = report.get("ndcg_difference") or {}  # reports stored before 2026-12-06 have none
+    for column, key in (("paired_diff", "mean"), ("paired_lo", "lo"), ("paired_hi", "hi")):
+        table[column] = [(differences.get(p) or {}).get(key) for p in table["policy"]]
+    table["verdict"] = [paired_verdict(lo, hi) for lo, hi in zip(table["paired_lo"], table["paired_hi"])]
+    reasons = report.get("reasons_difference") or {}  # reports stored before 2026-12-06 (afternoon) have none
+    table["reasons_verdict"] = [verdict_in_words(reasons.get(p)) for p in table["policy"]]
+    return table
+
+
+def zero_shot_verdicts(store: Store, round_id: str | None = None) -> dict[str, str | None]:
+    """:func:`rlhf.evaluation.zero_shot_verdict` (NDCG) of every round (or only ``round_id``) that stored an
+    evaluation, by round id."""
+    return {rid: verdicts["ndcg"] for rid, verdicts in round_verdicts(store, round_id).items()}
+
+
+def round_verdicts(store: Store, round_id: str | None = None) -> dict[str, dict[str, str | None]]:
+    """Every round's (or only ``round_id``'s) verdicts against the zero-shot model, ``{"ndcg": ...,
+    "reasons": ...}`` (:func:`rlhf.evaluation.zero_shot_verdict`), by round id, from one read."""
+    from rlhf.evaluation import zero_shot_verdict
+    from storage.rounds import list_evaluations
+
+    with store.transaction() as con:
+        evaluations = list_evaluations(con, round_id=round_id)
+    reports = {e["round_id"]: e["metrics"] for e in evaluations if e["round_id"]}  # the latest wins
+    return {rid: {m: zero_shot_verdict(report, m) for m in ("ndcg", "reasons")} for rid, report in reports.items()}
+
+
+def rounds_metrics_frame(store: Store) -> Any:
+    """One row per round with its headline metrics, for the charts across rounds."""
+    import pandas as pd
+
+    verdicts = round_verdicts(store)
+    rows = []
+    for i, r in enumerate(list_round_summaries(store), start=1):
+        rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
+                     **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
+                     "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
+                     "ndcg_vs_zero_shot": verdicts.get(r["round_id"], {}).get("ndcg"),
+                     "reasons_vs_zero_shot": verdicts.get(r["round_id"], {}).get("reasons"),
+                     "seconds": sum(v for v in r["timings"].values() if isinstance(v, (int, float)))})
+    return pd.DataFrame.from_records(rows)
+
+
+def rm_heldout_pairs(round_metrics: Mapping[str, Any]) -> int | None:
+    """How many held-out pairs the round's reward-model accuracy was measured on (None: not recorded).
+
+    Shown beside the accuracy everywhere: a round with a few dozen labels holds out two or three pairs,
+    and "accuracy 0.000" on two pairs says nothing about the model.
+    """
+    n = _dig(round_metrics, "rm_counts", "examples_heldout")
+    return int(n) if isinstance(n, (int, float)) else None
+
+
+def model_registry(store: Store) -> dict[str, Any]:
+    """The reward models and policies registered in the store, as frames for the Training page."""
+    import pandas as pd
+
+    from rlhf.reward.registry import method_of
+    from storage.generations import list_policies
+    from storage.reward_models import list_reward_models
+
+    with store.transaction() as con:
+        rms = list_reward_models(con)
+        policies = list_policies(con)
+    rm_frame = pd.DataFrame.from_records([
+        {"rm_id": r.rm_id, "round_id": r.round_id, "method": method_of(r),
+         "backbone": r.backbone,
+         "heldout_accuracy": (r.metrics or {}).get("heldout_accuracy"),
+         "heldout_pairs": _dig(r.metrics, "heldout", "n"),
+         "gold_accuracy": (r.metrics or {}).get("gold_accuracy"), "ece": (r.metrics or {}).get("heldout_ece"),
+         "train_examples": _dig(r.card, "training", "n_train"), "created_at": r.created_at, "path": r.path}
+        for r in rms
+    ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "heldout_pairs", "gold_accuracy", "ece",
+                "train_examples", "created_at", "path"])
+    policy_frame = pd.DataFrame.from_records([
+        {"policy_id": p.policy_id, "kind": p.kind, "parent_id": p.parent_id, "round_id": p.round_id,
+         "base_model": p.base_model, "adapter_path": p.adapter_path,
+         "reward_model": (p.metrics or {}).get("reward_model"), "created_at": p.created_at}
+        for p in policies
+    ], columns=["policy_id", "kind", "parent_id", "round_id", "base_model", "adapter_path", "reward_model",
+                "created_at"])
+    return {"reward_models": rm_frame, "policies": policy_frame}

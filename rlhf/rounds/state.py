@@ -1,0 +1,126 @@
+"""A round's process and what the store says about rounds: liveness, who may start, the parent policy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rlhf.errors import RoundError
+from rlhf.settings import Settings
+from storage import Store
+from storage.records import RoundRecord
+
+
+# ----------------------------------------------------------------------------------- processes
+def gpu_visible() -> bool:
+    """Whether an NVIDIA GPU looks usable here, without importing torch (the app's pages stay light)."""
+    return shutil.which("nvidia-smi") is not None and bool(os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip())
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id is running (a zombie counts as gone; our own children are reaped)."""
+    if not pid or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it when it is our finished child
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.is_file():
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state not in ("Z", "X")
+    return True
+
+
+def effective_status(record: RoundRecord) -> str:
+    """The status to show: a 'running' round whose process is gone is 'interrupted'."""
+    if record.status == "running" and not pid_alive(record.pid):
+        return "interrupted"
+    return record.status
+
+
+# ----------------------------------------------------------------------------------- store reads
+def usable_label_count(store: Store) -> int:
+    """Current, non-re-show A/B labels on non-gold pairs: what the reward model can learn from."""
+    from storage.generations import gold_flags
+    from storage.queue import current_labels, gold_answers
+
+    with store.transaction() as con:
+        labels = [lab for lab in current_labels(con) if not lab.is_reshow and lab.choice in ("A", "B")]
+        gold = set(gold_answers(con))
+        is_gold = gold_flags(con, sorted({lab.pair_id for lab in labels} - gold))  # one query, not one per pair
+    return sum(1 for lab in labels if lab.pair_id in is_gold and not is_gold[lab.pair_id])
+
+
+def running_round(store: Store) -> RoundRecord | None:
+    """A round whose status is 'running' and whose process is alive, or None."""
+    from storage.rounds import list_rounds
+
+    with store.transaction() as con:
+        rounds = list_rounds(con)
+    for r in rounds:
+        if r.status == "running" and pid_alive(r.pid):
+            return r
+    return None
+
+
+def check_can_start(store: Store, settings: Settings) -> int:
+    """Raise RoundError with a clear sentence when a round may not start; return the usable label count."""
+    busy = running_round(store)
+    if busy is not None:
+        raise RoundError(
+            f"Round {busy.round_id} is still running (stage {busy.stage}, pid {busy.pid}). "
+            "Wait for it to finish or cancel it with `recfeedback round cancel " + busy.round_id + "`."
+        )
+    n = usable_label_count(store)
+    need = settings.rounds.min_labels
+    if n < need:
+        raise RoundError(
+            f"Only {n} usable labels (A/B choices on non-gold pairs); a round needs at least {need} "
+            "(settings.rounds.min_labels). Collect more labels first."
+        )
+    return n
+
+
+def parent_policy_id(store: Store, settings: Settings) -> str:
+    """The policy a new round starts from: the newest finished round's policy, else the base model."""
+    from rlhf.generate import default_policy_id
+    from storage.rounds import list_rounds
+
+    with store.transaction() as con:
+        rounds = list_rounds(con)
+    done = [r for r in rounds if r.status == "done" and r.policy_id]
+    return done[-1].policy_id if done else default_policy_id(settings.model.policy)
+
+
+def _update_row(store: Store, round_id: str, **fields: Any) -> None:
+    from storage.rounds import update_round
+
+    with store.transaction() as con:
+        update_round(con, round_id, **fields)
+
+
+def _get_row(store: Store, round_id: str) -> RoundRecord:
+    from storage.rounds import get_round
+
+    with store.transaction() as con:
+        return get_round(con, round_id)
+
+
