@@ -35,6 +35,8 @@ Sections (each can be skipped; every size is a flag):
 2o. ``--section uci-more --from-workdir DIR`` — an earlier ``uci`` run's last round and zero-shot policy on
    more held-out shoppers (``--more-shoppers``, those with purchases after the cut), same cut and the
    round's recorded settings: the paired NDCG difference on the new shoppers alone, and pooled.
+2p. ``--section reasons --from-workdir DIR`` — the share of reasons about the item or the shopper's history
+   (rlhf.reasons) for an earlier run's round policies and zero-shot policy, paired against the last round.
 
 Full run (GPU recommended): see benchmarks/results/loop.md for the exact command.
 """
@@ -965,10 +967,40 @@ def uci_more_shoppers(args) -> dict:
     return out
 
 
+def reasons_section(args) -> dict:
+    """How many reasons are about the item or the shopper (:mod:`rlhf.reasons`), for every round's policy and
+    the zero-shot model of an earlier ``--section uci`` (or ``uci-more``) run, read from its store as it is
+    (``--from-workdir``; nothing is generated or written): the product's evaluation table, and the last
+    round's share minus each other policy's, paired over the shoppers both have lists for."""
+    from rlhf.cli.loop import format_table
+    from rlhf.evaluation import compare_policies
+    from storage import rounds as rounds_repo
+
+    data = Path(args.from_workdir) / "data"
+    store = Store(data / "recfeedback.duckdb")
+    with store.transaction() as con:
+        done = [r for r in rounds_repo.list_rounds(con) if r.status == "done"]
+    last = done[-1]
+    config = dict(last.config or {})
+    config["store"] = {**config.get("store", {}), "data_dir": str(data)}
+    settings = load_settings(**config)
+    zero = json.loads((Path(last.folder) / "evaluation.json").read_text())["zero_shot_policy_id"]
+    policies = [last.policy_id, zero, *[r.policy_id for r in reversed(done[:-1])]]
+    table, _, reasons = compare_policies(store, policies, settings=settings, split="heldout", baselines=False)
+    print(f"== 2p. reasons grounded in the item or the shopper's history: {data}")
+    print(format_table(table, settings.generation.list_length))
+    out = {"policies": policies, "table": table.to_dict(orient="records"), "reasons_difference": {}}
+    for other, est in reasons.items():
+        print(f"reasons grounded, {last.policy_id} minus {other}, paired over {est.n} shoppers: "
+              f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
+        out["reasons_difference"][other] = {"mean": est.mean, "lo": est.lo, "hi": est.hi, "n": est.n}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "uci-more", "combine", "versus",
-                                        "rm-inputs-mean"], default="all")
+    p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "uci-more", "reasons",
+                                        "combine", "versus", "rm-inputs-mean"], default="all")
     p.add_argument("--retrievals", default="user:interleaved,item:interleaved,item:relevance",
                    help="ceiling: contexts.copurchase_similarity:contexts.candidate_order pairs to compare")
     p.add_argument("--zero-shot", action="store_true",
@@ -1039,7 +1071,7 @@ def main() -> None:
     u.add_argument("--ensemble", type=int, default=3)
     u.add_argument("--rounds", type=int, default=3)
     u.add_argument("--category-credit", type=float, default=0.2)
-    u.add_argument("--from-workdir", default=None, help="uci-more: an earlier --section uci run's --workdir")
+    u.add_argument("--from-workdir", default=None, help="uci-more, reasons: an earlier --section uci run's --workdir")
     u.add_argument("--more-shoppers", type=int, default=150,
                    help="uci-more: new held-out shoppers (with purchases after the cut) to sample lists for")
     u.add_argument("--rm-data", choices=["uci", "demo"], default="uci", help="rm-inputs: which data and truth")
@@ -1074,6 +1106,8 @@ def main() -> None:
         out["uci"] = uci(args)
     if args.section == "uci-more":
         out["uci_more"] = uci_more_shoppers(args)
+    if args.section == "reasons":
+        out["reasons"] = reasons_section(args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2, default=str))
 
