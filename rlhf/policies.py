@@ -40,7 +40,8 @@ class PolicyExportError(RecFeedbackError):
 
 @dataclass(frozen=True)
 class PolicySummary:
-    """One registered policy with what it has produced: the rows of ``recfeedback policy list``."""
+    """One registered policy with what it has produced: the rows of ``recfeedback policy list`` and of the
+    Training page's policy registry."""
 
     policy_id: str
     kind: str
@@ -48,6 +49,7 @@ class PolicySummary:
     adapter_path: str | None
     parent_id: str | None
     round_id: str | None
+    reward_model: str | None
     n_lists: int
     n_valid: int
     verdict: str | None
@@ -88,7 +90,8 @@ def policy_summaries(store: Store) -> list[PolicySummary]:
     return [
         PolicySummary(
             policy_id=p.policy_id, kind=p.kind, base_model=p.base_model, adapter_path=p.adapter_path,
-            parent_id=p.parent_id, round_id=p.round_id, n_lists=counts.get(p.policy_id, (0, 0))[0],
+            parent_id=p.parent_id, round_id=p.round_id, reward_model=(p.metrics or {}).get("reward_model"),
+            n_lists=counts.get(p.policy_id, (0, 0))[0],
             n_valid=counts.get(p.policy_id, (0, 0))[1], verdict=verdicts.get(p.round_id) if p.round_id else None,
             created_at=p.created_at,
         )

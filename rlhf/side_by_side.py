@@ -73,19 +73,19 @@ def round_side_by_side(store: Store, settings: Settings, round_id: str, *, limit
     """The lists of a finished round's new policy beside its parent's and the zero-shot model's, on the
     held-out shoppers the round evaluated (see :func:`side_by_side`); empty when it stored no report
     (not finished, or no held-out contexts). An unknown round id is an error."""
+    from rlhf.rounds import latest_report
     from storage.errors import NotFoundError
     from storage.generations import heldout_contexts_with_lists
-    from storage.rounds import find_round, list_evaluations
+    from storage.rounds import find_round
 
     with store.transaction() as con:
         record = find_round(con, round_id)
-        if record is None:
-            raise NotFoundError(f"No round with id {round_id!r} (`recfeedback round list`).")
-        evaluations = list_evaluations(con, round_id=round_id)
-        report = evaluations[-1]["metrics"] if evaluations else {}
-        policies = round_policies(report)
-        if not policies:
-            return []
+    if record is None:
+        raise NotFoundError(f"No round with id {round_id!r} (`recfeedback round list`).")
+    policies = round_policies(latest_report(store, round_id))
+    if not policies:
+        return []
+    with store.transaction() as con:
         contexts = heldout_contexts_with_lists(con, policies[0][0], round_id)
     config = record.config or {}  # the round's own N and purchase events, as its report counted them
     return side_by_side(store, settings, policies, contexts, list_length=(config.get("generation") or {}).get("list_length"),

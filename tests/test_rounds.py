@@ -271,6 +271,9 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     word = "better" if est["lo"] > 0 else "worse" if est["hi"] < 0 else "no detectable difference"
     verdict = f"{word}: {est['mean']:+.3f} [{est['lo']:+.3f}, {est['hi']:+.3f}] over {est['n']} shoppers"
     assert past.loc[0, "ndcg_vs_zero_shot"] == verdict
+    # The policy registry on the page is `policy list`'s: the round's policy with its lists and that verdict.
+    policies = next(df.value for df in at.dataframe if "adapter_path" in df.value.columns).set_index("policy_id")
+    assert policies.loc[record.policy_id, "verdict"] == verdict and policies.loc[record.policy_id, "n_lists"] > 0
     assert f"NDCG vs zero-shot, paired: {verdict}" in listed.output
     # ... and its reasons, the same way (worked out here from the stored estimate).
     est = report["reasons_difference"][report["zero_shot_policy_id"]]

@@ -258,10 +258,9 @@ else:
     ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
     show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
-                        "rm_heldout_accuracy",
-                        "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity", "eval_reasons_grounded",
-                        "rm_win_rate",
-                        "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued", "seconds"]
+                        "rm_heldout_accuracy", "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity",
+                        "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued",
+                        "seconds"]
             if c in frame]
     st.dataframe(frame[show], hide_index=True, width="stretch",
                  column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
@@ -332,7 +331,10 @@ with tab_pol:
     if registry["policies"].empty:
         st.caption("No policy yet.")
     else:
-        st.dataframe(registry["policies"], hide_index=True, width="stretch")
+        st.dataframe(registry["policies"], hide_index=True, width="stretch", column_config={
+            "verdict": st.column_config.TextColumn("NDCG vs zero-shot, paired"),
+            "n_lists": st.column_config.NumberColumn("lists", format="%d"),
+            "validity": st.column_config.NumberColumn("valid", format="percent")})
         trained = registry["policies"][registry["policies"]["adapter_path"].notna()]
         if not trained.empty:
             newest = trained.iloc[-1]["policy_id"]

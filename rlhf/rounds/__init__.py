@@ -57,6 +57,7 @@ from rlhf.rounds.layout import (
     save_round_settings,
 )
 from rlhf.rounds.reports import (
+    latest_report,
     list_round_summaries,
     live_ppo_metrics,
     model_registry,
@@ -113,6 +114,7 @@ __all__ = [
     "effective_status",
     "execute",
     "gpu_visible",
+    "latest_report",
     "launch_round",
     "list_round_summaries",
     "live_ppo_metrics",

@@ -68,6 +68,15 @@ def round_curves(store: Store, round_id: str) -> Any:
     return long.dropna(subset=["value"])
 
 
+def latest_report(store: Store, round_id: str) -> dict[str, Any]:
+    """The round's latest stored evaluation report (:func:`rlhf.evaluation.round_report`); {} when it has none."""
+    from storage.rounds import list_evaluations
+
+    with store.transaction() as con:
+        evaluations = list_evaluations(con, round_id=round_id)
+    return evaluations[-1]["metrics"] if evaluations else {}
+
+
 def round_evaluation(store: Store, round_id: str) -> Any:
     """A finished round's held-out evaluation table, one row per policy and baseline, with its role.
 
@@ -83,11 +92,8 @@ def round_evaluation(store: Store, round_id: str) -> Any:
     import pandas as pd
 
     from rlhf.evaluation import paired_verdict, verdict_in_words
-    from storage.rounds import list_evaluations
 
-    with store.transaction() as con:
-        evaluations = list_evaluations(con, round_id=round_id)
-    report = evaluations[-1]["metrics"] if evaluations else {}
+    report = latest_report(store, round_id)
     table = pd.DataFrame.from_records(report.get("table") or [])
     if table.empty:
         return pd.DataFrame(columns=["role", "policy"])
@@ -154,13 +160,12 @@ def model_registry(store: Store) -> dict[str, Any]:
     """The reward models and policies registered in the store, as frames for the Training page."""
     import pandas as pd
 
+    from rlhf.policies import policy_summaries
     from rlhf.reward.registry import method_of
-    from storage.generations import list_policies
     from storage.reward_models import list_reward_models
 
     with store.transaction() as con:
         rms = list_reward_models(con)
-        policies = list_policies(con)
     rm_frame = pd.DataFrame.from_records([
         {"rm_id": r.rm_id, "round_id": r.round_id, "method": method_of(r),
          "backbone": r.backbone,
@@ -171,11 +176,8 @@ def model_registry(store: Store) -> dict[str, Any]:
         for r in rms
     ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "heldout_pairs", "gold_accuracy", "ece",
                 "train_examples", "created_at", "path"])
-    policy_frame = pd.DataFrame.from_records([
-        {"policy_id": p.policy_id, "kind": p.kind, "parent_id": p.parent_id, "round_id": p.round_id,
-         "base_model": p.base_model, "adapter_path": p.adapter_path,
-         "reward_model": (p.metrics or {}).get("reward_model"), "created_at": p.created_at}
-        for p in policies
-    ], columns=["policy_id", "kind", "parent_id", "round_id", "base_model", "adapter_path", "reward_model",
-                "created_at"])
+    columns = ["policy_id", "kind", "parent_id", "round_id", "verdict", "n_lists", "validity", "base_model",
+               "adapter_path", "reward_model", "created_at"]
+    policy_frame = pd.DataFrame.from_records(
+        [{c: getattr(p, c) for c in columns} for p in policy_summaries(store)], columns=columns)
     return {"reward_models": rm_frame, "policies": policy_frame}
