@@ -37,6 +37,8 @@ Sections (each can be skipped; every size is a flag):
    round's recorded settings: the paired NDCG difference on the new shoppers alone, and pooled.
 2p. ``--section reasons --from-workdir DIR`` — the share of reasons about the item or the shopper's history
    (rlhf.reasons) for an earlier run's round policies and zero-shot policy, paired against the last round.
+2q. ``--section reasons-rm --from-workdir DIR`` — whether the probe learns the reasons from a crowd that judges
+   them (``--reason-penalties``), on that run's real policy lists: held-out accuracy by purchases and by reasons.
 
 Full run (GPU recommended): see benchmarks/results/loop.md for the exact command.
 """
@@ -914,20 +916,15 @@ def uci_more_shoppers(args) -> dict:
     )
     from rlhf.generate import generate_for_store
     from storage import contexts as contexts_repo
-    from storage import rounds as rounds_repo
 
     src, work = Path(args.from_workdir), Path(args.workdir)
     if not work.exists():
         shutil.copytree(src, work)
-    data = work / "data"
-    store = Store(data / "recfeedback.duckdb")
+    store, settings, done = _earlier_run(str(work))
+    last = done[-1]
     with store.transaction() as con:
-        last = [r for r in rounds_repo.list_rounds(con) if r.status == "done"][-1]
         cuts = {c.as_of for c in contexts_repo.list_contexts(con)}
     report = json.loads((Path(last.folder) / "evaluation.json").read_text())
-    config = dict(last.config or {})
-    config["store"] = {**config.get("store", {}), "data_dir": str(data)}
-    settings = load_settings(**config)
     policy, zero = last.policy_id, report["zero_shot_policy_id"]
     (cut,) = cuts
     n = settings.generation.list_length
@@ -967,6 +964,20 @@ def uci_more_shoppers(args) -> dict:
     return out
 
 
+def _earlier_run(workdir: str):
+    """An earlier ``--section uci`` run's store, its last done round's settings (pointed at that store) and
+    its done rounds, oldest first."""
+    from storage import rounds as rounds_repo
+
+    data = Path(workdir) / "data"
+    store = Store(data / "recfeedback.duckdb")
+    with store.transaction() as con:
+        done = [r for r in rounds_repo.list_rounds(con) if r.status == "done"]
+    config = dict(done[-1].config or {})
+    config["store"] = {**config.get("store", {}), "data_dir": str(data)}
+    return store, load_settings(**config), done
+
+
 def reasons_section(args) -> dict:
     """How many reasons are about the item or the shopper (:mod:`rlhf.reasons`), for every round's policy and
     the zero-shot model of an earlier ``--section uci`` (or ``uci-more``) run, read from its store as it is
@@ -974,16 +985,10 @@ def reasons_section(args) -> dict:
     round's share minus each other policy's, paired over the shoppers both have lists for."""
     from rlhf.cli.loop import format_table
     from rlhf.evaluation import compare_policies
-    from storage import rounds as rounds_repo
 
-    data = Path(args.from_workdir) / "data"
-    store = Store(data / "recfeedback.duckdb")
-    with store.transaction() as con:
-        done = [r for r in rounds_repo.list_rounds(con) if r.status == "done"]
+    store, settings, done = _earlier_run(args.from_workdir)
+    data = store.path.parent
     last = done[-1]
-    config = dict(last.config or {})
-    config["store"] = {**config.get("store", {}), "data_dir": str(data)}
-    settings = load_settings(**config)
     zero = json.loads((Path(last.folder) / "evaluation.json").read_text())["zero_shot_policy_id"]
     policies = [last.policy_id, zero, *[r.policy_id for r in reversed(done[:-1])]]
     table, _, reasons = compare_policies(store, policies, settings=settings, split="heldout", baselines=False)
@@ -997,10 +1002,138 @@ def reasons_section(args) -> dict:
     return out
 
 
+def reasons_rm_section(args) -> dict:
+    """Would the reward model learn the reasons if the annotators judged them? The real policy lists of an
+    earlier ``--section uci`` run (``--from-workdir``, every policy's lists, read as they are), paired within
+    each shopper; a simulated crowd labels training shoppers' pairs by the later purchases (as in the loop)
+    minus ``--reason-penalties`` utility-scale units for a list whose every reason is off-topic
+    (:func:`rlhf.reasons.off_topic_share`; what ``simulation.reason_penalty`` does in the product); the probe's
+    head (the product's default input, frozen encoder embedded once) is fitted on those labels. Scored on
+    held-out shoppers' pairs: ``items``, the share ordered as the purchases order them (pairs whose purchase
+    utility differs), and ``reasons``, the share where the list with fewer off-topic reasons scores higher
+    (pairs equal by purchases whose off-topic shares differ). A benchmark-only variant adds one feature the
+    probe does not have: each reason's cosine to its item's description or the closest earlier purchase,
+    by the same encoder, averaged over the list."""
+    from rlhf import simulate as sim
+    from rlhf.models import get_tokenizer
+    from rlhf.prompts import build_context_views, prompt_sections, render_prompt
+    from rlhf.reasons import off_topic_share
+    from rlhf.reward.backbones import resolve_backbone
+    from rlhf.reward.dataset import context_split
+    from rlhf.reward.match import listed_ids
+    from rlhf.reward.probe import fit_bradley_terry, new_probe_scorer
+    from storage import contexts as contexts_repo
+    from storage import generations as gen_repo
+    from storage.catalog import get_items
+
+    store, settings, _ = _earlier_run(args.from_workdir)
+    with store.transaction() as con:
+        contexts = contexts_repo.list_contexts(con)
+        gens = [g for g in gen_repo.generations_for_contexts(con, [c.context_id for c in contexts]) if g.items]
+        items = get_items(con, sorted({i.item_id for g in gens for i in g.items}
+                                      | {h for c in contexts for h in c.history}))
+    by_ctx = {c.context_id: c for c in contexts}
+    per_ctx: dict[str, list] = {}
+    for g in gens:
+        per_ctx.setdefault(g.context_id, []).append(g)
+    per_ctx = {c: gs for c, gs in per_ctx.items() if len(gs) >= 2}
+    gens = [g for gs in per_ctx.values() for g in gs]
+    views = {v.context_id: v for v in build_context_views(store, [by_ctx[c] for c in per_ctx],
+                                                          attributes=settings.contexts.item_attributes)}
+    tokenizer = get_tokenizer(settings.model.policy)
+    n = settings.generation.list_length
+    prompt_of = {c: render_prompt(tokenizer, views[c], n, settings.generation.max_prompt_tokens) for c in per_ctx}
+    utility = sim.PurchaseUtility.from_store(store, [by_ctx[c] for c in per_ctx], events=["purchase"],
+                                             category_credit=args.category_credit)
+
+    def title(i: str) -> str | None:
+        return items[i].title if i in items else None
+
+    def category(i: str) -> str | None:
+        return items[i].category if i in items else None
+
+    u_item = {g.generation_id: float(utility(by_ctx[g.context_id], [i.item_id for i in g.items])) for g in gens}
+    off = {g.generation_id: off_topic_share([(i.reason, title(i.item_id), category(i.item_id)) for i in g.items],
+                                            [title(h) for h in by_ctx[g.context_id].history]) for g in gens}
+    split = {c: context_split(c, args.rm_heldout) for c in per_ctx}
+    pairs = {s_: [(a.generation_id, b.generation_id) for c, gs in per_ctx.items() if split[c] == s_
+                  for x, a in enumerate(gs) for b in gs[x + 1:]] for s_ in ("train", "heldout")}
+    print(f"== 2q. would the reward model learn reasons from annotators who judge them? {len(gens)} policy lists of "
+          f"{len(per_ctx)} shoppers ({args.from_workdir}); {len(pairs['train'])} training pairs, "
+          f"{len(pairs['heldout'])} held-out")
+    print(f"off-topic share of a list: mean {np.mean(list(off.values())):.3f}; lists with none off-topic "
+          f"{np.mean([v == 0 for v in off.values()]):.0%}, all off-topic {np.mean([v == 1 for v in off.values()]):.0%}")
+
+    t0 = time.perf_counter()
+    scorer = new_probe_scorer(settings, resolve_backbone(settings.reward_model.probe_backbone, settings))
+    gids = [g.generation_id for g in gens]
+    row = {g: k for k, g in enumerate(gids)}
+    product = scorer.features([prompt_of[g.context_id] for g in gens], [g.raw_text for g in gens], batch_size=64)
+    # Benchmark-only: each reason's cosine to its own item's description or the closest earlier purchase.
+    fit = np.zeros((len(gens), 1), dtype=np.float32)
+    for k, g in enumerate(gens):
+        sections = prompt_sections(prompt_of[g.context_id])
+        ids = listed_ids(g.raw_text)
+        reasons = [i.reason or "" for i in g.items]
+        if not sections or not reasons:
+            continue
+        about = [sections.candidates.get(ids[r], "") if r < len(ids) else "" for r in range(len(reasons))]
+        r_vec = scorer.embed_lines(reasons)
+        a_vec = scorer.embed_lines(about)
+        h_vec = scorer.embed_lines(list(sections.history)) if sections.history else np.zeros((0, r_vec.shape[1]))
+        cos_item = np.sum(r_vec * a_vec, axis=1)
+        cos_hist = (r_vec @ h_vec.T).max(axis=1) if len(h_vec) else np.full(len(reasons), -1.0)
+        fit[k, 0] = float(np.mean(np.maximum(cos_item, cos_hist)))
+    feats = {"product probe": product, "+ reason fit (not in product)": np.hstack([product, fit])}
+    print(f"embedded {len(gens)} lists and their reasons in {time.perf_counter() - t0:.0f} s")
+
+    test_items = [(a, b) for a, b in pairs["heldout"] if abs(u_item[a] - u_item[b]) > 1e-9]
+    test_reasons = [(a, b) for a, b in pairs["heldout"]
+                    if abs(u_item[a] - u_item[b]) <= 1e-9 and abs(off[a] - off[b]) >= 0.2 - 1e-9]
+    scale = sim.utility_scale([u_item[a] - u_item[b] for a, b in pairs["train"]])
+    crowd = sim.make_crowd(args.crowd_size, "default", seed=args.seed)
+    sizes = [int(x) for x in args.rm_sizes.split(",")]
+    penalties = [float(x) for x in args.reason_penalties.split(",")]
+    print(f"held-out pairs scored: {len(test_items)} differ by purchases, {len(test_reasons)} equal by purchases "
+          f"with different reasons; crowd {len(crowd)} (default), purchase utility scale {scale:.3f}")
+    order = np.random.default_rng(args.seed).permutation(len(pairs["train"]))
+    results: dict[str, dict] = {}
+    for penalty in penalties:
+        truth = {g: u_item[g] - penalty * scale * off[g] for g in gids}
+        rng_l = np.random.default_rng(args.seed + 1)  # the same annotators, sides and draws under every penalty
+        labelled: list[tuple[str, str]] = []
+        asked = 0
+        for size in sizes:
+            while asked < min(size, len(order)):
+                a, b = pairs["train"][order[asked]]
+                asked += 1
+                who = crowd[int(rng_l.integers(0, len(crowd)))]
+                left_is_a = bool(rng_l.random() < 0.5)
+                ul, ur = (truth[a], truth[b]) if left_is_a else (truth[b], truth[a])
+                choice = sim.canonical_choice(sim.judge(who, ul, ur, rng_l, scale=scale), left_is_a)
+                if choice in ("A", "B"):
+                    labelled.append((a, b) if choice == "A" else (b, a))
+            for name, x in feats.items():
+                diffs = np.array([x[row[w]] - x[row[lo]] for w, lo in labelled])
+                weight, _ = fit_bradley_terry(diffs, l2=settings.reward_model.probe_l2)
+                score = {g: float(x[row[g]] @ weight) for g in gids}
+                acc_items = float(np.mean([(score[a] > score[b]) == (u_item[a] > u_item[b]) for a, b in test_items]))
+                acc_reasons = float(np.mean([(score[a] > score[b]) == (off[a] < off[b]) for a, b in test_reasons]))
+                results.setdefault(f"penalty {penalty:g}, {name}", {})[size] = {"items": acc_items,
+                                                                                "reasons": acc_reasons}
+    print("held-out accuracy, items / reasons, by pairs asked: " + "".join(f"{s:>14}" for s in sizes))
+    for name, by_size in results.items():
+        print(f"  {name:<48}" + "".join(f"{by_size[s]['items']:>7.3f}/{by_size[s]['reasons']:.3f}" for s in sizes))
+    print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test_items))):.3f} items, "
+          f"~{np.sqrt(0.25 / max(1, len(test_reasons))):.3f} reasons)\n")
+    return {"results": results, "test_items": len(test_items), "test_reasons": len(test_reasons),
+            "lists": len(gens), "shoppers": len(per_ctx), "scale": scale}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["all", "efficiency", "ceiling", "rm-inputs", "uci", "uci-more", "reasons",
-                                        "combine", "versus", "rm-inputs-mean"], default="all")
+                                        "reasons-rm", "combine", "versus", "rm-inputs-mean"], default="all")
     p.add_argument("--retrievals", default="user:interleaved,item:interleaved,item:relevance",
                    help="ceiling: contexts.copurchase_similarity:contexts.candidate_order pairs to compare")
     p.add_argument("--zero-shot", action="store_true",
@@ -1076,7 +1209,10 @@ def main() -> None:
                    help="uci-more: new held-out shoppers (with purchases after the cut) to sample lists for")
     u.add_argument("--rm-data", choices=["uci", "demo"], default="uci", help="rm-inputs: which data and truth")
     u.add_argument("--rm-sizes", default="100,300,1000,3000",
-                   help="rm-inputs: training pairs asked at which the reward models are scored")
+                   help="rm-inputs, reasons-rm: training pairs asked at which the reward models are scored")
+    u.add_argument("--reason-penalties", default="0,0.5,1,2",
+                   help="reasons-rm: utility-scale units the crowd takes off a list whose every reason is off-topic")
+    u.add_argument("--rm-heldout", type=float, default=0.3, help="reasons-rm: share of shoppers held out")
     args = p.parse_args()
     import torch
 
@@ -1108,6 +1244,8 @@ def main() -> None:
         out["uci_more"] = uci_more_shoppers(args)
     if args.section == "reasons":
         out["reasons"] = reasons_section(args)
+    if args.section == "reasons-rm":
+        out["reasons_rm"] = reasons_rm_section(args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2, default=str))
 

@@ -14,7 +14,7 @@ letters only, three letters or more, without a plural "s" and without common fun
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 #: Function words and filler that say nothing about an item; everything else counts as content.
 STOP_WORDS = frozenset([
@@ -43,3 +43,17 @@ def reason_is_grounded(reason: str | None, about: Iterable[str | None]) -> bool:
     the titles the shopper bought before)."""
     said = content_words(reason)
     return bool(said) and any(said & content_words(text) for text in about)
+
+
+def off_topic_share(lines: Sequence[tuple[str | None, str | None, str | None]], history: Iterable[str | None]) -> float:
+    """The share of a list's lines, each ``(reason, item title, item category)``, whose reason is about
+    neither the item nor a title in ``history`` (the shopper's earlier purchases); 0.0 for an empty list.
+
+    What a reader of the reasons notices first: the simulated crowd uses it when it reads reasons
+    (``simulation.reason_penalty``), and the reasons benchmark when it asks whether a reward model learns it.
+    """
+    if not lines:
+        return 0.0
+    past = list(history)
+    off = sum(not reason_is_grounded(reason, [title, category, *past]) for reason, title, category in lines)
+    return off / len(lines)

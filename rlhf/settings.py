@@ -375,6 +375,12 @@ class SimulationSettings(BaseModel):
     category_credit: float = Field(
         0.0, description="Real data: partial credit for items of a category the shopper bought later (0 = hits only)."
     )
+    reason_penalty: float = Field(
+        0.0, ge=0.0,
+        description="Careful annotators also read the reasons: a list whose every reason is off-topic (about neither "
+        "the item nor the shopper's history, rlhf.reasons) is worth this many utility-scale units less. 0 = items "
+        "only, the issue's ground truth.",
+    )
     seed: int = 0
 
 

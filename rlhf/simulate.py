@@ -13,7 +13,11 @@ then answers like a person would, with their own flaws:
   worthless (at or below the utility's floor) they may answer "both bad";
 - strength (slightly / clearly / much better) grows with |gap| / temperature;
 - speed: seconds per label drawn from a log-normal around a personal median;
-- spammers: some answer at random, or always pick the left list, and do so fast.
+- spammers: some answer at random, or always pick the left list, and do so fast;
+- reasons (optional, ``reason_penalty`` > 0): careful annotators also read each item's reason, and a list
+  whose reasons are about something else (:func:`rlhf.reasons.off_topic_share`) is worth less to them,
+  ``reason_penalty`` utility-scale units for a list whose every reason is off-topic. The issue's ground
+  truth is items only, so the default is 0; real labellers judge the reasons as well.
 
 Temperatures and margins are in units of the task's *utility scale* (the spread of utility gaps among
 the pairs being labelled), so one crowd definition means the same difficulty on the demo shop and on
@@ -514,6 +518,7 @@ def run_simulation(
     seed: int = 0,
     scale: float | None = None,
     floor: float | None = None,
+    reason_penalty: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SimulationReport:
     """Label up to ``n_labels`` pairs with the crowd, through :mod:`rlhf.annotation` like the browser.
@@ -526,6 +531,9 @@ def run_simulation(
     ``n_labels`` labels are stored or no annotator has work left. Accounts must exist
     (:func:`ensure_accounts`). ``scale`` defaults to the spread of utility gaps over the open pairs;
     ``floor`` defaults to the utility's own ``floor`` attribute (None when it has none).
+    ``reason_penalty`` (default ``settings.simulation.reason_penalty``): careful annotators read the reasons,
+    take that many scale units off a list whose reasons are all off-topic (pro rata for fewer) and flag
+    most off-topic reasons as ``bad_reason``.
     """
     from rlhf import annotation
     from rlhf.settings import get_settings
@@ -540,6 +548,9 @@ def run_simulation(
         raise ValueError("The crowd is empty.")
     scale = scale if scale is not None else queue_utility_scale(store, utility_fn)
     floor = floor if floor is not None else getattr(utility_fn, "floor", None)
+    reason_penalty = settings.simulation.reason_penalty if reason_penalty is None else reason_penalty
+    if reason_penalty < 0 or not math.isfinite(reason_penalty):
+        raise ValueError(f"The reason penalty must be a non-negative number, not {reason_penalty}.")
     rng = np.random.default_rng(seed)
     report = SimulationReport()
     contexts: dict[str, Any] = {}
@@ -562,8 +573,13 @@ def run_simulation(
         context = contexts[task.pair_id]
         u_left = float(utility_fn(context, [i.item_id for i in task.left.items]))
         u_right = float(utility_fn(context, [i.item_id for i in task.right.items]))
+        off_topic: dict[str, set[str]] = {}
+        if reason_penalty and profile.behaviour == "bt":
+            u_left -= reason_penalty * scale * _off_topic_share(task, task.left)
+            u_right -= reason_penalty * scale * _off_topic_share(task, task.right)
+            off_topic = _off_topic_items(task)
         answer = judge(profile, u_left, u_right, rng, scale=scale, floor=floor)
-        flags = _flags(profile, task, rng)
+        flags = _flags(profile, task, rng, off_topic)
         t0 = time.perf_counter()
         try:
             label = annotation.submit_label(
@@ -587,14 +603,37 @@ def run_simulation(
     return report
 
 
-def _flags(profile: AnnotatorProfile, task: Any, rng: np.random.Generator) -> dict[str, dict[str, list[str]]]:
-    """Careful annotators flag most items whose problem badge they can see; spammers never flag."""
+def _off_topic_share(task: Any, shown: Any) -> float:
+    """The share of a shown list's reasons that are about neither the item nor the shopper's earlier purchases."""
+    from rlhf.reasons import off_topic_share
+
+    return off_topic_share([(i.reason, i.title, i.category) for i in shown.items], [h.title for h in task.history])
+
+
+def _off_topic_items(task: Any) -> dict[str, set[str]]:
+    """Per side, the items whose reason is about neither the item nor the shopper's earlier purchases."""
+    from rlhf.reasons import reason_is_grounded
+
+    history = [h.title for h in task.history]
+    return {side: {i.item_id for i in shown.items if not reason_is_grounded(i.reason, [i.title, i.category, *history])}
+            for side, shown in (("left", task.left), ("right", task.right))}
+
+
+def _flags(
+    profile: AnnotatorProfile, task: Any, rng: np.random.Generator, off_topic: Mapping[str, set[str]] | None = None
+) -> dict[str, dict[str, list[str]]]:
+    """Careful annotators flag most items whose problem badge they can see, and (when they read reasons)
+    most off-topic reasons as ``bad_reason``; spammers never flag."""
     if profile.behaviour != "bt":
         return {}
+    off_topic = off_topic or {}
     out: dict[str, dict[str, list[str]]] = {}
     for side, shown in (("left", task.left), ("right", task.right)):
         for item in shown.items:
-            flags = sorted({_BADGE_FLAGS[b] for b in item.badges if b in _BADGE_FLAGS})
+            flags = {_BADGE_FLAGS[b] for b in item.badges if b in _BADGE_FLAGS}
+            if item.item_id in off_topic.get(side, ()):
+                flags.add("bad_reason")
+            flags = sorted(flags)
             if flags and rng.random() < 0.7:
                 out.setdefault(side, {})[item.item_id] = flags
     return out

@@ -46,12 +46,15 @@ def seed_store(
     users: dict[str, str] | None = None,
     seed: int = 0,
     prefix: str = "p",
+    grounded_sides: str = "",
 ) -> Seeded:
     """Seed ``n_pairs`` regular pairs (+ ``n_gold`` gold pairs, expected answer 'A') and optional users.
 
     ``priorities`` gives each regular pair's priority (default: descending n..1). With ``evil_title`` the
     first item of every list is titled :data:`EVIL_TITLE` (markup and script that must show as text).
-    With ``problems`` every third generation carries parser problems and a non-candidate item.
+    With ``problems`` every third generation carries parser problems and a non-candidate item. Reasons are
+    off-topic (about neither the item nor the history, :mod:`rlhf.reasons`) except on the sides named in
+    ``grounded_sides`` ("a", "b" or "ab"), whose reasons name their item's title.
     """
     rng = random.Random(seed)
     n_items = max(40, n_candidates * 3)
@@ -68,6 +71,7 @@ def seed_store(
         )
         for i in range(n_items)
     ]
+    titles = {it.item_id: it.title for it in items}
     total = n_pairs + n_gold
     base = datetime(2026, 1, 1)
     contexts, generations, pairs = [], [], []
@@ -94,7 +98,8 @@ def seed_store(
             generations.append(Generation(
                 generation_id=gen_id, context_id=ctx, policy_id="seed-policy",
                 raw_text="\n".join(f"{r + 1}. {c} | reason {side}{r} <b>for</b> *{c}*" for r, c in enumerate(chosen)),
-                items=[ListItem(c, f"Reason {side}{r}: goes with **their** <i>history</i>") for r, c in enumerate(chosen)],
+                items=[ListItem(c, f"The {titles[c]} suits them" if side in grounded_sides
+                                else f"Reason {side}{r}: goes with **their** <i>history</i>") for r, c in enumerate(chosen)],
                 problems=gen_problems, is_valid=not gen_problems,
             ))
         is_gold = k >= n_pairs

@@ -133,6 +133,40 @@ def test_simulated_labels_land_in_the_store_through_the_service(store, settings)
     assert len(per_context) == 8 and set(per_context.values()) == {1}
 
 
+def test_a_crowd_that_reads_reasons_prefers_and_flags_grounded_ones(store, settings) -> None:
+    """Two lists equal by the items' truth, one with reasons about its items: with ``reason_penalty`` the
+    careful crowd picks that one and flags the other's reasons; without it the reasons change nothing."""
+    pytest.importorskip("rlhf.annotation")
+    from storage import queue as queue_repo
+    from tests.seed import seed_store
+
+    seed_store(store, n_pairs=10, overlap_target=3, problems=False, seed=5, grounded_sides="a")
+    settings = load_settings(store={"data_dir": settings.store.data_dir},
+                             queue={"gold_rate": 0.0, "reshow_rate": 0.0, "seed": 1})
+    crowd = sim.make_crowd(4, "clean", seed=0)
+    sim.ensure_accounts(store, crowd)
+
+    def reading(penalty: float) -> tuple[float, int, int]:
+        with store.transaction() as con:
+            before = {lab.label_id for lab in queue_repo.current_labels(con)}
+        sim.run_simulation(store, crowd, lambda context, items: 1.0, 15, settings=settings, seed=3,
+                           reason_penalty=penalty)
+        with store.transaction() as con:
+            new = [lab for lab in queue_repo.current_labels(con) if lab.label_id not in before]
+        picked = [lab.choice for lab in new if lab.choice in ("A", "B")]
+        flagged = {"A": 0, "B": 0}  # item_flags are keyed "A:<item>" / "B:<item>", canonical sides
+        for lab in new:
+            for key, item_flags in (lab.item_flags or {}).items():
+                flagged[key.split(":")[0]] += "bad_reason" in item_flags
+        return sum(c == "A" for c in picked) / max(1, len(picked)), flagged["A"], flagged["B"]
+
+    blind_a, blind_flags_a, blind_flags_b = reading(0.0)
+    read_a, read_flags_a, read_flags_b = reading(2.0)
+    assert read_a >= 0.9 and blind_a <= 0.8
+    assert read_flags_b > 10 and read_flags_a == 0
+    assert blind_flags_a == blind_flags_b == 0
+
+
 def test_simulate_command_labels_the_queue(store, monkeypatch) -> None:
     pytest.importorskip("rlhf.annotation")
     from typer.testing import CliRunner
@@ -146,7 +180,8 @@ def test_simulate_command_labels_the_queue(store, monkeypatch) -> None:
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(store.path.parent))
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(app, ["simulate", "--annotators", "3", "--labels", "5", "--crowd", "noisy"])
+        result = CliRunner().invoke(app, ["simulate", "--annotators", "3", "--labels", "5", "--crowd", "noisy",
+                                          "--reason-penalty", "0.5"])
         bad = CliRunner().invoke(app, ["simulate", "--crowd", "perfect"])
     finally:
         get_settings.cache_clear()

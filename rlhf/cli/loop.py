@@ -20,6 +20,10 @@ def simulate_command(
     seed: int = typer.Option(None, "--seed", help="Seed for the crowd and its answers."),
     utility: str = typer.Option("auto", "--utility",
                                 help="Ground truth: auto (demo preferences if any, else purchases) | purchases."),
+    reason_penalty: float = typer.Option(
+        None, "--reason-penalty", min=0.0,
+        help="Careful annotators also judge the reasons: utility-scale units off a list whose every reason is "
+        "off-topic (default: settings.simulation; 0 = items only)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Let simulated annotators label the queue through the same service the Label page uses."""
@@ -57,7 +61,7 @@ def simulate_command(
     sim.ensure_accounts(store, profiles)
     with tqdm(total=labels, desc="simulated labels", unit="label") as bar:
         report = sim.run_simulation(store, profiles, utility_fn, labels, settings=settings, seed=seed,
-                                    progress=bar.update)
+                                    reason_penalty=reason_penalty, progress=bar.update)
     summary = report.summary()
     summary["crowd"] = kind
     summary["crowd_agreement_synthetic"] = round(
