@@ -844,7 +844,7 @@ def uci(args) -> dict:
           f"({len(quiet.service_ms)} calls)")
     results = []
     for k in range(1, args.rounds + 1):
-        round_id, pid = R.launch_round(settings)
+        round_id, pid, _ = R.launch_round(settings)
         t0 = time.perf_counter()
         lat: list[float] = []
         labels = 0
@@ -1011,16 +1011,16 @@ def reasons_rm_section(args) -> dict:
     head (the product's default input, frozen encoder embedded once) is fitted on those labels. Scored on
     held-out shoppers' pairs: ``items``, the share ordered as the purchases order them (pairs whose purchase
     utility differs), and ``reasons``, the share where the list with fewer off-topic reasons scores higher
-    (pairs equal by purchases whose off-topic shares differ). A benchmark-only variant adds one feature the
-    probe does not have: each reason's cosine to its item's description or the closest earlier purchase,
-    by the same encoder, averaged over the list."""
+    (pairs equal by purchases whose off-topic shares differ). A second head also reads ``reason_fit``
+    (``reward_model.probe_reason_features``, off by default): each reason's cosine to its item's
+    description or the closest earlier purchase, by the same encoder."""
     from rlhf import simulate as sim
     from rlhf.models import get_tokenizer
-    from rlhf.prompts import build_context_views, prompt_sections, render_prompt
+    from rlhf.prompts import build_context_views, render_prompt
     from rlhf.reasons import off_topic_share
     from rlhf.reward.backbones import resolve_backbone
     from rlhf.reward.dataset import context_split
-    from rlhf.reward.match import listed_ids
+    from rlhf.reward.match import REASON_FEATURES, match_features
     from rlhf.reward.probe import fit_bradley_terry, new_probe_scorer
     from storage import contexts as contexts_repo
     from storage import generations as gen_repo
@@ -1069,63 +1069,59 @@ def reasons_rm_section(args) -> dict:
     gids = [g.generation_id for g in gens]
     row = {g: k for k, g in enumerate(gids)}
     product = scorer.features([prompt_of[g.context_id] for g in gens], [g.raw_text for g in gens], batch_size=64)
-    # Benchmark-only: each reason's cosine to its own item's description or the closest earlier purchase.
-    fit = np.zeros((len(gens), 1), dtype=np.float32)
-    for k, g in enumerate(gens):
-        sections = prompt_sections(prompt_of[g.context_id])
-        ids = listed_ids(g.raw_text)
-        reasons = [i.reason or "" for i in g.items]
-        if not sections or not reasons:
-            continue
-        about = [sections.candidates.get(ids[r], "") if r < len(ids) else "" for r in range(len(reasons))]
-        r_vec = scorer.embed_lines(reasons)
-        a_vec = scorer.embed_lines(about)
-        h_vec = scorer.embed_lines(list(sections.history)) if sections.history else np.zeros((0, r_vec.shape[1]))
-        cos_item = np.sum(r_vec * a_vec, axis=1)
-        cos_hist = (r_vec @ h_vec.T).max(axis=1) if len(h_vec) else np.full(len(reasons), -1.0)
-        fit[k, 0] = float(np.mean(np.maximum(cos_item, cos_hist)))
-    feats = {"product probe": product, "+ reason fit (not in product)": np.hstack([product, fit])}
+    # reward_model.probe_reason_features: each reason's fit to its item or the closest earlier purchase.
+    fit = match_features([prompt_of[g.context_id] for g in gens], [g.raw_text for g in gens], scorer.embed_lines,
+                         columns=REASON_FEATURES, embed_reasons=scorer.embed_texts)
+    feats = {"product probe": product, "+ reason fit (probe_reason_features)": np.hstack([product, fit])}
     print(f"embedded {len(gens)} lists and their reasons in {time.perf_counter() - t0:.0f} s")
 
     test_items = [(a, b) for a, b in pairs["heldout"] if abs(u_item[a] - u_item[b]) > 1e-9]
     test_reasons = [(a, b) for a, b in pairs["heldout"]
                     if abs(u_item[a] - u_item[b]) <= 1e-9 and abs(off[a] - off[b]) >= 0.2 - 1e-9]
     scale = sim.utility_scale([u_item[a] - u_item[b] for a, b in pairs["train"]])
-    crowd = sim.make_crowd(args.crowd_size, "default", seed=args.seed)
     sizes = [int(x) for x in args.rm_sizes.split(",")]
     penalties = [float(x) for x in args.reason_penalties.split(",")]
+    seeds = [args.seed + r for r in range(args.repeats)]
     print(f"held-out pairs scored: {len(test_items)} differ by purchases, {len(test_reasons)} equal by purchases "
-          f"with different reasons; crowd {len(crowd)} (default), purchase utility scale {scale:.3f}")
-    order = np.random.default_rng(args.seed).permutation(len(pairs["train"]))
-    results: dict[str, dict] = {}
-    for penalty in penalties:
-        truth = {g: u_item[g] - penalty * scale * off[g] for g in gids}
-        rng_l = np.random.default_rng(args.seed + 1)  # the same annotators, sides and draws under every penalty
-        labelled: list[tuple[str, str]] = []
-        asked = 0
-        for size in sizes:
-            while asked < min(size, len(order)):
-                a, b = pairs["train"][order[asked]]
-                asked += 1
-                who = crowd[int(rng_l.integers(0, len(crowd)))]
-                left_is_a = bool(rng_l.random() < 0.5)
-                ul, ur = (truth[a], truth[b]) if left_is_a else (truth[b], truth[a])
-                choice = sim.canonical_choice(sim.judge(who, ul, ur, rng_l, scale=scale), left_is_a)
-                if choice in ("A", "B"):
-                    labelled.append((a, b) if choice == "A" else (b, a))
-            for name, x in feats.items():
-                diffs = np.array([x[row[w]] - x[row[lo]] for w, lo in labelled])
-                weight, _ = fit_bradley_terry(diffs, l2=settings.reward_model.probe_l2)
-                score = {g: float(x[row[g]] @ weight) for g in gids}
-                acc_items = float(np.mean([(score[a] > score[b]) == (u_item[a] > u_item[b]) for a, b in test_items]))
-                acc_reasons = float(np.mean([(score[a] > score[b]) == (off[a] < off[b]) for a, b in test_reasons]))
-                results.setdefault(f"penalty {penalty:g}, {name}", {})[size] = {"items": acc_items,
-                                                                                "reasons": acc_reasons}
-    print("held-out accuracy, items / reasons, by pairs asked: " + "".join(f"{s:>14}" for s in sizes))
+          f"with different reasons; purchase utility scale {scale:.3f}; a default crowd of {args.crowd_size} "
+          f"and an order of training pairs per seed ({', '.join(map(str, seeds))})")
+    results: dict[str, dict[int, list[dict[str, float]]]] = {}
+    for seed in seeds:
+        crowd = sim.make_crowd(args.crowd_size, "default", seed=seed)
+        order = np.random.default_rng(seed).permutation(len(pairs["train"]))
+        for penalty in penalties:
+            truth = {g: u_item[g] - penalty * scale * off[g] for g in gids}
+            rng_l = np.random.default_rng(seed + 1)  # the same annotators, sides and draws under every penalty
+            labelled: list[tuple[str, str]] = []
+            asked = 0
+            for size in sizes:
+                while asked < min(size, len(order)):
+                    a, b = pairs["train"][order[asked]]
+                    asked += 1
+                    who = crowd[int(rng_l.integers(0, len(crowd)))]
+                    left_is_a = bool(rng_l.random() < 0.5)
+                    ul, ur = (truth[a], truth[b]) if left_is_a else (truth[b], truth[a])
+                    choice = sim.canonical_choice(sim.judge(who, ul, ur, rng_l, scale=scale), left_is_a)
+                    if choice in ("A", "B"):
+                        labelled.append((a, b) if choice == "A" else (b, a))
+                for name, x in feats.items():
+                    diffs = np.array([x[row[w]] - x[row[lo]] for w, lo in labelled])
+                    weight, _ = fit_bradley_terry(diffs, l2=settings.reward_model.probe_l2)
+                    score = {g: float(x[row[g]] @ weight) for g in gids}
+                    results.setdefault(f"penalty {penalty:g}, {name}", {}).setdefault(size, []).append({
+                        "items": float(np.mean([(score[a] > score[b]) == (u_item[a] > u_item[b]) for a, b in test_items])),
+                        "reasons": float(np.mean([(score[a] > score[b]) == (off[a] < off[b]) for a, b in test_reasons])),
+                    })
+    print(f"held-out accuracy, items / reasons, mean of {len(seeds)} seeds, by pairs asked "
+          f"(a size past the pool asks all {len(pairs['train'])}):")
+    print(f"  {'':<52}" + "".join(f"{s:>14}" for s in sizes))
     for name, by_size in results.items():
-        print(f"  {name:<48}" + "".join(f"{by_size[s]['items']:>7.3f}/{by_size[s]['reasons']:.3f}" for s in sizes))
+        cells = [f"{np.mean([r['items'] for r in by_size[s]]):.3f}/{np.mean([r['reasons'] for r in by_size[s]]):.3f}"
+                 for s in sizes]
+        print(f"  {name:<52}" + "".join(f"{c:>14}" for c in cells))
+    spread = max(np.ptp([r["reasons"] for r in runs]) for by_size in results.values() for runs in by_size.values())
     print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test_items))):.3f} items, "
-          f"~{np.sqrt(0.25 / max(1, len(test_reasons))):.3f} reasons)\n")
+          f"~{np.sqrt(0.25 / max(1, len(test_reasons))):.3f} reasons; widest spread of reasons over seeds {spread:.3f})\n")
     return {"results": results, "test_items": len(test_items), "test_reasons": len(test_reasons),
             "lists": len(gens), "shoppers": len(per_ctx), "scale": scale}
 
@@ -1151,7 +1147,7 @@ def main() -> None:
     p.add_argument("--rm-lr", type=float, default=5e-4)
     p.add_argument("--rm-max-length", type=int, default=256)
     p.add_argument("--json-out", default=None)
-    p.add_argument("--repeats", type=int, default=1, help="label efficiency: repeat with seeds seed..seed+R-1")
+    p.add_argument("--repeats", type=int, default=1, help="label efficiency, reasons-rm: repeat with seeds seed..seed+R-1")
     p.add_argument("--le-data", choices=["demo", "uci"], default="demo",
                    help="label efficiency: the demo shop (its hidden tastes as truth) or the loop's UCI contexts "
                    "(later purchases as truth, --cut, --max-contexts, --candidates, --history-cap, --category-credit)")

@@ -158,3 +158,83 @@ def test_a_match_probe_reloads_with_identical_scores_and_an_old_card_reads_the_a
     old = load_reward_model_from_folder(record.path, settings=settings)
     assert not old.match
     np.testing.assert_allclose(old.score(prompts, answers), old.score_ids(old.encode(prompts, answers)), atol=1e-5)
+
+
+GARDEN_REASONS = "1. C01 | Handy in the garden.\n2. C05 | Handy in the kitchen."
+KITCHEN_REASONS = "1. C01 | Handy in the kitchen.\n2. C05 | Handy in the garden."
+
+
+def _prompt_in_order(tokenizer, shopper: int, garden_first: bool) -> str:
+    """C01 is a garden item and C05 a kitchen item, or the other way round; a history of both kinds."""
+    garden = [_item(f"G{shopper}_{k}", f"{t} {shopper}", "Garden") for k, t in enumerate(GARDEN)]
+    kitchen = [_item(f"K{shopper}_{k}", f"{t} {shopper}", "Kitchen") for k, t in enumerate(KITCHEN)]
+    cands = garden + kitchen if garden_first else kitchen + garden
+    history = [_item(f"H{shopper}_0", "Wool Blanket", "Home")]
+    return render_prompt(tokenizer, make_view(f"ctx{shopper}", f"s{shopper}", history, cands), 2, 2000)
+
+
+def test_reason_fit_reads_whether_each_reason_is_about_its_item(policy_tokenizer):
+    from rlhf.reward.match import ALL_FEATURES, match_features
+
+    garden_first = _prompt_in_order(policy_tokenizer, 1, True)
+    kitchen_first = _prompt_in_order(policy_tokenizer, 2, False)
+    asked: list[list[str]] = []
+
+    def embed_reasons(texts):
+        asked.append(list(texts))
+        return _embed_by_category([t.replace("garden", "Garden") for t in texts])
+
+    prompts = [garden_first, garden_first, kitchen_first, kitchen_first]
+    answers = [GARDEN_REASONS, KITCHEN_REASONS, GARDEN_REASONS, KITCHEN_REASONS]
+    f = match_features(prompts, answers, _embed_by_category, columns=("reason_fit",), embed_reasons=embed_reasons)
+    assert f.shape == (4, 1)
+    assert f[0, 0] > f[1, 0] and f[3, 0] > f[2, 0]  # the same texts, right for one order of items, wrong for the other
+    assert asked == [["Handy in the garden.", "Handy in the kitchen."]]  # reasons go to their own encoder, once
+    every = match_features(prompts, answers, _embed_by_category, columns=ALL_FEATURES)
+    np.testing.assert_allclose(every[:, 3], match_features(prompts, answers, _embed_by_category,
+                                                           columns=("reason_fit",))[:, 0])
+    np.testing.assert_allclose(every[:, :3], match_features(prompts, answers, _embed_by_category))
+    with pytest.raises(ValueError, match="Unknown match features"):
+        match_features(prompts, answers, _embed_by_category, columns=("tone",))
+
+
+def test_only_a_probe_that_reads_reasons_learns_which_reason_fits_which_item(policy_tokenizer, tmp_path):
+    """The same two answers (the same items, their reasons swapped) for shoppers whose candidate table
+    puts a garden or a kitchen item first: each text wins as often as it loses, so only the reasons' fit
+    to the items they sit next to can tell them apart. The card records the column and a reload scores alike."""
+    import json
+
+    from rlhf.errors import ModelNotFoundError
+    from rlhf.reward.registry import load_reward_model_from_folder, save_reward_model
+    from rlhf.reward.train import train_reward_model
+
+    def pairs(shoppers: range) -> pd.DataFrame:
+        return pd.DataFrame([{"prompt": _prompt_in_order(policy_tokenizer, s, s % 2 == 0),
+                              "chosen": GARDEN_REASONS if s % 2 == 0 else KITCHEN_REASONS,
+                              "rejected": KITCHEN_REASONS if s % 2 == 0 else GARDEN_REASONS} for s in shoppers])
+
+    test = pairs(range(100, 110))
+    accuracy, results = {}, {}
+    for reads in (True, False):
+        settings = load_settings(store={"data_dir": tmp_path / "data"},
+                                 reward_model={"method": "probe", "probe_input_format": "policy",
+                                               "probe_reason_features": reads})
+        result = results[reads] = train_reward_model(pairs(range(16)), settings=settings,
+                                                     output_dir=tmp_path / f"out_{reads}", progress=False)
+        chosen, rejected = result.scorer.score_pairs(test["prompt"].tolist(), test["chosen"].tolist(),
+                                                     test["rejected"].tolist())
+        accuracy[reads] = float(np.mean(chosen > rejected))
+    assert accuracy == {True: 1.0, False: 0.0}  # without reason_fit both answers score alike (a tie is wrong)
+    assert results[True].summary()["match_features"] == ["rank", "max_similarity", "mean_similarity", "reason_fit"]
+
+    record = save_reward_model(results[True], rm_id="rm_reasons", store=None, settings=settings, metrics={})
+    reloaded = load_reward_model_from_folder(record.path, settings=settings)
+    prompts, answers = test["prompt"].tolist(), test["chosen"].tolist()
+    np.testing.assert_allclose(reloaded.score(prompts, answers), results[True].scorer.score(prompts, answers),
+                               atol=1e-5)
+    card_file = Path(record.path) / "card.json"
+    card = json.loads(card_file.read_text())
+    card["training"]["match_features"].append("tone")  # a head from a version with a column this one lacks
+    card_file.write_text(json.dumps(card))
+    with pytest.raises(ModelNotFoundError, match="tone"):
+        load_reward_model_from_folder(record.path, settings=settings)

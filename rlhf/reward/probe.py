@@ -20,8 +20,10 @@ encoder is never changed, so a saved model is only the head (``head.safetensors`
 
 With ``reward_model.probe_match_features`` (the default) the head also reads three numbers that depend
 on the shopper, :mod:`rlhf.reward.match` (the listed items' retrieval ranks and their similarity to the
-shopper's earlier purchases), so ``r = w · [e(answer), match(prompt, answer)]``. The card records which
-features a head was fitted on; heads saved before the match features existed read the answer alone.
+shopper's earlier purchases), so ``r = w · [e(answer), match(prompt, answer)]``; with
+``reward_model.probe_reason_features`` also how well each reason fits its item (``reason_fit``). The card
+records which features a head was fitted on; heads saved before the match features existed read the
+answer alone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 
 from rlhf.reward.backbones import Backbone, load_tokenizer_for
 from rlhf.reward.inputs import reward_inputs
-from rlhf.reward.match import MATCH_FEATURES, match_features
+from rlhf.reward.match import ALL_FEATURES, MATCH_FEATURES, REASON_FEATURES, match_features
 from rlhf.reward.score import RewardScorer
 
 if TYPE_CHECKING:
@@ -79,14 +81,16 @@ class ProbeScorer(RewardScorer):
     """A :class:`RewardScorer` whose score is ``w · features(prompt, answer)`` (see the module docstring).
 
     ``encode`` gives the answer's token ids (the prompt only decides how the answer is rewritten);
-    :meth:`features` embeds them with the frozen encoder and, for a ``match`` probe, appends the match
-    features, which need the prompt too.
+    :meth:`features` embeds them with the frozen encoder and appends the ``match`` columns
+    (:mod:`rlhf.reward.match`, none by default), which need the prompt too.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, weight: np.ndarray, *, match: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, weight: np.ndarray, *, match: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self.weight = np.asarray(weight, dtype=np.float32)
-        self.match = bool(match)
+        self.match: tuple[str, ...] = tuple(match)
         self._line_vectors: dict[str, np.ndarray] = {}  # the frozen encoder's view of prompt lines, by text
 
     def features(
@@ -96,7 +100,13 @@ class ProbeScorer(RewardScorer):
         embedded = self.embed_ids(self.encode(prompts, responses), batch_size, progress)
         if not self.match:
             return embedded
-        return np.hstack([embedded, match_features(prompts, responses, self.embed_lines)])
+        return np.hstack([embedded, match_features(prompts, responses, self.embed_lines, columns=self.match,
+                                                   embed_reasons=self.embed_texts)])
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of short texts, not cached (reasons are new in every batch)."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        return self._embed([list(x) for x in ids], 64, False)
 
     def embed_lines(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings of short prompt lines (candidates, earlier purchases); each text is
@@ -170,8 +180,9 @@ def new_probe_scorer(settings: Settings, backbone: Backbone, *, device: str = "c
     """An untrained probe (zero head) on ``backbone``, reading answers as ``settings.reward_model`` says."""
     rm = settings.reward_model
     model, tokenizer = load_encoder(backbone, device=device)
-    width = int(model.config.hidden_size) + (len(MATCH_FEATURES) if rm.probe_match_features else 0)
-    return ProbeScorer(model, tokenizer, np.zeros(width, dtype=np.float32), match=rm.probe_match_features,
+    columns = (MATCH_FEATURES if rm.probe_match_features else ()) + (REASON_FEATURES if rm.probe_reason_features else ())
+    width = int(model.config.hidden_size) + len(columns)
+    return ProbeScorer(model, tokenizer, np.zeros(width, dtype=np.float32), match=columns,
                        kind=backbone.kind, max_length=min(rm.probe_max_length, _position_limit(model)),
                        input_format=rm.probe_input_format)
 
@@ -261,8 +272,11 @@ def load_probe(folder: Path, card: dict[str, Any], backbone: Backbone, *, device
     model, tokenizer = load_encoder(backbone, device=device, tokenizer=tokenizer)
     weight = load_file(str(head))["weight"].numpy()
     training = card.get("training", {})
-    match = bool(training.get("match_features"))  # absent in cards from before the match features
-    width = int(model.config.hidden_size) + (len(MATCH_FEATURES) if match else 0)
+    match = tuple(training.get("match_features") or ())  # absent in cards from before the match features
+    unknown = [c for c in match if c not in ALL_FEATURES]
+    if unknown:
+        raise ModelNotFoundError(f"The probe in {folder} reads features this version does not know: {unknown}.")
+    width = int(model.config.hidden_size) + len(match)
     if weight.shape != (width,):
         raise ModelNotFoundError(
             f"The probe head in {folder} has shape {tuple(weight.shape)}; the encoder"

@@ -34,7 +34,6 @@ import pandas as pd
 
 from rlhf.errors import RecFeedbackError
 from rlhf.reward.backbones import Backbone, effective_max_length, load_backbone, resolve_backbone
-from rlhf.reward.match import MATCH_FEATURES
 from rlhf.reward.score import RewardScorer
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class TrainResult:
         return {
             "method": self.method, "n_train": self.n_train, "max_length": self.scorer.max_length,
             "input_format": self.scorer.input_format,
-            "match_features": list(MATCH_FEATURES) if getattr(self.scorer, "match", False) else None,
+            "match_features": list(getattr(self.scorer, "match", ())) or None,
             "train_seconds": round(self.train_seconds, 2),
             "pairs_per_second": round(self.pairs_per_second, 3), "peak_rss_mb": round(self.peak_rss_mb, 1),
             "peak_cuda_mb": self.peak_cuda_mb, "device": self.device,
@@ -120,7 +119,8 @@ def method_summary(settings: Settings) -> str:
     """A short human description of the reward model a training run will produce (the Training page)."""
     rm = settings.reward_model
     lora = f"TRL + LoRA on {rm.backbone}, {rm.epochs:g} epochs"
-    probe = f"probe on frozen {rm.probe_backbone}" + (" + match features" if rm.probe_match_features else "")
+    probe = (f"probe on frozen {rm.probe_backbone}" + (" + match features" if rm.probe_match_features else "")
+             + (" + reason fit" if rm.probe_reason_features else ""))
     if rm.method == "lora":
         return lora
     if rm.method == "probe":
