@@ -601,8 +601,9 @@ def test_a_launched_round_is_running_before_its_process_starts_and_a_second_clic
         children[0].kill()
         children[0].wait()
         assert rounds.round_status(store, round_id)["status"] == "interrupted"
-        rid, pid = rounds.launch_round(settings, round_id=round_id, resume=True, store=store)
-        assert (rid, pid) == (round_id, children[1].pid) and spawned[1][2:4] == ["execute", round_id]
+        launched = rounds.launch_round(settings, round_id=round_id, resume=True, store=store)
+        assert launched == (round_id, children[1].pid, status["metrics"]["usable_labels"])
+        assert spawned[1][2:4] == ["execute", round_id]
         assert rounds.round_status(store, round_id)["status"] == "running"
         # Cancelled before its process got to run a stage: the process must not run it anyway.
         rounds.cancel_round(store, round_id, grace_s=0.1)

@@ -57,13 +57,13 @@ def _round_settings(size: str):
 def _start() -> None:
     try:
         chosen = _round_settings(st.session_state.get("training.size", SIZES[0]))
-        n = rounds_service.check_can_start(store, chosen)
-        round_id, pid = rounds_service.launch_round(chosen, store=store)
+        launched = rounds_service.launch_round(chosen, store=store)  # checks first: one round at a time, enough labels
     except (RecFeedbackError, StoreError) as exc:
         st.session_state["training.notice"] = None
         st.error(str(exc))
         return
-    st.session_state["training.notice"] = f"Round {round_id} started in the background (pid {pid}) on {n} labels."
+    st.session_state["training.notice"] = (f"Round {launched.round_id} started in the background (pid {launched.pid}) "
+                                           f"on {launched.usable_labels} labels.")
     st.rerun()
 
 

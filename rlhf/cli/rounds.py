@@ -71,8 +71,9 @@ def run_command(
         settings = quick_settings(settings)
     store = open_store(settings)
     if background:
-        rid, pid = launch_round(settings, round_id=round_id, store=store)
-        typer.echo(f"Round {rid} started in the background (pid {pid}); `recfeedback round status {rid}`.")
+        launched = launch_round(settings, round_id=round_id, store=store)
+        typer.echo(f"Round {launched.round_id} started in the background (pid {launched.pid}) on "
+                   f"{launched.usable_labels} labels; `recfeedback round status {launched.round_id}`.")
         return
     record = run_round(store, settings, round_id=round_id, progress=progress, stop_after=stop_after)
     _print_status(_status(store, record.round_id), False)
@@ -103,8 +104,8 @@ def resume_command(
     settings = _settings(data_dir)
     store = open_store(settings)
     if background:
-        rid, pid = launch_round(settings, round_id=round_id, resume=True, store=store)
-        typer.echo(f"Round {rid} resumed in the background (pid {pid}).")
+        launched = launch_round(settings, round_id=round_id, resume=True, store=store)
+        typer.echo(f"Round {launched.round_id} resumed in the background (pid {launched.pid}).")
         return
     record = resume_round(store, round_id, progress=progress, stop_after=stop_after)
     _print_status(_status(store, record.round_id), False)

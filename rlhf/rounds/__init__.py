@@ -70,6 +70,7 @@ from rlhf.rounds.reports import (
     zero_shot_verdicts,
 )
 from rlhf.rounds.runner import (
+    LaunchedRound,
     cancel_round,
     create_round,
     execute,
@@ -103,6 +104,7 @@ __all__ = [
     "FINAL_STATUSES",
     "STAGES",
     "STAGE_FUNCS",
+    "LaunchedRound",
     "RoundCancelled",
     "RoundContext",
     "RoundPaths",

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rlhf.errors import RoundError
 from rlhf.rounds.layout import (
@@ -208,9 +208,17 @@ def cancel_round(store: Store, round_id: str, *, grace_s: float | None = None) -
     return _get_row(store, round_id)
 
 
+class LaunchedRound(NamedTuple):
+    """A round started in the background: its id, its process, and the usable labels it found at its start."""
+
+    round_id: str
+    pid: int
+    usable_labels: int
+
+
 def launch_round(settings: Settings, *, round_id: str | None = None, resume: bool = False,
-                 extra_env: Mapping[str, str] | None = None, store: Store | None = None) -> tuple[str, int]:
-    """Start a round (or resume one) as a detached background process; returns (round_id, pid).
+                 extra_env: Mapping[str, str] | None = None, store: Store | None = None) -> LaunchedRound:
+    """Start a round (or resume one) as a detached background process.
 
     The checks and the round's 'running' row happen HERE, before the process starts: the page or command
     that launched it sees it running at once (the child needs seconds to import its libraries), and a
@@ -228,7 +236,8 @@ def launch_round(settings: Settings, *, round_id: str | None = None, resume: boo
         prepare_resume(store, round_id)
     else:
         round_id = create_round(store, settings, round_id).round_id
-    folder = Path(_get_row(store, round_id).folder or round_folder(settings, round_id))
+    row = _get_row(store, round_id)
+    folder = Path(row.folder or round_folder(settings, round_id))
     args = ["-c", "from rlhf.cli.rounds import main; main()", "execute", round_id,
             "--data-dir", str(Path(settings.data_dir).resolve()), "--no-progress"]
     try:
@@ -239,6 +248,6 @@ def launch_round(settings: Settings, *, round_id: str | None = None, resume: boo
         raise RoundError(f"Round {round_id} could not start its process: {exc}") from exc
     _update_row(store, round_id, pid=pid)
     log.info("Round %s launched in the background (pid %d)", round_id, pid)
-    return round_id, pid
+    return LaunchedRound(round_id, pid, int((row.metrics or {}).get("usable_labels") or 0))
 
 
