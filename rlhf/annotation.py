@@ -105,6 +105,7 @@ def queue_policy(settings: Settings | None = None) -> QueuePolicy:
     return QueuePolicy(
         lease_minutes=q.lease_minutes, gold_rate=q.gold_rate, reshow_rate=q.reshow_rate,
         reshow_min_gap=q.reshow_min_gap, undo_window_s=q.undo_window_s, max_rationale_chars=q.max_rationale_chars,
+        breadth_first=q.breadth_first,
     )
 
 

@@ -145,6 +145,11 @@ class QueueSettings(BaseModel):
     undo_window_s: float = Field(60.0, description="How long after submitting a label may be undone.")
     seed: int | None = Field(None, description="Fix the queue's randomness (tests, simulations).")
     max_rationale_chars: int = Field(1000, description="Longest rationale an annotator may write.")
+    breadth_first: bool = Field(
+        True, description="Serve the pairs with the most labels first (Label Studio's breadth-first), so a started "
+        "pair reaches its majority and its agreement before new ones open; priority decides among them. "
+        "False: strictly by priority (active selection's order).",
+    )
     skip_reasons: list[str] = Field(
         ["cannot judge", "lists look identical", "context unclear", "offensive or broken content", "other"],
         description="Reasons offered when an annotator skips a pair.",

@@ -14,9 +14,11 @@ Two functions own the queue's state, and nothing else changes it:
   3. ``gold``     -- with probability ``gold_rate``: a gold pair (known answer) this annotator has not
                      seen. Gold pairs look exactly like other pairs and are served only by this step,
                      once per annotator, without an overlap cap (every annotator should meet them).
-  4. ``priority`` -- the open, non-gold pair with the highest priority that this annotator has never
-                     labelled or skipped and whose current labels plus live leases are below its
-                     overlap target.
+  4. ``priority`` -- an open, non-gold pair that this annotator has never labelled or skipped and whose
+                     current labels plus live leases are below its overlap target: with
+                     ``breadth_first`` (default) the one with the most labels already, as Label Studio
+                     does, so that a started pair gets its majority and its agreement before new pairs
+                     are opened; among those (or always, without it) the highest priority.
 
   Leases are rows in ``assignments`` with an expiry: an abandoned pair returns to the queue when its
   lease runs out, even across restarts and processes. The left/right order is drawn per assignment and
@@ -78,6 +80,7 @@ class QueuePolicy:
     reshow_min_gap: int = 5
     undo_window_s: float = 60.0
     max_rationale_chars: int = 1000
+    breadth_first: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def next_assignment(
             pair_id, gen_a, gen_b = gold
             left = gen_a if rng.random() < 0.5 else gen_b
             return _insert_assignment(con, pair_id, annotator_id, left, False, "gold", now, policy)
-    row = _pick_priority(con, annotator_id, now)
+    row = _pick_priority(con, annotator_id, now, breadth_first=policy.breadth_first)
     if row is None:
         return None
     pair_id, gen_a, gen_b = row
@@ -192,7 +195,8 @@ _ELIGIBLE = f"""
         FROM assignments a SEMI JOIN open_pairs o ON o.pair_id = a.pair_id
         WHERE a.status IN ('active', 'skipped') GROUP BY a.pair_id
     )
-    SELECT o.pair_id, o.gen_a, o.gen_b, o.priority, o.created_at FROM open_pairs o
+    SELECT o.pair_id, o.gen_a, o.gen_b, o.priority, o.created_at, coalesce(lab.n, 0) AS labels
+    FROM open_pairs o
     LEFT JOIN lab ON lab.pair_id = o.pair_id
     LEFT JOIN asg ON asg.pair_id = o.pair_id
     WHERE coalesce(lab.n, 0) + coalesce(asg.n, 0) < o.overlap_target
@@ -200,9 +204,12 @@ _ELIGIBLE = f"""
 """
 
 
-def _pick_priority(con: Any, annotator_id: str, now: datetime) -> tuple[str, str, str] | None:
+def _pick_priority(
+    con: Any, annotator_id: str, now: datetime, *, breadth_first: bool = True
+) -> tuple[str, str, str] | None:
+    order = ("labels DESC, " if breadth_first else "") + "o.priority DESC, o.created_at, o.pair_id"
     row = con.execute(
-        _ELIGIBLE + " ORDER BY o.priority DESC, o.created_at, o.pair_id LIMIT 1",
+        _ELIGIBLE + f" ORDER BY {order} LIMIT 1",
         {"who": annotator_id, "now": now},
     ).fetchone()
     return None if row is None else (row[0], row[1], row[2])

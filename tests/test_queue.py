@@ -143,6 +143,29 @@ def test_bad_answers_are_refused_and_nothing_is_stored(qstore, qsettings):
     assert tie.choice == "tie" and tie.strength is None
 
 
+@pytest.mark.parametrize("breadth_first", [True, False])
+def test_started_pairs_are_finished_first_then_priority_decides(qstore, qsettings, breadth_first):
+    """Label Studio's breadth-first: the pair with the most labels so far comes first, so pairs reach their
+    majority and their agreement before new ones open; without it the queue follows priority alone."""
+    settings = qsettings.model_copy(update={"queue": qsettings.queue.model_copy(update={"breadth_first": breadth_first})})
+    seeded = seed_store(qstore, n_pairs=4, priorities=[4, 3, 2, 1], overlap_target=3)
+    top, second, third, _ = seeded.pair_ids
+
+    def take(who: str, pair_id: str) -> None:
+        """``who`` skips whatever comes before ``pair_id`` and labels it."""
+        task = ann.next_task(qstore, who, settings=settings, now=T0)
+        while task.pair_id != pair_id:
+            ann.skip_task(qstore, who, task.assignment_id, "other", now=T0)
+            task = ann.next_task(qstore, who, settings=settings, now=T0)
+        label(qstore, who, task, settings, now=T0)
+
+    take("alice", third)
+    take("bob", third)
+    take("dave", second)  # third has two labels, second one, top none
+    served = ann.next_task(qstore, "carol", settings=settings, now=T0).pair_id
+    assert served == (third if breadth_first else top)
+
+
 def test_skip_needs_a_reason_and_the_pair_never_returns(qstore, qsettings):
     seeded = seed_store(qstore, n_pairs=2, overlap_target=3)
     task = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
@@ -153,7 +176,10 @@ def test_skip_needs_a_reason_and_the_pair_never_returns(qstore, qsettings):
     assert nxt.pair_id != task.pair_id
     label(qstore, "alice", nxt, qsettings, now=T0)
     assert ann.next_task(qstore, "alice", settings=qsettings, now=T0 + timedelta(hours=1)) is None
-    # ...but the skipped pair is still there for others.
+    # ...but the skipped pair is still there for others, after the one alice labelled (breadth first).
+    started = ann.next_task(qstore, "bob", settings=qsettings, now=T0)
+    assert started.pair_id == nxt.pair_id == seeded.pair_ids[1]
+    label(qstore, "bob", started, qsettings, now=T0)
     assert ann.next_task(qstore, "bob", settings=qsettings, now=T0).pair_id == seeded.pair_ids[0]
     assert rows(qstore, "SELECT skip_reason FROM assignments WHERE status = 'skipped'") == [("cannot judge",)]
 
