@@ -794,7 +794,8 @@ def uci(args) -> dict:
     data = Path(args.uci_dir)
     print(f"== 2. the loop on UCI Online Retail ({data}), cut {args.cut}, {args.rounds} rounds, policy "
           f"{'tiny (see below)' if args.tiny_policy else args.policy or 'default SmolLM2-135M'}, "
-          f"category_credit {args.category_credit}")
+          f"category_credit {args.category_credit}, crowd reason_penalty {args.reason_penalty}, "
+          f"probe_reason_features {args.reason_features}")
     if not data.is_dir():
         print("skipped: data not found\n")
         return {}
@@ -812,9 +813,11 @@ def uci(args) -> dict:
         "rounds": {"new_pairs": args.new_pairs, "contexts_per_round": args.pool_contexts,
                 "eval_contexts": args.eval_contexts, "ensemble_size": args.ensemble, "min_labels": 8,
                 "eval_bootstrap_samples": 1000},
-        "simulation": {"category_credit": args.category_credit},
+        "simulation": {"category_credit": args.category_credit, "reason_penalty": args.reason_penalty},
         "queue": {"overlap_target": args.overlap, "gold_rate": 0.0, "reshow_rate": 0.0},
     }
+    if args.reason_features:
+        overrides["reward_model"]["probe_reason_features"] = True
     if args.tiny_policy:
         args.policy = _tiny_policy(work / "tiny_policy")
         print(f"policy: a tiny random-init Llama (2 layers, hidden 64) with SmolLM2's tokenizer at {args.policy} "
@@ -869,8 +872,13 @@ def uci(args) -> dict:
         n = args.list_length
         if not table.empty:
             cols = ["policy", "contexts_with_targets", f"ndcg@{n}", "ndcg_lo", "ndcg_hi", f"hr@{n}", "hr_lo", "hr_hi",
-                    "validity", "item_validity", "diversity"]
+                    "validity", "item_validity", "diversity", "reasons_grounded", "reasons_lo", "reasons_hi"]
             print(table[[c for c in cols if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        for measure, key in (("NDCG", "ndcg_difference"), ("reasons grounded", "reasons_difference")):
+            for other, d in (ev.get(key) or {}).items():
+                if other in (ev.get("zero_shot_policy_id"), ev.get("previous_policy_id")):
+                    print(f"   {measure}, new minus {other}, paired over {d['n']} shoppers: "
+                          f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
         m = status["metrics"]
         print(f"   RM held-out accuracy {m.get('rm_heldout_accuracy')}, RM win rate vs previous "
               f"{m.get('rm_win_rate')}, vs zero-shot {m.get('rm_win_rate_vs_zero_shot')}, "
@@ -1209,6 +1217,10 @@ def main() -> None:
     u.add_argument("--reason-penalties", default="0,0.5,1,2",
                    help="reasons-rm: utility-scale units the crowd takes off a list whose every reason is off-topic")
     u.add_argument("--rm-heldout", type=float, default=0.3, help="reasons-rm: share of shoppers held out")
+    u.add_argument("--reason-penalty", type=float, default=0.0,
+                   help="uci: the crowd also judges reasons (simulation.reason_penalty; 0 = items only, the issue's crowd)")
+    u.add_argument("--reason-features", action="store_true",
+                   help="uci: the rounds' probe reads reason_fit (reward_model.probe_reason_features)")
     args = p.parse_args()
     import torch
 
