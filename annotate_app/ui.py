@@ -254,6 +254,16 @@ def md_escape(text: Any) -> str:
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in ("" if text is None else str(text)))
 
 
+#: The columns that hold a round's verdicts against the zero-shot model, as sentences.
+VERDICT_COLUMNS = ("ndcg_vs_zero_shot", "reasons_vs_zero_shot")
+
+
+def with_verdicts_said(frame: Any) -> Any:
+    """``frame`` with an empty verdict (a round whose report predates the measure, or has none) written
+    as "not measured", not as a bare None in the table."""
+    return frame.fillna({c: "not measured" for c in VERDICT_COLUMNS if c in frame})
+
+
 def price(value: float | None) -> str:
     return "" if value is None else f"{value:,.2f}"
 

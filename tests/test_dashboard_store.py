@@ -129,3 +129,10 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     assert pd.isna(out.loc["r2", "ndcg_vs_zero_shot"])  # no evaluation: no verdict
     assert out.loc["r1", "reasons_vs_zero_shot"] == "worse: -0.080 [-0.120, -0.050] over 294 shoppers"
     assert pd.isna(out.loc["r2", "reasons_vs_zero_shot"])
+    # The tables on the pages say so in words; other empty cells stay empty.
+    from annotate_app.ui import with_verdicts_said
+
+    said = with_verdicts_said(out)
+    assert said.loc["r2", "ndcg_vs_zero_shot"] == said.loc["r2", "reasons_vs_zero_shot"] == "not measured"
+    assert said.loc["r1", "ndcg_vs_zero_shot"] == out.loc["r1", "ndcg_vs_zero_shot"]
+    assert pd.isna(said.loc["r2", "rm_heldout_accuracy"])

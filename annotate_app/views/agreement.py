@@ -308,7 +308,7 @@ with tab_rounds:
         st.info("No training rounds have run yet. After a round, its reward model's held-out accuracy, its "
                 "agreement with annotators and the new policy's win rate over its predecessor appear here.")
     else:
-        st.dataframe(rq, hide_index=True, width="stretch", column_config={
+        st.dataframe(ui.with_verdicts_said(rq), hide_index=True, width="stretch", column_config={
             "ndcg_vs_zero_shot": st.column_config.TextColumn(
                 "NDCG vs zero-shot, paired", help="Did the round's policy recommend better than the model the "
                 "loop started from? Its held-out NDCG minus the zero-shot model's over the same shoppers, with "

@@ -262,7 +262,7 @@ else:
                         "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued",
                         "seconds"]
             if c in frame]
-    st.dataframe(frame[show], hide_index=True, width="stretch",
+    st.dataframe(ui.with_verdicts_said(frame[show]), hide_index=True, width="stretch",
                  column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
                                 "rm_heldout_pairs": st.column_config.NumberColumn(
                                     "RM held-out pairs", help="The pairs the RM accuracy was measured on: on a few, "
