@@ -1007,6 +1007,37 @@ def reasons_section(args) -> dict:
         print(f"reasons grounded, {last.policy_id} minus {other}, paired over {est.n} shoppers: "
               f"{est.mean:+.4f} [{est.lo:+.4f}, {est.hi:+.4f}]")
         out["reasons_difference"][other] = {"mean": est.mean, "lo": est.lo, "hi": est.hi, "n": est.n}
+    out["title_copies"] = _title_copies(store, policies)
+    return out
+
+
+def _title_copies(store, policies: list[str]) -> dict[str, dict[str, float]]:
+    """How much of a policy's grounding is copying: on the held-out shoppers, the share of reasons that begin
+    with their own item's title (its first half, at least 8 characters), of reasons that are the title and
+    nothing else, and of lists with a reason that describes another candidate (the parser's
+    ``other_item_reason``, which makes the list invalid). Printed and returned per policy."""
+    from storage import contexts as contexts_repo
+    from storage import generations as gen_repo
+    from storage.catalog import get_items
+
+    with store.transaction() as con:
+        held = [c.context_id for c in contexts_repo.list_contexts(con) if c.split == "heldout"]
+        gens = gen_repo.generations_for_policies(con, policies, context_ids=held)
+        titles = {i: (it.title or "").lower().strip()
+                  for i, it in get_items(con, sorted({x.item_id for g in gens for x in g.items})).items()}
+    print("copying: share of held-out reasons that begin with their item's title / are only the title; "
+          "share of lists with a reason that describes another candidate")
+    out = {}
+    for policy in policies:
+        mine = [g for g in gens if g.policy_id == policy]
+        lines = [((x.reason or "").lower().strip().rstrip("."), titles.get(x.item_id, "")) for g in mine for x in g.items]
+        begins = np.mean([bool(t) and r.startswith(t[: max(8, len(t) // 2)]) for r, t in lines]) if lines else np.nan
+        only = np.mean([bool(t) and r == t for r, t in lines]) if lines else np.nan
+        other = np.mean([any(p.get("kind") == "other_item_reason" for p in g.problems) for g in mine]) if mine else np.nan
+        print(f"  {policy:<44} {len(mine):>4} lists  begins with its title {begins:.3f}  only the title {only:.3f}  "
+              f"describes another candidate {other:.3f}")
+        out[policy] = {"lists": len(mine), "begins_with_title": float(begins), "only_title": float(only),
+                       "other_item_reason_lists": float(other)}
     return out
 
 

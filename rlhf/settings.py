@@ -188,7 +188,7 @@ class RewardModelSettings(BaseModel):
         description="The probe also reads how well each reason fits its item or the shopper's earlier purchases "
         "(rlhf.reward.match 'reason_fit'). For annotators who judge the reasons: on UCI policy lists, with a crowd "
         "that does, reason accuracy 0.81 at 100 labels vs 0.70 without (loop.md 2q). Off by default: the issue's "
-        "crowd judges items only, and a policy could raise it by repeating the item's title.",
+        "crowd judges items only, and one round with it copied item titles into reasons (validity 70% -> 57%, loop.md 2r).",
     )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
     probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
