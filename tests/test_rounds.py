@@ -408,6 +408,29 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     assert task is not None and task.pair_id in {p.pair_id for p in pairs}
 
 
+def test_round_cancel_without_an_id_stops_the_running_round(workdir):
+    from typer.testing import CliRunner
+
+    from rlhf import rounds
+    from rlhf.cli import app
+
+    settings, store = workdir
+    child = subprocess.Popen(["sleep", "120"])  # stands in for the round's process
+    try:
+        record = rounds.create_round(store, settings, pid=child.pid)
+        where = ["--data-dir", str(settings.store.data_dir), "--grace", "0.1"]
+        stopped = CliRunner().invoke(app, ["round", "cancel", *where])
+        assert stopped.exit_code == 0, stopped.output
+        assert f"Round {record.round_id} is cancelled" in stopped.output
+        assert rounds.round_status(store, record.round_id)["status"] == "cancelled"
+        child.wait(timeout=10)  # the process was stopped, not just the row
+        again = CliRunner().invoke(app, ["round", "cancel", *where])
+        assert again.exit_code == 1 and "No round is running" in again.output
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

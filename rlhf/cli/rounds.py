@@ -226,15 +226,22 @@ def lists_command(
 
 @friendly_errors
 def cancel_command(
-    round_id: str = typer.Argument(..., help="The round to stop."),
+    round_id: str = typer.Argument(None, help="The round to stop (default: the one running)."),
     data_dir: str = typer.Option(None, "--data-dir"),
     grace: float = typer.Option(None, "--grace", help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop a running round (SIGTERM, then SIGKILL) and mark it cancelled; the store keeps its data as it was."""
-    from rlhf.rounds import cancel_round
+    from rlhf.errors import RoundError
+    from rlhf.rounds import cancel_round, running_round
     from rlhf.runtime import open_store
 
-    record = cancel_round(open_store(_settings(data_dir)), round_id, grace_s=grace)
+    store = open_store(_settings(data_dir))
+    if round_id is None:
+        running = running_round(store)
+        if running is None:
+            raise RoundError("No round is running. Name one to cancel: `recfeedback round cancel ROUND_ID`.")
+        round_id = running.round_id
+    record = cancel_round(store, round_id, grace_s=grace)
     typer.echo(f"Round {round_id} is {record.status}. `recfeedback round resume {round_id}` continues it.")
 
 
