@@ -45,15 +45,21 @@ def reason_is_grounded(reason: str | None, about: Iterable[str | None]) -> bool:
     return bool(said) and any(said & content_words(text) for text in about)
 
 
-def off_topic_share(lines: Sequence[tuple[str | None, str | None, str | None]], history: Iterable[str | None]) -> float:
-    """The share of a list's lines, each ``(reason, item title, item category)``, whose reason is about
-    neither the item nor a title in ``history`` (the shopper's earlier purchases); 0.0 for an empty list.
+#: One line of a list as the check reads it: ``(reason, item title, item category)``.
+Line = tuple[str | None, str | None, str | None]
 
-    What a reader of the reasons notices first: the simulated crowd uses it when it reads reasons
-    (``simulation.reason_penalty``), and the reasons benchmark when it asks whether a reward model learns it.
-    """
-    if not lines:
-        return 0.0
+
+def grounded_lines(lines: Sequence[Line], history: Iterable[str | None]) -> list[bool]:
+    """For each line, whether its reason is about its item or a title in ``history`` (the shopper's
+    earlier purchases): the one place that says what a line is checked against."""
     past = list(history)
-    off = sum(not reason_is_grounded(reason, [title, category, *past]) for reason, title, category in lines)
-    return off / len(lines)
+    return [reason_is_grounded(reason, [title, category, *past]) for reason, title, category in lines]
+
+
+def off_topic_share(lines: Sequence[Line], history: Iterable[str | None]) -> float:
+    """The share of a list's lines whose reason is about neither the item nor the shopper's history; 0.0 for
+    an empty list. What a reader of the reasons notices first: the simulated crowd uses it when it reads
+    reasons (``simulation.reason_penalty``), and the reasons benchmark when it asks whether a reward model
+    learns it."""
+    flags = grounded_lines(lines, history)
+    return (len(flags) - sum(flags)) / len(flags) if flags else 0.0

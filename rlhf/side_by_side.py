@@ -16,7 +16,7 @@ from typing import Any
 
 from rlhf.annotation import ShownList, shown_list
 from rlhf.evaluation import future_purchases_from_store, ndcg_at_n
-from rlhf.reasons import reason_is_grounded
+from rlhf.reasons import grounded_lines
 from rlhf.settings import Settings
 from storage import Store
 from storage.records import CatalogItem, Generation
@@ -152,11 +152,12 @@ def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str,
 
 def _off_topic(g: Generation, items: Mapping[str, CatalogItem], history: Sequence[str]) -> frozenset[int]:
     """The ranks of ``g`` whose reason is not grounded in the item or the shopper's history."""
-    def about(item_id: str) -> list[str | None]:
-        item = items.get(item_id)
-        return [item.title, item.category, *history] if item else list(history)
+    def line(i: Any) -> tuple[str | None, str | None, str | None]:
+        item = items.get(i.item_id)
+        return (i.reason, item.title if item else None, item.category if item else None)
 
-    return frozenset(rank for rank, i in enumerate(g.items, 1) if not reason_is_grounded(i.reason, about(i.item_id)))
+    flags = grounded_lines([line(i) for i in g.items], history)
+    return frozenset(rank for rank, ok in enumerate(flags, 1) if not ok)
 
 
 def _as_display(g: Generation) -> dict[str, Any]:

@@ -575,9 +575,9 @@ def run_simulation(
         u_right = float(utility_fn(context, [i.item_id for i in task.right.items]))
         off_topic: dict[str, set[str]] = {}
         if reason_penalty and profile.behaviour == "bt":
-            u_left -= reason_penalty * scale * _off_topic_share(task, task.left)
-            u_right -= reason_penalty * scale * _off_topic_share(task, task.right)
             off_topic = _off_topic_items(task)
+            u_left -= reason_penalty * scale * len(off_topic["left"]) / max(1, len(task.left.items))
+            u_right -= reason_penalty * scale * len(off_topic["right"]) / max(1, len(task.right.items))
         answer = judge(profile, u_left, u_right, rng, scale=scale, floor=floor)
         flags = _flags(profile, task, rng, off_topic)
         t0 = time.perf_counter()
@@ -603,20 +603,16 @@ def run_simulation(
     return report
 
 
-def _off_topic_share(task: Any, shown: Any) -> float:
-    """The share of a shown list's reasons that are about neither the item nor the shopper's earlier purchases."""
-    from rlhf.reasons import off_topic_share
-
-    return off_topic_share([(i.reason, i.title, i.category) for i in shown.items], [h.title for h in task.history])
-
-
 def _off_topic_items(task: Any) -> dict[str, set[str]]:
     """Per side, the items whose reason is about neither the item nor the shopper's earlier purchases."""
-    from rlhf.reasons import reason_is_grounded
+    from rlhf.reasons import grounded_lines
 
     history = [h.title for h in task.history]
-    return {side: {i.item_id for i in shown.items if not reason_is_grounded(i.reason, [i.title, i.category, *history])}
-            for side, shown in (("left", task.left), ("right", task.right))}
+    out = {}
+    for side, shown in (("left", task.left), ("right", task.right)):
+        flags = grounded_lines([(i.reason, i.title, i.category) for i in shown.items], history)
+        out[side] = {i.item_id for i, ok in zip(shown.items, flags) if not ok}
+    return out
 
 
 def _flags(
