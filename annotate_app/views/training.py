@@ -249,7 +249,7 @@ def _side_by_side_view(round_id: str) -> None:
 
 
 st.subheader("Past rounds")
-frame = rounds_service.rounds_metrics_frame(store)
+frame = rounds_service.rounds_metrics_frame(store, summaries)  # the rounds read at the top of the page
 if frame.empty:
     st.info("No rounds yet. Collect labels on the Label page (or `recfeedback simulate`), then start one.")
 else:

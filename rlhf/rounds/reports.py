@@ -130,13 +130,14 @@ def round_verdicts(store: Store, round_id: str | None = None) -> dict[str, dict[
     return {rid: {m: zero_shot_verdict(report, m) for m in ("ndcg", "reasons")} for rid, report in reports.items()}
 
 
-def rounds_metrics_frame(store: Store) -> Any:
-    """One row per round with its headline metrics, for the charts across rounds."""
+def rounds_metrics_frame(store: Store, summaries: list[dict[str, Any]] | None = None) -> Any:
+    """One row per round with its headline metrics, for the charts across rounds; ``summaries`` are
+    :func:`list_round_summaries` when the caller has read them already."""
     import pandas as pd
 
     verdicts = round_verdicts(store)
     rows = []
-    for i, r in enumerate(list_round_summaries(store), start=1):
+    for i, r in enumerate(list_round_summaries(store) if summaries is None else summaries, start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
                      "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
