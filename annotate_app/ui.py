@@ -288,13 +288,15 @@ table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128
 </style>"""
 
 
-def item_html(item: ShownItem, *, bought_later: bool = False, off_topic: bool = False) -> str:
+def item_html(item: ShownItem, *, bought_later: bool = False, off_topic: bool = False, copied: bool = False) -> str:
     """One listed item as a card: rank, title, problem badges (and, where the evaluation knows them, a
-    "bought later" mark and an "off-topic reason" mark), category, price and attributes, and the policy's
-    reason; all text escaped."""
+    "bought later" mark and an "off-topic reason" or "reason copies a product line" mark), category, price
+    and attributes, and the policy's reason; all text escaped."""
     badges = "".join(f'<span class="rf-badge">{esc(b)}</span>' for b in item.badges)
     if off_topic:
         badges += '<span class="rf-note">off-topic reason</span>'
+    if copied:
+        badges += '<span class="rf-note">reason copies a product line</span>'
     if bought_later:
         badges += '<span class="rf-hit">bought later</span>'
     meta = " · ".join(esc(x) for x in (item.category or "", price(item.price), *item.attributes) if x)

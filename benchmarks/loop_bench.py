@@ -1012,32 +1012,49 @@ def reasons_section(args) -> dict:
 
 
 def _title_copies(store, policies: list[str]) -> dict[str, dict[str, float]]:
-    """How much of a policy's grounding is copying: on the held-out shoppers, the share of reasons that begin
+    """How much of a policy's reasons is copying: on the held-out shoppers, the share of reasons that begin
     with their own item's title (its first half, at least 8 characters), of reasons that are the title and
-    nothing else, and of lists with a reason that describes another candidate (the parser's
-    ``other_item_reason``, which makes the list invalid). Printed and returned per policy."""
+    nothing else, of lists with a reason that describes another candidate (the parser's
+    ``other_item_reason``, which makes the list invalid), and of reasons that copy a candidate's line and say
+    nothing grounded besides (:func:`rlhf.reasons.line_verdicts`' ``copy``); and the share grounded as the
+    check counted before it judged what follows a copy (loop.md §2p-2r's figures). Printed and returned per
+    policy."""
+    from rlhf.reasons import line_verdicts, reason_is_grounded
     from storage import contexts as contexts_repo
     from storage import generations as gen_repo
     from storage.catalog import get_items
 
     with store.transaction() as con:
-        held = [c.context_id for c in contexts_repo.list_contexts(con) if c.split == "heldout"]
-        gens = gen_repo.generations_for_policies(con, policies, context_ids=held)
-        titles = {i: (it.title or "").lower().strip()
-                  for i, it in get_items(con, sorted({x.item_id for g in gens for x in g.items})).items()}
-    print("copying: share of held-out reasons that begin with their item's title / are only the title; "
-          "share of lists with a reason that describes another candidate")
-    out = {}
+        held = {c.context_id: c for c in contexts_repo.list_contexts(con) if c.split == "heldout"}
+        gens = gen_repo.generations_for_policies(con, policies, context_ids=list(held))
+        items = get_items(con, sorted({x.item_id for g in gens for x in g.items}
+                                      | {i for c in held.values() for i in (*c.history, *c.candidates)}))
+    titles = {i: (it.title or "").lower().strip() for i, it in items.items()}
+    print("copying: share of held-out reasons that begin with their item's title / are only the title / copy a "
+          "candidate's line and say nothing grounded besides; share of lists with a reason that describes another "
+          "candidate; share of reasons grounded when a copied line counted (the check before §2s)")
+    out: dict[str, dict] = {}
     for policy in policies:
         mine = [g for g in gens if g.policy_id == policy]
         lines = [((x.reason or "").lower().strip().rstrip("."), titles.get(x.item_id, "")) for g in mine for x in g.items]
         begins = np.mean([bool(t) and r.startswith(t[: max(8, len(t) // 2)]) for r, t in lines]) if lines else np.nan
         only = np.mean([bool(t) and r == t for r, t in lines]) if lines else np.nan
         other = np.mean([any(p.get("kind") == "other_item_reason" for p in g.problems) for g in mine]) if mine else np.nan
+        verdicts, before = [], []
+        for g in mine:
+            context = held[g.context_id]
+            past = [titles.get(h) for h in context.history]
+            said = [(x.reason, titles.get(x.item_id), items[x.item_id].category if x.item_id in items else None)
+                    for x in g.items]
+            verdicts += line_verdicts(said, past, [titles.get(c) for c in context.candidates])
+            before += [reason_is_grounded(r, [t, c, *past]) for r, t, c in said]
+        copies = float(np.mean([v == "copy" for v in verdicts])) if verdicts else float("nan")
+        counted = float(np.mean(before)) if before else float("nan")
         print(f"  {policy:<44} {len(mine):>4} lists  begins with its title {begins:.3f}  only the title {only:.3f}  "
-              f"describes another candidate {other:.3f}")
+              f"a copy {copies:.3f}  describes another candidate {other:.3f}  grounded, copies "
+              f"counted {counted:.3f}")
         out[policy] = {"lists": len(mine), "begins_with_title": float(begins), "only_title": float(only),
-                       "other_item_reason_lists": float(other)}
+                       "copied_line": copies, "other_item_reason_lists": float(other), "grounded_copies_counted": counted}
     return out
 
 
@@ -1045,14 +1062,15 @@ def reasons_rm_section(args) -> dict:
     """Would the reward model learn the reasons if the annotators judged them? The real policy lists of an
     earlier ``--section uci`` run (``--from-workdir``, every policy's lists, read as they are), paired within
     each shopper; a simulated crowd labels training shoppers' pairs by the later purchases (as in the loop)
-    minus ``--reason-penalties`` utility-scale units for a list whose every reason is off-topic
-    (:func:`rlhf.reasons.off_topic_share`; what ``simulation.reason_penalty`` does in the product); the probe's
-    head (the product's default input, frozen encoder embedded once) is fitted on those labels. Scored on
-    held-out shoppers' pairs: ``items``, the share ordered as the purchases order them (pairs whose purchase
-    utility differs), and ``reasons``, the share where the list with fewer off-topic reasons scores higher
-    (pairs equal by purchases whose off-topic shares differ). A second head also reads ``reason_fit``
-    (``reward_model.probe_reason_features``, off by default): each reason's cosine to its item's
-    description or the closest earlier purchase, by the same encoder."""
+    minus ``--reason-penalties`` utility-scale units for a list whose every reason is off-topic or a copied
+    product line (:func:`rlhf.reasons.off_topic_share`; what ``simulation.reason_penalty`` does in the
+    product); the probe's head (the product's default input, frozen encoder embedded once) is fitted on those
+    labels. Scored on held-out shoppers' pairs: ``items``, the share ordered as the purchases order them
+    (pairs whose purchase utility differs), and ``reasons``, the share where the list with fewer ungrounded
+    reasons scores higher (pairs equal by purchases whose shares differ). Two more heads also read a reason
+    column: ``reason_fit_after_copy`` (``reward_model.probe_reason_features``, off by default: each reason's
+    cosine to its item's description or the closest earlier purchase, by the same encoder, read after any
+    copied candidate line) and ``reason_fit``, the same with copies included (the column before §2s)."""
     from rlhf import simulate as sim
     from rlhf.models import get_tokenizer
     from rlhf.prompts import build_context_views, render_prompt
@@ -1093,7 +1111,8 @@ def reasons_rm_section(args) -> dict:
 
     u_item = {g.generation_id: float(utility(by_ctx[g.context_id], [i.item_id for i in g.items])) for g in gens}
     off = {g.generation_id: off_topic_share([(i.reason, title(i.item_id), category(i.item_id)) for i in g.items],
-                                            [title(h) for h in by_ctx[g.context_id].history]) for g in gens}
+                                            [title(h) for h in by_ctx[g.context_id].history],
+                                            [title(c) for c in by_ctx[g.context_id].candidates]) for g in gens}
     split = {c: context_split(c, args.rm_heldout) for c in per_ctx}
     pairs = {s_: [(a.generation_id, b.generation_id) for c, gs in per_ctx.items() if split[c] == s_
                   for x, a in enumerate(gs) for b in gs[x + 1:]] for s_ in ("train", "heldout")}
@@ -1108,10 +1127,12 @@ def reasons_rm_section(args) -> dict:
     gids = [g.generation_id for g in gens]
     row = {g: k for k, g in enumerate(gids)}
     product = scorer.features([prompt_of[g.context_id] for g in gens], [g.raw_text for g in gens], batch_size=64)
-    # reward_model.probe_reason_features: each reason's fit to its item or the closest earlier purchase.
+    # reward_model.probe_reason_features: each reason's fit to its item or the closest earlier purchase, read
+    # after any copied candidate line; and the column as it was before §2s, copies included.
     fit = match_features([prompt_of[g.context_id] for g in gens], [g.raw_text for g in gens], scorer.embed_lines,
-                         columns=REASON_FEATURES, embed_reasons=scorer.embed_texts)
-    feats = {"product probe": product, "+ reason fit (probe_reason_features)": np.hstack([product, fit])}
+                         columns=("reason_fit", *REASON_FEATURES), embed_reasons=scorer.embed_texts)
+    feats = {"product probe": product, "+ reason fit, copies included (before 2s)": np.hstack([product, fit[:, :1]]),
+             "+ reason fit after copy (probe_reason_features)": np.hstack([product, fit[:, 1:]])}
     print(f"embedded {len(gens)} lists and their reasons in {time.perf_counter() - t0:.0f} s")
 
     test_items = [(a, b) for a, b in pairs["heldout"] if abs(u_item[a] - u_item[b]) > 1e-9]
@@ -1153,11 +1174,11 @@ def reasons_rm_section(args) -> dict:
                     })
     print(f"held-out accuracy, items / reasons, mean of {len(seeds)} seeds, by pairs asked "
           f"(a size past the pool asks all {len(pairs['train'])}):")
-    print(f"  {'':<52}" + "".join(f"{s:>14}" for s in sizes))
+    print(f"  {'':<64}" + "".join(f"{s:>14}" for s in sizes))
     for name, by_size in results.items():
         cells = [f"{np.mean([r['items'] for r in by_size[s]]):.3f}/{np.mean([r['reasons'] for r in by_size[s]]):.3f}"
                  for s in sizes]
-        print(f"  {name:<52}" + "".join(f"{c:>14}" for c in cells))
+        print(f"  {name:<64}" + "".join(f"{c:>14}" for c in cells))
     spread = max(np.ptp([r["reasons"] for r in runs]) for by_size in results.values() for runs in by_size.values())
     print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test_items))):.3f} items, "
           f"~{np.sqrt(0.25 / max(1, len(test_reasons))):.3f} reasons; widest spread of reasons over seeds {spread:.3f})\n")
@@ -1251,7 +1272,7 @@ def main() -> None:
     u.add_argument("--reason-penalty", type=float, default=0.0,
                    help="uci: the crowd also judges reasons (simulation.reason_penalty; 0 = items only, the issue's crowd)")
     u.add_argument("--reason-features", action="store_true",
-                   help="uci: the rounds' probe reads reason_fit (reward_model.probe_reason_features)")
+                   help="uci: the rounds' probe reads reason_fit_after_copy (reward_model.probe_reason_features)")
     args = p.parse_args()
     import torch
 

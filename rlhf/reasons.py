@@ -6,6 +6,11 @@ it cannot catch a fluent reason about something else ("A man who had a dream to 
 building-block word). This check can: a reason is *grounded* when it shares a content word with the
 item's title or category or with a title in the shopper's history.
 
+A reason that begins by copying a candidate's line from the prompt (its title, or most of it, and the
+bracketed category and price the prompt writes after it) is judged on what follows the copy: the copy
+says nothing about why, and a copy of a neighbour's line names the wrong item while sharing its category.
+A reason that is such a copy and nothing about the item or the shopper besides is a *copy*, not grounded.
+
 It is a lower bound on nonsense, not a measure of quality: a grounded reason may still be wrong or
 dull, and a good reason may use a synonym (it then counts as ungrounded). Words are compared lower-cased,
 letters only, three letters or more, without a plural "s" and without common function words.
@@ -15,6 +20,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from rlhf.prompts import letters_and_digits
 
 #: Function words and filler that say nothing about an item; everything else counts as content.
 STOP_WORDS = frozenset([
@@ -45,21 +53,69 @@ def reason_is_grounded(reason: str | None, about: Iterable[str | None]) -> bool:
     return bool(said) and any(said & content_words(text) for text in about)
 
 
+#: A copy of a candidate's title is at least this many of its first words, and more than half of them: a
+#: reason may begin with the item's noun ("Candles in the evening") without copying "CANDLES IN A JAR".
+MIN_COPIED_WORDS = 2
+
+
+def after_copied_line(reason: str, titles: Iterable[str]) -> str:
+    """What ``reason`` says after a copy of one of ``titles`` (the candidates') at its start, and after the
+    bracketed details the prompt writes behind a title ("(kitchen & dining, price 1.65)", closed or not);
+    ``reason`` itself when it begins with no copy. Words are compared in
+    :func:`rlhf.prompts.letters_and_digits` form, so case and punctuation do not hide a copy."""
+    words = reason.split()
+    spelled = [letters_and_digits(w) for w in words]
+    copied = 0
+    for title in titles:
+        named = [letters_and_digits(w) for w in title.split()]
+        n = 0
+        while n < min(len(named), len(spelled)) and spelled[n] and spelled[n] == named[n]:
+            n += 1
+        if n >= MIN_COPIED_WORDS and 2 * n > len(named):
+            copied = max(copied, n)
+    if not copied:
+        return reason
+    rest = " ".join(words[copied:])
+    if rest[:1] in ("(", "["):
+        close = rest.find(")" if rest[0] == "(" else "]")
+        rest = rest[close + 1:].strip() if close >= 0 else ""
+    return rest
+
+
 #: One line of a list as the check reads it: ``(reason, item title, item category)``.
 Line = tuple[str | None, str | None, str | None]
+#: What the check says of one reason.
+Verdict = Literal["grounded", "copy", "off_topic"]
 
 
-def grounded_lines(lines: Sequence[Line], history: Iterable[str | None]) -> list[bool]:
-    """For each line, whether its reason is about its item or a title in ``history`` (the shopper's
-    earlier purchases): the one place that says what a line is checked against."""
+def line_verdicts(lines: Sequence[Line], history: Iterable[str | None], candidates: Iterable[str | None]) -> list[Verdict]:
+    """For each line: ``grounded`` (what the reason says, after any copied candidate line, is about its item
+    or a title in ``history``, the shopper's earlier purchases), ``copy`` (it is not, and the reason begins
+    with a copied candidate line: a product's name, not a reason) or ``off_topic``. ``candidates`` are the
+    titles of the context's candidates, the lines the prompt showed. The one place that says what a line is
+    checked against."""
     past = list(history)
-    return [reason_is_grounded(reason, [title, category, *past]) for reason, title, category in lines]
+    titles = [t for t in candidates if t]
+    out: list[Verdict] = []
+    for reason, title, category in lines:
+        reason = reason or ""
+        said = after_copied_line(reason, [*titles, *([title] if title else [])])
+        if reason_is_grounded(said, [title, category, *past]):
+            out.append("grounded")
+        else:
+            out.append("copy" if said != reason else "off_topic")
+    return out
 
 
-def off_topic_share(lines: Sequence[Line], history: Iterable[str | None]) -> float:
-    """The share of a list's lines whose reason is about neither the item nor the shopper's history; 0.0 for
-    an empty list. What a reader of the reasons notices first: the simulated crowd uses it when it reads
-    reasons (``simulation.reason_penalty``), and the reasons benchmark when it asks whether a reward model
-    learns it."""
-    flags = grounded_lines(lines, history)
+def grounded_lines(lines: Sequence[Line], history: Iterable[str | None], candidates: Iterable[str | None]) -> list[bool]:
+    """For each line, whether its reason is grounded (:func:`line_verdicts`)."""
+    return [v == "grounded" for v in line_verdicts(lines, history, candidates)]
+
+
+def off_topic_share(lines: Sequence[Line], history: Iterable[str | None], candidates: Iterable[str | None]) -> float:
+    """The share of a list's lines whose reason is not grounded (off-topic, or only a copied candidate line);
+    0.0 for an empty list. What a reader of the reasons notices first: the simulated crowd uses it when it
+    reads reasons (``simulation.reason_penalty``), and the reasons benchmark when it asks whether a reward
+    model learns it."""
+    flags = grounded_lines(lines, history, candidates)
     return (len(flags) - sum(flags)) / len(flags) if flags else 0.0

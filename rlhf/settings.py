@@ -185,10 +185,11 @@ class RewardModelSettings(BaseModel):
     )
     probe_reason_features: bool = Field(
         False,
-        description="The probe also reads how well each reason fits its item or the shopper's earlier purchases "
-        "(rlhf.reward.match 'reason_fit'). For annotators who judge the reasons: on UCI policy lists, with a crowd "
-        "that does, reason accuracy 0.81 at 100 labels vs 0.70 without (loop.md 2q). Off by default: the issue's "
-        "crowd judges items only, and one round with it copied item titles into reasons (validity 70% -> 57%, loop.md 2r).",
+        description="The probe also reads how well each reason fits its item or the shopper's earlier purchases, "
+        "after any product line it copies from the prompt (rlhf.reward.match 'reason_fit_after_copy'). For "
+        "annotators who judge the reasons: on UCI policy lists, with a crowd that does and does not count a copy "
+        "as a reason, reason accuracy 0.69 at 100 labels vs 0.51 without (loop.md 2s). Off by default: the "
+        "issue's crowd judges items only.",
     )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
     probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
@@ -390,8 +391,8 @@ class SimulationSettings(BaseModel):
     reason_penalty: float = Field(
         0.0, ge=0.0,
         description="Careful annotators also read the reasons: a list whose every reason is off-topic (about neither "
-        "the item nor the shopper's history, rlhf.reasons) is worth this many utility-scale units less. 0 = items "
-        "only, the issue's ground truth.",
+        "the item nor the shopper's history) or only a copied product line (rlhf.reasons) is worth this many "
+        "utility-scale units less. 0 = items only, the issue's ground truth.",
     )
     seed: int = 0
 

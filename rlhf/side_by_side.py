@@ -16,7 +16,7 @@ from typing import Any
 
 from rlhf.annotation import ShownList, shown_list
 from rlhf.evaluation import future_purchases_from_store, ndcg_at_n
-from rlhf.reasons import grounded_lines
+from rlhf.reasons import line_verdicts
 from rlhf.settings import Settings
 from storage import Store
 from storage.records import CatalogItem, Generation
@@ -34,6 +34,8 @@ class PolicyColumn:
     is_valid: bool
     #: Ranks whose reason names nothing of the item or the shopper's history (:mod:`rlhf.reasons`).
     off_topic_ranks: frozenset[int] = frozenset()
+    #: Ranks whose reason only copies a candidate's line from the prompt (title, category, price).
+    copied_ranks: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -143,21 +145,23 @@ def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str,
             columns=tuple(
                 PolicyColumn(policy_id=policy_id, role=role, shown=shown_list(_as_display(g), items, candidates),
                              bought_ranks=ranks, ndcg=ndcg, is_valid=bool(g.is_valid),
-                             off_topic_ranks=_off_topic(g, items, history))
+                             **_reason_marks(g, items, history, context.candidates))
                 for policy_id, role, g, ranks, ndcg in cols
             ),
         ))
     return out
 
 
-def _off_topic(g: Generation, items: Mapping[str, CatalogItem], history: Sequence[str]) -> frozenset[int]:
-    """The ranks of ``g`` whose reason is not grounded in the item or the shopper's history."""
+def _reason_marks(g: Generation, items: Mapping[str, CatalogItem], history: Sequence[str],
+                  candidates: Sequence[str]) -> dict[str, frozenset[int]]:
+    """The ranks of ``g`` whose reason is off-topic, and those whose reason only copies a candidate's line."""
     def line(i: Any) -> tuple[str | None, str | None, str | None]:
         item = items.get(i.item_id)
         return (i.reason, item.title if item else None, item.category if item else None)
 
-    flags = grounded_lines([line(i) for i in g.items], history)
-    return frozenset(rank for rank, ok in enumerate(flags, 1) if not ok)
+    verdicts = line_verdicts([line(i) for i in g.items], history, [items[c].title for c in candidates if c in items])
+    return {f"{kind}_ranks": frozenset(rank for rank, v in enumerate(verdicts, 1) if v == verdict)
+            for kind, verdict in (("off_topic", "off_topic"), ("copied", "copy"))}
 
 
 def _as_display(g: Generation) -> dict[str, Any]:

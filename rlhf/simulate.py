@@ -15,9 +15,10 @@ then answers like a person would, with their own flaws:
 - speed: seconds per label drawn from a log-normal around a personal median;
 - spammers: some answer at random, or always pick the left list, and do so fast;
 - reasons (optional, ``reason_penalty`` > 0): careful annotators also read each item's reason, and a list
-  whose reasons are about something else (:func:`rlhf.reasons.off_topic_share`) is worth less to them,
-  ``reason_penalty`` utility-scale units for a list whose every reason is off-topic. The issue's ground
-  truth is items only, so the default is 0; real labellers judge the reasons as well.
+  whose reasons are about something else, or only copy a product's line from the prompt
+  (:func:`rlhf.reasons.off_topic_share`), is worth less to them: ``reason_penalty`` utility-scale units for
+  a list whose every reason is such. The issue's ground truth is items only, so the default is 0; real
+  labellers judge the reasons as well.
 
 Temperatures and margins are in units of the task's *utility scale* (the spread of utility gaps among
 the pairs being labelled), so one crowd definition means the same difficulty on the demo shop and on
@@ -604,13 +605,15 @@ def run_simulation(
 
 
 def _off_topic_items(task: Any) -> dict[str, set[str]]:
-    """Per side, the items whose reason is about neither the item nor the shopper's earlier purchases."""
+    """Per side, the items whose reason is about neither the item nor the shopper's earlier purchases, or
+    only copies a candidate's line from the prompt (:func:`rlhf.reasons.line_verdicts`)."""
     from rlhf.reasons import grounded_lines
 
     history = [h.title for h in task.history]
+    candidates = [c.title for c in task.candidates]
     out = {}
     for side, shown in (("left", task.left), ("right", task.right)):
-        flags = grounded_lines([(i.reason, i.title, i.category) for i in shown.items], history)
+        flags = grounded_lines([(i.reason, i.title, i.category) for i in shown.items], history, candidates)
         out[side] = {i.item_id for i, ok in zip(shown.items, flags) if not ok}
     return out
 

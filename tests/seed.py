@@ -47,6 +47,7 @@ def seed_store(
     seed: int = 0,
     prefix: str = "p",
     grounded_sides: str = "",
+    copied_sides: str = "",
 ) -> Seeded:
     """Seed ``n_pairs`` regular pairs (+ ``n_gold`` gold pairs, expected answer 'A') and optional users.
 
@@ -54,7 +55,8 @@ def seed_store(
     first item of every list is titled :data:`EVIL_TITLE` (markup and script that must show as text).
     With ``problems`` every third generation carries parser problems and a non-candidate item. Reasons are
     off-topic (about neither the item nor the history, :mod:`rlhf.reasons`) except on the sides named in
-    ``grounded_sides`` ("a", "b" or "ab"), whose reasons name their item's title.
+    ``grounded_sides`` ("a", "b" or "ab"), whose reasons name their item's title, and ``copied_sides``, whose
+    reasons copy another candidate's line from the prompt (title, then details in brackets).
     """
     rng = random.Random(seed)
     n_items = max(40, n_candidates * 3)
@@ -93,12 +95,14 @@ def seed_store(
             if problems and (k + (side == "b")) % 3 == 0:
                 chosen[-1] = history[0]  # a real item that is not a candidate
                 gen_problems = [{"kind": "not_a_candidate", "detail": history[0], "position": list_length}]
+            others = [c for c in candidates if c not in chosen]  # what a copied reason names instead
             gen_id = f"{prefix}gen{k:05d}{side}"
             gens.append(gen_id)
             generations.append(Generation(
                 generation_id=gen_id, context_id=ctx, policy_id="seed-policy",
                 raw_text="\n".join(f"{r + 1}. {c} | reason {side}{r} <b>for</b> *{c}*" for r, c in enumerate(chosen)),
                 items=[ListItem(c, f"The {titles[c]} suits them" if side in grounded_sides
+                                else f"{titles[others[r]]} (kitchen, price 9.99)" if side in copied_sides
                                 else f"Reason {side}{r}: goes with **their** <i>history</i>") for r, c in enumerate(chosen)],
                 problems=gen_problems, is_valid=not gen_problems,
             ))

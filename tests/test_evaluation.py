@@ -422,6 +422,29 @@ def test_reasons_count_as_grounded_when_they_name_the_item_or_the_shoppers_histo
     assert not reason_is_grounded("", ["Mug"]) and not reason_is_grounded("For the one they have", ["The One"])
 
 
+def test_a_copied_product_line_is_not_a_reason() -> None:
+    """Real SmolLM2 reasons on UCI (loop.md §2s): many copy a candidate's line from the prompt, their own or a
+    neighbour's, and the copy shares the item's words or category; the check reads what follows the copy."""
+    from rlhf.reasons import after_copied_line, line_verdicts, reason_is_grounded
+
+    candidates = ["LUNCH BAG BLACK SKULL.", "DOORMAT HEARTS", "DOORMAT SPOTTY HOME SWEET HOME", "PASTEL BLUE PHOTO ALBUM",
+                  "CANDLES IN A JAR"]
+    history = ["WOODEN PHOTO FRAME CORNICE", "REGENCY CAKESTAND 3 TIER"]
+    lines = [
+        ("LUNCH BAG BLACK SKULL. (kitchen & dining, price 1.65", "LUNCH BAG BLACK SKULL.", "kitchen & dining"),
+        ("DOORMAT HEARTS (home decor, price 7.95)", "DOORMAT SPOTTY HOME SWEET HOME", "home decor"),  # a neighbour's
+        ("Pastel blue photo (home decor) for their photo frames", "PASTEL BLUE PHOTO ALBUM", "home decor"),
+        ("Candles in the evening", "CANDLES IN A JAR", "candles & lighting"),  # the item's noun is not a copy
+        ("The cake that is made from a chocolate cake is special.", "PASTEL BLUE PHOTO ALBUM", "home decor"),
+        ("", "CANDLES IN A JAR", "candles & lighting"),
+    ]
+    assert all(reason_is_grounded(r, [t, c]) for r, t, c in lines[:2])  # what the words alone would say
+    assert line_verdicts(lines, history, candidates) == ["copy", "copy", "grounded", "grounded", "off_topic", "off_topic"]
+    assert after_copied_line("Pastel blue photo (home decor) for their photo frames", candidates) == "for their photo frames"
+    assert after_copied_line("Doormat hearts", candidates) == ""
+    assert after_copied_line("Lunch bag for school", candidates) == "Lunch bag for school"  # 2 of 4 words: no copy
+
+
 def test_the_reasons_grounded_share_by_hand() -> None:
     titles = {"i1": "Olive Wood Rolling Pin", "i2": "Ceramic Mug", "i3": "Jute Bag"}
     cats = {"i1": "Kitchen", "i2": "Kitchen", "i3": "Bags"}
@@ -445,3 +468,7 @@ def test_the_reasons_grounded_share_by_hand() -> None:
     assert ev.paired_reason_differences(by_id, truth, ["b", "p"], samples=200) == {}
     long = ev.long_metrics(pd.DataFrame([row]))
     assert long.set_index("metric").loc["reasons_grounded", "hi"] == row["reasons_hi"]
+    # c2's rolling pin with a copy of the mug's line (another candidate, the same category): a copy, not a reason.
+    copied = ev.PolicyLists("c", {"c2": [["i1", "i2"]]}, reasons={"c2": [["Ceramic Mug (Kitchen, price 3)",
+                                                                          "A mug for their tea"]]})
+    assert ev.context_reasons_grounded(copied, truth) == {"c2": 0.5}

@@ -198,6 +198,29 @@ def test_reason_fit_reads_whether_each_reason_is_about_its_item(policy_tokenizer
         match_features(prompts, answers, _embed_by_category, columns=("tone",))
 
 
+def test_reason_fit_after_copy_reads_what_follows_a_copied_product_line(policy_tokenizer):
+    """Copying a candidate's line from the prompt (its title, then its bracketed details) raises ``reason_fit``
+    and earns nothing in ``reason_fit_after_copy``; words of its own after the copy are read as if alone."""
+    from rlhf.reward.match import match_features
+
+    prompt = _prompt_in_order(policy_tokenizer, 1, True)  # C01 Steel Garden Trowel 1, C05 Ceramic Tea Mug 1
+    assert "C01: Steel Garden Trowel 1 (" in prompt  # the line a policy copies
+    copied = "1. C01 | Steel Garden Trowel 1 (Garden, price 9.99)\n2. C05 | CERAMIC TEA MUG 1 (Kitchen"
+    own = "1. C01 | Handy in the garden.\n2. C05 | Handy in the kitchen."
+    both = "1. C01 | Steel Garden Trowel 1 (Garden) handy in the garden.\n2. C05 | Ceramic Tea Mug 1: Handy in the kitchen."
+
+    def embed_reasons(texts):
+        return _embed_by_category([t.replace("garden", "Garden") for t in texts])
+
+    f = match_features([prompt] * 3, [copied, own, both], _embed_by_category,
+                       columns=("reason_fit", "reason_fit_after_copy"), embed_reasons=embed_reasons)
+    fit, after = f.T
+    assert fit[0] == pytest.approx(1.0, abs=1e-6)  # a copy fits its item perfectly
+    assert after[0] == 0.0  # and says nothing
+    assert after[1] == pytest.approx(fit[1], abs=1e-6) and after[1] > 0.9  # no copy: the whole reason
+    assert after[2] == pytest.approx(after[1], abs=1e-6)  # the reason's own words, after the copy
+
+
 def test_only_a_probe_that_reads_reasons_learns_which_reason_fits_which_item(policy_tokenizer, tmp_path):
     """The same two answers (the same items, their reasons swapped) for shoppers whose candidate table
     puts a garden or a kitchen item first: each text wins as often as it loses, so only the reasons' fit
@@ -225,7 +248,8 @@ def test_only_a_probe_that_reads_reasons_learns_which_reason_fits_which_item(pol
                                                      test["rejected"].tolist())
         accuracy[reads] = float(np.mean(chosen > rejected))
     assert accuracy == {True: 1.0, False: 0.0}  # without reason_fit both answers score alike (a tie is wrong)
-    assert results[True].summary()["match_features"] == ["rank", "max_similarity", "mean_similarity", "reason_fit"]
+    assert results[True].summary()["match_features"] == ["rank", "max_similarity", "mean_similarity",
+                                                          "reason_fit_after_copy"]
 
     record = save_reward_model(results[True], rm_id="rm_reasons", store=None, settings=settings, metrics={})
     reloaded = load_reward_model_from_folder(record.path, settings=settings)

@@ -49,7 +49,8 @@ def shop(store):
         _gen("g1_new_1", "c1", "new", ["I06", "I08"], round_id=ROUND),    # ... in its first sample only
         _gen("g1_zero", "c1", "zero", ["I06", "I08"]),                    # ... and its parent does not
         _gen("g2_new", "c2", "new", ["I01", "I06"], round_id=ROUND, valid=False),  # I01: not a candidate
-        _gen("g2_zero", "c2", "zero", ["I06", "I04"]),
+        _gen("g2_zero", "c2", "zero", ["I06", "I04"],
+             reasons=["Thing 10 (Kitchen, 11.00)", "Thing 4 for their Thing 2"]),  # a neighbour's line; history
         _gen("g3_new", "c3", "new", ["I09", "I10"], round_id=ROUND),
         _gen("g3_zero", "c3", "zero", ["I09", "I07"]),                    # s3: the parent finds I07 at rank 2
         _gen("g4_new", "c4", "new", ["I09", "I10"], round_id=ROUND),      # s4: the parent has no list
@@ -82,6 +83,7 @@ def test_shoppers_who_bought_later_come_first_where_the_lists_differ_most(shop, 
     assert [c.off_topic_ranks for c in c1.columns] == [frozenset({2}), frozenset({1, 2})]
     assert [i.item_id for i in c1.bought_later] == ["I05"] and [i.item_id for i in c1.history] == ["I01"]
     assert c3.columns[1].bought_ranks == frozenset({2})
+    assert (c2.columns[1].copied_ranks, c2.columns[1].off_topic_ranks) == (frozenset({1}), frozenset())
     assert c3.columns[1].ndcg == pytest.approx(1 / math.log2(3)) and c3.ndcg_spread == pytest.approx(1 / math.log2(3))
     assert c2.bought_later == () and c2.ndcg_spread == 0.0
     new_c2 = c2.columns[0]
@@ -116,6 +118,8 @@ def test_round_lists_prints_the_lists_with_what_was_bought_later(shop, settings)
     assert "    2. Thing 7  [bought later; off-topic reason]  | reason for I07" in lines  # s3's parent list
     everything = runner.invoke(app, ["round", "lists", "--data-dir", data_dir])  # the newest finished round
     assert "    1. Thing 1  [off-topic reason; not a candidate]  | reason for I01" in everything.output.splitlines()
+    assert ("    1. Thing 6  [reason copies a product line; describes another item]  | Thing 10 (Kitchen, 11.00)"
+            in everything.output.splitlines())
     unknown = runner.invoke(app, ["round", "lists", "round_x", "--data-dir", data_dir])
     assert unknown.exit_code == 1 and "No round with id 'round_x'" in unknown.output
 

@@ -167,6 +167,28 @@ def test_a_crowd_that_reads_reasons_prefers_and_flags_grounded_ones(store, setti
     assert blind_flags_a == blind_flags_b == 0
 
 
+def test_a_crowd_that_reads_reasons_counts_a_copied_product_line_as_no_reason(store, settings) -> None:
+    """One side's reasons copy other candidates' lines from the prompt, which often share the item's colour,
+    noun or category: the reading crowd judges them as it judges off-topic ones, flags most and picks the other."""
+    pytest.importorskip("rlhf.annotation")
+    from storage import queue as queue_repo
+    from tests.seed import seed_store
+
+    seed_store(store, n_pairs=10, overlap_target=3, problems=False, seed=5, grounded_sides="a", copied_sides="b")
+    settings = load_settings(store={"data_dir": settings.store.data_dir},
+                             queue={"gold_rate": 0.0, "reshow_rate": 0.0, "seed": 1})
+    crowd = sim.make_crowd(4, "clean", seed=0)
+    sim.ensure_accounts(store, crowd)
+    sim.run_simulation(store, crowd, lambda context, items: 1.0, 15, settings=settings, seed=3, reason_penalty=2.0)
+    with store.transaction() as con:
+        labels = queue_repo.current_labels(con)
+    picked = [lab.choice for lab in labels if lab.choice in ("A", "B")]
+    flagged_b = sum("bad_reason" in flags for lab in labels for key, flags in (lab.item_flags or {}).items()
+                    if key.startswith("B:"))
+    assert sum(c == "A" for c in picked) / len(picked) >= 0.9
+    assert flagged_b >= 0.5 * 5 * len(labels)  # each of B's five reasons flagged with probability 0.7
+
+
 def test_simulate_command_labels_the_queue(store, monkeypatch) -> None:
     pytest.importorskip("rlhf.annotation")
     from typer.testing import CliRunner

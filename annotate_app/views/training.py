@@ -195,7 +195,8 @@ def _evaluation_view(table: pd.DataFrame) -> None:
     fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
     fmt |= {"reasons_grounded": st.column_config.NumberColumn(
         "reasons grounded", format="percent", help="Reasons that share a word with the item's title or category "
-        "or with the shopper's earlier purchases: the rest are about something else (a lexical check).")}
+        "or with the shopper's earlier purchases, besides any product line they copy from the prompt: the rest are "
+        "about something else or only a copy (a lexical check).")}
     fmt |= {"reasons_verdict": st.column_config.TextColumn(
         "new policy's reasons vs this", help="The new policy's share of grounded reasons minus this policy's, "
         "over the same shoppers, with its 95% interval.")}
@@ -245,7 +246,8 @@ def _side_by_side_view(round_id: str) -> None:
                 st.caption(policy.policy_id)
                 for item in policy.shown.items:
                     st.html(ui.item_html(item, bought_later=item.rank in policy.bought_ranks,
-                                         off_topic=item.rank in policy.off_topic_ranks))
+                                         off_topic=item.rank in policy.off_topic_ranks,
+                                         copied=item.rank in policy.copied_ranks))
 
 
 st.subheader("Past rounds")
@@ -270,7 +272,8 @@ else:
                                 "generation_validity": st.column_config.NumberColumn("validity", format="percent"),
                                 "eval_reasons_grounded": st.column_config.NumberColumn(
                                     "reasons grounded", format="percent", help="Held-out lists' reasons that share "
-                                    "a word with the item or the shopper's earlier purchases (a lexical check)."),
+                                    "a word with the item or the shopper's earlier purchases, besides any product "
+                                    "line they copy (a lexical check)."),
                                 "rm_win_rate": st.column_config.NumberColumn("RM win rate", format="%.3f"),
                                 "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot",
                                                                                           format="%.3f"),

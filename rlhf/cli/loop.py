@@ -23,7 +23,7 @@ def simulate_command(
     reason_penalty: float = typer.Option(
         None, "--reason-penalty", min=0.0,
         help="Careful annotators also judge the reasons: utility-scale units off a list whose every reason is "
-        "off-topic (default: settings.simulation; 0 = items only)."),
+        "off-topic or a copied product line (default: settings.simulation; 0 = items only)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Let simulated annotators label the queue through the same service the Label page uses."""
@@ -144,7 +144,8 @@ def format_table(table: Any, n: int) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("(contexts = with later purchases / evaluated; HR and NDCG count the whole catalogue; reasons "
-                 "grounded = share of reasons that name a word of the item or of the shopper's history)")
+                 "grounded = share of reasons that name a word of the item or of the shopper's history besides any "
+                 "product line they copy)")
     return "\n".join(lines)
 
 

@@ -219,6 +219,7 @@ def lists_command(
             for item in column.shown.items:
                 marks = ["bought later"] if item.rank in column.bought_ranks else []
                 marks += ["off-topic reason"] if item.rank in column.off_topic_ranks else []
+                marks += ["reason copies a product line"] if item.rank in column.copied_ranks else []
                 marks += list(item.badges)
                 typer.echo(f"    {item.rank}. {item.title}" + (f"  [{'; '.join(marks)}]" if marks else "")
                            + f"  | {item.reason}")

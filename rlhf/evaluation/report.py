@@ -37,18 +37,20 @@ def context_ndcg(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
 
 def context_reasons_grounded(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
     """The share of each evaluated context's listed items whose reason is about the item or the shopper's
-    history (:func:`rlhf.reasons.reason_is_grounded`), over all its lists; keyed by context so two policies
-    can be compared pairwise, and empty for a policy without reasons (a baseline)."""
+    history beyond any copied candidate line (:func:`rlhf.reasons.line_verdicts`), over all its lists; keyed
+    by context so two policies can be compared pairwise, and empty for a policy without reasons (a baseline)."""
     from rlhf.reasons import grounded_lines
 
     out: dict[str, float] = {}
     for context_id, said in (policy.reasons or {}).items():
         if context_id not in truth.contexts:
             continue
-        history = [truth.title_of.get(h) for h in getattr(truth.contexts[context_id], "history", None) or []]
+        context = truth.contexts[context_id]
+        history = [truth.title_of.get(h) for h in getattr(context, "history", None) or []]
+        candidates = [truth.title_of.get(c) for c in getattr(context, "candidates", None) or []]
         flags = grounded_lines([(reason, truth.title_of.get(item), truth.category_of.get(item))
                                 for items, reasons in zip(policy.lists.get(context_id, []), said)
-                                for item, reason in zip(items, reasons)], history)
+                                for item, reason in zip(items, reasons)], history, candidates)
         if flags:
             out[context_id] = float(np.mean(flags))
     return out

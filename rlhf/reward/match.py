@@ -23,13 +23,17 @@ benchmark data) gets zeros: the features say nothing where the prompt does not s
 
 One more column, off by default (``reward_model.probe_reason_features``), reads the reasons:
 
-- ``reason_fit``: the cosine between the line's reason and its item's description, or the closest earlier
-  purchase if that is closer, by the same encoder. An annotator who reads the reasons notices one about
-  something else at once; a mean-pooled embedding of the whole answer takes longer to learn it (on UCI
-  policy lists, a crowd that judges reasons teaches the plain probe 0.75 reason accuracy at 1,000 labels
-  and the probe with this column 0.81 at 100, ``benchmarks/results/loop.md`` §2q). Off by default because
-  the issue's crowd judges items only, and because a policy raises it by starting reasons with item titles:
-  one CPU round with it did (grounded reasons +0.15, lists valid 70% -> 57%, §2r).
+- ``reason_fit_after_copy``: the cosine between what the line's reason says after any copied candidate
+  line (:func:`rlhf.reasons.after_copied_line`; nothing left: 0) and its item's description, or the closest
+  earlier purchase if that is closer, by the same encoder. An annotator who reads the reasons notices one
+  about something else at once, and a copied product name is no reason; a mean-pooled embedding of the
+  whole answer takes long to learn either. On UCI policy lists, with a crowd that judges reasons and does
+  not count a copy, the probe with this column reaches 0.69 reason accuracy at 100 labels against 0.51
+  without it (``benchmarks/results/loop.md`` §2s). Off by default because the issue's crowd judges items only.
+- ``reason_fit``: the same on the whole reason, copies included; what the column was before §2s, kept so
+  that cards trained with it still load. A policy raises it by copying product lines into its reasons: one
+  CPU round with it did (lists valid 70% -> 57%, §2r), and against a crowd that does not count copies it
+  learns nothing (0.54 at 100 labels, §2s).
 """
 
 from __future__ import annotations
@@ -41,13 +45,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rlhf.prompts import prompt_sections
+from rlhf.reasons import after_copied_line
 
 #: Names of the columns :func:`match_features` returns by default, in order (recorded in a probe's card).
 MATCH_FEATURES: tuple[str, ...] = ("rank", "max_similarity", "mean_similarity")
 #: The column that reads the reasons (``reward_model.probe_reason_features``).
-REASON_FEATURES: tuple[str, ...] = ("reason_fit",)
-#: Every column :func:`match_features` knows.
-ALL_FEATURES: tuple[str, ...] = MATCH_FEATURES + REASON_FEATURES
+REASON_FEATURES: tuple[str, ...] = ("reason_fit_after_copy",)
+#: Every column :func:`match_features` knows (``reason_fit``: cards from before §2s).
+ALL_FEATURES: tuple[str, ...] = MATCH_FEATURES + ("reason_fit", "reason_fit_after_copy")
+#: What each reason column reads of a reason: all of it, or what follows a copied candidate line.
+_REASON_READS: dict[str, bool] = {"reason_fit": False, "reason_fit_after_copy": True}
+#: The details the prompt writes behind a candidate's title: ``Title (category, price)``.
+_DETAILS = re.compile(r"\s*\([^()]*\)$")
 
 #: The short id a line names and its reason: ``3. C07 | reason`` (the parser's grammar, loosely).
 _LINE_ID = re.compile(r"^\s*\d+\s*[.)]\s*(C\d+)\b\s*(?:\|\s*)?(.*)$")
@@ -77,7 +86,7 @@ def match_features(
     """``[n, len(columns)]``: each (prompt, answer)'s match features (see the module docstring).
 
     ``embed`` is called once, on the distinct candidate and history lines of all the prompts;
-    ``embed_reasons`` (default ``embed``) once on the answers' reasons when ``reason_fit`` is asked for:
+    ``embed_reasons`` (default ``embed``) once on the answers' reasons when a reason column is asked for:
     reasons are new in every PPO batch, so a caller that caches ``embed`` can keep them out of its cache.
     """
     if len(prompts) != len(responses):
@@ -90,11 +99,15 @@ def match_features(
     lines = sorted({t for s in sections.values() if s for t in (*s.history, *s.candidates.values())})
     vectors = dict(zip(lines, np.asarray(embed(lines), dtype=np.float32))) if lines else {}
     listed = [_listed_lines(r) for r in responses]
-    reasons: dict[str, np.ndarray] = {}
-    if "reason_fit" in columns:
-        said = sorted({reason for rows, p in zip(listed, prompts) if sections[p] for _, reason in rows if reason})
-        if said:
-            reasons = dict(zip(said, np.asarray((embed_reasons or embed)(said), dtype=np.float32)))
+    fit_columns = [c for c in _REASON_READS if c in columns]
+    read: dict[tuple[str, str, str], str] = {}  # (column, prompt, reason) -> the text that column embeds
+    for rows, p in zip(listed, prompts):
+        titles = [_DETAILS.sub("", line) for line in sections[p].candidates.values()] if sections[p] else []
+        for c in fit_columns if titles else ():
+            for _, reason in rows:
+                read[c, p, reason] = after_copied_line(reason, titles) if _REASON_READS[c] else reason
+    said = sorted({text for text in read.values() if text})
+    reasons = dict(zip(said, np.asarray((embed_reasons or embed)(said), dtype=np.float32))) if said else {}
     for row, (prompt, lines_said) in enumerate(zip(prompts, listed)):
         s = sections[prompt]
         if s is None:
@@ -117,11 +130,13 @@ def match_features(
                 sims = history @ item
                 total[1] += w * float(sims.max())
                 total[2] += w * float(sims.mean())
-            if reason in reasons:
-                fit = float(reasons[reason] @ item)
-                if history is not None:
-                    fit = max(fit, float((history @ reasons[reason]).max()))
-                total[3] += w * fit
+            for c in fit_columns:
+                text = read.get((c, prompt, reason))
+                if text in reasons:
+                    fit = float(reasons[text] @ item)
+                    if history is not None:
+                        fit = max(fit, float((history @ reasons[text]).max()))
+                    total[ALL_FEATURES.index(c)] += w * fit
         if weights:
             out[row] = total / weights
     return out[:, [ALL_FEATURES.index(c) for c in columns]]

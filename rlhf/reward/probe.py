@@ -21,9 +21,10 @@ encoder is never changed, so a saved model is only the head (``head.safetensors`
 With ``reward_model.probe_match_features`` (the default) the head also reads three numbers that depend
 on the shopper, :mod:`rlhf.reward.match` (the listed items' retrieval ranks and their similarity to the
 shopper's earlier purchases), so ``r = w · [e(answer), match(prompt, answer)]``; with
-``reward_model.probe_reason_features`` also how well each reason fits its item (``reason_fit``). The card
-records which features a head was fitted on; heads saved before the match features existed read the
-answer alone.
+``reward_model.probe_reason_features`` also how well each reason fits its item, after any product line
+it copies (``reason_fit_after_copy``). The card records which features a head was fitted on (a head fitted
+on the older ``reason_fit`` still reads it); heads saved before the match features existed read the answer
+alone.
 """
 
 from __future__ import annotations
