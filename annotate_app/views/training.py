@@ -217,11 +217,14 @@ def _side_by_side_view(round_id: str) -> None:
     shoppers = side_by_side.round_side_by_side(store, settings, round_id)
     if not shoppers:
         return
-    with st.expander("Lists side by side: what the round changed, shopper by shopper", icon=":material/compare:"):
+    # Keyed and tracked, so that picking another shopper inside it does not fold it up again.
+    with st.expander("Lists side by side: what the round changed, shopper by shopper", icon=":material/compare:",
+                     key=f"training.sbs_open.{round_id}", on_change="rerun"):
         st.caption("Each policy's first list for the same held-out shopper; \"bought later\" marks what the shopper "
                    "bought after the cut, \"off-topic reason\" a reason that names nothing of the item or of the "
-                   "shopper's earlier purchases. Shoppers who bought something come first, those on whom the lists "
-                   "score most differently at the top.")
+                   "shopper's earlier purchases, \"reason copies a product line\" one that only repeats a candidate's "
+                   "title and details from the prompt. Shoppers who bought something come first, those on whom the "
+                   "lists score most differently at the top.")
 
         def describe(i: int) -> str:
             s = shoppers[i]
@@ -316,6 +319,7 @@ else:
         _side_by_side_view(chosen)
         detail = rounds_service.round_status(store, chosen)
         table = (detail["metrics"] or {})
+        st.caption("Stage timings (seconds), the round's metrics and its error, if any:")
         st.json({"timings_s": detail["timings"], "metrics": table, "error": detail["error"]}, expanded=False)
 
 # ------------------------------------------------------------------------------------------- registry
