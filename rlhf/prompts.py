@@ -200,6 +200,20 @@ def _describe(item: CatalogItem, title_chars: int | None, attributes: Sequence[s
     return f"{title} ({details})" if details else title
 
 
+def described_title(line: str) -> str:
+    """The title in a history or candidate line the prompt wrote (``Title (details)``): the line without its
+    last bracketed group, which may itself hold brackets. A reader of the prompt (the reward model's reason
+    column) needs the titles the policy could copy."""
+    if not line.endswith(")"):
+        return line
+    depth = 0
+    for i in range(len(line) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(line[i], 0)
+        if depth == 0:
+            return line[:i].rstrip()
+    return line
+
+
 def build_messages(
     view: ContextView, n_items: int, *, history_limit: int | None = None, title_chars: int | None = None
 ) -> list[dict[str, str]]:

@@ -124,3 +124,16 @@ def test_views_take_the_attributes_from_the_settings(store, monkeypatch):
     finally:
         get_settings.cache_clear()
     assert view.attributes == ("size",) and "(Kitchen, price 2.00; size L)" in build_messages(view, 1)[1]["content"]
+
+
+def test_described_title_is_the_title_the_prompt_wrote_before_its_details() -> None:
+    """The reward model's reason column needs the titles a policy could copy; titles and details may hold
+    brackets of their own."""
+    from rlhf.prompts import _describe, described_title
+
+    for title in ("SET OF 3 CAKE TINS (PANTRY DESIGN)", "Oak Frame", "Mug (large"):
+        item = CatalogItem(item_id="i1", title=title, description=None, category="Kitchen (home)", price=4.95,
+                           attributes={"material": "oak (solid)"})
+        line = _describe(item, None, ["material"])
+        assert line.startswith(title + " (") and described_title(line) == title
+    assert described_title("Plain title") == "Plain title" and described_title("Odd)") == "Odd)"

@@ -28,7 +28,6 @@ RANDOM_CANDIDATES = "baseline:random-candidates"
 RANDOM_DRAWS = 50
 
 
-
 def popularity_ranking(interactions: pd.DataFrame, cut: Any, catalogue: Iterable[str] | None = None) -> list[str]:
     """Items ordered by distinct buyers strictly before ``cut`` (then total quantity, then id).
 
@@ -51,7 +50,6 @@ def popularity_ranking(interactions: pd.DataFrame, cut: Any, catalogue: Iterable
     return stats["item_id"].tolist()
 
 
-
 def popularity_lists(
     histories: Mapping[str, Sequence[str]], ranking: Sequence[str], n: int, *, exclude_history: bool = True,
     owned: Mapping[str, Iterable[str]] | None = None,
@@ -63,7 +61,6 @@ def popularity_lists(
         seen = (set(history) | set((owned or {}).get(context_id, ()))) if exclude_history else set()
         out[context_id] = [i for i in _skip(ranking, seen, n)]
     return out
-
 
 
 def copurchase_lists(
@@ -123,7 +120,6 @@ def copurchase_lists(
     return out
 
 
-
 def random_candidate_lists(
     contexts: Mapping[str, Any], n: int, *, draws: int = RANDOM_DRAWS, seed: int = 0
 ) -> dict[str, list[list[str]]]:
@@ -142,7 +138,6 @@ def random_candidate_lists(
         out[context_id] = [[candidates[i] for i in rng.choice(len(candidates), size=k, replace=False)]
                            for _ in range(draws)]
     return out
-
 
 
 def baseline_lists(
@@ -164,13 +159,11 @@ def baseline_lists(
     ]
 
 
-
 def _before(interactions: pd.DataFrame, cut: Any) -> pd.DataFrame:
     if interactions.empty:
         return interactions
     ts = pd.to_datetime(interactions["ts"])
     return interactions[ts < pd.Timestamp(cut)]
-
 
 
 def _skip(ranking: Sequence[str], seen: set[str], k: int) -> list[str]:

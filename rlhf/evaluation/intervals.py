@@ -24,7 +24,6 @@ class Estimate:
         return not (self.lo > other.hi or other.lo > self.hi)
 
 
-
 def paired_verdict(lo: float | None, hi: float | None) -> str | None:
     """What a paired difference's 95% interval says: 'better' (above zero), 'worse' (below) or 'no detectable
     difference' (it includes zero). Said in words because a point ratio of two NDCGs reads as progress
@@ -32,7 +31,6 @@ def paired_verdict(lo: float | None, hi: float | None) -> str | None:
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return None
     return "better" if lo > 0 else "worse" if hi < 0 else "no detectable difference"
-
 
 
 def zero_shot_verdict(report: Mapping[str, Any] | None, measure: str = "ndcg") -> str | None:
@@ -44,7 +42,6 @@ def zero_shot_verdict(report: Mapping[str, Any] | None, measure: str = "ndcg") -
     return verdict_in_words((report.get(f"{measure}_difference") or {}).get(report.get("zero_shot_policy_id")))
 
 
-
 def verdict_in_words(estimate: Mapping[str, Any] | None) -> str | None:
     """A stored paired difference (``mean``, ``lo``, ``hi``, ``n``) as its verdict with the interval:
     ``"worse: -0.078 [-0.115, -0.045] over 294 shoppers"``; None without an interval."""
@@ -53,7 +50,6 @@ def verdict_in_words(estimate: Mapping[str, Any] | None) -> str | None:
         return None
     e = estimate
     return f"{verdict}: {e['mean']:+.3f} [{e['lo']:+.3f}, {e['hi']:+.3f}] over {e.get('n', '?')} shoppers"
-
 
 
 def bootstrap_ci(
@@ -71,7 +67,6 @@ def bootstrap_ci(
     return Estimate(float(x.mean()), float(lo), float(hi), int(x.size))
 
 
-
 def win_rate(
     scores_x: Mapping[str, float], scores_y: Mapping[str, float], *, samples: int = 1000, seed: int = 0
 ) -> Estimate:
@@ -82,7 +77,6 @@ def win_rate(
     common = sorted(set(scores_x) & set(scores_y))
     wins = [1.0 if scores_x[c] > scores_y[c] else 0.5 if scores_x[c] == scores_y[c] else 0.0 for c in common]
     return bootstrap_ci(wins, samples=samples, seed=seed)
-
 
 
 def paired_difference(
@@ -96,7 +90,6 @@ def paired_difference(
     """
     common = sorted(set(x) & set(y))
     return bootstrap_ci([x[c] - y[c] for c in common], samples=samples, seed=seed)
-
 
 
 def context_mean_scores(scores: Mapping[str, float], generation_context: Mapping[str, str]) -> dict[str, float]:

@@ -27,7 +27,6 @@ class PolicyLists:
         return context_mean_scores(scores, gen_context)
 
 
-
 def policy_lists(policy_id: str, generations: Iterable[Any]) -> PolicyLists:
     """``policy_id``'s lists among ``generations`` (records with ``policy_id``, ``context_id``, ``items``,
     ``is_valid``, ``generation_id``), grouped by context; the others are ignored."""
@@ -43,7 +42,6 @@ def policy_lists(policy_id: str, generations: Iterable[Any]) -> PolicyLists:
         valid.setdefault(g.context_id, []).append(bool(g.is_valid))
         gen_ids.setdefault(g.context_id, []).append(g.generation_id)
     return PolicyLists(policy_id, lists, valid, generation_ids=gen_ids, reasons=reasons)
-
 
 
 def policy_lists_from_store(store: Any, policy_id: str, context_ids: Sequence[str]) -> PolicyLists:

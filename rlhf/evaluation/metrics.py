@@ -12,13 +12,11 @@ import numpy as np
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-
 def hit_rate_at_n(recommended: Sequence[str], relevant: Iterable[str], n: int | None = None) -> float:
     """1.0 if any of the first ``n`` recommended items is relevant, else 0.0."""
     rel = set(relevant)
     top = list(recommended)[: n if n is not None else None]
     return 1.0 if any(i in rel for i in top) else 0.0
-
 
 
 def ndcg_at_n(recommended: Sequence[str], relevant: Iterable[str], n: int | None = None) -> float:
@@ -42,7 +40,6 @@ def ndcg_at_n(recommended: Sequence[str], relevant: Iterable[str], n: int | None
     return dcg / ideal if ideal > 0 else 0.0
 
 
-
 def item_validity(items: Sequence[str], candidates: Iterable[str] | None, catalogue: Iterable[str]) -> list[bool]:
     """Per item: in the catalogue, among the candidates (when given) and not a repeat of an earlier item."""
     cat = catalogue if isinstance(catalogue, (set, frozenset)) else set(catalogue)
@@ -53,7 +50,6 @@ def item_validity(items: Sequence[str], candidates: Iterable[str] | None, catalo
         out.append(item in cat and (cand is None or item in cand) and item not in seen)
         seen.add(item)
     return out
-
 
 
 def intra_list_diversity(
@@ -89,13 +85,11 @@ def intra_list_diversity(
     return 1.0 - float(np.mean(sims)) if sims else float("nan")
 
 
-
 def novelty(items: Sequence[str], popularity_rank: Mapping[str, int], unseen_rank: int) -> float:
     """Mean popularity rank of the items (1 = most popular); items never bought before get ``unseen_rank``."""
     if not items:
         return float("nan")
     return float(np.mean([popularity_rank.get(i, unseen_rank) for i in items]))
-
 
 
 def catalogue_coverage(lists: Iterable[Sequence[str]], catalogue: Iterable[str]) -> float:

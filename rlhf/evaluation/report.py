@@ -34,7 +34,6 @@ def context_ndcg(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
             if c in truth.contexts and lists and truth.future.get(c)}
 
 
-
 def context_reasons_grounded(policy: PolicyLists, truth: GroundTruth) -> dict[str, float]:
     """The share of each evaluated context's listed items whose reason is about the item or the shopper's
     history beyond any copied candidate line (:func:`rlhf.reasons.line_verdicts`), over all its lists; keyed
@@ -54,7 +53,6 @@ def context_reasons_grounded(policy: PolicyLists, truth: GroundTruth) -> dict[st
         if flags:
             out[context_id] = float(np.mean(flags))
     return out
-
 
 
 def evaluate_lists(
@@ -118,7 +116,6 @@ def evaluate_lists(
     }
 
 
-
 def evaluate_with_baselines(
     policies: Sequence[PolicyLists], truth: GroundTruth, *, baselines: bool = True, samples: int = 1000,
     seed: int = 0, exclude_history: bool = True,
@@ -133,7 +130,6 @@ def evaluate_with_baselines(
     return table, {p.policy_id: p for p in evaluated}
 
 
-
 def evaluation_table(
     policies: Sequence[PolicyLists], truth: GroundTruth, *, baselines: bool = True, samples: int = 1000,
     seed: int = 0, exclude_history: bool = True,
@@ -145,7 +141,6 @@ def evaluation_table(
     """
     return evaluate_with_baselines(policies, truth, baselines=baselines, samples=samples, seed=seed,
                                    exclude_history=exclude_history)[0]
-
 
 
 def long_metrics(table: pd.DataFrame) -> pd.DataFrame:
@@ -166,11 +161,9 @@ def long_metrics(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["policy", "kind", "metric", "value", "lo", "hi"])
 
 
-
 def baseline_ids(lists: Mapping[str, PolicyLists]) -> list[str]:
     """The ids of the baselines among ``lists`` (to compare a policy with each of them)."""
     return [k for k, p in lists.items() if p.kind == "baseline"]
-
 
 
 def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
@@ -182,7 +175,6 @@ def paired_ndcg_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth
     first = context_ndcg(lists[ids[0]], truth)
     return {other: paired_difference(first, context_ndcg(lists[other], truth), samples=samples, seed=seed)
             for other in ids[1:] if other in lists and lists[other].lists and other != ids[0]}
-
 
 
 def paired_reason_differences(lists: Mapping[str, PolicyLists], truth: GroundTruth, ids: Sequence[str], *,
@@ -198,7 +190,6 @@ def paired_reason_differences(lists: Mapping[str, PolicyLists], truth: GroundTru
         if theirs:
             out[other] = paired_difference(first, theirs, samples=samples, seed=seed)
     return out
-
 
 
 def round_report(

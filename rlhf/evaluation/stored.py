@@ -28,7 +28,6 @@ def evaluate_policies(
     return _evaluate_stored(store, policy_ids, settings=settings, split=split, baselines=baselines, limit=limit)[0]
 
 
-
 def compare_policies(
     store: Any, policy_ids: Sequence[str], *, settings: Any = None, split: str = "heldout",
     baselines: bool = True, limit: int | None = None,
@@ -47,7 +46,6 @@ def compare_policies(
     reasons = paired_reason_differences(lists, truth, list(policy_ids), samples=r.eval_bootstrap_samples,
                                         seed=r.eval_seed)
     return table, differences, reasons
-
 
 
 def _evaluate_stored(
@@ -69,7 +67,6 @@ def _evaluate_stored(
         [p for p in policies.values() if p.lists], truth, baselines=baselines, samples=r.eval_bootstrap_samples,
         seed=r.eval_seed, exclude_history=r.eval_exclude_history)
     return table, truth, {**policies, **evaluated}
-
 
 
 def _require_known_policies(store: Any, policy_ids: Sequence[str]) -> None:

@@ -39,7 +39,6 @@ class GroundTruth:
         return {item: rank for rank, item in enumerate(self.popularity, start=1)}
 
 
-
 def load_ground_truth(
     store: Any, *, split: str | None = "heldout", context_ids: Sequence[str] | None = None,
     list_length: int = 5, events: Sequence[str] | None = None, limit: int | None = None,
@@ -86,7 +85,6 @@ def load_ground_truth(
     )
 
 
-
 def future_purchases_from_store(
     store: Any, contexts: Sequence[Any], *, events: Sequence[str] | None = None
 ) -> dict[str, set[str]]:
@@ -107,12 +105,10 @@ def future_purchases_from_store(
     return out
 
 
-
 def _heldout_truth(store: Any, settings: Any) -> GroundTruth:
     """Every held-out context's later purchases, counted as the round's evaluation counts them."""
     return load_ground_truth(store, split="heldout", list_length=settings.generation.list_length,
                              events=settings.rounds.eval_events or None)
-
 
 
 def evaluation_context_ids(store: Any, settings: Any) -> list[str]:
@@ -130,7 +126,6 @@ def evaluation_context_ids(store: Any, settings: Any) -> list[str]:
     truth = _heldout_truth(store, settings)
     ordered = sorted(truth.contexts, key=lambda c: (not truth.future.get(c), c))
     return ordered[:wanted]
-
 
 
 def evaluable_contexts_without_lists(store: Any, settings: Any, policy_id: str, limit: int) -> list[str]:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rlhf.prompts import prompt_sections
+from rlhf.prompts import described_title, prompt_sections
 from rlhf.reasons import after_copied_line
 
 #: Names of the columns :func:`match_features` returns by default, in order (recorded in a probe's card).
@@ -55,8 +55,6 @@ REASON_FEATURES: tuple[str, ...] = ("reason_fit_after_copy",)
 ALL_FEATURES: tuple[str, ...] = MATCH_FEATURES + ("reason_fit", "reason_fit_after_copy")
 #: What each reason column reads of a reason: all of it, or what follows a copied candidate line.
 _REASON_READS: dict[str, bool] = {"reason_fit": False, "reason_fit_after_copy": True}
-#: The details the prompt writes behind a candidate's title: ``Title (category, price)``.
-_DETAILS = re.compile(r"\s*\([^()]*\)$")
 
 #: The short id a line names and its reason: ``3. C07 | reason`` (the parser's grammar, loosely).
 _LINE_ID = re.compile(r"^\s*\d+\s*[.)]\s*(C\d+)\b\s*(?:\|\s*)?(.*)$")
@@ -102,7 +100,7 @@ def match_features(
     fit_columns = [c for c in _REASON_READS if c in columns]
     read: dict[tuple[str, str, str], str] = {}  # (column, prompt, reason) -> the text that column embeds
     for rows, p in zip(listed, prompts):
-        titles = [_DETAILS.sub("", line) for line in sections[p].candidates.values()] if sections[p] else []
+        titles = [described_title(line) for line in sections[p].candidates.values()] if sections[p] else []
         for c in fit_columns if titles else ():
             for _, reason in rows:
                 read[c, p, reason] = after_copied_line(reason, titles) if _REASON_READS[c] else reason
