@@ -795,7 +795,7 @@ def uci(args) -> dict:
     print(f"== 2. the loop on UCI Online Retail ({data}), cut {args.cut}, {args.rounds} rounds, policy "
           f"{'tiny (see below)' if args.tiny_policy else args.policy or 'default SmolLM2-135M'}, "
           f"category_credit {args.category_credit}, crowd reason_penalty {args.reason_penalty}, "
-          f"probe_reason_features {args.reason_features}")
+          f"probe_reason_features {args.reason_features}, ppo own_reasons_count_copies {args.ppo_copies}")
     if not data.is_dir():
         print("skipped: data not found\n")
         return {}
@@ -818,6 +818,8 @@ def uci(args) -> dict:
     }
     if args.reason_features:
         overrides["reward_model"]["probe_reason_features"] = True
+    if args.ppo_copies:
+        overrides["ppo"]["own_reasons_count_copies"] = True
     if args.tiny_policy:
         args.policy = _tiny_policy(work / "tiny_policy")
         print(f"policy: a tiny random-init Llama (2 layers, hidden 64) with SmolLM2's tokenizer at {args.policy} "
@@ -1271,6 +1273,8 @@ def main() -> None:
     u.add_argument("--rm-heldout", type=float, default=0.3, help="reasons-rm: share of shoppers held out")
     u.add_argument("--reason-penalty", type=float, default=0.0,
                    help="uci: the crowd also judges reasons (simulation.reason_penalty; 0 = items only, the issue's crowd)")
+    u.add_argument("--ppo-copies", action="store_true",
+                   help="uci: PPO's own_reasons term marks down copied candidate lines (ppo.own_reasons_count_copies)")
     u.add_argument("--reason-features", action="store_true",
                    help="uci: the rounds' probe reads reason_fit_after_copy (reward_model.probe_reason_features)")
     args = p.parse_args()

@@ -265,6 +265,11 @@ class PPOSettings(BaseModel):
     lora_dropout: float = 0.0
     no_eos_penalty: float = -1.0
     structure_weight: float = 0.5
+    own_reasons_count_copies: bool = Field(
+        False,
+        description="PPO's own_reasons term also marks down a reason that is only a candidate's copied line "
+        "(title and details, nothing grounded besides: rlhf.reasons), as the evaluation counts it.",
+    )
     rm_normalize: bool = Field(
         True,
         description="Put the reward-model score on a unit scale ((s - mean) / std over the lists it was trained "

@@ -245,6 +245,44 @@ def test_a_reason_copied_from_the_prompt_costs_reward():
     assert out.scores[0] - out.scores[1] == pytest.approx(w * 0.5 / 4)
 
 
+def test_own_reasons_can_count_a_copied_product_line_as_no_reason():
+    """With ppo.own_reasons_count_copies, a reason that only copies a candidate's line (its own or a
+    neighbour's, title and bracketed details, SmolLM2's habit on UCI) costs own_reasons as the evaluation
+    counts it; a copy followed by a grounded reason does not, nor does anything when the setting is off."""
+    from rlhf.ppo.product import build_product_reward, list_structure, ppo_example
+    from rlhf.ppo.rewards import RewardBatch
+    from rlhf.prompts import make_view
+    from rlhf.settings import load_settings
+    from storage.records import CatalogItem
+
+    candidates = [CatalogItem("22384", "LUNCH BAG PINK POLKADOT", category="kitchen & dining"),
+                  CatalogItem("20725", "LUNCH BAG RED RETROSPOT", category="kitchen & dining"),
+                  CatalogItem("48194", "DOORMAT HEARTS", category="home decor")]
+    history = [CatalogItem("21931", "JUMBO STORAGE BAG SUKI", category="bags")]
+    ex = ppo_example(make_view("ctx", "shop", history, candidates), "the prompt")
+    grounded = "1. C01 | Goes with the jumbo storage bag they bought.\n2. C03 | A doormat for their new home."
+    own_copy = "1. C01 | LUNCH BAG PINK POLKADOT (kitchen & dining, price 1.65)\n2. C03 | A doormat for their new home."
+    neighbour = "1. C02 | LUNCH BAG PINK (kitchen & dining\n2. C03 | A doormat for their new home."
+    copy_then_reason = "1. C01 | LUNCH BAG PINK POLKADOT for the jumbo storage fan.\n2. C03 | A doormat for their new home."
+    copy_then_category = "1. C01 | LUNCH BAG PINK POLKADOT for dining out.\n2. C03 | A doormat for their new home."
+    other_item = "1. C01 | LUNCH BAG RED RETROSPOT (kitchen & dining, price 1.65)\n2. C03 | A doormat for their new home."
+    counts = {name: list_structure(text, ex, 2, count_copies=True).n_copied_reason
+              for name, text in [("grounded", grounded), ("own_copy", own_copy), ("neighbour", neighbour),
+                                 ("copy_then_reason", copy_then_reason), ("copy_then_category", copy_then_category),
+                                 ("other_item", other_item)]}
+    assert counts == {"grounded": 0, "own_copy": 1, "neighbour": 1, "copy_then_reason": 0, "copy_then_category": 0,
+                      "other_item": 0}
+    assert list_structure(other_item, ex, 2, count_copies=True).n_bad_reason == 1  # the parser's, counted once
+    assert list_structure(own_copy, ex, 2).n_copied_reason == 0  # off: counted only when asked
+    assert list_structure(own_copy, ex, 2, count_copies=True).is_valid  # a reward term, not a parser verdict
+
+    texts = [grounded, own_copy, neighbour]
+    batch = RewardBatch(prompts=[""] * 3, responses=texts, examples=[ex] * 3, ended=[True] * 3)
+    for count, expected in [(False, [1.0, 1.0, 1.0]), (True, [1.0, 0.5, 0.5])]:
+        settings = load_settings(generation={"list_length": 2}, ppo={"own_reasons_count_copies": count})
+        assert build_product_reward(None, settings)(batch).parts["own_reasons"] == expected
+
+
 def test_gradient_checkpointing_saves_memory_without_changing_the_update(tokenizer):
     """The product turns it on (settings.ppo); the same seed must give the same adapter after a step."""
     from rlhf.settings import load_settings

@@ -55,7 +55,8 @@ def load_ppo_examples(
 
 def ppo_example(view: Any, prompt: str) -> dict[str, Any]:
     """One PPO example: the prompt and what the grammar and the structural reward need to know about
-    its context (candidate ids, short ids, and titles, so the reward parses as generation does)."""
+    its context (candidate ids, short ids, and titles, so the reward parses as generation does; categories
+    and the history's titles, so it can tell a reason from a copied product line)."""
     return {
         "prompt": prompt,
         "context_id": view.context_id,
@@ -63,6 +64,8 @@ def ppo_example(view: Any, prompt: str) -> dict[str, Any]:
         "short_ids": list(view.short_ids),
         "short_to_item": view.short_to_item,
         "candidate_titles": {c.item_id: c.title for c in view.candidates},
+        "candidate_categories": {c.item_id: c.category for c in view.candidates},
+        "history_titles": [h.title for h in view.history],
     }
 
 
@@ -108,8 +111,9 @@ class ListGrammarConstraint:
 _COUNT_RE = re.compile(r"^(\d+)")
 
 
-def list_structure(text: str, example: Mapping[str, Any], n_items: int) -> ListStructure:
-    """Counts for the structural reward terms, from :func:`rlhf.parsing.parse_list`."""
+def list_structure(text: str, example: Mapping[str, Any], n_items: int, *, count_copies: bool = False) -> ListStructure:
+    """Counts for the structural reward terms, from :func:`rlhf.parsing.parse_list`; with ``count_copies``,
+    also the kept items whose reason is only a copied candidate line (:func:`copied_line_reasons`)."""
     from rlhf.parsing import parse_list
 
     parsed = parse_list(text, example.get("short_to_item") or example.get("candidates") or [], n_items,
@@ -130,6 +134,26 @@ def list_structure(text: str, example: Mapping[str, Any], n_items: int) -> ListS
         is_valid=parsed.is_valid,
         n_kept=parsed.n_valid,
         n_bad_reason=sum(kinds.count(k) for k in ("missing_reason", "copied_example", "other_item_reason")),
+        n_copied_reason=copied_line_reasons(parsed.items, example) if count_copies else 0,
+    )
+
+
+def copied_line_reasons(items: Sequence[Any], example: Mapping[str, Any]) -> int:
+    """How many of ``items`` (parsed list items) have a reason that is a candidate's copied line and nothing
+    grounded besides (:func:`rlhf.reasons.line_verdicts`' ``copy``, the evaluation's rule), not counting
+    reasons the parser already holds against the list (missing, the prompt's example, another item's title)."""
+    from rlhf.parsing import describes_other_item
+    from rlhf.prompts import copies_example
+    from rlhf.reasons import line_verdicts
+
+    titles = example.get("candidate_titles") or {}
+    categories = example.get("candidate_categories") or {}
+    lines = [(it.reason, titles.get(it.item_id), categories.get(it.item_id)) for it in items]
+    verdicts = line_verdicts(lines, example.get("history_titles") or [], titles.values())
+    return sum(
+        verdict == "copy" and bool(it.reason) and not copies_example(it.reason)
+        and describes_other_item(it.reason, it.item_id, titles) is None
+        for it, verdict in zip(items, verdicts)
     )
 
 
@@ -164,7 +188,8 @@ def build_product_reward(scorer: Any | None, settings: Any) -> ComposedReward:
 
     return product_reward(
         score_fn,
-        lambda text, example: list_structure(text, example, n_items),
+        lambda text, example: list_structure(text, example, n_items,
+                                             count_copies=settings.ppo.own_reasons_count_copies),
         list_length=n_items,
         structure_weight=settings.ppo.structure_weight,
         no_eos_penalty=settings.ppo.no_eos_penalty,

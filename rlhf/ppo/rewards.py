@@ -12,7 +12,9 @@ decoder already forces candidate ids, no repeats, N lines, a word in every reaso
 ``generation.forbid_example``) no copy of the prompt's example reason. They are what PPO learns the
 format from when decoding is unconstrained. ``own_reasons`` (no reason missing, copied from the
 example, or beginning with another candidate's title) also teaches what the decoder does not forbid:
-SmolLM2 describes another candidate in 12% of its reasons on the demo shop (generation.md).
+SmolLM2 describes another candidate in 12% of its reasons on the demo shop (generation.md). With
+``ppo.own_reasons_count_copies`` it also counts a reason that is a candidate's copied line and nothing
+grounded besides (:func:`rlhf.reasons.line_verdicts`' ``copy``), a quarter of SmolLM2's reasons on UCI.
 
 The per-token KL penalty to the reference is NOT part of this: the trainer adds it per token
 (rlhf.ppo.core.kl_penalized_rewards). Every term is reported on its own in the metrics.
@@ -114,6 +116,7 @@ class ListStructure:
     is_valid: bool  # the parser's verdict: exactly N candidate items with reasons and nothing else
     n_kept: int  # items the parser kept (candidates, first mention, at most N)
     n_bad_reason: int  # of those, items whose reason is missing, the prompt's example, or another item's title
+    n_copied_reason: int = 0  # of the others, items whose reason is only a copied candidate line (when counted)
 
 
 ParseFn = Callable[[str, Mapping[str, Any]], ListStructure]
@@ -126,13 +129,14 @@ def structure_scores(s: ListStructure, list_length: int) -> dict[str, float]:
     candidate_only: share of named ids that are candidates (0 for a list that names none).
     no_duplicates: share of named ids that are not repeats (1 for an empty list: nothing repeated).
     own_reasons: share of kept items whose reason was written for them: not missing, not copied from the
-    prompt's example, not beginning with another candidate's title (0 for a list that keeps none).
+    prompt's example, not beginning with another candidate's title and, where the parser counts them
+    (``ppo.own_reasons_count_copies``), not a copied candidate line alone (0 for a list that keeps none).
     """
     n = max(1, list_length)
     valid_count = max(0.0, 1.0 - abs(s.n_listed - list_length) / n)
     candidate_only = s.n_candidate / s.n_listed if s.n_listed else 0.0
     no_duplicates = 1.0 - s.n_duplicate / s.n_listed if s.n_listed else 1.0
-    own_reasons = 1.0 - s.n_bad_reason / s.n_kept if s.n_kept else 0.0
+    own_reasons = 1.0 - (s.n_bad_reason + s.n_copied_reason) / s.n_kept if s.n_kept else 0.0
     return {"valid_count": valid_count, "candidate_only": candidate_only, "no_duplicates": no_duplicates,
             "own_reasons": own_reasons}
 
