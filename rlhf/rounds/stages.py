@@ -134,8 +134,6 @@ def _train_bootstrap_members(ctx: RoundContext, snap: Any, n: int) -> list[str]:
     return out
 
 
-
-
 # ----------------------------------------------------------------------------------- views from the snapshot
 def _views(snap: Any, context_ids: Sequence[str], settings: Settings) -> list[Any]:
     from rlhf.prompts import make_view
