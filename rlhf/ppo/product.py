@@ -140,10 +140,10 @@ def list_structure(text: str, example: Mapping[str, Any], n_items: int, *, count
 
 def copied_line_reasons(items: Sequence[Any], example: Mapping[str, Any]) -> int:
     """How many of ``items`` (parsed list items) have a reason that is a candidate's copied line and nothing
-    grounded besides (:func:`rlhf.reasons.line_verdicts`' ``copy``, the evaluation's rule), not counting
-    reasons the parser already holds against the list (missing, the prompt's example, another item's title)."""
+    grounded besides (:func:`rlhf.reasons.line_verdicts`' ``copy``, the evaluation's rule), not counting the
+    reasons the parser already holds against the list as another item's title (a missing reason or the
+    prompt's example is never a ``copy``)."""
     from rlhf.parsing import describes_other_item
-    from rlhf.prompts import copies_example
     from rlhf.reasons import line_verdicts
 
     titles = example.get("candidate_titles") or {}
@@ -151,8 +151,7 @@ def copied_line_reasons(items: Sequence[Any], example: Mapping[str, Any]) -> int
     lines = [(it.reason, titles.get(it.item_id), categories.get(it.item_id)) for it in items]
     verdicts = line_verdicts(lines, example.get("history_titles") or [], titles.values())
     return sum(
-        verdict == "copy" and bool(it.reason) and not copies_example(it.reason)
-        and describes_other_item(it.reason, it.item_id, titles) is None
+        verdict == "copy" and describes_other_item(it.reason, it.item_id, titles) is None
         for it, verdict in zip(items, verdicts)
     )
 

@@ -129,8 +129,8 @@ def structure_scores(s: ListStructure, list_length: int) -> dict[str, float]:
     candidate_only: share of named ids that are candidates (0 for a list that names none).
     no_duplicates: share of named ids that are not repeats (1 for an empty list: nothing repeated).
     own_reasons: share of kept items whose reason was written for them: not missing, not copied from the
-    prompt's example, not beginning with another candidate's title and, where the parser counts them
-    (``ppo.own_reasons_count_copies``), not a copied candidate line alone (0 for a list that keeps none).
+    prompt's example, not beginning with another candidate's title and, with
+    ``ppo.own_reasons_count_copies``, not a copied candidate line alone (0 for a list that keeps none).
     """
     n = max(1, list_length)
     valid_count = max(0.0, 1.0 - abs(s.n_listed - list_length) / n)
