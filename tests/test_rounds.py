@@ -336,7 +336,7 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert any("Access denied" in e.value for e in at.error)
 
 
-def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(workdir):
+def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(workdir, monkeypatch):
     """Round 2's evaluation compares its policy with round 1's AND the zero-shot base model on the same
     held-out contexts (the loop's progress so far, not only its last step), reusing the zero-shot lists
     round 1 sampled; those lists never become new pairs."""
@@ -406,6 +406,51 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     create_user(store, "fresh_annotator", "a-long-password-1", "annotator")
     task = annotation.next_task(store, "fresh_annotator", settings=settings)
     assert task is not None and task.pair_id in {p.pair_id for p in pairs}
+
+    # What round 2 ran with beside round 1: the two sizes changed above and nothing else, on every surface.
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.rounds import round_settings
+    from storage import NotFoundError
+
+    recorded = round_settings(store, second.round_id)
+    assert recorded.previous_round_id == first.round_id and recorded.recorded and recorded.previous_recorded
+    assert [(c.setting, c.previous, c.value) for c in recorded.changes] == [
+        ("rounds.contexts_per_round", settings.rounds.contexts_per_round, 1000),
+        ("rounds.new_pairs", settings.rounds.new_pairs, 1000)]
+    values = {v.setting: v.value for v in recorded.values}
+    assert values["ppo.steps"] == settings.ppo.steps and values["model.policy"] == settings.model.policy
+    assert values["reward_model.method"] == settings.reward_model.method
+    assert {v.setting.split(".")[0] for v in recorded.values} == {"model", "generation", "reward_model", "ppo",
+                                                                   "rounds"}
+    assert not any(v.setting.startswith("rounds.quick") for v in recorded.values)
+    assert round_settings(store, first.round_id).previous_round_id is None
+    assert round_settings(store, first.round_id).changes == []
+    with pytest.raises(NotFoundError):
+        round_settings(store, "round_missing")
+    where = ["--data-dir", str(settings.store.data_dir)]
+    shown = CliRunner().invoke(app, ["round", "status", second.round_id, *where])
+    assert shown.exit_code == 0, shown.output
+    assert (f"settings changed since {first.round_id}: rounds.contexts_per_round "
+            f"{settings.rounds.contexts_per_round} -> 1000, rounds.new_pairs {settings.rounds.new_pairs} -> 1000"
+            in shown.output)
+    full = CliRunner().invoke(app, ["round", "status", second.round_id, "--settings", "--json", *where])
+    assert full.exit_code == 0, full.output
+    listed = {v["setting"]: v for v in json.loads(full.output)["settings"]}
+    assert listed["rounds.new_pairs"] == {"setting": "rounds.new_pairs", "value": 1000,
+                                          "previous": settings.rounds.new_pairs, "changed": True}
+    assert listed["ppo.steps"]["changed"] is False and len(listed) == len(recorded.values)
+    # The Training page shows the newest round's details: its settings, the two changes first.
+    create_user(store, "eng", "a-long-password-2", "engineer")
+    at = render_training_page(store, settings, "eng", monkeypatch)
+    assert not at.exception, at.exception
+    (panel,) = [e for e in at.expander if e.label.startswith("Settings")]
+    assert panel.label == f"Settings: 2 differ from the round before ({first.round_id})"
+    shown_frame = panel.dataframe[0].value
+    assert shown_frame["setting"].tolist()[:2] == ["rounds.contexts_per_round", "rounds.new_pairs"]
+    assert shown_frame["changed"].tolist() == [True, True] + [False] * (len(shown_frame) - 2)
+    assert shown_frame.set_index("setting").loc["rounds.new_pairs", "this round"] == "1000"
 
 
 def test_round_cancel_without_an_id_stops_the_running_round(workdir):

@@ -9,6 +9,7 @@ Session state keys: ``training.*`` (widgets) and ``training.notice`` (a one-shot
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import altair as alt
@@ -253,6 +254,35 @@ def _side_by_side_view(round_id: str) -> None:
                                          copied=item.rank in policy.copied_ranks))
 
 
+def _shown(value: object) -> str:
+    """A setting's value as one table cell (settings mix numbers, words, flags and lists)."""
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _settings_view(recorded: rounds_service.RoundSettings) -> None:
+    """The settings the round trained and sampled with; those that differ from the round before first."""
+    if not recorded.recorded:
+        st.caption("This round's folder holds no settings.json, so what it ran with is not known.")
+        return
+    before = recorded.previous_round_id
+    if before is None:
+        title = "Settings this round ran with (the first round)"
+    elif not recorded.previous_recorded:
+        title = f"Settings this round ran with ({before}, the round before, recorded none to compare)"
+    elif recorded.changes:
+        n = len(recorded.changes)
+        title = f"Settings: {n} differ{'s' if n == 1 else ''} from the round before ({before})"
+    else:
+        title = f"Settings: the same as the round before ({before})"
+    with st.expander(title, icon=":material/tune:"):
+        rows = sorted(recorded.values, key=lambda v: not v.changed)  # stable: the changes first, then dotted order
+        frame = pd.DataFrame({"setting": [v.setting for v in rows], "this round": [_shown(v.value) for v in rows]})
+        if recorded.previous_recorded:
+            frame["round before"] = [_shown(v.previous) for v in rows]
+            frame["changed"] = [v.changed for v in rows]
+        st.dataframe(frame, hide_index=True, width="stretch")
+
+
 st.subheader("Past rounds")
 frame = rounds_service.rounds_metrics_frame(store, summaries)  # the rounds read at the top of the page
 if frame.empty:
@@ -317,6 +347,7 @@ else:
             st.altair_chart(_ppo_curves_chart(wanted, points=False))
         _evaluation_view(rounds_service.round_evaluation(store, chosen))
         _side_by_side_view(chosen)
+        _settings_view(rounds_service.round_settings(store, chosen, summaries))
         detail = rounds_service.round_status(store, chosen)
         table = (detail["metrics"] or {})
         st.caption("Stage timings (seconds), the round's metrics and its error, if any:")

@@ -45,6 +45,18 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"  NDCG vs zero-shot, paired: {status['ndcg_vs_zero_shot']}")
     if status.get("reasons_vs_zero_shot"):
         typer.echo(f"  reasons grounded vs zero-shot, paired: {status['reasons_vs_zero_shot']}")
+    changes = status.get("settings_changes") or []
+    if changes:
+        typer.echo(f"  settings changed since {status['previous_round_id']}: " + ", ".join(
+            f"{c['setting']} {_shown(c['previous'])} -> {_shown(c['value'])}" for c in changes))
+    if "settings" in status:
+        if status["settings"] is None:
+            typer.echo("  settings: not recorded (the round folder has no settings.json)")
+        else:
+            typer.echo("  settings:")
+            for v in status["settings"]:
+                was = f"   (was {_shown(v['previous'])})" if v["changed"] else ""
+                typer.echo(f"    {v['setting']} = {_shown(v['value'])}{was}")
     if status.get("error"):
         typer.echo(f"  error: {status['error']}")
     if status["status"] == "interrupted":
@@ -79,13 +91,24 @@ def run_command(
     _print_status(_status(store, record.round_id), False)
 
 
-def _status(store: Any, round_id: str) -> dict[str, Any]:
-    """The round's status, with its verdicts against the zero-shot model when it has been evaluated."""
-    from rlhf.rounds import round_status, round_verdicts
+def _shown(value: Any) -> str:
+    """A setting's value as a reader writes it in a TOML file or an environment variable."""
+    return "(not recorded)" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _status(store: Any, round_id: str, *, all_settings: bool = False) -> dict[str, Any]:
+    """The round's status, with its verdicts against the zero-shot model when it has been evaluated and the
+    settings that differ from the round before's (``all_settings``: every training setting too)."""
+    from rlhf.rounds import round_settings, round_status, round_verdicts
 
     verdicts = round_verdicts(store, round_id).get(round_id, {})
-    return {**round_status(store, round_id), "ndcg_vs_zero_shot": verdicts.get("ndcg"),
-            "reasons_vs_zero_shot": verdicts.get("reasons")}
+    recorded = round_settings(store, round_id)
+    status = {**round_status(store, round_id), "ndcg_vs_zero_shot": verdicts.get("ndcg"),
+              "reasons_vs_zero_shot": verdicts.get("reasons"), "previous_round_id": recorded.previous_round_id,
+              "settings_changes": [vars(c) for c in recorded.changes]}
+    if all_settings:
+        status["settings"] = [vars(v) for v in recorded.values] if recorded.recorded else None
+    return status
 
 
 @friendly_errors
@@ -132,8 +155,10 @@ def status_command(
     data_dir: str = typer.Option(None, "--data-dir"),
     as_json: bool = typer.Option(False, "--json"),
     log_lines: int = typer.Option(0, "--log", help="Also print this many lines of the round's log."),
+    all_settings: bool = typer.Option(False, "--settings", help="Also print every training setting the round "
+                                      "ran with, beside the round before's."),
 ) -> None:
-    """A round's status, stage, progress, timings and metrics."""
+    """A round's status, stage, progress, timings, metrics and the settings changed since the round before."""
     from rlhf.errors import RoundError
     from rlhf.rounds import list_round_summaries, log_tail
     from rlhf.runtime import open_store
@@ -144,7 +169,7 @@ def status_command(
         if not rounds:
             raise RoundError("There are no rounds yet; start one with `recfeedback round run`.")
         round_id = rounds[-1]["round_id"]
-    status = _status(store, round_id)
+    status = _status(store, round_id, all_settings=all_settings)
     _print_status(status, as_json)
     if log_lines and status.get("folder"):
         typer.echo(log_tail(Path(status["folder"]), log_lines))

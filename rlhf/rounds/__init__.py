@@ -57,6 +57,9 @@ from rlhf.rounds.layout import (
     save_round_settings,
 )
 from rlhf.rounds.reports import (
+    ROUND_SETTING_SECTIONS,
+    RoundSettings,
+    SettingValue,
     latest_report,
     list_round_summaries,
     live_ppo_metrics,
@@ -64,6 +67,7 @@ from rlhf.rounds.reports import (
     rm_heldout_pairs,
     round_curves,
     round_evaluation,
+    round_settings,
     round_status,
     round_verdicts,
     rounds_metrics_frame,
@@ -102,12 +106,15 @@ from rlhf.rounds.state import (
 
 __all__ = [
     "FINAL_STATUSES",
+    "ROUND_SETTING_SECTIONS",
     "STAGES",
     "STAGE_FUNCS",
     "LaunchedRound",
     "RoundCancelled",
     "RoundContext",
     "RoundPaths",
+    "RoundSettings",
+    "SettingValue",
     "cancel_round",
     "check_can_start",
     "comparison_policies",
@@ -134,6 +141,7 @@ __all__ = [
     "round_curves",
     "round_evaluation",
     "round_folder",
+    "round_settings",
     "round_status",
     "round_verdicts",
     "rounds_metrics_frame",

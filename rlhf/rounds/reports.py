@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.rounds.layout import RoundPaths, _dig, _read_jsonl, completed_stages, read_progress
+from rlhf.rounds.layout import RoundPaths, _dig, _read_json, _read_jsonl, completed_stages, read_progress
 from rlhf.rounds.state import _get_row, effective_status
-from storage import Store
+from storage import NotFoundError, Store
 
 
 # ----------------------------------------------------------------------------------- reading rounds
@@ -36,6 +37,82 @@ def list_round_summaries(store: Store) -> list[dict[str, Any]]:
              "finished_at": r.finished_at, "policy_id": r.policy_id, "reward_model_id": r.reward_model_id,
              "error": r.error, "metrics": r.metrics or {}, "timings": r.timings or {}, "folder": r.folder}
             for r in rows]
+
+
+# The settings sections that decide what a round trains and samples; the store's, the app's and the demo's do not.
+ROUND_SETTING_SECTIONS = ("model", "generation", "reward_model", "ppo", "rounds")
+
+
+@dataclass(frozen=True)
+class SettingValue:
+    """One setting a round ran with (``setting`` dotted, e.g. ``ppo.steps``), beside the round before's.
+
+    ``value`` / ``previous`` are None where that round did not record the setting (older rounds may lack
+    settings added since); ``changed`` is True only when both rounds recorded settings and they differ.
+    """
+
+    setting: str
+    value: Any
+    previous: Any
+    changed: bool
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """What a round ran with and what differed from the round started before it: the first question an
+    engineer asks when two rounds' results differ."""
+
+    round_id: str
+    previous_round_id: str | None  # None: the first round
+    recorded: bool  # False: the round's folder has no readable settings.json
+    previous_recorded: bool
+    values: list[SettingValue]
+
+    @property
+    def changes(self) -> list[SettingValue]:
+        """The settings that differ from the round before, in dotted order."""
+        return [v for v in self.values if v.changed]
+
+
+def _flat_settings(folder: str | None) -> dict[str, Any] | None:
+    """A round folder's recorded settings of :data:`ROUND_SETTING_SECTIONS` as ``{"ppo.steps": 8, ...}``."""
+    data = _read_json(RoundPaths(Path(folder)).settings) if folder else None
+    if not isinstance(data, Mapping):
+        return None
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if prefix == "rounds.quick":  # the recipe `--quick` applies, not what this round ran with
+            return
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}", inner)
+        else:
+            flat[prefix] = value
+
+    for section in ROUND_SETTING_SECTIONS:
+        walk(section, data.get(section, {}))
+    return flat
+
+
+def round_settings(store: Store, round_id: str, summaries: list[dict[str, Any]] | None = None) -> RoundSettings:
+    """The training settings ``round_id`` ran with, each beside the value of the round created just before it
+    (rounds started with other sizes or methods are otherwise told apart only by their folders' files);
+    ``summaries`` are :func:`list_round_summaries` when the caller has read them already. Raises
+    :class:`storage.NotFoundError` for an unknown round."""
+    rounds = list_round_summaries(store) if summaries is None else summaries
+    index = next((i for i, r in enumerate(rounds) if r["round_id"] == round_id), None)
+    if index is None:
+        raise NotFoundError(f"No round with id {round_id!r}.")
+    previous = rounds[index - 1] if index > 0 else None
+    mine = _flat_settings(rounds[index]["folder"])
+    before = _flat_settings(previous["folder"]) if previous else None
+    compared = mine is not None and before is not None
+    keys = sorted({*(mine or {}), *(before or {})})
+    values = [SettingValue(setting=k, value=(mine or {}).get(k), previous=(before or {}).get(k),
+                           changed=compared and (mine or {}).get(k) != (before or {}).get(k)) for k in keys]
+    return RoundSettings(round_id=round_id, previous_round_id=previous["round_id"] if previous else None,
+                         recorded=mine is not None, previous_recorded=before is not None, values=values)
 
 
 # ----------------------------------------------------------------------------------- dashboard helpers
