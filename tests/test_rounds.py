@@ -432,9 +432,12 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     where = ["--data-dir", str(settings.store.data_dir)]
     shown = CliRunner().invoke(app, ["round", "status", second.round_id, *where])
     assert shown.exit_code == 0, shown.output
-    assert (f"settings changed since {first.round_id}: rounds.contexts_per_round "
-            f"{settings.rounds.contexts_per_round} -> 1000, rounds.new_pairs {settings.rounds.new_pairs} -> 1000"
-            in shown.output)
+    changes = (f"rounds.contexts_per_round {settings.rounds.contexts_per_round} -> 1000; "
+               f"rounds.new_pairs {settings.rounds.new_pairs} -> 1000")
+    assert f"settings changed since {first.round_id}: {changes}" in shown.output
+    listed_rounds = CliRunner().invoke(app, ["round", "list", *where])
+    assert listed_rounds.exit_code == 0 and listed_rounds.output.count("settings changed:") == 1
+    assert f"settings changed: {changes}" in listed_rounds.output
     full = CliRunner().invoke(app, ["round", "status", second.round_id, "--settings", "--json", *where])
     assert full.exit_code == 0, full.output
     listed = {v["setting"]: v for v in json.loads(full.output)["settings"]}
@@ -451,6 +454,9 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     assert shown_frame["setting"].tolist()[:2] == ["rounds.contexts_per_round", "rounds.new_pairs"]
     assert shown_frame["changed"].tolist() == [True, True] + [False] * (len(shown_frame) - 2)
     assert shown_frame.set_index("setting").loc["rounds.new_pairs", "this round"] == "1000"
+    past = next(df.value for df in at.dataframe if "settings_changed" in df.value.columns)
+    said = past.set_index("round_id")["settings_changed"]  # round 1 has no round before it: an empty cell
+    assert said.isna()[first.round_id] and said[second.round_id] == changes
 
 
 def test_round_cancel_without_an_id_stops_the_running_round(workdir):

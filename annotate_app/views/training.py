@@ -9,7 +9,6 @@ Session state keys: ``training.*`` (widgets) and ``training.notice`` (a one-shot
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import altair as alt
@@ -254,11 +253,6 @@ def _side_by_side_view(round_id: str) -> None:
                                          copied=item.rank in policy.copied_ranks))
 
 
-def _shown(value: object) -> str:
-    """A setting's value as one table cell (settings mix numbers, words, flags and lists)."""
-    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
-
-
 def _settings_view(recorded: rounds_service.RoundSettings) -> None:
     """The settings the round trained and sampled with; those that differ from the round before first."""
     if not recorded.recorded:
@@ -276,9 +270,10 @@ def _settings_view(recorded: rounds_service.RoundSettings) -> None:
         title = f"Settings: the same as the round before ({before})"
     with st.expander(title, icon=":material/tune:"):
         rows = sorted(recorded.values, key=lambda v: not v.changed)  # stable: the changes first, then dotted order
-        frame = pd.DataFrame({"setting": [v.setting for v in rows], "this round": [_shown(v.value) for v in rows]})
+        said = rounds_service.setting_text
+        frame = pd.DataFrame({"setting": [v.setting for v in rows], "this round": [said(v.value) for v in rows]})
         if recorded.previous_recorded:
-            frame["round before"] = [_shown(v.previous) for v in rows]
+            frame["round before"] = [said(v.previous) for v in rows]
             frame["changed"] = [v.changed for v in rows]
         st.dataframe(frame, hide_index=True, width="stretch")
 
@@ -295,7 +290,7 @@ else:
     show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
                         "rm_heldout_accuracy", "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity",
                         "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued",
-                        "seconds"]
+                        "settings_changed", "seconds"]
             if c in frame]
     st.dataframe(ui.with_verdicts_said(frame[show]), hide_index=True, width="stretch",
                  column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
@@ -321,6 +316,9 @@ else:
                                     "reasons vs zero-shot, paired", help="The round's share of reasons about the "
                                     "item or the shopper's earlier purchases minus the zero-shot model's, over the "
                                     "same held-out shoppers, with its 95% interval."),
+                                "settings_changed": st.column_config.TextColumn(
+                                    "settings changed", help="The training settings that differ from the round "
+                                    "before's (Round details below lists them all)."),
                                 "seconds": st.column_config.NumberColumn(format="%.0f")})
     charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
               "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",

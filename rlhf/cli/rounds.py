@@ -24,6 +24,8 @@ def _settings(data_dir: str | None) -> Any:
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:
+    from rlhf.rounds import SettingValue, setting_text
+
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
         return
@@ -47,16 +49,16 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"  reasons grounded vs zero-shot, paired: {status['reasons_vs_zero_shot']}")
     changes = status.get("settings_changes") or []
     if changes:
-        typer.echo(f"  settings changed since {status['previous_round_id']}: " + ", ".join(
-            f"{c['setting']} {_shown(c['previous'])} -> {_shown(c['value'])}" for c in changes))
+        typer.echo(f"  settings changed since {status['previous_round_id']}: "
+                   + "; ".join(SettingValue(**c).said() for c in changes))
     if "settings" in status:
         if status["settings"] is None:
             typer.echo("  settings: not recorded (the round folder has no settings.json)")
         else:
             typer.echo("  settings:")
             for v in status["settings"]:
-                was = f"   (was {_shown(v['previous'])})" if v["changed"] else ""
-                typer.echo(f"    {v['setting']} = {_shown(v['value'])}{was}")
+                was = f"   (was {setting_text(v['previous'])})" if v["changed"] else ""
+                typer.echo(f"    {v['setting']} = {setting_text(v['value'])}{was}")
     if status.get("error"):
         typer.echo(f"  error: {status['error']}")
     if status["status"] == "interrupted":
@@ -89,11 +91,6 @@ def run_command(
         return
     record = run_round(store, settings, round_id=round_id, progress=progress, stop_after=stop_after)
     _print_status(_status(store, record.round_id), False)
-
-
-def _shown(value: Any) -> str:
-    """A setting's value as a reader writes it in a TOML file or an environment variable."""
-    return "(not recorded)" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def _status(store: Any, round_id: str, *, all_settings: bool = False) -> dict[str, Any]:
@@ -181,7 +178,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """All rounds, oldest first."""
-    from rlhf.rounds import list_round_summaries, rm_heldout_pairs, round_verdicts
+    from rlhf.rounds import list_round_summaries, rm_heldout_pairs, round_verdicts, settings_changed_by_round
     from rlhf.runtime import open_store
 
     store = open_store(_settings(data_dir))
@@ -193,6 +190,7 @@ def list_command(
         typer.echo("No rounds yet.")
         return
     verdicts = round_verdicts(store)
+    changed = settings_changed_by_round(rounds)
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
@@ -206,6 +204,7 @@ def list_command(
             + "".join(f"\n    {label} vs zero-shot, paired: {verdict}" for label, verdict in (
                 ("NDCG", verdicts.get(r["round_id"], {}).get("ndcg")),
                 ("reasons grounded", verdicts.get(r["round_id"], {}).get("reasons"))) if verdict)
+            + (f"\n    settings changed: {changed[r['round_id']]}" if changed[r["round_id"]] else "")
         )
 
 

@@ -71,6 +71,8 @@ from rlhf.rounds.reports import (
     round_status,
     round_verdicts,
     rounds_metrics_frame,
+    setting_text,
+    settings_changed_by_round,
     zero_shot_verdicts,
 )
 from rlhf.rounds.runner import (
@@ -148,6 +150,8 @@ __all__ = [
     "run_round",
     "running_round",
     "save_round_settings",
+    "setting_text",
+    "settings_changed_by_round",
     "stage_enqueue",
     "stage_generate",
     "stage_ppo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,15 @@ class SettingValue:
     previous: Any
     changed: bool
 
+    def said(self) -> str:
+        """The change as one phrase: ``ppo.steps 8 -> 64``."""
+        return f"{self.setting} {setting_text(self.previous)} -> {setting_text(self.value)}"
+
+
+def setting_text(value: Any) -> str:
+    """A recorded setting as a reader writes it in a TOML file or an environment variable (None: not recorded)."""
+    return "(not recorded)" if value is None else value if isinstance(value, str) else json.dumps(value)
+
 
 @dataclass(frozen=True)
 class RoundSettings:
@@ -105,14 +115,30 @@ def round_settings(store: Store, round_id: str, summaries: list[dict[str, Any]] 
     if index is None:
         raise NotFoundError(f"No round with id {round_id!r}.")
     previous = rounds[index - 1] if index > 0 else None
-    mine = _flat_settings(rounds[index]["folder"])
-    before = _flat_settings(previous["folder"]) if previous else None
+    return _compare(round_id, _flat_settings(rounds[index]["folder"]), previous and previous["round_id"],
+                    _flat_settings(previous["folder"]) if previous else None)
+
+
+def _compare(round_id: str, mine: dict[str, Any] | None, previous_round_id: str | None,
+             before: dict[str, Any] | None) -> RoundSettings:
     compared = mine is not None and before is not None
     keys = sorted({*(mine or {}), *(before or {})})
     values = [SettingValue(setting=k, value=(mine or {}).get(k), previous=(before or {}).get(k),
                            changed=compared and (mine or {}).get(k) != (before or {}).get(k)) for k in keys]
-    return RoundSettings(round_id=round_id, previous_round_id=previous["round_id"] if previous else None,
-                         recorded=mine is not None, previous_recorded=before is not None, values=values)
+    return RoundSettings(round_id=round_id, previous_round_id=previous_round_id, recorded=mine is not None,
+                         previous_recorded=before is not None, values=values)
+
+
+def settings_changed_by_round(summaries: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Each round's settings changes since the round before, in one phrase (``ppo.steps 8 -> 64; ...``; ""
+    when none), by round id; None for the first round and where either round recorded no settings."""
+    flats = [_flat_settings(r["folder"]) for r in summaries]
+    said: dict[str, str | None] = {}
+    for i, r in enumerate(summaries):
+        recorded = _compare(r["round_id"], flats[i], None, flats[i - 1] if i else None)
+        said[r["round_id"]] = ("; ".join(c.said() for c in recorded.changes)
+                               if recorded.recorded and recorded.previous_recorded else None)
+    return said
 
 
 # ----------------------------------------------------------------------------------- dashboard helpers
@@ -208,18 +234,22 @@ def round_verdicts(store: Store, round_id: str | None = None) -> dict[str, dict[
 
 
 def rounds_metrics_frame(store: Store, summaries: list[dict[str, Any]] | None = None) -> Any:
-    """One row per round with its headline metrics, for the charts across rounds; ``summaries`` are
+    """One row per round with its headline metrics and the settings it changed since the round before
+    (:func:`settings_changed_by_round`), for the table and charts across rounds; ``summaries`` are
     :func:`list_round_summaries` when the caller has read them already."""
     import pandas as pd
 
     verdicts = round_verdicts(store)
+    summaries = list_round_summaries(store) if summaries is None else summaries
+    changed = settings_changed_by_round(summaries)
     rows = []
-    for i, r in enumerate(list_round_summaries(store) if summaries is None else summaries, start=1):
+    for i, r in enumerate(summaries, start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
                      "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
                      "ndcg_vs_zero_shot": verdicts.get(r["round_id"], {}).get("ndcg"),
                      "reasons_vs_zero_shot": verdicts.get(r["round_id"], {}).get("reasons"),
+                     "settings_changed": changed[r["round_id"]],
                      "seconds": sum(v for v in r["timings"].values() if isinstance(v, (int, float)))})
     return pd.DataFrame.from_records(rows)
 
