@@ -457,6 +457,19 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     past = next(df.value for df in at.dataframe if "settings_changed" in df.value.columns)
     said = past.set_index("round_id")["settings_changed"]  # round 1 has no round before it: an empty cell
     assert said.isna()[first.round_id] and said[second.round_id] == changes
+    # A round run before a setting existed lacks it: "not recorded", unlike a setting that is recorded unset.
+    from rlhf.rounds import NOT_RECORDED
+
+    older = Path(first.folder) / "settings.json"
+    data = json.loads(older.read_text())
+    del data["ppo"]["own_reasons_count_copies"]
+    older.write_text(json.dumps(data))
+    values = {v.setting: v for v in round_settings(store, second.round_id).values}
+    assert values["ppo.own_reasons_count_copies"].previous == NOT_RECORDED
+    assert values["ppo.own_reasons_count_copies"].changed
+    assert values["model.tokenizer"].value is values["model.tokenizer"].previous is None
+    assert not values["model.tokenizer"].changed
+    assert values["model.tokenizer"].said() == "model.tokenizer none -> none"
 
 
 def test_round_cancel_without_an_id_stops_the_running_round(workdir):

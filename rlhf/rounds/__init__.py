@@ -57,6 +57,7 @@ from rlhf.rounds.layout import (
     save_round_settings,
 )
 from rlhf.rounds.reports import (
+    NOT_RECORDED,
     ROUND_SETTING_SECTIONS,
     RoundSettings,
     SettingValue,
@@ -108,6 +109,7 @@ from rlhf.rounds.state import (
 
 __all__ = [
     "FINAL_STATUSES",
+    "NOT_RECORDED",
     "ROUND_SETTING_SECTIONS",
     "STAGES",
     "STAGE_FUNCS",

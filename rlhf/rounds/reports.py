@@ -42,14 +42,16 @@ def list_round_summaries(store: Store) -> list[dict[str, Any]]:
 
 # The settings sections that decide what a round trains and samples; the store's, the app's and the demo's do not.
 ROUND_SETTING_SECTIONS = ("model", "generation", "reward_model", "ppo", "rounds")
+#: A setting's value in a round whose settings.json lacks it (a setting added after that round ran).
+NOT_RECORDED = "(not recorded)"
 
 
 @dataclass(frozen=True)
 class SettingValue:
     """One setting a round ran with (``setting`` dotted, e.g. ``ppo.steps``), beside the round before's.
 
-    ``value`` / ``previous`` are None where that round did not record the setting (older rounds may lack
-    settings added since); ``changed`` is True only when both rounds recorded settings and they differ.
+    ``value`` / ``previous`` are :data:`NOT_RECORDED` where that round's settings lack the setting (a round
+    run before it existed); ``changed`` is True only when both rounds recorded their settings and these differ.
     """
 
     setting: str
@@ -63,8 +65,8 @@ class SettingValue:
 
 
 def setting_text(value: Any) -> str:
-    """A recorded setting as a reader writes it in a TOML file or an environment variable (None: not recorded)."""
-    return "(not recorded)" if value is None else value if isinstance(value, str) else json.dumps(value)
+    """A recorded setting as a reader writes it in a TOML file or an environment variable ("none": unset)."""
+    return "none" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,10 @@ def round_settings(store: Store, round_id: str, summaries: list[dict[str, Any]] 
 def _compare(round_id: str, mine: dict[str, Any] | None, previous_round_id: str | None,
              before: dict[str, Any] | None) -> RoundSettings:
     compared = mine is not None and before is not None
-    keys = sorted({*(mine or {}), *(before or {})})
-    values = [SettingValue(setting=k, value=(mine or {}).get(k), previous=(before or {}).get(k),
-                           changed=compared and (mine or {}).get(k) != (before or {}).get(k)) for k in keys]
+    values = []
+    for key in sorted({*(mine or {}), *(before or {})}):
+        value, previous = (mine or {}).get(key, NOT_RECORDED), (before or {}).get(key, NOT_RECORDED)
+        values.append(SettingValue(setting=key, value=value, previous=previous, changed=compared and value != previous))
     return RoundSettings(round_id=round_id, previous_round_id=previous_round_id, recorded=mine is not None,
                          previous_recorded=before is not None, values=values)
 
