@@ -291,6 +291,10 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     side = round_side_by_side(store, settings, record.round_id)
     assert side and [c.role for c in side[0].columns] == ["new policy", "parent (zero-shot)"]
     assert [e for e in at.expander if e.label.startswith("Lists side by side")]
+    # The first round has no round before it: its settings are listed, with nothing to compare.
+    (panel,) = [e for e in at.expander if e.label.startswith("Settings")]
+    assert panel.label == "Settings this round ran with (the first round)"
+    assert list(panel.dataframe[0].value.columns) == ["setting", "this round"]
     pages = "\n".join(h.proto.body for h in at.get("html"))
     for item in side[0].columns[0].shown.items:
         assert ui_esc(item.reason) in pages
