@@ -40,7 +40,7 @@ def list_round_summaries(store: Store) -> list[dict[str, Any]]:
             for r in rows]
 
 
-# The settings sections that decide what a round trains and samples; the store's, the app's and the demo's do not.
+#: The settings sections that decide what a round trains and samples (not the store's, app's or demo's).
 ROUND_SETTING_SECTIONS = ("model", "generation", "reward_model", "ppo", "rounds")
 #: A setting's value in a round whose settings.json lacks it (a setting added after that round ran).
 NOT_RECORDED = "(not recorded)"
@@ -127,7 +127,8 @@ def _compare(round_id: str, mine: dict[str, Any] | None, previous_round_id: str 
     values = []
     for key in sorted({*(mine or {}), *(before or {})}):
         value, previous = (mine or {}).get(key, NOT_RECORDED), (before or {}).get(key, NOT_RECORDED)
-        values.append(SettingValue(setting=key, value=value, previous=previous, changed=compared and value != previous))
+        values.append(SettingValue(setting=key, value=value, previous=previous,
+                                   changed=compared and value != previous))
     return RoundSettings(round_id=round_id, previous_round_id=previous_round_id, recorded=mine is not None,
                          previous_recorded=before is not None, values=values)
 
