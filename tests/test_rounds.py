@@ -604,17 +604,31 @@ def test_a_round_refuses_to_start_with_too_few_labels(workdir):
     assert not (Path(strict.data_dir) / "rounds").exists() or not any((Path(strict.data_dir) / "rounds").iterdir())
 
 
-def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
+def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings, caplog):
     from rlhf.errors import RoundError
     from rlhf.rounds import quick_settings
 
-    quick = quick_settings(settings)
+    with caplog.at_level("WARNING", logger="rlhf.rounds.layout"):
+        quick = quick_settings(settings)
+    assert not caplog.records  # the sizes quick replaces are at their defaults: nothing to warn about
     wanted = settings.rounds.quick
     assert quick.ppo.steps == wanted["ppo"]["steps"] < settings.ppo.steps
     assert quick.reward_model.backbone == wanted["reward_model"]["backbone"]
     assert quick.rounds.new_pairs == wanted["rounds"]["new_pairs"] < settings.rounds.new_pairs
     assert quick.ppo.clip_range == settings.ppo.clip_range  # keys not named keep their full value
     assert settings.ppo.steps == 200  # the full settings are untouched
+    # A size the engineer set (file or environment) that quick replaces is named, with how to keep it.
+    mine = settings.model_copy(update={"ppo": settings.ppo.model_copy(update={"steps": 20, "clip_range": 0.1})})
+    with caplog.at_level("WARNING", logger="rlhf.rounds.layout"):
+        assert quick_settings(mine).ppo.steps == wanted["ppo"]["steps"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [(f"A quick round replaces ppo.steps = 20 from your settings with {wanted['ppo']['steps']}; "
+                     "to keep yours, set rounds.quick.ppo.steps too.")]
+    caplog.clear()
+    same = settings.model_copy(update={"ppo": settings.ppo.model_copy(update={"steps": wanted["ppo"]["steps"]})})
+    with caplog.at_level("WARNING", logger="rlhf.rounds.layout"):
+        quick_settings(same)  # set, but to what quick uses anyway: nothing is lost
+    assert not caplog.records
     bad = settings.model_copy(update={"rounds": settings.rounds.model_copy(update={"quick": {"ppo": {"stepz": 3}}})})
     with pytest.raises(RoundError, match="stepz"):
         quick_settings(bad)

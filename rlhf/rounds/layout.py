@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pydantic import BaseModel
 
 from rlhf.errors import RoundError
 from rlhf.settings import Settings, load_settings
+
+_log = logging.getLogger(__name__)
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
@@ -108,6 +111,12 @@ def quick_settings(settings: Settings) -> Settings:
         if unknown:
             raise RoundError(f"settings.rounds.quick.{section} has unknown keys: {', '.join(unknown)}.")
         updates[section] = type(current).model_validate({**current.model_dump(), **values})
+        for key, quick in updates[section].model_dump(include=set(values)).items():
+            yours = getattr(current, key)
+            default = type(current).model_fields[key].get_default(call_default_factory=True)
+            if yours != default and yours != quick:  # set in the file or the environment, and overridden
+                _log.warning("A quick round replaces %s.%s = %r from your settings with %r; to keep yours, set "
+                             "rounds.quick.%s.%s too.", section, key, yours, quick, section, key)
     return settings.model_copy(update=updates)
 
 
