@@ -100,7 +100,8 @@ def quick_settings(settings: Settings) -> Settings:
     """The settings of a QUICK round: ``settings.rounds.quick`` laid over the full values, section by section.
 
     For a demo or a smoke test on a CPU, where the full round (hundreds of PPO steps on every context)
-    would take hours. Values are validated like any settings; an unknown section or key is an error.
+    would take hours. Values are validated like any settings; an unknown section or key is an error. A value
+    the engineer set (not the default) that quick replaces is logged as a warning: nothing changes silently.
     """
     updates: dict[str, Any] = {}
     for section, values in settings.rounds.quick.items():
