@@ -139,7 +139,8 @@ def settings_changed_by_round(summaries: list[dict[str, Any]]) -> dict[str, str 
     flats = [_flat_settings(r["folder"]) for r in summaries]
     said: dict[str, str | None] = {}
     for i, r in enumerate(summaries):
-        recorded = _compare(r["round_id"], flats[i], None, flats[i - 1] if i else None)
+        recorded = _compare(r["round_id"], flats[i], summaries[i - 1]["round_id"] if i else None,
+                            flats[i - 1] if i else None)
         said[r["round_id"]] = ("; ".join(c.said() for c in recorded.changes)
                                if recorded.recorded and recorded.previous_recorded else None)
     return said
