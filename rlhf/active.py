@@ -360,13 +360,12 @@ def to_pair_records(
     ``selection_reason`` is kept as chosen ('random' marks the unbiased slice); ``priority_offset`` lifts
     a round's pairs above (or below) what is already queued.
     """
-    import uuid
-
+    from storage.ids import new_id
     from storage.records import Pair
 
     return [
         Pair(
-            pair_id=f"{id_prefix}_{uuid.uuid4().hex[:16]}",
+            pair_id=new_id(id_prefix),
             context_id=p.context_id,
             gen_a=p.gen_a,
             gen_b=p.gen_b,

@@ -15,7 +15,6 @@ and the labels (source 'import').
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from rlhf.errors import ImportFileError
 from storage import Store, analytics
 from storage import queue as queue_repo
 from storage.errors import ValidationError
+from storage.ids import new_ids
 from storage.records import CHOICES, Label
 
 log = logging.getLogger(__name__)
@@ -224,12 +224,6 @@ def import_labels(store: Store, path: str | Path, mapping: LabelMapping | None =
     return _store_labels(store, labels, started=started, origin=str(path))
 
 
-def _label_ids(n: int) -> list[str]:
-    """``n`` random label ids in the same shape as :func:`rlhf.runtime.new_id` (fast for big files)."""
-    blob = os.urandom(8 * n).hex()
-    return [f"lbl_{blob[16 * i:16 * (i + 1)]}" for i in range(n)]
-
-
 def _store_labels(store: Store, labels: pd.DataFrame, *, started: float, origin: str) -> ImportReport:
     now = queue_repo.utcnow()
     pair_ids = labels["pair_id"].unique().tolist()
@@ -266,7 +260,7 @@ def _store_labels(store: Store, labels: pd.DataFrame, *, started: float, origin:
                 created_at=now if pd.isna(ts) else pd.Timestamp(ts).to_pydatetime(),
             )
             for label_id, pid, who, choice, strength, left, rationale, tms, ts in zip(
-                _label_ids(len(labels)), labels["pair_id"].tolist(), labels["annotator_id"].tolist(),
+                new_ids("lbl", len(labels)), labels["pair_id"].tolist(), labels["annotator_id"].tolist(),
                 labels["choice"].tolist(), labels["strength"].tolist(), labels["left_side"].tolist(),
                 labels["rationale"].tolist(), labels["time_ms"].tolist(), labels["created_at"].tolist())
         ]

@@ -7,14 +7,13 @@ import math
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from rlhf.settings import Settings, get_settings
-from storage import Store
+from storage import Store, ids
 
 
 def open_store(settings: Settings | None = None) -> Store:
@@ -34,8 +33,8 @@ def _open_store(path: str, timeout: float, retry_initial: float, retry_max: floa
 
 
 def new_id(prefix: str) -> str:
-    """A short random id with a readable prefix (``pair_3f9a...``)."""
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+    """A unique id with a readable prefix that sorts in creation order (:mod:`storage.ids`)."""
+    return ids.new_id(prefix)
 
 
 def jsonable(value: Any) -> Any:

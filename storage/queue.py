@@ -41,7 +41,6 @@ check-then-insert in :func:`next_assignment` and :func:`record_label` cannot int
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -51,6 +50,7 @@ import pandas as pd
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import ConflictError, NotFoundError, ValidationError
+from storage.ids import new_id
 from storage.records import CHOICES, ITEM_FLAGS, Assignment, CatalogItem, Label
 
 #: Why a pair was served; stored in ``assignments.reason``.
@@ -95,10 +95,6 @@ class Progress:
 def utcnow() -> datetime:
     """Naive UTC now: every queue timestamp is stored in UTC without a zone."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +150,7 @@ def _insert_assignment(
     policy: QueuePolicy,
 ) -> Assignment:
     assignment = Assignment(
-        assignment_id=_new_id("asg"), pair_id=pair_id, annotator_id=annotator_id, left_gen=left_gen,
+        assignment_id=new_id("asg"), pair_id=pair_id, annotator_id=annotator_id, left_gen=left_gen,
         is_reshow=is_reshow, reason=reason, status="active", assigned_at=now,
         expires_at=now + timedelta(minutes=policy.lease_minutes),
     )
@@ -295,7 +291,7 @@ def record_label(
     if time_ms is None:
         time_ms = int((now - assignment.assigned_at).total_seconds() * 1000)
     label = Label(
-        label_id=_new_id("lab"), pair_id=assignment.pair_id, annotator_id=annotator_id, choice=choice,
+        label_id=new_id("lab"), pair_id=assignment.pair_id, annotator_id=annotator_id, choice=choice,
         strength=canonical_strength, left_side="A" if assignment.left_gen == pair["gen_a"] else "B",
         item_flags=flags, rationale=rationale, time_ms=min(max(0, int(time_ms)), _MAX_TIME_MS), is_reshow=assignment.is_reshow,
         source="app", assignment_id=assignment_id, created_at=now,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from storage.errors import StoreError
+from storage.ids import new_id
 from storage.records import CatalogItem, Context, Generation, ListItem
 from storage.schema import current_version
 
@@ -184,7 +184,7 @@ def write_snapshot(
         os.replace(tmp, target)
         entries[name] = {"file": target.name, "rows": rows}
     manifest = {
-        "snapshot_id": snapshot_id or f"snap_{uuid.uuid4().hex[:16]}",
+        "snapshot_id": snapshot_id or new_id("snap"),
         "format": SNAPSHOT_FORMAT,
         "schema_version": schema_version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -79,3 +79,32 @@ def test_a_store_held_too_long_by_another_process_gives_a_clear_error(tmp_path: 
     holder.join(timeout=30)
     with Store(path, lock_timeout_s=5).transaction() as con:  # released: works again
         assert con.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_ids_sort_in_the_order_they_were_made_and_never_repeat() -> None:
+    """Rows written in one transaction tie on ``created_at``; their ids must then keep creation order."""
+    import threading
+
+    from storage.ids import new_id, new_ids
+
+    made: list[str] = []
+    for _ in range(2000):  # far more than one per microsecond: the clock must step past itself
+        made.append(new_id("pair"))
+        made.extend(new_ids("pair", 3))
+    assert new_ids("pair", 0) == []
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(i.startswith("pair_") for i in made)
+
+    per_thread: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        out.extend(new_id("lab") for _ in range(2000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    together = [i for out in per_thread for i in out]
+    assert len(set(together)) == len(together)
+    assert all(out == sorted(out) for out in per_thread)
