@@ -91,7 +91,8 @@ def plan_pairs(
 
     ``generations`` are the policy's; ``others`` the second policy's (parent or baseline), or None
     for ``same_policy``. ``existing`` holds (gen_a, gen_b) keys already queued, in both orders.
-    A/B order is shuffled with a seeded RNG so that neither side is always the new policy.
+    A/B order is shuffled with a seeded coin per pair (:func:`_swap`) so that neither side is always the
+    new policy.
     """
     if strategy not in STRATEGIES:
         raise RecFeedbackError(f"Unknown pair strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
@@ -134,7 +135,7 @@ def plan_pairs(
                 continue
             priority = STRATEGY_PRIORITY[strategy] - (0 if a.is_valid and b.is_valid else INVALID_PENALTY)
             reason = _reason(strategy, a, b)
-            if random.Random(f"{seed}|{strategy}|{a.generation_id}|{b.generation_id}").random() < 0.5:
+            if _swap(seed, strategy, context_id, a, b):
                 a, b = b, a
             pairs.append(Pair(
                 pair_id=new_id("pair"), context_id=context_id, gen_a=a.generation_id, gen_b=b.generation_id,
@@ -145,6 +146,12 @@ def plan_pairs(
             made_here += 1
     report.pair_ids = [p.pair_id for p in pairs]
     return pairs, report
+
+
+def _swap(seed: int, strategy: str, context_id: str, a: Generation, b: Generation) -> bool:
+    """Whether to put ``b`` on side A: a seeded coin per pair of lists, drawn from what the lists say
+    rather than their ids, so that one seed orders the same pairs the same way in every run."""
+    return random.Random(f"{seed}|{strategy}|{context_id}|{a.raw_text}|{b.raw_text}").random() < 0.5
 
 
 def _reason(strategy: str, a: Generation, b: Generation) -> str:

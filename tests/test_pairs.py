@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 import pandas as pd
@@ -78,6 +79,10 @@ def test_cross_policy_pairs_need_both_policies_and_shuffle_sides():
     assert all({p.gen_a[0], p.gen_b[0]} == {"n", "o"} for p in pairs)
     a_is_new = sum(p.gen_a.startswith("n") for p in pairs)
     assert 0 < a_is_new < 29  # the new policy is not always side A
+    # The coin follows the lists, not their ids: the same lists under other ids take the same sides.
+    renamed = [dataclasses.replace(g, generation_id=f"x{g.generation_id}") for g in mine]
+    again, _ = plan_pairs("new_vs_previous", renamed, theirs, set(), overlap_target=3, new_id=_ids_counter())
+    assert [p.gen_a.startswith("x") for p in again] == [p.gen_a.startswith("n") for p in pairs]
     with pytest.raises(RecFeedbackError, match="strategy"):
         plan_pairs("best_of_both", mine, None, set(), overlap_target=3)
 
