@@ -535,6 +535,9 @@ def run_simulation(
     ``reason_penalty`` (default ``settings.simulation.reason_penalty``): careful annotators read the reasons,
     take that many scale units off a list whose reasons are all off-topic (pro rata for fewer) and flag
     most off-topic reasons as ``bad_reason``.
+    One ``seed`` repeats a simulation on an identical store: it draws the annotators and their answers,
+    and the queue's own draws (gold pairs, re-shows, which list is on the left) unless ``settings.queue.seed``
+    fixes those already.
     """
     from rlhf import annotation
     from rlhf.settings import get_settings
@@ -543,6 +546,8 @@ def run_simulation(
     from storage.errors import ConflictError
 
     settings = settings or get_settings()
+    if settings.queue.seed is None:  # the queue's draws (gold, re-show, left side) follow the run's seed too
+        settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"seed": seed})})
     if n_labels < 0:
         raise ValueError("n_labels must not be negative.")
     if not crowd:

@@ -17,7 +17,8 @@ def simulate_command(
     annotators: int = typer.Option(None, "--annotators", "-n", help="Crowd size (default: settings.simulation)."),
     labels: int = typer.Option(100, "--labels", "-m", help="Labels to submit (stops early when the queue is empty)."),
     crowd: str = typer.Option(None, "--crowd", help="default | clean | noisy (default: settings.simulation)."),
-    seed: int = typer.Option(None, "--seed", help="Seed for the crowd and its answers."),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed for the crowd, its answers and (when queue.seed is unset) the queue's draws."),
     utility: str = typer.Option("auto", "--utility",
                                 help="Ground truth: auto (demo preferences if any, else purchases) | purchases."),
     reason_penalty: float = typer.Option(
