@@ -108,6 +108,10 @@ def uci(args) -> dict:
     for k in range(1, args.rounds + 1):
         round_id, pid, _ = R.launch_round(settings)
         t0 = time.perf_counter()
+        # The round trains on the labels stored when it takes its snapshot. The crowd labels after that, so
+        # that the labels each round sees do not depend on timing and one seed repeats the run.
+        while R.pid_alive(pid) and "snapshot" not in R.round_status(store, round_id)["completed_stages"]:
+            time.sleep(0.2)
         lat: list[float] = []
         labels = 0
         while R.pid_alive(pid):
