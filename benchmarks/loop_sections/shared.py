@@ -1,5 +1,5 @@
 """What several of the loop benchmark's sections use: the UCI store they build, an earlier run's store,
-generic reasons for lists without a policy, crowd labels, a percentile."""
+generic reasons for lists without a policy, a seeded crowd, a percentile."""
 
 from __future__ import annotations
 
@@ -58,9 +58,35 @@ def earlier_run(workdir: str):
     return store, load_settings(**config), done
 
 
-def crowd_labels(store, settings, crowd, utility, n, seed, scale=None):
-    """Label up to n pairs with the crowd through rlhf.annotation; returns per-call latencies (ms)."""
-    from rlhf import simulate as sim
+class SeededCrowd:
+    """A simulated crowd whose k-th label of a run is drawn from ``seed + k`` alone.
 
-    rep = sim.run_simulation(store, crowd, utility, n, settings=settings, seed=seed, scale=scale)
-    return rep
+    While a round runs, the crowd labels in between polls of the round's process, so how its labels are
+    split into calls depends on timing. Seeding each label by its index (and fixing the utility scale
+    once, from the first queue) keeps the answers the same however they are split: one seed repeats a run.
+    That holds while the queue a round starts from is labelled out before the round adds its pairs (any
+    run whose ``--labels-per-round`` covers the queue, or whose rounds outlast its labelling); otherwise
+    when the new pairs overtake the old ones depends on timing again.
+    """
+
+    def __init__(self, store, settings, crowd, utility, seed: int) -> None:
+        from rlhf import simulate as sim
+
+        self.store, self.settings, self.crowd, self.utility, self.seed = store, settings, crowd, utility, seed
+        self.scale = sim.queue_utility_scale(store, utility)
+        self.given = 0
+
+    def label(self, n: int) -> tuple[int, list[float]]:
+        """Up to ``n`` labels, fewer when the queue runs dry: (labels given, service latencies in ms)."""
+        from rlhf import simulate as sim
+
+        labels, service_ms = 0, []
+        while labels < n:
+            rep = sim.run_simulation(self.store, self.crowd, self.utility, 1, settings=self.settings,
+                                     seed=self.seed + self.given, scale=self.scale)
+            service_ms += rep.service_ms
+            if rep.labels == 0:
+                break
+            labels += 1
+            self.given += 1
+        return labels, service_ms

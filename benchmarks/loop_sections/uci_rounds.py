@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from loop_sections.shared import crowd_labels, earlier_run, pct
+from loop_sections.shared import SeededCrowd, earlier_run, pct
 from rlhf.settings import load_settings
 from storage import Store
 
@@ -100,10 +100,10 @@ def uci(args) -> dict:
     t0 = time.perf_counter()
     bootstrap_queue(store, settings, args.initial_pairs, progress=False)
     print(f"zero-shot queue: {args.initial_pairs} pairs sampled in {time.perf_counter() - t0:.1f} s")
-    quiet = crowd_labels(store, settings, crowd, utility, args.labels_per_round, args.seed)
-    print(f"labels before round 1: {quiet.labels}; service latency with NO round running: "
-          f"p50 {pct(quiet.service_ms, 50):.1f} ms, p95 {pct(quiet.service_ms, 95):.1f} ms "
-          f"({len(quiet.service_ms)} calls)")
+    labelling = SeededCrowd(store, settings, crowd, utility, args.seed)
+    quiet, quiet_ms = labelling.label(args.labels_per_round)
+    print(f"labels before round 1: {quiet}; service latency with NO round running: "
+          f"p50 {pct(quiet_ms, 50):.1f} ms, p95 {pct(quiet_ms, 95):.1f} ms ({len(quiet_ms)} calls)")
     results = []
     for k in range(1, args.rounds + 1):
         round_id, pid, _ = R.launch_round(settings)
@@ -115,10 +115,10 @@ def uci(args) -> dict:
         lat: list[float] = []
         labels = 0
         while R.pid_alive(pid):
-            rep = crowd_labels(store, settings, crowd, utility, 5, args.seed + k * 100 + labels)
-            lat += rep.service_ms
-            labels += rep.labels
-            if rep.labels == 0:
+            given, service_ms = labelling.label(5)
+            lat += service_ms
+            labels += given
+            if given == 0:
                 time.sleep(1.0)
         wall = time.perf_counter() - t0
         status = R.round_status(store, round_id)
@@ -151,8 +151,8 @@ def uci(args) -> dict:
                         "metrics": m, "table": ev.get("table"), "zero_shot_policy_id": ev.get("zero_shot_policy_id"),
                         "latency_ms": {"p50": pct(lat, 50),
                                                                                "p95": pct(lat, 95)}})
-        more = crowd_labels(store, settings, crowd, utility, args.labels_per_round, args.seed + k)
-        print(f"   labels after round {k}: +{more.labels}")
+        more, _ = labelling.label(args.labels_per_round)
+        print(f"   labels after round {k}: +{more}")
     if results:
         last = results[-1]["table"] or []
         zero = next((r for r in last if r["policy"] == results[-1]["zero_shot_policy_id"]), None)
