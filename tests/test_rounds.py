@@ -663,13 +663,12 @@ def test_a_round_refuses_to_start_with_too_few_labels(workdir):
     assert not (Path(strict.data_dir) / "rounds").exists() or not any((Path(strict.data_dir) / "rounds").iterdir())
 
 
-def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings, caplog):
+def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
     from rlhf.errors import RoundError
-    from rlhf.rounds import quick_settings
+    from rlhf.rounds import quick_overrides, quick_settings
 
-    with caplog.at_level("WARNING", logger="rlhf.rounds.layout"):
-        quick = quick_settings(settings)
-    assert not caplog.records  # the sizes quick replaces are at their defaults: nothing to warn about
+    quick = quick_settings(settings)
+    assert quick_overrides(settings) == []  # the sizes quick replaces are at their defaults: nothing is lost
     wanted = settings.rounds.quick
     assert quick.ppo.steps == wanted["ppo"]["steps"] < settings.ppo.steps
     assert quick.reward_model.backbone == wanted["reward_model"]["backbone"]
@@ -678,19 +677,15 @@ def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings, caplog)
     assert settings.ppo.steps == 200  # the full settings are untouched
     # A size the engineer set (file or environment) that quick replaces is named, with how to keep it.
     mine = settings.model_copy(update={"ppo": settings.ppo.model_copy(update={"steps": 20, "clip_range": 0.1})})
-    with caplog.at_level("WARNING", logger="rlhf.rounds.layout"):
-        assert quick_settings(mine).ppo.steps == wanted["ppo"]["steps"]
-    said = [r.getMessage() for r in caplog.records]
-    assert said == [(f"A quick round replaces ppo.steps = 20 from your settings with {wanted['ppo']['steps']}; "
-                     "to keep yours, set rounds.quick.ppo.steps too.")]
-    caplog.clear()
+    assert quick_settings(mine).ppo.steps == wanted["ppo"]["steps"]
+    assert quick_overrides(mine) == [(f"A quick round replaces ppo.steps = 20 from your settings with "
+                                      f"{wanted['ppo']['steps']}; to keep yours, set rounds.quick.ppo.steps too.")]
     same = settings.model_copy(update={"ppo": settings.ppo.model_copy(update={"steps": wanted["ppo"]["steps"]})})
-    with caplog.at_level("WARNING", logger="rlhf.rounds.layout"):
-        quick_settings(same)  # set, but to what quick uses anyway: nothing is lost
-    assert not caplog.records
+    assert quick_overrides(same) == []  # set, but to what quick uses anyway: nothing is lost
     bad = settings.model_copy(update={"rounds": settings.rounds.model_copy(update={"quick": {"ppo": {"stepz": 3}}})})
-    with pytest.raises(RoundError, match="stepz"):
-        quick_settings(bad)
+    for call in (quick_settings, quick_overrides):
+        with pytest.raises(RoundError, match="stepz"):
+            call(bad)
     wrong = settings.model_copy(update={"rounds": settings.rounds.model_copy(
         update={"quick": {"ppo": {"steps": "many"}}})})
     with pytest.raises(ValueError, match="steps"):
@@ -709,15 +704,19 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     monkeypatch.setattr(rounds, "check_can_start", lambda store, s: 42)
     monkeypatch.setattr(rounds, "launch_round", lambda s, **kw: (launched.append(s), ("round_x", 123))[1])
     create_user(store, "eng2", "a-long-password-3", "engineer")
+    monkeypatch.setenv("RECFEEDBACK_PPO__STEPS", "20")  # the engineer's own size, which Quick replaces
     at = render_training_page(store, settings, "eng2", monkeypatch)
     size = next(r for r in at.radio if r.label == "Size")
     assert size.value == "Quick"
     quick_steps = settings.rounds.quick["ppo"]["steps"]
     assert f"PPO ({quick_steps} steps" in "\n".join(c.value for c in at.caption)
+    assert [w.value for w in at.warning] == [f"A quick round replaces ppo.steps = 20 from your settings with "
+                                             f"{quick_steps}; to keep yours, set rounds.quick.ppo.steps too."]
     next(b for b in at.button if b.label == "Start a round").click().run()
     assert len(launched) == 1 and launched[0].ppo.steps == quick_steps
     size = next(r for r in at.radio if r.label == "Size")
     size.set_value("Full").run()
+    assert not at.warning  # a full round keeps every size of the engineer's
     next(b for b in at.button if b.label == "Start a round").click().run()
     from rlhf.settings import load_settings
 

@@ -83,6 +83,9 @@ with st.container(border=True):
         f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%}). "
         f"Needs at least {r.min_labels} usable labels. Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
     )
+    if size == "Quick":
+        for sentence in rounds_service.quick_overrides(settings):
+            st.warning(sentence, icon=":material/warning:")
     if active:
         st.info(f"Round {active['round_id']} is running; one round at a time.")
     if st.button("Start a round", type="primary", disabled=active is not None, key="training.start",

@@ -76,12 +76,14 @@ def run_command(
                                "(settings.rounds.quick replaces the full sizes): demos and smoke tests."),
 ) -> None:
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
-    from rlhf.rounds import launch_round, quick_settings, run_round
+    from rlhf.rounds import launch_round, quick_overrides, quick_settings, run_round
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
     settings = _settings(data_dir)
     if quick:
+        for sentence in quick_overrides(settings):
+            typer.secho(f"Warning: {sentence}", fg=typer.colors.YELLOW, err=True)
         settings = quick_settings(settings)
     store = open_store(settings)
     if background:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,8 +14,6 @@ from pydantic import BaseModel
 
 from rlhf.errors import RoundError
 from rlhf.settings import Settings, load_settings
-
-_log = logging.getLogger(__name__)
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
@@ -100,10 +97,28 @@ def quick_settings(settings: Settings) -> Settings:
     """The settings of a QUICK round: ``settings.rounds.quick`` laid over the full values, section by section.
 
     For a demo or a smoke test on a CPU, where the full round (hundreds of PPO steps on every context)
-    would take hours. Values are validated like any settings; an unknown section or key is an error. A value
-    the engineer set (not the default) that quick replaces is logged as a warning: nothing changes silently.
+    would take hours. Values are validated like any settings; an unknown section or key is an error.
+    :func:`quick_overrides` says which of the engineer's own values this replaces.
     """
-    updates: dict[str, Any] = {}
+    return settings.model_copy(update={section: quick for section, (_, quick) in _quick_sections(settings).items()})
+
+
+def quick_overrides(settings: Settings) -> list[str]:
+    """One sentence per value the engineer set (in the file or the environment: not the default) that a quick
+    round replaces with another, saying how to keep theirs; empty when nothing of theirs is lost."""
+    said = []
+    for section, (current, quick) in _quick_sections(settings).items():
+        for key, value in quick.model_dump(include=set(settings.rounds.quick[section])).items():
+            yours = getattr(current, key)
+            if yours != type(current).model_fields[key].get_default(call_default_factory=True) and yours != value:
+                said.append(f"A quick round replaces {section}.{key} = {yours!r} from your settings with {value!r}; "
+                            f"to keep yours, set rounds.quick.{section}.{key} too.")
+    return said
+
+
+def _quick_sections(settings: Settings) -> dict[str, tuple[BaseModel, BaseModel]]:
+    """Each section ``rounds.quick`` names: (its full value, its validated quick value)."""
+    out: dict[str, tuple[BaseModel, BaseModel]] = {}
     for section, values in settings.rounds.quick.items():
         current = getattr(settings, section, None)
         if not isinstance(current, BaseModel):
@@ -111,14 +126,8 @@ def quick_settings(settings: Settings) -> Settings:
         unknown = sorted(set(values) - set(type(current).model_fields))
         if unknown:
             raise RoundError(f"settings.rounds.quick.{section} has unknown keys: {', '.join(unknown)}.")
-        updates[section] = type(current).model_validate({**current.model_dump(), **values})
-        for key, quick in updates[section].model_dump(include=set(values)).items():
-            yours = getattr(current, key)
-            default = type(current).model_fields[key].get_default(call_default_factory=True)
-            if yours != default and yours != quick:  # set in the file or the environment, and overridden
-                _log.warning("A quick round replaces %s.%s = %r from your settings with %r; to keep yours, set "
-                             "rounds.quick.%s.%s too.", section, key, yours, quick, section, key)
-    return settings.model_copy(update=updates)
+        out[section] = current, type(current).model_validate({**current.model_dump(), **values})
+    return out
 
 
 def new_round_id() -> str:
