@@ -21,12 +21,14 @@ The queue rules themselves live in :mod:`storage.queue` (one function serves, on
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rlhf.parsing import PROBLEM_LABELS, describes_other_item
 from rlhf.prompts import attribute_details, copies_example
+from rlhf.reasons import line_verdicts
 from rlhf.settings import Settings, get_settings
 from storage import Store
 from storage import app_texts as texts_repo
@@ -149,20 +151,31 @@ def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     return Task(
         assignment_id=assignment.assignment_id, pair_id=assignment.pair_id, reason=assignment.reason,
         shopper_id=shown["shopper_id"] or "", history=history, candidates=candidates,
-        left=shown_list(gens[left_id], items, candidate_set, keys),
-        right=shown_list(gens[right_id], items, candidate_set, keys),
+        left=shown_list(gens[left_id], items, candidate_set, keys, history),
+        right=shown_list(gens[right_id], items, candidate_set, keys, history),
         expires_at=assignment.expires_at, assigned_at=assignment.assigned_at, attribute_keys=keys,
     )
 
 
+#: The badge of an item whose reason only copies a product line from the prompt (:func:`rlhf.reasons.line_verdicts`).
+COPIED_LINE_BADGE = "reason copies a product line"
+
+
 def shown_list(
-    gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str], attribute_keys: tuple[str, ...] = ()
+    gen: dict[str, Any], items: dict[str, CatalogItem], candidates: set[str], attribute_keys: tuple[str, ...] = (),
+    history: Sequence[CatalogItem] | None = None,
 ) -> ShownList:
     """A stored list (``items``: item id and reason; ``problems``) as people see it: titles, and a badge on
-    every item with a problem, which the Label page and the Training page's side-by-side lists show alike."""
+    every item with a problem, which the Label page and the Training page's side-by-side lists show alike.
+
+    With the shopper's ``history`` (the Label page), a reason that only copies a product line and says
+    nothing about the item or the shopper besides gets :data:`COPIED_LINE_BADGE`: a product's name is not a
+    reason, and annotators should not have to spot the copy themselves. (The side-by-side lists mark it apart.)
+    """
     shown: list[ShownItem] = []
     seen: set[str] = set()
     titles = {i: items[i].title for i in candidates if i in items}
+    copies = _copied_line_ranks(gen, items, titles, history) if history is not None else set()
     for rank, entry in enumerate(gen["items"], start=1):
         item_id = str(entry.get("item_id", ""))
         reason = str(entry.get("reason") or "")
@@ -180,6 +193,8 @@ def shown_list(
             badges.append(PROBLEM_LABELS["copied_example"])
         elif describes_other_item(reason, item_id, titles) is not None:
             badges.append(PROBLEM_LABELS["other_item_reason"])
+        elif rank in copies:
+            badges.append(COPIED_LINE_BADGE)
         seen.add(item_id)
         shown.append(ShownItem(
             rank=rank, item_id=item_id, title=item.title if item else f"(unknown item {item_id})",
@@ -194,6 +209,18 @@ def shown_list(
         if name not in problems:
             problems.append(name)
     return ShownList(items=tuple(shown), problems=tuple(problems))
+
+
+def _copied_line_ranks(
+    gen: dict[str, Any], items: dict[str, CatalogItem], titles: dict[str, str], history: Sequence[CatalogItem]
+) -> set[int]:
+    """The ranks in ``gen`` whose reason :func:`rlhf.reasons.line_verdicts` calls a copy of a product line."""
+    def line(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+        item = items.get(str(entry.get("item_id", "")))
+        return str(entry.get("reason") or ""), item.title if item else None, item.category if item else None
+
+    verdicts = line_verdicts([line(e) for e in gen["items"]], [h.title for h in history], titles.values())
+    return {rank for rank, verdict in enumerate(verdicts, start=1) if verdict == "copy"}
 
 
 def submit_label(

@@ -48,6 +48,7 @@ def seed_store(
     prefix: str = "p",
     grounded_sides: str = "",
     copied_sides: str = "",
+    own_line_sides: str = "",
 ) -> Seeded:
     """Seed ``n_pairs`` regular pairs (+ ``n_gold`` gold pairs, expected answer 'A') and optional users.
 
@@ -56,7 +57,8 @@ def seed_store(
     With ``problems`` every third generation carries parser problems and a non-candidate item. Reasons are
     off-topic (about neither the item nor the history, :mod:`rlhf.reasons`) except on the sides named in
     ``grounded_sides`` ("a", "b" or "ab"), whose reasons name their item's title, and ``copied_sides``, whose
-    reasons copy another candidate's line from the prompt (title, then details in brackets).
+    reasons copy another candidate's line from the prompt (title, then details in brackets), and
+    ``own_line_sides``, whose reasons are their own item's line and nothing else.
     """
     rng = random.Random(seed)
     n_items = max(40, n_candidates * 3)
@@ -103,6 +105,7 @@ def seed_store(
                 raw_text="\n".join(f"{r + 1}. {c} | reason {side}{r} <b>for</b> *{c}*" for r, c in enumerate(chosen)),
                 items=[ListItem(c, f"The {titles[c]} suits them" if side in grounded_sides
                                 else f"{titles[others[r]]} (kitchen, price 9.99)" if side in copied_sides
+                                else f"{titles[c]} (kitchen, price 9.99)" if side in own_line_sides
                                 else f"Reason {side}{r}: goes with **their** <i>history</i>") for r, c in enumerate(chosen)],
                 problems=gen_problems, is_valid=not gen_problems,
             ))

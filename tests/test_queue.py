@@ -312,6 +312,17 @@ def test_parser_problems_become_badges(qstore, qsettings):
     assert "not a candidate" in badges and "not a candidate" in problems
 
 
+def test_an_item_whose_reason_is_its_own_product_line_carries_a_badge(qstore, qsettings):
+    seed_store(qstore, n_pairs=2, overlap_target=1, problems=False, own_line_sides="a")
+    for _ in range(2):
+        task = ann.next_task(qstore, "alice", settings=qsettings)
+        sides = {side.items[0].reason.startswith("Reason"): side for side in (task.left, task.right)}
+        assert all(item.badges == (ann.COPIED_LINE_BADGE,) for item in sides[False].items)  # "Blue mug no. 5 (...)"
+        assert all(item.badges == () for item in sides[True].items)  # off-topic, but no copy: not for a badge
+        assert sides[False].problems == ()
+        label(qstore, "alice", task, qsettings)
+
+
 def test_label_page_services_do_not_import_torch():
     import subprocess
     import sys
