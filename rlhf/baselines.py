@@ -121,7 +121,6 @@ def make_baseline_generations(
 
     from rlhf.generate import GenerationRun, SamplingParams
     from rlhf.prompts import build_context_views
-    from rlhf.runtime import new_id
     from storage.catalog import interactions_frame
     from storage.contexts import get_contexts
     from storage.generations import (
@@ -131,6 +130,7 @@ def make_baseline_generations(
         insert_generations,
         upsert_policy,
     )
+    from storage.ids import new_id
     from storage.records import Generation, Policy
 
     name = policy_id.removeprefix("baseline-")

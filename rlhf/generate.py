@@ -298,7 +298,6 @@ def generate_for_store(
     ``model``/``tokenizer`` may be passed in (tests, benchmarks, PPO) to skip loading.
     """
     from rlhf.prompts import build_context_views
-    from rlhf.runtime import new_id
     from storage import NotFoundError
     from storage.catalog import existing_item_ids
     from storage.contexts import get_contexts
@@ -308,6 +307,7 @@ def generate_for_store(
         insert_generations,
         upsert_policy,
     )
+    from storage.ids import new_id
     from storage.records import Generation, Policy
 
     spec = model_spec or settings.model.policy

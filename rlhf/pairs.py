@@ -97,7 +97,7 @@ def plan_pairs(
     if strategy not in STRATEGIES:
         raise RecFeedbackError(f"Unknown pair strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     if new_id is None:
-        from rlhf.runtime import new_id
+        from storage.ids import new_id
     report = PairReport(strategy, generations[0].policy_id if generations else None,
                         others[0].policy_id if others else None)
     mine: dict[str, list[Generation]] = defaultdict(list)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.settings import Settings, get_settings
-from storage import Store, ids
+from storage import Store
 
 
 def open_store(settings: Settings | None = None) -> Store:
@@ -30,11 +30,6 @@ def open_store(settings: Settings | None = None) -> Store:
 @lru_cache(maxsize=16)
 def _open_store(path: str, timeout: float, retry_initial: float, retry_max: float) -> Store:
     return Store(Path(path), lock_timeout_s=timeout, retry_initial_ms=retry_initial, retry_max_ms=retry_max)
-
-
-def new_id(prefix: str) -> str:
-    """A unique id with a readable prefix that sorts in creation order (:mod:`storage.ids`)."""
-    return ids.new_id(prefix)
 
 
 def jsonable(value: Any) -> Any:

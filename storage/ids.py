@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-_CLOCK_HEX = 13  # microseconds since 1970 fit 13 hex digits until the year 2255
+_CLOCK_HEX = 13  # microseconds since 1970 fit 13 hex digits until 2112, 16 beyond (ids stay unique)
 _RANDOM_BYTES = 3
 
 

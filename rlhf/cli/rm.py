@@ -86,7 +86,8 @@ def eval_command(
     from rlhf.reward.dataset import build_reward_dataset
     from rlhf.reward.evaluate import evaluate_dataset
     from rlhf.reward.registry import load_reward_model
-    from rlhf.runtime import new_id, open_store, setup_logging
+    from rlhf.runtime import open_store, setup_logging
+    from storage.ids import new_id
     from storage.snapshot import read_snapshot, write_snapshot
 
     setup_logging()

@@ -255,7 +255,7 @@ def run_ppo(
     from rlhf.errors import RecFeedbackError
     from rlhf.models import load_causal_lm
     from rlhf.ppo.config import PPOConfig
-    from rlhf.runtime import new_id
+    from storage.ids import new_id
 
     config = PPOConfig.from_settings(settings.ppo, algo=algo, steps=steps)
     warn_if_cap_cuts_lists(config, settings)

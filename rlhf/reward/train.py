@@ -300,7 +300,8 @@ def train_from_store(
     progress: bool = True,
 ) -> RewardModelRecord:
     """Snapshot the store under ``<data_dir>/snapshots/<id>/`` and train from that snapshot."""
-    from rlhf.runtime import new_id, open_store
+    from rlhf.runtime import open_store
+    from storage.ids import new_id
     from storage.snapshot import write_snapshot
 
     store = store or open_store(settings)

@@ -250,7 +250,7 @@ def _sample(model: Any, tokenizer: Any, views: Sequence[Any], settings: Settings
             catalog: set[str], progress: bool) -> list[dict[str, Any]]:
     from rlhf.generate import SamplingParams
     from rlhf.prompts import PROMPT_VERSION, prompt_fingerprint
-    from rlhf.runtime import new_id
+    from storage.ids import new_id
 
     if not views:
         return []
@@ -472,8 +472,8 @@ def _evaluate(ctx: RoundContext, snap: Any, by_id: Mapping[str, Generation], sco
 # ----------------------------------------------------------------------------------- stage: enqueue (ingest)
 def stage_enqueue(ctx: RoundContext) -> dict[str, Any]:
     """Ingest everything the round produced in ONE transaction, and mark the round done in it."""
-    from rlhf.runtime import new_id
     from storage.generations import find_policy, insert_generations, insert_pairs, upsert_policy
+    from storage.ids import new_id
     from storage.reward_models import insert_reward_model
     from storage.rounds import insert_evaluation, insert_training_metrics, update_round
 
