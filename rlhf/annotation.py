@@ -168,9 +168,10 @@ def shown_list(
     """A stored list (``items``: item id and reason; ``problems``) as people see it: titles, and a badge on
     every item with a problem, which the Label page and the Training page's side-by-side lists show alike.
 
-    With the shopper's ``history`` (the Label page), a reason that only copies a product line and says
-    nothing about the item or the shopper besides gets :data:`COPIED_LINE_BADGE`: a product's name is not a
-    reason, and annotators should not have to spot the copy themselves. (The side-by-side lists mark it apart.)
+    With the shopper's ``history`` (the Label page), a reason that begins with a copy of a candidate's line
+    (its own or another's) and says nothing about the item or the shopper besides gets
+    :data:`COPIED_LINE_BADGE`: a product's name is not a reason, and annotators should not have to spot the
+    copy themselves. (The side-by-side lists mark it apart.)
     """
     shown: list[ShownItem] = []
     seen: set[str] = set()
