@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-_CLOCK_HEX = 13  # microseconds since 1970 fit 13 hex digits until 2112, 16 beyond (ids stay unique)
+_CLOCK_HEX = 14  # microseconds since 1970 fit 14 hex digits (and ids sort by them) until the year 4253
 _RANDOM_BYTES = 3
 
 
