@@ -463,6 +463,9 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     assert shown_frame["setting"].tolist()[:2] == ["rounds.contexts_per_round", "rounds.new_pairs"]
     assert shown_frame["changed"].tolist() == [True, True] + [False] * (len(shown_frame) - 2)
     assert shown_frame.set_index("setting").loc["rounds.new_pairs", "this round"] == "1000"
+    at.toggle(key="training.settings_changes_only").set_value(True).run()
+    (panel,) = [e for e in at.expander if e.label.startswith("Settings")]
+    assert panel.dataframe[0].value["setting"].tolist() == ["rounds.contexts_per_round", "rounds.new_pairs"]
     past = next(df.value for df in at.dataframe if "settings_changed" in df.value.columns)
     said = past.set_index("round_id")["settings_changed"]  # round 1 has no round before it: an empty cell
     assert said.isna()[first.round_id] and said[second.round_id] == changes

@@ -273,6 +273,9 @@ def _settings_view(recorded: rounds_service.RoundSettings) -> None:
         title = f"Settings: the same as the round before ({before})"
     with st.expander(title, icon=":material/tune:"):
         rows = sorted(recorded.values, key=lambda v: not v.changed)  # stable: the changes first, then dotted order
+        if recorded.changes and st.toggle("Changes only", key="training.settings_changes_only",
+                                          help="Hide the settings this round shares with the round before."):
+            rows = [v for v in rows if v.changed]
         said = rounds_service.setting_text
         frame = pd.DataFrame({"setting": [v.setting for v in rows], "this round": [said(v.value) for v in rows]})
         if recorded.previous_recorded:
