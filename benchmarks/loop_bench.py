@@ -22,7 +22,8 @@ Sections (each can be skipped; every size is a flag):
 2b. ``--section rm-inputs`` — what the small-data reward model (the probe's head) learns from crowd labels
    on random candidate lists, for each input it can read, with and without the match features
    (``--rm-data uci``: truth = later purchases; ``demo``: the demo shop's hidden preferences), by
-   training labels. ``--section rm-inputs-mean --combine A.json,B.json,...`` averages seeds' runs.
+   training labels. ``--rm-pool differ`` asks only pairs whose lists truly differ (an oracle: how much the
+   labels on no-difference pairs cost). ``--section rm-inputs-mean --combine A.json,B.json,...`` averages seeds' runs.
 1v. ``--section versus --combine BASE.json,NEW.json`` — two efficiency runs of the same command and seeds
    under two settings (e.g. the reward model's features), paired repeat by repeat against BASE's random.
 2. ``--section uci`` — the real loop on UCI Online Retail: import (rlhf.importing), contexts at a time
@@ -143,6 +144,8 @@ def main() -> None:
     u.add_argument("--more-shoppers", type=int, default=150,
                    help="uci-more: new held-out shoppers (with purchases after the cut) to sample lists for")
     u.add_argument("--rm-data", choices=["uci", "demo"], default="uci", help="rm-inputs: which data and truth")
+    u.add_argument("--rm-pool", choices=["all", "differ"], default="all",
+                   help="rm-inputs: ask any pool pair, or (an oracle) only pairs whose lists truly differ")
     u.add_argument("--rm-sizes", default="100,300,1000,3000",
                    help="rm-inputs, reasons-rm: training pairs asked at which the reward models are scored")
     u.add_argument("--reason-penalties", default="0,0.5,1,2",

@@ -309,16 +309,18 @@ def raw_agreement(
     labels_per_pair: int = 3,
     seed: int = 0,
     floor: float | None = None,
+    scale: float | None = None,
 ) -> float:
     """Raw pairwise inter-annotator agreement of a crowd on pairs with true utilities ``[n, 2]``.
 
     Labels come from :func:`simulate_labels`; agreement is the share of annotator pairs (over all
     pairs) whose canonical answers (A / B / tie / both bad) are identical. This is the figure that
-    InstructGPT reports (72.6 ± 1.5%).
+    InstructGPT reports (72.6 ± 1.5%). ``scale`` defaults to the spread of these pairs' gaps; pass the
+    task's own when ``utilities`` are a subset of its pairs (e.g. only those that truly differ).
     """
     if labels_per_pair < 2:
         raise ValueError("Agreement needs at least two labels per pair.")
-    labels = simulate_labels(crowd, utilities, labels_per_pair=labels_per_pair, seed=seed, floor=floor)
+    labels = simulate_labels(crowd, utilities, labels_per_pair=labels_per_pair, seed=seed, floor=floor, scale=scale)
     by_pair: dict[int, list[str]] = {}
     for label in labels:
         by_pair.setdefault(label["pair"], []).append(label["choice"])
@@ -332,11 +334,14 @@ def raw_agreement(
 
 
 def accuracy_against_truth(
-    crowd: Sequence[AnnotatorProfile], utilities: np.ndarray, *, seed: int = 0
+    crowd: Sequence[AnnotatorProfile], utilities: np.ndarray, *, seed: int = 0, scale: float | None = None
 ) -> float:
-    """Share of single labels that pick the truly better list (pairs with equal utilities skipped)."""
+    """Share of single labels that pick the truly better list (pairs with equal utilities skipped).
+
+    ``scale`` defaults to the spread of all the given pairs' gaps, equal ones included.
+    """
     utilities = np.asarray(utilities, dtype=float)
-    scale = utility_scale(utilities[:, 0] - utilities[:, 1])
+    scale = scale if scale is not None else utility_scale(utilities[:, 0] - utilities[:, 1])
     rng = np.random.default_rng(seed)
     right = total = 0
     for u_a, u_b in utilities:

@@ -67,6 +67,24 @@ def test_default_crowd_agreement_is_calibrated_like_real_labellers() -> None:
     assert sim.accuracy_against_truth(crowd, utilities) > 0.75
 
 
+def test_a_crowd_is_judged_on_the_pairs_that_differ_at_the_whole_tasks_scale() -> None:
+    """On real data most pairs may have no true difference (UCI: neither list holds a later purchase).
+    The crowd's noise is set by the spread of all the task's gaps, so figures on the pairs that differ
+    must use that spread, not the subset's own (wider) one."""
+    differ = sim.synthetic_utility_pairs(2000, seed=7)
+    task = np.vstack([differ, np.zeros((3000, 2))])  # 60% of the pairs are worthless, equal lists
+    scale = sim.utility_scale(task[:, 0] - task[:, 1])
+    assert scale < sim.utility_scale(differ[:, 0] - differ[:, 1])
+    crowd = sim.make_crowd(20, "default", seed=0)
+    at_task_scale = sim.raw_agreement(crowd, differ, seed=3, scale=scale)
+    at_own_scale = sim.raw_agreement(crowd, differ, seed=3)
+    assert at_task_scale > at_own_scale + 0.01
+    assert sim.accuracy_against_truth(crowd, differ, seed=4, scale=scale) == sim.accuracy_against_truth(
+        crowd, task, seed=4)
+    assert sim.accuracy_against_truth(crowd, differ, seed=4, scale=scale) > sim.accuracy_against_truth(
+        crowd, differ, seed=4)
+
+
 def test_purchase_utility_is_dcg_of_later_purchases() -> None:
     assert sim.purchase_utility({"b", "z"}, ["a", "b", "c"]) == pytest.approx(1 / math.log2(3))
     assert sim.purchase_utility({"a"}, ["a", "a"]) == pytest.approx(1.0)

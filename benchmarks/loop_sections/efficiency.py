@@ -98,6 +98,11 @@ def efficiency(args) -> dict:
     scale = sim.utility_scale([true_u[p.gen_a] - true_u[p.gen_b] for p in pool])
     print(f"pool: {len(pool)} candidate pairs on {len(train_ctx)} contexts; test: {len(test)} pairs on "
           f"{len(held_ctx)} held-out contexts (label = true utility order); crowd {len(crowd)}, scale {scale:.3f}")
+    on_pool = crowd_on_pool(crowd, np.array([[true_u[p.gen_a], true_u[p.gen_b]] for p in pool]), scale=scale,
+                            floor=getattr(utility, "floor", None), seed=args.seed)
+    print(f"crowd on the pool: {on_pool['no_difference']:.1%} of pairs have no true difference; raw agreement "
+          f"(3 labels a pair) {on_pool['agreement_all']:.3f} on all pairs, {on_pool['agreement_differ']:.3f} on "
+          f"those that differ, where one label picks the truly better list {on_pool['accuracy_differ']:.3f} of the time")
 
     def label(pairs, rng_l):
         rows = []
@@ -220,7 +225,21 @@ def efficiency(args) -> dict:
     area = {k: float(np.mean([c["accuracy"] for c in v])) for k, v in curves.items()}
     print("mean accuracy over the curve: " + ", ".join(f"{k} {v:.3f}" for k, v in area.items()) + "\n")
     tmp.cleanup()
-    return {"curves": curves, "needed": reach}
+    return {"curves": curves, "needed": reach, "crowd": on_pool}
+
+
+def crowd_on_pool(crowd, utilities: np.ndarray, *, scale: float, floor: float | None, seed: int) -> dict:
+    """What the crowd's labels on a pool of pairs (true utilities ``[n, 2]``) can carry: the share of pairs
+    with no true difference (a label there is noise whatever the crowd), raw agreement on all pairs and on
+    those that differ, and how often one label picks the better list where there is one. Every figure
+    uses the pool's own utility scale, as the labelling does."""
+    from rlhf import simulate as sim
+
+    differ = utilities[np.abs(utilities[:, 0] - utilities[:, 1]) > 1e-9]
+    return {"no_difference": 1.0 - len(differ) / max(len(utilities), 1),
+            "agreement_all": sim.raw_agreement(crowd, utilities, seed=seed, floor=floor, scale=scale),
+            "agreement_differ": sim.raw_agreement(crowd, differ, seed=seed, floor=floor, scale=scale),
+            "accuracy_differ": sim.accuracy_against_truth(crowd, differ, seed=seed, scale=scale)}
 
 
 #: Posterior arms: how -> (covariance, rule of posterior_selection.select_with_posterior).

@@ -183,9 +183,12 @@ def reward_inputs_section(args) -> dict:
     test = [test[i] for i in rng.permutation(len(test))[: args.test_pairs]]
     informative = np.mean([abs(true_u[a] - true_u[b]) > 1e-9 for a, b in train_pool])
     crowd = sim.make_crowd(args.crowd_size, "default", seed=args.seed)
-    scale = sim.utility_scale([true_u[a] - true_u[b] for a, b in train_pool])
+    scale = sim.utility_scale([true_u[a] - true_u[b] for a, b in train_pool])  # the whole pool's, as labelled
     print(f"train pool {len(train_pool)} pairs ({informative:.0%} with a true difference), test {len(test)} "
           f"held-out pairs with one; crowd {len(crowd)}, scale {scale:.3f}")
+    if args.rm_pool == "differ":  # an oracle no product has: ask only where one list is truly better
+        train_pool = [(a, b) for a, b in train_pool if abs(true_u[a] - true_u[b]) > 1e-9]
+        print(f"asking only the {len(train_pool)} pairs with a true difference (oracle; the crowd's scale unchanged)")
     sizes = [int(x) for x in args.rm_sizes.split(",")]
     order = rng.permutation(len(train_pool))
     labelled: list[tuple[str, str]] = []  # (winner, loser), crowd-labelled in pool order
@@ -214,7 +217,8 @@ def reward_inputs_section(args) -> dict:
         print(f"  {label:<38} " + "  ".join(f"{accs[s]:6.3f}" for s in sizes))
     print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test))):.3f})\n")
     shutil.rmtree(work, ignore_errors=True)
-    return {"data": args.rm_data, "accuracy": results, "test_pairs": len(test), "train_pool": len(train_pool)}
+    return {"data": args.rm_data, "accuracy": results, "test_pairs": len(test), "train_pool": len(train_pool),
+            "pool": args.rm_pool}
 
 
 def summarise_rm_inputs(runs: list[dict]) -> None:
