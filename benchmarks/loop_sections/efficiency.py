@@ -100,6 +100,15 @@ def efficiency(args) -> dict:
           f"{len(held_ctx)} held-out contexts (label = true utility order); crowd {len(crowd)}, scale {scale:.3f}")
     on_pool = crowd_on_pool(crowd, np.array([[true_u[p.gen_a], true_u[p.gen_b]] for p in pool]), scale=scale,
                             floor=getattr(utility, "floor", None), seed=args.seed)
+    values: dict[str, set[float]] = {}
+    for g, (cid, _) in lists.items():
+        values.setdefault(cid, set()).add(round(true_u[g], 9))
+    flat = {cid for cid in train_ctx if len(values.get(cid, ())) == 1}
+    on_pool["flat_contexts"] = len(flat) / max(len(train_ctx), 1)
+    on_pool["no_difference_on_flat"] = (sum(p.context_id in flat for p in pool) / max(len(pool), 1)
+                                        / max(on_pool["no_difference"], 1e-12))
+    print(f"training contexts whose {args.lists_per_context} lists are all worth the same: {on_pool['flat_contexts']:.0%}, "
+          f"holding {on_pool['no_difference_on_flat']:.0%} of the pairs with no true difference")
     print(f"crowd on the pool: {on_pool['no_difference']:.1%} of pairs have no true difference; raw agreement "
           f"(3 labels a pair) {on_pool['agreement_all']:.3f} on all pairs, {on_pool['agreement_differ']:.3f} on "
           f"those that differ, where one label picks the truly better list {on_pool['accuracy_differ']:.3f} of the time")
