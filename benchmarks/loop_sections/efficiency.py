@@ -100,13 +100,7 @@ def efficiency(args) -> dict:
           f"{len(held_ctx)} held-out contexts (label = true utility order); crowd {len(crowd)}, scale {scale:.3f}")
     on_pool = crowd_on_pool(crowd, np.array([[true_u[p.gen_a], true_u[p.gen_b]] for p in pool]), scale=scale,
                             floor=getattr(utility, "floor", None), seed=args.seed)
-    values: dict[str, set[float]] = {}
-    for g, (cid, _) in lists.items():
-        values.setdefault(cid, set()).add(round(true_u[g], 9))
-    flat = {cid for cid in train_ctx if len(values.get(cid, ())) == 1}
-    on_pool["flat_contexts"] = len(flat) / max(len(train_ctx), 1)
-    on_pool["no_difference_on_flat"] = (sum(p.context_id in flat for p in pool) / max(len(pool), 1)
-                                        / max(on_pool["no_difference"], 1e-12))
+    on_pool.update(flat_contexts(pool, lists, true_u, train_ctx))
     print(f"training contexts whose {args.lists_per_context} lists are all worth the same: {on_pool['flat_contexts']:.0%}, "
           f"holding {on_pool['no_difference_on_flat']:.0%} of the pairs with no true difference")
     print(f"crowd on the pool: {on_pool['no_difference']:.1%} of pairs have no true difference; raw agreement "
@@ -249,6 +243,18 @@ def crowd_on_pool(crowd, utilities: np.ndarray, *, scale: float, floor: float | 
             "agreement_all": sim.raw_agreement(crowd, utilities, seed=seed, floor=floor, scale=scale),
             "agreement_differ": sim.raw_agreement(crowd, differ, seed=seed, floor=floor, scale=scale),
             "accuracy_differ": sim.accuracy_against_truth(crowd, differ, seed=seed, scale=scale)}
+
+
+def flat_contexts(pool, lists: dict, true_u: dict[str, float], train_ctx: list[str]) -> dict:
+    """The share of training contexts whose lists are all worth the same (every pair there is a tie in
+    truth), and the share of the pool's no-difference pairs that sit on them."""
+    values: dict[str, set[float]] = {}
+    for g, (cid, _) in lists.items():
+        values.setdefault(cid, set()).add(round(true_u[g], 9))
+    flat = {cid for cid in train_ctx if len(values.get(cid, ())) == 1}
+    ties = [p for p in pool if abs(true_u[p.gen_a] - true_u[p.gen_b]) <= 1e-9]
+    return {"flat_contexts": len(flat) / max(len(train_ctx), 1),
+            "no_difference_on_flat": sum(p.context_id in flat for p in ties) / max(len(ties), 1)}
 
 
 #: Posterior arms: how -> (covariance, rule of posterior_selection.select_with_posterior).

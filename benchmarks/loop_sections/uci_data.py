@@ -102,6 +102,7 @@ def reward_inputs_section(args) -> dict:
     from rlhf.reward.inputs import reward_inputs
     from rlhf.reward.match import match_features
     from rlhf.reward.probe import fit_bradley_terry, new_probe_scorer
+    from storage import catalog as catalog_repo
     from storage import contexts as contexts_repo
 
     data = Path(args.uci_dir)
@@ -157,6 +158,16 @@ def reward_inputs_section(args) -> dict:
     e_h = np.array([e_hist[lists[g][0]] for g in gids])
     # The match features (rlhf.reward.match) of each list for its context's prompt, by the same encoder.
     match = match_features([prompt_of[lists[g][0]] for g in gids], [raw[g] for g in gids], scorer.embed_lines)
+    # How many distinct shoppers bought each listed item before the contexts' cut (DCG-weighted mean of its log,
+    # scaled to [0, 1]): what the popularity baseline ranks by, and nothing the prompt shows.
+    with store.transaction() as con:
+        cut = min(c.as_of for c in contexts)
+        before = catalog_repo.interactions_frame(con, before=cut, events=["purchase"])
+    log_buyers = np.log1p(before.groupby("item_id")["shopper_id"].nunique())
+    log_buyers = log_buyers / max(float(log_buyers.max()), 1e-9)
+    weights = 1.0 / np.log2(np.arange(n) + 2.0)
+    popularity = np.array([[float(np.dot(weights, [log_buyers.get(i, 0.0) for i in lists[g][1]]) / weights.sum())]
+                           for g in gids])
     feats = {"policy": e_raw, "resolved": e_res,
              "policy + resolved (not in product)": np.hstack([e_raw, e_res]),
              "resolved x history (not in product)": np.hstack([e_res, e_res * e_h * np.sqrt(e_res.shape[1])]),
@@ -164,7 +175,10 @@ def reward_inputs_section(args) -> dict:
              "rank alone (not in product)": match[:, :1],
              "similarities alone (not in product)": match[:, 1:],
              "policy + match": np.hstack([e_raw, match]),
-             "resolved + match": np.hstack([e_res, match])}
+             "resolved + match": np.hstack([e_res, match]),
+             "popularity alone (not in product)": popularity,
+             "match + popularity (not in product)": np.hstack([match, popularity]),
+             "resolved + match + popularity (not in product)": np.hstack([e_res, match, popularity])}
     default = settings.reward_model.probe_input_format + (" + match" if settings.reward_model.probe_match_features else "")
     row = {g: i for i, g in enumerate(gids)}
     split = {c.context_id: c.split for c in contexts}
