@@ -447,6 +447,12 @@ class SimulationReport:
     wall_s: float = 0.0
     service_ms: list[float] = field(default_factory=list)
     stopped: str = ""
+    #: Labels on pairs whose two lists are worth the same in truth (the utilities the crowd judged, reasons
+    #: included when it reads them): whatever the crowd says there is noise.
+    truth_ties: int = 0
+    #: A / B answers on pairs whose lists differ in truth, and how many of them picked the better list.
+    decided: int = 0
+    decided_right: int = 0
 
     def summary(self) -> dict[str, Any]:
         ms = np.asarray(self.service_ms) if self.service_ms else np.asarray([np.nan])
@@ -454,6 +460,8 @@ class SimulationReport:
             "labels": self.labels,
             "annotators": len(self.by_annotator),
             "choices": dict(self.choices),
+            "truth_ties_share": round(self.truth_ties / self.labels, 3) if self.labels else None,
+            "right_where_lists_differ": round(self.decided_right / self.decided, 3) if self.decided else None,
             "simulated_hours": round(self.seconds_simulated / 3600.0, 2),
             "wall_s": round(self.wall_s, 2),
             "service_p50_ms": round(float(np.nanpercentile(ms, 50)), 2),
@@ -607,6 +615,11 @@ def run_simulation(
         report.by_annotator[profile.name] = report.by_annotator.get(profile.name, 0) + 1
         report.choices[label.choice] = report.choices.get(label.choice, 0) + 1
         report.seconds_simulated += answer.seconds
+        if u_left == u_right:
+            report.truth_ties += 1
+        elif answer.side in ("left", "right"):
+            report.decided += 1
+            report.decided_right += (answer.side == "left") == (u_left > u_right)
         if progress is not None:
             progress(1)
     report.wall_s = time.perf_counter() - started

@@ -133,7 +133,7 @@ def test_simulated_labels_land_in_the_store_through_the_service(store, settings)
             gens = get_generations(con, [pair.gen_a, pair.gen_b])
             u_a = _item_number_utility(None, [i.item_id for i in gens[pair.gen_a].items])
             u_b = _item_number_utility(None, [i.item_id for i in gens[pair.gen_b].items])
-            truth[pid] = "A" if u_a > u_b else "B"
+            truth[pid] = "A" if u_a > u_b else "B" if u_b > u_a else "equal"
     assert set(accounts) == set(names)
     assert len(labels) == 24 and {lab.annotator_id for lab in labels} <= set(names)
     assert all(lab.time_ms and lab.time_ms > 0 for lab in labels)
@@ -142,6 +142,12 @@ def test_simulated_labels_land_in_the_store_through_the_service(store, settings)
     # a clean crowd's canonical choices follow the truth: left/right went through the service correctly
     right = np.mean([lab.choice == truth[lab.pair_id] for lab in labels])
     assert right > 0.8
+    # the report's truth figures are those of the stored labels, in canonical terms
+    decided = [lab for lab in labels if truth[lab.pair_id] != "equal" and lab.choice in ("A", "B")]
+    assert report.truth_ties == sum(truth[lab.pair_id] == "equal" for lab in labels)
+    assert report.decided == len(decided) > 0
+    assert report.decided_right == sum(lab.choice == truth[lab.pair_id] for lab in decided)
+    assert report.summary()["right_where_lists_differ"] == round(report.decided_right / report.decided, 3)
     assert any(lab.item_flags for lab in labels)  # the seeded problem items got flagged
     assert sim.observed_agreement(labels) > 0.7
     from storage.evaluation_queries import labelled_pairs_per_context
@@ -167,8 +173,8 @@ def test_a_crowd_that_reads_reasons_prefers_and_flags_grounded_ones(store, setti
     def reading(penalty: float) -> tuple[float, int, int]:
         with store.transaction() as con:
             before = {lab.label_id for lab in queue_repo.current_labels(con)}
-        sim.run_simulation(store, crowd, lambda context, items: 1.0, 15, settings=settings, seed=3,
-                           reason_penalty=penalty)
+        report = sim.run_simulation(store, crowd, lambda context, items: 1.0, 15, settings=settings, seed=3,
+                                    reason_penalty=penalty)
         with store.transaction() as con:
             new = [lab for lab in queue_repo.current_labels(con) if lab.label_id not in before]
         picked = [lab.choice for lab in new if lab.choice in ("A", "B")]
@@ -176,11 +182,14 @@ def test_a_crowd_that_reads_reasons_prefers_and_flags_grounded_ones(store, setti
         for lab in new:
             for key, item_flags in (lab.item_flags or {}).items():
                 flagged[key.split(":")[0]] += "bad_reason" in item_flags
-        return sum(c == "A" for c in picked) / max(1, len(picked)), flagged["A"], flagged["B"]
+        return sum(c == "A" for c in picked) / max(1, len(picked)), flagged["A"], flagged["B"], report
 
-    blind_a, blind_flags_a, blind_flags_b = reading(0.0)
-    read_a, read_flags_a, read_flags_b = reading(2.0)
+    blind_a, blind_flags_a, blind_flags_b, blind = reading(0.0)
+    read_a, read_flags_a, read_flags_b, read = reading(2.0)
     assert read_a >= 0.9 and blind_a <= 0.8
+    # Items alone, every pair is a tie in truth; a crowd that reads reasons has a truth to be right about.
+    assert blind.truth_ties == blind.labels == 15 and blind.summary()["right_where_lists_differ"] is None
+    assert read.truth_ties == 0 and read.summary()["right_where_lists_differ"] >= 0.9
     assert read_flags_b > 10 and read_flags_a == 0
     assert blind_flags_a == blind_flags_b == 0
 
@@ -227,6 +236,7 @@ def test_simulate_command_labels_the_queue(store, monkeypatch) -> None:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "5 labels by" in result.output
+    assert "of these labels were on pairs whose lists are worth the same" in result.output
     with store.transaction() as con:
         assert len(queue_repo.current_labels(con)) == 5
     assert bad.exit_code == 1 and "Unknown crowd" in bad.output

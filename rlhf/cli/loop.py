@@ -77,6 +77,12 @@ def simulate_command(
     typer.echo(f"simulated time on task: {summary['simulated_hours']} h; wall time {summary['wall_s']} s; "
                f"service p50 {summary['service_p50_ms']} ms, p95 {summary['service_p95_ms']} ms")
     typer.echo(f"crowd raw pairwise agreement (synthetic check): {summary['crowd_agreement_synthetic']}")
+    if summary["labels"]:
+        right = summary["right_where_lists_differ"]
+        typer.echo(f"truth: {summary['truth_ties_share']:.0%} of these labels were on pairs whose lists are worth "
+                   "the same (noise, whatever the crowd); "
+                   + (f"where they differ, {right:.0%} of the A/B answers picked the better list."
+                      if right is not None else "no A/B answer fell on a pair whose lists differ."))
 
 
 @friendly_errors
