@@ -200,12 +200,21 @@ def login_page() -> None:
 
 
 def sync_cookie() -> None:
-    """Write a pending session cookie (after log-in) into the browser."""
+    """Write a pending session cookie (after log-in) into the browser.
+
+    The script's elements go into one placeholder that every run creates, written or not: Streamlit
+    remounts an element whose position changes, so a run without them would otherwise shift the whole
+    page by one and close every expander on it at the first click after logging in.
+    """
+    slot = st.empty()
     token = st.session_state.pop("auth.new_cookie", None)
-    if token:
-        _set_cookie(token, SESSION_DAYS * 86400)
-    if st.session_state.pop("auth.clear_cookie", False):
-        _set_cookie("", 0)
+    clear = st.session_state.pop("auth.clear_cookie", False)
+    if token or clear:  # never both: logging out drops every auth.* key before asking to clear
+        with slot.container():
+            if clear:
+                _set_cookie("", 0)
+            else:
+                _set_cookie(token, SESSION_DAYS * 86400)
 
 
 def logout() -> None:

@@ -3,7 +3,7 @@
 An annotator logs in, labels three pairs with the mouse and one with the keyboard, undoes the last
 one; the rows are checked in DuckDB. An annotator cannot reach the Users page by URL; a logged-in
 /login shows the Label page. A catalogue title with <script> and **markdown** shows literally and runs
-nothing.
+nothing. A panel opened right after logging in stays open when a widget in it reruns the page.
 """
 
 from __future__ import annotations
@@ -172,4 +172,33 @@ def test_the_login_url_logs_in_and_opened_logged_in_shows_the_default_page(seede
     page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
     assert "Page not found" not in page.inner_text("body")
     assert page.get_by_role("textbox", name="User name").count() == 0
+    page.context.close()
+
+
+def test_an_open_panel_stays_open_at_the_first_click_after_logging_in(seeded_app, chromium):  # noqa: F811
+    # The run that writes the session cookie has one element more at the top than the runs after it; if that
+    # shifted the page, Streamlit would remount every expander and close the one the annotator is using.
+    server, _ = seeded_app
+    page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    login(page, server.url, "ann3", PASSWORD)
+    task = current_task(page)
+    page.wait_for_function("() => document.cookie.includes('recfeedback_session=')", timeout=30_000)
+    page.get_by_text("Skip this pair").click()
+    reason = page.locator(".st-key-label_skip_reason")
+    reason.wait_for(state="visible", timeout=10_000)
+    option = page.get_by_role("option", name="context unclear")
+    for _attempt in range(3):  # a click while the page is still settling may not open the list
+        reason.click()
+        try:
+            option.wait_for(state="visible", timeout=5_000)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    option.click()  # a rerun
+    page.wait_for_function(
+        "() => document.querySelector('.st-key-label_skip_reason input')?.value === 'context unclear'",
+        timeout=15_000)
+    page.wait_for_timeout(3_000)  # let the rerun finish drawing
+    assert page.locator(".st-key-label_skip_note").is_visible()
+    assert current_task(page) == task
     page.context.close()
