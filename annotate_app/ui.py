@@ -177,9 +177,7 @@ def login_page() -> None:
     """The log-in form (the only page before log-in)."""
     s = settings()
     st.title(s.app.title)
-    notice = st.session_state.pop("auth.notice", None)
-    if notice:
-        st.info(notice)
+    one_shot_notice("auth.notice")
     with st.form("login_form"):
         username = st.text_input("User name", key="login_user")
         password = st.text_input("Password", type="password", key="login_password")
@@ -197,6 +195,20 @@ def login_page() -> None:
     if s.app.oidc_enabled and hasattr(st, "login"):
         st.divider()
         st.button("Log in with your organisation", on_click=st.login)
+
+
+def one_shot_notice(key: str, kind: str = "info") -> None:
+    """Show, once, the message a callback left in ``st.session_state[key]``: a text, or ``(kind, text)``
+    with kind one of info / success / warning / error.
+
+    The message goes into a placeholder that every run creates, shown or not, so that the page below keeps
+    its element positions when the message goes away (see :func:`sync_cookie`).
+    """
+    slot = st.empty()
+    notice = st.session_state.pop(key, None)
+    if notice:
+        kind, text = notice if isinstance(notice, tuple) else (kind, notice)
+        getattr(slot, kind)(text)
 
 
 def sync_cookie() -> None:

@@ -227,6 +227,32 @@ def test_label_page_requires_a_choice_and_can_skip(app_env):
     assert query(store, "SELECT skip_reason FROM assignments WHERE status = 'skipped'") == [("context unclear",)]
 
 
+def _position(node, label: str, path: tuple[int, ...] = ()) -> tuple[int, ...] | None:
+    """Where the expander called ``label`` sits in the element tree (child indices from the main block)."""
+    if getattr(node, "type", None) == "expander" and getattr(node, "label", None) == label:
+        return path
+    for index, child in getattr(node, "children", {}).items():
+        found = _position(child, label, (*path, index))
+        if found is not None:
+            return found
+    return None
+
+
+def test_a_one_shot_message_or_cookie_leaves_the_page_where_it_was(app_env):
+    # Streamlit remounts an element whose position changes, so a message or the cookie script shown in one
+    # run and gone in the next would close every open panel below it at the next click.
+    store, _ = app_env
+    at = as_user(store, "ann")
+    at.session_state["label.notice"] = ("info", "Skipped.")
+    at.session_state["auth.new_cookie"] = "a-token"
+    at.run()
+    assert any(i.value == "Skipped." for i in at.info)
+    with_them = _position(at.main, "Skip this pair")
+    at.run()
+    assert not any(i.value == "Skipped." for i in at.info)
+    assert with_them is not None and _position(at.main, "Skip this pair") == with_them
+
+
 def test_label_page_shows_guidelines_and_progress(app_env):
     from rlhf import annotation as ann
 

@@ -193,9 +193,7 @@ with st.sidebar:
 st.html(ui.LIST_CSS)
 ui.install_page_script(_KEYS_JS, key="rf_keys_js")
 
-notice = st.session_state.pop("label.notice", None)
-if notice:
-    getattr(st, notice[0])(notice[1])
+ui.one_shot_notice("label.notice")
 
 task = _current_task()
 

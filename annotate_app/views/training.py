@@ -34,9 +34,7 @@ CURVE_TITLES = {"reward/score": "Reward (RM score + structure)", "kl/mean": "KL 
                 "reward/validity_rate": "Validity of sampled lists"}
 
 st.title("Training")
-notice = st.session_state.pop("training.notice", None)
-if notice:
-    st.success(notice)
+ui.one_shot_notice("training.notice", "success")
 
 try:
     summaries = rounds_service.list_round_summaries(store)
