@@ -100,6 +100,12 @@ class Task:
         """The attributes of a history or candidate item that the policy's prompt describes."""
         return tuple(attribute_details(item, self.attribute_keys))
 
+    @property
+    def same_items(self) -> bool:
+        """Both lists recommend the same items in the same order, so only their reasons differ: the page
+        says so, since two policy samples often agree on the items (a quarter of the demo's first pairs)."""
+        return bool(self.left.items) and [i.item_id for i in self.left.items] == [i.item_id for i in self.right.items]
+
 
 def queue_policy(settings: Settings | None = None) -> QueuePolicy:
     """The queue's knobs from ``settings.queue``."""

@@ -49,6 +49,7 @@ def seed_store(
     grounded_sides: str = "",
     copied_sides: str = "",
     own_line_sides: str = "",
+    same_items_pairs: int = 0,
 ) -> Seeded:
     """Seed ``n_pairs`` regular pairs (+ ``n_gold`` gold pairs, expected answer 'A') and optional users.
 
@@ -58,7 +59,8 @@ def seed_store(
     off-topic (about neither the item nor the history, :mod:`rlhf.reasons`) except on the sides named in
     ``grounded_sides`` ("a", "b" or "ab"), whose reasons name their item's title, and ``copied_sides``, whose
     reasons copy another candidate's line from the prompt (title, then details in brackets), and
-    ``own_line_sides``, whose reasons are their own item's line and nothing else.
+    ``own_line_sides``, whose reasons are their own item's line and nothing else. The first
+    ``same_items_pairs`` pairs have the same items in the same order on both sides (only the reasons differ).
     """
     rng = random.Random(seed)
     n_items = max(40, n_candidates * 3)
@@ -79,6 +81,7 @@ def seed_store(
     total = n_pairs + n_gold
     base = datetime(2026, 1, 1)
     contexts, generations, pairs = [], [], []
+    chosen: list[str] = []  # side a's items, which side b repeats in the first ``same_items_pairs`` pairs
     for k in range(total):
         ids = [it.item_id for it in items]
         rng.shuffle(ids)
@@ -90,11 +93,12 @@ def seed_store(
         contexts.append(Context(ctx, f"shopper{k % 7}", base + timedelta(days=k), history, candidates, "seed"))
         gens = []
         for side in ("a", "b"):
-            chosen = rng.sample(candidates, list_length)
-            if evil_title:
+            same = side == "b" and k < same_items_pairs
+            chosen = list(chosen) if same else rng.sample(candidates, list_length)
+            if evil_title and not same:
                 chosen = [items[0].item_id] + [c for c in chosen if c != items[0].item_id][: list_length - 1]
             gen_problems: list[dict] = []
-            if problems and (k + (side == "b")) % 3 == 0:
+            if problems and not same and (k + (side == "b")) % 3 == 0:
                 chosen[-1] = history[0]  # a real item that is not a candidate
                 gen_problems = [{"kind": "not_a_candidate", "detail": history[0], "position": list_length}]
             others = [c for c in candidates if c not in chosen]  # what a copied reason names instead

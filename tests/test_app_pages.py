@@ -253,6 +253,18 @@ def test_a_one_shot_message_or_cookie_leaves_the_page_where_it_was(app_env):
     assert with_them is not None and _position(at.main, "Skip this pair") == with_them
 
 
+def test_label_page_says_when_only_the_reasons_differ(app_env):
+    store, _ = app_env
+    seed_store(store, n_pairs=1, prefix="same", priorities=[100.0], problems=False, same_items_pairs=1)
+    at = as_user(store, "ann")
+    assert at.session_state["label.task"].pair_id == "samepair00000"
+    assert any("only the reasons differ" in i.value for i in at.info)
+    at.radio(key="label_choice").set_value(at.radio(key="label_choice").options[0])
+    at.button(key="label_submit").click().run()
+    assert at.session_state["label.task"].pair_id != "samepair00000"
+    assert not any("only the reasons differ" in i.value for i in at.info)
+
+
 def test_label_page_shows_guidelines_and_progress(app_env):
     from rlhf import annotation as ann
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -321,6 +322,20 @@ def test_an_item_whose_reason_is_its_own_product_line_carries_a_badge(qstore, qs
         assert all(item.badges == () for item in sides[True].items)  # off-topic, but no copy: not for a badge
         assert sides[False].problems == ()
         label(qstore, "alice", task, qsettings)
+
+
+def test_a_task_says_when_both_lists_hold_the_same_items_in_the_same_order(qstore, qsettings):
+    seed_store(qstore, n_pairs=3, overlap_target=1, problems=False, same_items_pairs=1)
+    seen = []
+    for _ in range(3):
+        task = ann.next_task(qstore, "alice", settings=qsettings)
+        seen.append((task.pair_id, task.same_items))
+        if task.same_items:
+            assert [i.reason for i in task.left.items] != [i.reason for i in task.right.items]
+            reordered = replace(task, right=replace(task.right, items=task.right.items[::-1]))
+            assert not reordered.same_items  # the same items ranked otherwise: the lists differ
+        label(qstore, "alice", task, qsettings)
+    assert sorted(seen) == [("ppair00000", True), ("ppair00001", False), ("ppair00002", False)]
 
 
 def test_label_page_services_do_not_import_torch():

@@ -247,6 +247,9 @@ if "label_choice" not in st.session_state:
     _reset_answer()
 
 with st.form("label_form", border=False, enter_to_submit=False):
+    if task.same_items:
+        st.info("Both lists recommend the same items in the same order: only the reasons differ, so judge them.",
+                icon=":material/compare_arrows:")
     columns = st.columns(2, gap="medium")
     for column, name, side, shown in ((columns[0], "A", "left", task.left), (columns[1], "B", "right", task.right)):
         with column:
