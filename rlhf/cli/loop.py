@@ -80,7 +80,7 @@ def simulate_command(
     if summary["labels"]:
         right = summary["right_where_lists_differ"]
         typer.echo(f"truth: {summary['truth_ties_share']:.0%} of these labels were on pairs whose lists are worth "
-                   "the same (noise, whatever the crowd); "
+                   "the same (an answer there says nothing about this truth); "
                    + (f"where they differ, {right:.0%} of the A/B answers picked the better list."
                       if right is not None else "no A/B answer fell on a pair whose lists differ."))
 
