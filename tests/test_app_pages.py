@@ -251,6 +251,16 @@ def test_a_one_shot_message_or_cookie_leaves_the_page_where_it_was(app_env):
     at.run()
     assert not any(i.value == "Skipped." for i in at.info)
     assert with_them is not None and _position(at.main, "Skip this pair") == with_them
+    # The undo button, shown for a while after a label, comes and goes the same way.
+    at.radio(key="label_choice").set_value(at.radio(key="label_choice").options[0])
+    at.button(key="label_submit").click().run()
+    assert at.button(key="label_undo") is not None
+    with_undo = _position(at.main, "Skip this pair")
+    label_id, _ = at.session_state["label.last"]
+    at.session_state["label.last"] = (label_id, 0.0)  # long ago: the undo window has passed
+    at.run()
+    assert not [b for b in at.button if b.key == "label_undo"]
+    assert _position(at.main, "Skip this pair") == with_undo == with_them
 
 
 def test_label_page_says_when_only_the_reasons_differ(app_env):

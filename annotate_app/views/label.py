@@ -198,8 +198,9 @@ ui.one_shot_notice("label.notice")
 task = _current_task()
 
 last = st.session_state.get("label.last")
+undo_slot = st.empty()  # every run, so that the page keeps its layout when the button goes (ui.one_shot_notice)
 if last and time.monotonic() - last[1] < settings.queue.undo_window_s:
-    st.button("Undo last label", key="label_undo", on_click=_on_undo, icon=":material/undo:")
+    undo_slot.button("Undo last label", key="label_undo", on_click=_on_undo, icon=":material/undo:")
 
 @st.fragment(run_every=3)
 def _first_pairs_progress() -> None:
