@@ -1,7 +1,8 @@
 """Figures for the loop's building blocks: crowd calibration, active selection, offline evaluation.
 
 Prints (never asserts):
-1. raw pairwise agreement and accuracy of the simulated crowds (default / clean / noisy, several sizes);
+1. raw pairwise agreement and accuracy of the simulated crowds (default / clean / noisy, several sizes),
+   and the human win rate their left bias gives a policy as good as its parent, by the side it is shown on;
 2. active selection time for a round-sized pool, and how the picks differ from random;
 3. labelling through the annotation service by a simulated crowd (labels/s, service latency);
 4. offline evaluation on UCI Online Retail at a time cut: popularity and co-purchase baselines plus a
@@ -46,6 +47,37 @@ def crowd_figures() -> None:
             print(f"{kind:8} {n:>4} {np.mean(agreements):>10.3f} ({min(agreements):.3f}-{max(agreements):.3f})"
                   f"{'':>5} {np.mean(accs):>9.3f} {np.mean(spam):>8.1f} {np.mean(build):>8.2f}")
     print("target for 'default': 0.73-0.77 (InstructGPT labellers: 72.6 +/- 1.5%)\n")
+    side_figures(utilities)
+
+
+def side_figures(utilities: np.ndarray) -> None:
+    """The human win rate of a new policy exactly as good as its parent, by where its list is shown.
+
+    Both columns of ``utilities`` come from one distribution, so the true win rate is 0.5; what the crowd
+    gives beyond that is its left bias, counted for whichever policy holds side A (shown on the left).
+    """
+    print("== 1b. human win rate of a policy as good as its parent (truth: 0.500), by the side it is shown on")
+    print(f"{'crowd':8} {'new always on the right':>24} {'sides on a coin':>16}   (20 annotators, 4 seeds, "
+          f"{len(utilities)} pairs each)")
+    for kind in simulate.CROWD_KINDS:
+        fixed, coin = [], []
+        for seed in range(4):
+            crowd = simulate.make_crowd(20, kind, seed=seed)
+            rng = np.random.default_rng(seed + 100)
+            for new_left_share, out in ((0.0, fixed), (0.5, coin)):
+                wins = []
+                for u_new, u_parent in utilities:
+                    new_left = rng.random() < new_left_share
+                    who = crowd[int(rng.integers(0, len(crowd)))]
+                    left, right = (u_new, u_parent) if new_left else (u_parent, u_new)
+                    side = simulate.judge(who, left, right, rng).side
+                    if side in ("left", "right"):
+                        wins.append(float((side == "left") == new_left))
+                    elif side == "tie":
+                        wins.append(0.5)
+                out.append(np.mean(wins))
+        print(f"{kind:8} {np.mean(fixed):>24.3f} {np.mean(coin):>16.3f}")
+    print()
 
 
 def active_figures() -> None:

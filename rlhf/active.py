@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from storage.records import Generation
+
 #: Strategies in the order their quotas are filled (random first, so it stays a uniform sample).
 STRATEGIES: tuple[str, ...] = ("random", "coverage", "disagreement", "uncertainty")
 RANDOM_REASON = "random"
@@ -333,6 +335,31 @@ def candidate_pairs(generations_by_context: Mapping[str, Sequence[str]]) -> list
         for a_i in range(len(ids)):
             for b_i in range(a_i + 1, len(ids)):
                 out.append(CandidatePair(context_id, ids[a_i], ids[b_i]))
+    return out
+
+
+def round_candidate_pairs(generations: Sequence[Generation], new_policy_id: str, *, seed: int) -> list[CandidatePair]:
+    """The pairs a round may ask about: two different lists of one context, at least one of them the new
+    policy's.
+
+    Sides follow :func:`rlhf.pairs.swap_sides`' seeded coin. In id order the parent's lists, made
+    earlier, would always be side A, which annotators see on the left: their left bias would then count
+    against the new policy in the next reward model's labels and in the human win rate.
+    """
+    from rlhf.pairs import lists_identical, swap_sides
+
+    by_context: dict[str, list[Generation]] = {}
+    for g in sorted(generations, key=lambda g: g.generation_id):
+        by_context.setdefault(g.context_id, []).append(g)
+    out: list[CandidatePair] = []
+    for context_id in sorted(by_context):
+        gens = by_context[context_id]
+        for i, a in enumerate(gens):
+            for b in gens[i + 1:]:
+                if new_policy_id not in (a.policy_id, b.policy_id) or lists_identical(a, b):
+                    continue
+                left, right = (b, a) if swap_sides(seed, "active", context_id, a, b) else (a, b)
+                out.append(CandidatePair(context_id, left.generation_id, right.generation_id))
     return out
 
 

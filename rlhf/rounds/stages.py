@@ -353,14 +353,13 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     """Score the new lists with the round's reward model(s), choose the pairs to label, evaluate."""
 
     from rlhf.active import (
-        CandidatePair,
         SelectionShares,
         bootstrap_scores,
+        round_candidate_pairs,
         round_priority_offset,
         select_pairs,
         to_pair_records,
     )
-    from rlhf.pairs import lists_identical
     from rlhf.reward.dataset import policy_prompt_renderer
     from rlhf.reward.registry import load_reward_model_from_folder
 
@@ -394,20 +393,8 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     ctx.set_progress("select", 1, 2)
 
     # Candidate pairs on training contexts: at least one list of the new policy, two different lists.
-    per_context: dict[str, list[str]] = {}
-    for g in ids:
-        gen = by_id[g]
-        if gen.context_id not in held:
-            per_context.setdefault(gen.context_id, []).append(g)
-    candidates = []
-    for cid in sorted(per_context):
-        gs = sorted(per_context[cid])
-        for i in range(len(gs)):
-            for j in range(i + 1, len(gs)):
-                a, b = by_id[gs[i]], by_id[gs[j]]
-                if new_policy not in (a.policy_id, b.policy_id) or lists_identical(a, b):
-                    continue
-                candidates.append(CandidatePair(cid, a.generation_id, b.generation_id))
+    candidates = round_candidate_pairs([g for g in by_id.values() if g.context_id not in held], new_policy,
+                                       seed=settings.generation.seed)
     pairs_table = snap.table("pairs")
     exclude = set(zip(pairs_table["gen_a"], pairs_table["gen_b"])) if len(pairs_table) else set()
     labels = snap.table("labels")
