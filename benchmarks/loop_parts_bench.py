@@ -2,7 +2,7 @@
 
 Prints (never asserts):
 1. raw pairwise agreement and accuracy of the simulated crowds (default / clean / noisy, several sizes),
-   and the human win rate their left bias gives a policy as good as its parent, by the side it is shown on;
+   and the human win rate their left bias would give a policy as good as its parent always shown on the right;
 2. active selection time for a round-sized pool, and how the picks differ from random;
 3. labelling through the annotation service by a simulated crowd (labels/s, service latency);
 4. offline evaluation on UCI Online Retail at a time cut: popularity and co-purchase baselines plus a
@@ -51,13 +51,14 @@ def crowd_figures() -> None:
 
 
 def side_figures(utilities: np.ndarray) -> None:
-    """The human win rate of a new policy exactly as good as its parent, by where its list is shown.
+    """The human win rate of a new policy exactly as good as its parent, by where its list is shown: what
+    the queue's coin per assignment (``storage.queue.next_assignment``) protects the win rate from.
 
     Both columns of ``utilities`` come from one distribution, so the true win rate is 0.5; what the crowd
-    gives beyond that is its left bias, counted for whichever policy holds side A (shown on the left).
+    gives beyond that is its left bias, counted for whichever policy is shown on the left.
     """
     print("== 1b. human win rate of a policy as good as its parent (truth: 0.500), by the side it is shown on")
-    print(f"{'crowd':8} {'new always on the right':>24} {'sides on a coin':>16}   (20 annotators, 4 seeds, "
+    print(f"{'crowd':8} {'new always on the right':>24} {'sides on a coin (queue)':>24}   (20 annotators, 4 seeds, "
           f"{len(utilities)} pairs each)")
     for kind in simulate.CROWD_KINDS:
         fixed, coin = [], []
@@ -76,7 +77,7 @@ def side_figures(utilities: np.ndarray) -> None:
                     elif side == "tie":
                         wins.append(0.5)
                 out.append(np.mean(wins))
-        print(f"{kind:8} {np.mean(fixed):>24.3f} {np.mean(coin):>16.3f}")
+        print(f"{kind:8} {np.mean(fixed):>24.3f} {np.mean(coin):>24.3f}")
     print()
 
 

@@ -338,15 +338,14 @@ def candidate_pairs(generations_by_context: Mapping[str, Sequence[str]]) -> list
     return out
 
 
-def round_candidate_pairs(generations: Sequence[Generation], new_policy_id: str, *, seed: int) -> list[CandidatePair]:
+def round_candidate_pairs(generations: Sequence[Generation], new_policy_id: str) -> list[CandidatePair]:
     """The pairs a round may ask about: two different lists of one context, at least one of them the new
-    policy's.
+    policy's (context and id order).
 
-    Sides follow :func:`rlhf.pairs.swap_sides`' seeded coin. In id order the parent's lists, made
-    earlier, would always be side A, which annotators see on the left: their left bias would then count
-    against the new policy in the next reward model's labels and in the human win rate.
+    Which list a pair calls A does not matter to annotators: the queue shows either one on the left, on a
+    coin per assignment (``storage.queue.next_assignment``).
     """
-    from rlhf.pairs import lists_identical, swap_sides
+    from rlhf.pairs import lists_identical
 
     by_context: dict[str, list[Generation]] = {}
     for g in sorted(generations, key=lambda g: g.generation_id):
@@ -356,10 +355,8 @@ def round_candidate_pairs(generations: Sequence[Generation], new_policy_id: str,
         gens = by_context[context_id]
         for i, a in enumerate(gens):
             for b in gens[i + 1:]:
-                if new_policy_id not in (a.policy_id, b.policy_id) or lists_identical(a, b):
-                    continue
-                left, right = (b, a) if swap_sides(seed, "active", context_id, a, b) else (a, b)
-                out.append(CandidatePair(context_id, left.generation_id, right.generation_id))
+                if new_policy_id in (a.policy_id, b.policy_id) and not lists_identical(a, b):
+                    out.append(CandidatePair(context_id, a.generation_id, b.generation_id))
     return out
 
 

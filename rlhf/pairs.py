@@ -16,7 +16,7 @@ an invalid list gets a lower priority. Each pair stores its strategy, priority, 
 settings.queue.overlap_target and a ``selection_reason`` saying why it was made.
 
 Public API: :func:`plan_pairs` (pure, no store), :func:`make_pairs` (store), :func:`lists_identical`,
-:func:`swap_sides`, :data:`STRATEGY_PRIORITY`, :class:`PairReport`.
+:data:`STRATEGY_PRIORITY`, :class:`PairReport`.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def plan_pairs(
 
     ``generations`` are the policy's; ``others`` the second policy's (parent or baseline), or None
     for ``same_policy``. ``existing`` holds (gen_a, gen_b) keys already queued, in both orders.
-    A/B order is shuffled with a seeded coin per pair (:func:`swap_sides`) so that neither side is always the
+    A/B order is shuffled with a seeded coin per pair (:func:`_swap`) so that neither side is always the
     new policy.
     """
     if strategy not in STRATEGIES:
@@ -135,7 +135,7 @@ def plan_pairs(
                 continue
             priority = STRATEGY_PRIORITY[strategy] - (0 if a.is_valid and b.is_valid else INVALID_PENALTY)
             reason = _reason(strategy, a, b)
-            if swap_sides(seed, strategy, context_id, a, b):
+            if _swap(seed, strategy, context_id, a, b):
                 a, b = b, a
             pairs.append(Pair(
                 pair_id=new_id("pair"), context_id=context_id, gen_a=a.generation_id, gen_b=b.generation_id,
@@ -148,13 +148,9 @@ def plan_pairs(
     return pairs, report
 
 
-def swap_sides(seed: int, strategy: str, context_id: str, a: Generation, b: Generation) -> bool:
-    """Whether to put ``b`` on side A: a seeded coin per pair of lists.
-
-    Side A is shown on the left, and annotators favour the left list, so a side that always held one
-    policy's list would count that bias for (or against) the policy. The coin reads what the lists say
-    rather than their ids, so that one seed orders the same pairs the same way in every run.
-    """
+def _swap(seed: int, strategy: str, context_id: str, a: Generation, b: Generation) -> bool:
+    """Whether to put ``b`` on side A: a seeded coin per pair of lists, drawn from what the lists say
+    rather than their ids, so that one seed orders the same pairs the same way in every run."""
     return random.Random(f"{seed}|{strategy}|{context_id}|{a.raw_text}|{b.raw_text}").random() < 0.5
 
 

@@ -177,9 +177,7 @@ def test_stack_score_frames_aligns_models_on_common_generations() -> None:
     assert ids == ["a", "b"] and scores.tolist() == [[1.0, 2.0], [10.0, 20.0]]
 
 
-def test_a_rounds_candidates_put_the_new_policy_on_either_side() -> None:
-    """Side A is shown on the left and annotators favour it: the parent's lists (made first, so first in
-    id order) must not always take it, or the left bias counts against every new policy."""
+def test_a_rounds_candidates_pair_each_new_list_with_every_other_different_list_of_its_context() -> None:
     from storage.records import Generation, ListItem
 
     def gen(gid: str, context: str, policy: str, items: list[str]) -> Generation:
@@ -190,18 +188,16 @@ def test_a_rounds_candidates_put_the_new_policy_on_either_side() -> None:
     new = [gen(f"g1_{c:02d}_{k}", f"c{c:02d}", "new", [f"I{3 + k}", "I1"]) for c in range(30) for k in range(2)]
     same = gen("g1_00_9", "c00", "new", ["I3", "I1"])  # the same list as g1_00_0: nothing to compare
     other = gen("g0_00_x", "c00", "parent", ["I9", "I1"])  # two parent lists: not the new policy's pair
-    pool = round_candidate_pairs(parent + new + [same, other], "new", seed=0)
+    everything = parent + new + [same, other]
+    pool = round_candidate_pairs(everything, "new")
 
-    by_id = {g.generation_id: g for g in parent + new + [same, other]}
+    by_id = {g.generation_id: g for g in everything}
     keys = [frozenset((p.gen_a, p.gen_b)) for p in pool]
     # Per context 2 new-vs-parent pairs and 1 new-vs-new; c00 has 3 new lists (two alike) and 2 parent lists:
     # 6 new-vs-parent and 2 new-vs-new.
     assert len(keys) == len(set(keys)) == 29 * 3 + 8
     assert frozenset(("g1_00_0", "g1_00_9")) not in keys and frozenset(("g0_00", "g0_00_x")) not in keys
     assert all(by_id[p.gen_a].context_id == by_id[p.gen_b].context_id == p.context_id for p in pool)
-    mixed = [p for p in pool if {by_id[p.gen_a].policy_id, by_id[p.gen_b].policy_id} == {"new", "parent"}]
-    new_on_a = sum(by_id[p.gen_a].policy_id == "new" for p in mixed)
-    assert 0.3 < new_on_a / len(mixed) < 0.7, (new_on_a, len(mixed))
-    # One seed gives the same sides in every run; the coin follows the lists, not the order they come in.
-    assert round_candidate_pairs(list(reversed(parent + new + [same, other])), "new", seed=0) == pool
-    assert round_candidate_pairs(parent + new + [same, other], "new", seed=1) != pool
+    assert all("new" in (by_id[p.gen_a].policy_id, by_id[p.gen_b].policy_id) for p in pool)
+    # The same pool whatever order the lists come in, so a round re-run from its snapshot selects alike.
+    assert round_candidate_pairs(list(reversed(everything)), "new") == pool

@@ -393,8 +393,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     ctx.set_progress("select", 1, 2)
 
     # Candidate pairs on training contexts: at least one list of the new policy, two different lists.
-    candidates = round_candidate_pairs([g for g in by_id.values() if g.context_id not in held], new_policy,
-                                       seed=settings.generation.seed)
+    candidates = round_candidate_pairs([g for g in by_id.values() if g.context_id not in held], new_policy)
     pairs_table = snap.table("pairs")
     exclude = set(zip(pairs_table["gen_a"], pairs_table["gen_b"])) if len(pairs_table) else set()
     labels = snap.table("labels")
