@@ -14,10 +14,13 @@ Run: ``.venv/bin/python benchmarks/loop_parts_bench.py [--skip-uci] [--cut 2011-
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,6 +106,72 @@ def active_figures() -> None:
           .round(3).to_string())
     print(f"pool: mean |gap| {np.abs(stats['mean_gap']).mean():.3f}, mean minority {stats['minority'].mean():.3f}, "
           f"mean ctx labelled {np.mean(list(labelled.values())):.2f}\n")
+
+
+def win_rate_sample_figures(n_contexts: int = 400, new_lists: int = 4, budget: int = 200, repeats: int = 32) -> None:
+    """The human win rate of a better new policy, read from a round's chosen pairs, by why they were chosen.
+
+    A synthetic round: per context one parent list and ``new_lists`` new ones, the new policy better by a
+    fixed gap; the round's candidates (new-new and new-parent pairs) are scored by a 3-member ensemble
+    that sees the truth through noise and chosen with the default shares. The default crowd judges every
+    new-parent pair three times, sides on a coin, so each subset below averages the same labels: they
+    differ only in which pairs they hold.
+    """
+    print(f"== 2b. human win rate of a better new policy, by how its pairs were chosen ({n_contexts} contexts, "
+          f"{new_lists} new lists each, {budget} pairs chosen, default shares and crowd, {repeats} seeds)")
+    print(f"{'RM noise':>8} {'RM accuracy':>11} {'true gap':>8} {'every new-parent pair':>22} {'random slice':>13} "
+          f"{'chosen by the model':>20} {'labels random / model':>22}")
+    for rm_noise in (0.5, 1.0, 2.0):
+        for gap in (0.0, 0.5, 1.0):
+            rows = []
+            for seed in range(repeats):
+                rng = np.random.default_rng(seed)
+                crowd = simulate.make_crowd(20, "default", seed=seed)
+                level = rng.normal(0.0, 1.0, n_contexts)
+                utility: dict[str, float] = {}
+                by_context: dict[str, list[str]] = {}
+                for c in range(n_contexts):
+                    ids = [f"c{c:04d}_p"] + [f"c{c:04d}_n{k}" for k in range(new_lists)]
+                    by_context[f"c{c:04d}"] = ids
+                    for g in ids:
+                        utility[g] = float(level[c] + (0.0 if g.endswith("_p") else gap)
+                                           + rng.normal(0.0, math.sqrt(0.5)))
+                gen_ids = sorted(utility)
+                scores = np.array([utility[g] for g in gen_ids]) + rng.normal(0.0, rm_noise, (3, len(gen_ids)))
+                candidates = active.candidate_pairs(by_context)
+                chosen = active.select_pairs(candidates, scores, gen_ids, budget, seed=seed)
+                mean_score = dict(zip(gen_ids, scores.mean(axis=0)))
+                labels: dict[tuple[str, str], list[float]] = {}
+                right = []
+                for p in candidates:
+                    parent, new = sorted((p.gen_a, p.gen_b), key=lambda g: not g.endswith("_p"))
+                    if not parent.endswith("_p"):
+                        continue
+                    right.append((mean_score[new] > mean_score[parent]) == (utility[new] > utility[parent]))
+                    wins = []
+                    for _ in range(3):
+                        new_left = rng.random() < 0.5
+                        left, right_u = (utility[new], utility[parent]) if new_left else (utility[parent], utility[new])
+                        side = simulate.judge(crowd[int(rng.integers(0, len(crowd)))], left, right_u, rng).side
+                        if side in ("left", "right"):
+                            wins.append(float((side == "left") == new_left))
+                        elif side == "tie":
+                            wins.append(0.5)
+                    labels[(p.gen_a, p.gen_b)] = wins
+
+                def rate(pairs: Sequence[Any], labels: dict[tuple[str, str], list[float]] = labels) -> tuple[float, int]:
+                    got = [w for p in pairs for w in labels.get((p.gen_a, p.gen_b), [])]
+                    return (float(np.mean(got)) if got else float("nan")), len(got)
+
+                random_slice = rate([p for p in chosen if p.selection_reason == active.RANDOM_REASON])
+                by_model = rate([p for p in chosen if p.selection_reason != active.RANDOM_REASON])
+                rows.append((np.mean(right), rate(candidates)[0], random_slice[0], by_model[0], random_slice[1],
+                             by_model[1]))
+            m = np.nanmean(np.array(rows), axis=0)
+            print(f"{rm_noise:>8.1f} {m[0]:>11.3f} {gap:>8.1f} {m[1]:>22.3f} {m[2]:>13.3f} {m[3]:>20.3f} "
+                  f"{m[4]:>11.0f} / {m[5]:<9.0f}")
+    print("(noise and gap in units of the spread between two lists of one context; RM accuracy: the ensemble's\n"
+          " mean on every new-parent pair against the truth; ties count one half)\n")
 
 
 def service_figures() -> None:
@@ -195,6 +264,7 @@ def main() -> None:
     args = parser.parse_args()
     crowd_figures()
     active_figures()
+    win_rate_sample_figures()
     service_figures()
     if not args.skip_uci:
         uci_figures(args.cut, args.contexts)

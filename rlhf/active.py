@@ -36,6 +36,8 @@ from storage.records import Generation
 #: Strategies in the order their quotas are filled (random first, so it stays a uniform sample).
 STRATEGIES: tuple[str, ...] = ("random", "coverage", "disagreement", "uncertainty")
 RANDOM_REASON = "random"
+#: The strategy a round's selected pairs are stored under.
+ACTIVE_STRATEGY = "active"
 
 Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -360,6 +362,17 @@ def round_candidate_pairs(generations: Sequence[Generation], new_policy_id: str)
     return out
 
 
+def chosen_without_a_model(strategy: str | None, selection_reason: str | None) -> bool:
+    """Whether a pair was chosen without looking at any model's scores: not by a round's active selection
+    (strategy ``"active"``), or in its random slice.
+
+    Only such pairs estimate how often annotators prefer one policy: active selection asks where the reward
+    model sees little difference, so a win rate over its pairs is pulled towards one half, the more so the
+    better the reward model (``benchmarks/loop_parts_bench.py``, section 2b).
+    """
+    return strategy != ACTIVE_STRATEGY or selection_reason == RANDOM_REASON
+
+
 def round_priority_offset(earlier_rounds: int, step: float) -> float:
     """The priority a round adds to its pairs: one ``step`` above each earlier round that enqueued pairs.
 
@@ -375,7 +388,7 @@ def to_pair_records(
     *,
     overlap_target: int,
     round_id: str | None = None,
-    strategy: str = "active",
+    strategy: str = ACTIVE_STRATEGY,
     priority_offset: float = 0.0,
     id_prefix: str = "pair",
 ) -> list[Any]:

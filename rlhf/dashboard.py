@@ -20,7 +20,8 @@ import pandas as pd
 from rlhf import aggregation as agg
 from rlhf import agreement as ag
 from rlhf import quality as q
-from rlhf.evaluation import zero_shot_verdict
+from rlhf.active import chosen_without_a_model
+from rlhf.evaluation import Estimate, bootstrap_ci, zero_shot_verdict
 from rlhf.settings import Settings, get_settings
 from storage import Store, analytics
 from storage.analytics import LabelSelection
@@ -200,11 +201,14 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
 
     ``rm_human_agreement`` is the mean over annotators of the share of their held-out A/B labels the
     reward model agrees with; ``human_win_rate`` is, over human labels on pairs of the round's policy
-    against its parent, the share preferring the new policy (ties count one half, 'both bad' left out).
+    against its parent that no model chose (:func:`rlhf.active.chosen_without_a_model`; gold pairs left out
+    too, they are chosen for being clear), the share preferring the new policy: ties count one half, 'both
+    bad' is left out, each pair weighs the same. ``human_win_interval`` gives its 95% bootstrap interval over
+    those pairs, ``human_win_labels`` and ``human_win_pairs`` what it rests on.
     """
     columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "rm_heldout_accuracy",
                "rm_gold_accuracy", "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate",
-               "human_win_labels"]
+               "human_win_interval", "human_win_labels", "human_win_pairs"]
     if rounds is None or rounds.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -223,8 +227,9 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
             "rm_heldout_accuracy": _number(rm.get("heldout_accuracy", rm_round.get("rm_heldout_accuracy"))),
             "rm_gold_accuracy": _number(rm.get("gold_accuracy")),
             "rm_human_agreement": float(np.mean(agreement)) if agreement else float("nan"),
-            "rm_win_rate": _number(win), "rm_win_rate_vs_zero_shot": _number(win0), "human_win_rate": human,
-            "human_win_labels": n_human,
+            "rm_win_rate": _number(win), "rm_win_rate_vs_zero_shot": _number(win0), "human_win_rate": human.mean,
+            "human_win_interval": (f"{human.lo:.0%}–{human.hi:.0%}" if human.n >= 2 else None),
+            "human_win_labels": n_human, "human_win_pairs": human.n,
         })
     return pd.DataFrame(rows, columns=columns)
 
@@ -234,18 +239,23 @@ def _mean_of(win: Any) -> Any:
     return win.get("mean", win.get("value")) if isinstance(win, dict) else win
 
 
-def _human_win_rate(comparisons: pd.DataFrame | None, new: Any, parent: Any) -> tuple[float, int]:
+def _human_win_rate(comparisons: pd.DataFrame | None, new: Any, parent: Any) -> tuple[Estimate, int]:
+    """The new policy's human win rate over its parent on pairs no model chose, and the labels it rests on."""
+    none = Estimate(float("nan"), float("nan"), float("nan"), 0)
     if comparisons is None or comparisons.empty or not new or not parent:
-        return float("nan"), 0
+        return none, 0
     c = comparisons
+    unbiased = np.array([chosen_without_a_model(s, r) for s, r in zip(c["strategy"], c["selection_reason"])], bool)
+    unbiased &= ~c["is_gold"].fillna(False).astype(bool).to_numpy()
     a_new = (c["policy_a"] == new) & (c["policy_b"] == parent)
     b_new = (c["policy_b"] == new) & (c["policy_a"] == parent)
-    rel = c[(a_new | b_new) & c["choice"].isin(["A", "B", "tie"])]
+    rel = c[(a_new | b_new) & unbiased & c["choice"].isin(["A", "B", "tie"])]
     if rel.empty:
-        return float("nan"), 0
+        return none, 0
     new_side = np.where(a_new[rel.index], "A", "B")
     score = np.where(rel["choice"] == "tie", 0.5, (rel["choice"].to_numpy() == new_side).astype(float))
-    return float(score.mean()), len(rel)
+    per_pair = pd.Series(score, index=rel.index).groupby(rel["pair_id"]).mean()
+    return bootstrap_ci(per_pair.to_numpy()), len(rel)
 
 
 # ---------------------------------------------------------------------------------- page helpers

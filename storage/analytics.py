@@ -192,9 +192,11 @@ def round_quality_rows(con: Any) -> pd.DataFrame:
 
 
 def policy_comparison_labels(con: Any) -> pd.DataFrame:
-    """Current first labels on pairs whose two lists come from different policies (for human win rates)."""
+    """Current first labels on pairs whose two lists come from different policies (for human win rates),
+    with how each pair was chosen (``strategy``, ``selection_reason``, ``is_gold``)."""
     return con.execute(f"""
-        SELECT l.pair_id, l.annotator_id, l.choice, ga.policy_id AS policy_a, gb.policy_id AS policy_b
+        SELECT l.pair_id, l.annotator_id, l.choice, ga.policy_id AS policy_a, gb.policy_id AS policy_b,
+               p.strategy, p.selection_reason, p.is_gold
         FROM labels l
         JOIN pairs p ON p.pair_id = l.pair_id
         JOIN generations ga ON ga.generation_id = p.gen_a

@@ -114,16 +114,25 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
             "old": {"mean": -0.08, "lo": -0.12, "hi": -0.05, "n": 294}}}, round_id="r1")
         rows = analytics.round_quality_rows(con)
     comparisons = pd.DataFrame({
-        "pair_id": ["a", "b", "c", "d", "e"], "annotator_id": "u1",
-        "choice": ["A", "B", "tie", "both_bad", "A"],
-        "policy_a": ["new", "new", "old", "new", "other"], "policy_b": ["old", "old", "new", "old", "new"],
+        "pair_id": ["a", "b", "c", "d", "e", "f", "g", "h"], "annotator_id": "u1",
+        "choice": ["A", "B", "tie", "both_bad", "A", "A", "A", "A"],
+        "policy_a": ["new", "new", "old", "new", "other", "new", "new", "new"],
+        "policy_b": ["old", "old", "new", "old", "new", "old", "old", "old"],
+        "strategy": ["active", "new_vs_previous", "active", "active", "active", "active", "active", "same_policy"],
+        "selection_reason": ["random", None, "random", "random", "random", "uncertainty", "disagreement", None],
+        "is_gold": [False] * 7 + [True],
     })
+    # Two more annotators on pair a: its three labels count as one pair, not three.
+    comparisons = pd.concat([comparisons, comparisons.iloc[[0, 0]].assign(annotator_id=["u2", "u3"])],
+                            ignore_index=True)
     out = round_quality(rows, comparisons).set_index("round_id")
     assert out.loc["r1", "rm_heldout_accuracy"] == 0.7 and out.loc["r1", "rm_gold_accuracy"] == 0.8
     assert out.loc["r1", "rm_human_agreement"] == pytest.approx(0.7)
     assert out.loc["r1", "rm_win_rate"] == 0.65
-    # a: new wins, b: old wins, c: tie (1/2); d (both bad) and e (other policy) are left out.
-    assert out.loc["r1", "human_win_rate"] == pytest.approx(0.5) and out.loc["r1", "human_win_labels"] == 3
+    # a: new wins, b: old wins, c: tie (1/2); d (both bad) and e (other policy) are left out, and so are the
+    # pairs a model chose (f, g: the round asked where its reward model saw little difference) and gold (h).
+    assert out.loc["r1", "human_win_rate"] == pytest.approx(0.5) and out.loc["r1", "human_win_labels"] == 5
+    assert out.loc["r1", "human_win_pairs"] == 3 and out.loc["r1", "human_win_interval"] == "0%–100%"
     # Whether the round's lists beat the zero-shot model's, from the paired interval of its latest report.
     assert out.loc["r1", "ndcg_vs_zero_shot"] == "better: +0.030 [+0.010, +0.050] over 240 shoppers"
     assert pd.isna(out.loc["r2", "ndcg_vs_zero_shot"])  # no evaluation: no verdict
@@ -136,3 +145,31 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     assert said.loc["r2", "ndcg_vs_zero_shot"] == said.loc["r2", "reasons_vs_zero_shot"] == "not measured"
     assert said.loc["r1", "ndcg_vs_zero_shot"] == out.loc["r1", "ndcg_vs_zero_shot"]
     assert pd.isna(said.loc["r2", "rm_heldout_accuracy"])
+
+
+def test_human_win_rate_reads_how_each_pair_was_chosen_from_the_store(store) -> None:
+    """The labels query gives the dashboard each pair's strategy, selection reason and gold flag."""
+    from rlhf.dashboard import build_dashboard
+    from storage import generations as gen_repo
+    from storage.records import Generation, ListItem, Pair, Policy, RoundRecord
+    from storage.rounds import insert_round
+
+    def gen(gid: str, policy: str) -> Generation:
+        return Generation(gid, "ctx", policy, gid, [ListItem("I1", "because")], [], True)
+
+    chosen = [("random", "active", False), ("uncertainty", "active", False), (None, "new_vs_previous", False),
+              (None, "new_vs_previous", True)]
+    with store.transaction() as con:
+        for policy in ("old", "new"):
+            gen_repo.upsert_policy(con, Policy(policy, kind="llm"))
+        gen_repo.insert_generations(con, [gen(f"{p}{k}", p) for p in ("old", "new") for k in range(len(chosen))])
+        gen_repo.insert_pairs(con, [
+            Pair(pair_id=f"q{k}", context_id="ctx", gen_a=f"new{k}", gen_b=f"old{k}", strategy=strategy,
+                 priority=1.0, overlap_target=1, selection_reason=reason, is_gold=gold, round_id="r1")
+            for k, (reason, strategy, gold) in enumerate(chosen)])
+        insert_round(con, RoundRecord(round_id="r1", status="done", policy_id="new", parent_policy_id="old"))
+        # The new policy wins every pair but the one pulled from the middle of the reward model's range.
+        queue_repo.import_labels(con, [_label(k, f"q{k}", "u1", "B" if k == 1 else "A") for k in range(len(chosen))])
+    rounds = build_dashboard(store, LabelSelection(), n_boot=0).rounds.set_index("round_id")
+    assert rounds.loc["r1", "human_win_rate"] == 1.0  # q0 (random slice) and q2; not q1 (a model chose it), not gold q3
+    assert rounds.loc["r1", "human_win_labels"] == rounds.loc["r1", "human_win_pairs"] == 2

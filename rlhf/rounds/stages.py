@@ -409,7 +409,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     earlier_rounds = {r for r in pairs_table["round_id"] if isinstance(r, str)} if len(pairs_table) else set()
     offset = round_priority_offset(len(earlier_rounds), settings.rounds.priority_offset)
     records = to_pair_records(selected, overlap_target=settings.queue.overlap_target, round_id=ctx.round_id,
-                              strategy="active", priority_offset=offset)
+                              priority_offset=offset)
     with ctx.paths.pairs.open("w", encoding="utf-8") as fh:
         for p in records:
             fh.write(json.dumps(p.__dict__, default=str) + "\n")
