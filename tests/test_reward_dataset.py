@@ -160,6 +160,21 @@ def test_aggregation_none_keeps_one_example_per_label(store, settings, tmp_path)
     assert sorted(ds.train["chosen_side"]) == ["A", "A", "B"]
 
 
+def test_pairs_on_heldout_shoppers_never_train_the_reward_model(store, settings, tmp_path):
+    """Contexts of the held-out split are the shoppers offline evaluation scores on: their pairs (which
+    `pairs make` can queue from a round's evaluation lists) evaluate the reward model, never train it."""
+    build_preference_store(store, n_contexts=12)
+    trained = set(_dataset(store, settings, tmp_path / "before", heldout_fraction=0.3).train["context_id"])
+    shoppers = sorted(trained)[:3]
+    with store.transaction() as con:
+        con.execute(f"UPDATE contexts SET split = 'heldout' WHERE context_id IN ({', '.join('?' * len(shoppers))})",
+                    shoppers)
+    ds = _dataset(store, settings, tmp_path / "after", heldout_fraction=0.3)
+    assert set(ds.train["context_id"]) == trained - set(shoppers)
+    assert set(shoppers) <= set(ds.heldout["context_id"])
+    assert ds.counts["pairs_on_heldout_shoppers"] == 3
+
+
 def test_gold_pairs_are_kept_out_of_training(store, settings, tmp_path):
     build_preference_store(store, n_contexts=10, gold={0: "A", 1: "B"})
     ds = _dataset(store, settings, tmp_path, heldout_fraction=0.3)

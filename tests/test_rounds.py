@@ -576,24 +576,27 @@ def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes(workdi
     assert sorted(steps) == list(range(1, 5))  # each step once, though some ran twice around the kill
 
 
-def test_usable_labels_leave_out_gold_pairs(workdir):
-    """What the reward model can learn from, counted with one query for the pairs' gold flags."""
+def test_usable_labels_leave_out_gold_pairs_and_heldout_shoppers(workdir):
+    """What the reward model can learn from, counted with one query for the pairs it may learn from."""
     from rlhf.rounds import usable_label_count
-    from storage.generations import get_pair, gold_flags
+    from storage.generations import get_pair, trainable_pairs
     from storage.queue import current_labels
 
     _settings, store = workdir
     with store.transaction() as con:
         labels = current_labels(con)
         ids = sorted({lab.pair_id for lab in labels})
-        assert gold_flags(con, [*ids, "pair_missing"]) == {i: get_pair(con, i).is_gold for i in ids}
-        assert gold_flags(con, []) == {}
+        assert trainable_pairs(con, [*ids, "pair_missing"]) == {i for i in ids if not get_pair(con, i).is_gold}
+        assert trainable_pairs(con, []) == set()
         usable = [lab for lab in labels if not lab.is_reshow and lab.choice in ("A", "B")]
         assert usable
-        one = usable[0].pair_id
+        one, other = sorted({lab.pair_id for lab in usable})[:2]
         con.execute("UPDATE pairs SET is_gold = true WHERE pair_id = ?", [one])
-    n_one = sum(1 for lab in usable if lab.pair_id == one)
-    assert usable_label_count(store) == len(usable) - n_one
+        # A pair on a held-out shopper's context evaluates the reward model and never trains it.
+        con.execute("UPDATE contexts SET split = 'heldout' WHERE context_id = ?", [get_pair(con, other).context_id])
+        on_other_context = {p for p in ids if get_pair(con, p).context_id == get_pair(con, other).context_id}
+    left_out = {one} | on_other_context
+    assert usable_label_count(store) == sum(1 for lab in usable if lab.pair_id not in left_out) < len(usable)
 
 
 def what_a_run_wrote(store: Store, round_id: str) -> dict[str, list]:

@@ -24,6 +24,10 @@ Rules (each documented here and counted in :attr:`RewardDataset.counts`):
 - **Held-out split by context**: a context's examples are all in ``train`` or all in ``heldout``,
   decided by a hash of the context id (:func:`context_split`), so the split is deterministic and stable
   across rounds: a context held out once stays held out as labels grow.
+- **Held-out shoppers are never trained on**: a pair on a context of the contexts' own ``heldout`` split
+  (the shoppers offline evaluation scores policies on, by what they bought later) goes to ``heldout``
+  whatever its hash. Rounds never ask about those contexts, but ``pairs make`` over a round's evaluation
+  lists does, and a reward model trained on their labels would be judged on the shoppers it learned from.
 """
 
 from __future__ import annotations
@@ -207,6 +211,9 @@ def build_reward_dataset(
     gold_expected = dict(zip(gold_table["pair_id"], gold_table.get("expected_choice", [])))
     counts: Counter[str] = Counter()
     counts["labels_current"] = len(labels)
+    contexts = snapshot.table("contexts") if "contexts" in snapshot.tables else pd.DataFrame()
+    held_shoppers = (set(contexts.loc[contexts["split"] == "heldout", "context_id"])
+                     if "split" in contexts.columns else set())
 
     render = prompt_fn or policy_prompt_renderer(snapshot, settings, policy_tokenizer)
 
@@ -242,10 +249,13 @@ def build_reward_dataset(
                 if stored != prompt_fingerprint(prompt):
                     counts["prompt_fingerprint_mismatch"] += 1
         is_gold = bool(p["is_gold"]) or pair_id in gold_expected
+        if context_id in held_shoppers and not is_gold:
+            counts["pairs_on_heldout_shoppers"] += 1
         pair_rows.append({
             "pair_id": pair_id, "context_id": context_id, "gen_a": p["gen_a"], "gen_b": p["gen_b"],
             "prompt": prompt, "text_a": gens.loc[p["gen_a"], "raw_text"], "text_b": gens.loc[p["gen_b"], "raw_text"],
-            "split": "gold" if is_gold else context_split(context_id, rm.heldout_fraction), "is_gold": is_gold,
+            "split": ("gold" if is_gold else "heldout" if context_id in held_shoppers
+                      else context_split(context_id, rm.heldout_fraction)), "is_gold": is_gold,
         })
     pair_frame = pd.DataFrame(pair_rows, columns=list(PAIR_COLUMNS))
     if counts["prompt_fingerprint_mismatch"]:

@@ -58,15 +58,16 @@ def effective_status(record: RoundRecord) -> str:
 
 # ----------------------------------------------------------------------------------- store reads
 def usable_label_count(store: Store) -> int:
-    """Current, non-re-show A/B labels on non-gold pairs: what the reward model can learn from."""
-    from storage.generations import gold_flags
+    """Current, non-re-show A/B labels on non-gold pairs of training contexts: what the reward model can
+    learn from (``rlhf.reward.dataset``'s rules)."""
+    from storage.generations import trainable_pairs
     from storage.queue import current_labels, gold_answers
 
     with store.transaction() as con:
         labels = [lab for lab in current_labels(con) if not lab.is_reshow and lab.choice in ("A", "B")]
         gold = set(gold_answers(con))
-        is_gold = gold_flags(con, sorted({lab.pair_id for lab in labels} - gold))  # one query, not one per pair
-    return sum(1 for lab in labels if lab.pair_id in is_gold and not is_gold[lab.pair_id])
+        trainable = trainable_pairs(con, sorted({lab.pair_id for lab in labels} - gold))  # one query, not one per pair
+    return sum(1 for lab in labels if lab.pair_id in trainable)
 
 
 def running_round(store: Store) -> RoundRecord | None:
