@@ -339,8 +339,8 @@ with tab_rounds:
                        var_name="measure", value_name="value").dropna(subset=["value"])
         if not long.empty:
             st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
-                x=alt.X("created_at:T", title="Round started"), y=alt.Y("value:Q", axis=alt.Axis(format="%"),
-                                                                        scale=alt.Scale(domain=[0, 1])),
+                x=alt.X("created_at:T", title="Round started", axis=alt.Axis(format="%b %d %H:%M")),
+                y=alt.Y("value:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
                 color="measure:N", tooltip=["round_id", "measure", alt.Tooltip("value:Q", format=".1%")]),
                 width="stretch")
         _download(rq, "round_quality", "rounds")
