@@ -51,6 +51,9 @@ class PairReport:
     skipped_identical: int = 0
     skipped_existing: int = 0
     skipped_empty: int = 0
+    #: New pairs on held-out shoppers' contexts: their labels evaluate (the reward model, the human win
+    #: rate) and never train (:mod:`rlhf.reward.dataset`).
+    on_heldout: int = 0
 
     @property
     def created(self) -> int:
@@ -188,6 +191,7 @@ def make_pairs(
     lists for the policy's contexts that lack one. Everything new is written in one transaction.
     """
     from rlhf.baselines import baseline_policy_id, make_baseline_generations
+    from storage.contexts import get_contexts
     from storage.generations import (
         existing_pair_keys,
         find_policy,
@@ -226,6 +230,8 @@ def make_pairs(
             limit=limit, per_context=per_context, round_id=round_id, seed=settings.generation.seed,
         )
         insert_pairs(con, pairs)
+        splits = get_contexts(con, sorted({p.context_id for p in pairs}))
+    report.on_heldout = sum(1 for p in pairs if p.context_id in splits and splits[p.context_id].split == "heldout")
     report.policy_id, report.other_policy_id = policy_id, other_id
     return report
 

@@ -183,6 +183,13 @@ def test_cli_generate_baseline_and_pairs_make(shop, settings, monkeypatch):
         _policy_lists(shop, "p1", lists=[gen("g1", "c0", "p1", ["I11"]), gen("g2", "c0", "p1", ["I12"])])
         out = runner.invoke(app, ["pairs", "make", "--strategy", "same_policy", "--policy", "p1"])
         assert out.exit_code == 0 and "1 new same_policy pair (p1) over 1 context;" in out.output, out.output
+        assert "held-out" not in out.output
+        # Lists on a held-out shopper's context (a round's evaluation lists): the CLI says what their labels do.
+        with shop.transaction() as con:
+            con.execute("UPDATE contexts SET split = 'heldout' WHERE context_id = 'c1'")
+        _policy_lists(shop, "p1", lists=[gen("g3", "c1", "p1", ["I11"]), gen("g4", "c1", "p1", ["I12"])])
+        out = runner.invoke(app, ["pairs", "make", "--strategy", "same_policy", "--policy", "p1"])
+        assert out.exit_code == 0 and "1 of them is on held-out shoppers" in out.output, out.output
         out = runner.invoke(app, ["pairs", "make", "--strategy", "sideways"])
         assert out.exit_code == 1 and "Unknown pair strategy" in out.output
     finally:

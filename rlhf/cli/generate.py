@@ -99,6 +99,10 @@ def pairs_make(
         f"over {report.contexts_considered} context{'s' if report.contexts_considered != 1 else ''}; skipped {report.skipped_identical} identical, {report.skipped_existing} already queued, "
         f"{report.skipped_empty} lists without usable items."
     )
+    if report.on_heldout:
+        verb = "is" if report.on_heldout == 1 else "are"
+        typer.echo(f"{report.on_heldout} of them {verb} on held-out shoppers (the lists a round evaluates): their "
+                   "labels measure the reward model and the human win rate, and never train it.")
 
 
 @pairs_app.command("bootstrap")
