@@ -305,6 +305,10 @@ class RoundSettings(BaseModel):
     active_disagreement_share: float = 0.2
     active_coverage_share: float = 0.15
     active_random_share: float = 0.15
+    human_eval_pairs: int = Field(
+        20, ge=0, description="Pairs of the new policy's list against its parent's on held-out shoppers, enqueued "
+        "beside the round's own: labels no model chose, for the Agreement page's human win rate. Their labels "
+        "never train a reward model (0: none).")
     ensemble_size: int = 3
     min_labels: int = Field(20, description="A round refuses to start with fewer usable labels.")
     eval_bootstrap_samples: int = Field(1000, description="Bootstrap resamples for evaluation intervals.")
@@ -328,7 +332,7 @@ class RoundSettings(BaseModel):
             "reward_model": {"backbone": "minilm", "epochs": 1.0, "max_length": 384},
             "ppo": {"steps": 6, "batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 2, "max_new_tokens": 160},
             "rounds": {"contexts_per_round": 6, "new_pairs": 6, "eval_contexts": 6, "ensemble_size": 1,
-                       "eval_bootstrap_samples": 200},
+                       "eval_bootstrap_samples": 200, "human_eval_pairs": 2},
             "generation": {"samples_per_context": 2},
         },
         description="A QUICK round (`round run --quick`, the Training page's 'Quick' size): these values replace "

@@ -191,7 +191,9 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
         evals = rounds_repo.list_evaluations(con, round_id=record.round_id)
     assert policy.round_id == record.round_id and policy.parent_id
     assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
-    assert 0 < len(pairs) <= settings.rounds.new_pairs
+    active_pairs = [p for p in pairs if p.strategy == "active"]
+    human_eval = [p for p in pairs if p.strategy == "new_vs_previous"]
+    assert 0 < len(active_pairs) <= settings.rounds.new_pairs and len(active_pairs) + len(human_eval) == len(pairs)
     for p in pairs:  # every new pair compares at least one list of the NEW policy, same context
         sides = [gens[p.gen_a], gens[p.gen_b]]
         assert record.policy_id in {g.policy_id for g in sides}
@@ -206,6 +208,13 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
 
     chosen = json.loads((Path(record.folder) / "stages" / "snapshot.json").read_text())["eval_contexts"]
     assert chosen == evaluation_context_ids(store, settings) and chosen and "ctx_00_gone" not in chosen
+    # Beside its own pairs, the round asks annotators to compare its lists with its parent's for held-out
+    # shoppers it evaluated: pairs no model chose, for the human win rate (their labels never train).
+    assert 0 < len(human_eval) <= min(len(chosen), settings.rounds.human_eval_pairs)
+    assert {p.context_id for p in human_eval} <= set(chosen)
+    assert all({gens[p.gen_a].policy_id, gens[p.gen_b].policy_id} == {record.policy_id, record.parent_policy_id}
+               for p in human_eval)
+    assert record.metrics["human_eval_pairs"] == len(human_eval)
     new_row = next(r for r in evals[0]["metrics"]["table"] if r["policy"] == record.policy_id)
     assert new_row["contexts"] == len(chosen)
     with store.transaction() as con:

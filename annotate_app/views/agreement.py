@@ -323,13 +323,15 @@ with tab_rounds:
             "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot", format="percent"),
             "human_win_rate": st.column_config.NumberColumn(
                 "Human win rate vs previous", format="percent", help="Labels preferring the round's policy to its "
-                "parent, on pairs no model chose: a round's random slice and pairs made with `pairs make`."),
+                "parent, on pairs no model chose: the round's human-evaluation pairs (held-out shoppers), its "
+                "random slice and pairs made with `pairs make`."),
             "human_win_interval": st.column_config.TextColumn("95% interval"),
             "human_win_labels": st.column_config.NumberColumn("Human labels", format="%d"),
             "human_win_pairs": st.column_config.NumberColumn("Pairs", format="%d")})
         st.caption("Human win rate: labels on pairs of the round's policy against its parent preferring the new "
-                   "policy (ties count one half), on pairs chosen without a model: a round's random slice and "
-                   "pairs made with `recfeedback pairs make --strategy new_vs_previous`. The pairs a round chose "
+                   "policy (ties count one half), on pairs chosen without a model: the round's human-evaluation "
+                   "pairs (`rounds.human_eval_pairs`, on held-out shoppers), its random slice and pairs made with "
+                   "`recfeedback pairs make --strategy new_vs_previous`. The pairs a round chose "
                    "because its reward model found them close are left out: they pull the rate towards 50%, the "
                    "more the better the reward model. RM agreement: mean over annotators of the share of their "
                    "held-out A/B labels the reward model agrees with.")

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -349,6 +349,31 @@ def _as_generation(r: Mapping[str, Any]) -> Generation:
 
 
 # ----------------------------------------------------------------------------------- stage: select (+ evaluation)
+def _human_eval_pairs(ctx: RoundContext, held_lists: list[Generation], exclude: set[tuple[str, str]],
+                      offset: float) -> list[Pair]:
+    """``rounds.human_eval_pairs`` pairs of the new policy's list against its parent's on held-out shoppers.
+
+    No model chooses them, so their labels estimate how often annotators prefer the new policy (the
+    Agreement page's human win rate); being on held-out shoppers, they never train a reward model
+    (:mod:`rlhf.reward.dataset`). They sit in the middle of the round's priorities, so that they are
+    labelled alongside its own pairs rather than after all of them.
+    """
+    from rlhf.pairs import plan_pairs
+
+    settings, meta = ctx.settings, ctx.meta
+    new_policy, parent = meta["policy_id"], meta["parent_policy_id"]
+    if settings.rounds.human_eval_pairs <= 0 or not parent:
+        return []
+    mine = [g for g in held_lists if g.policy_id == new_policy]
+    theirs = [g for g in held_lists if g.policy_id == parent]
+    existing = exclude | {(b, a) for a, b in exclude}
+    pairs, _ = plan_pairs("new_vs_previous", mine, theirs, existing, overlap_target=settings.queue.overlap_target,
+                          limit=settings.rounds.human_eval_pairs, round_id=ctx.round_id, seed=settings.generation.seed)
+    return [replace(p, priority=offset + p.priority / 2, selection_reason="human evaluation: against its parent, held-out "
+                    "shopper") for p in pairs]
+
+
+
 def stage_select(ctx: RoundContext) -> dict[str, Any]:
     """Score the new lists with the round's reward model(s), choose the pairs to label, evaluate."""
 
@@ -410,8 +435,9 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     offset = round_priority_offset(len(earlier_rounds), settings.rounds.priority_offset)
     records = to_pair_records(selected, overlap_target=settings.queue.overlap_target, round_id=ctx.round_id,
                               priority_offset=offset)
+    human_eval = _human_eval_pairs(ctx, [by_id[g] for g in ids if by_id[g].context_id in held], exclude, offset)
     with ctx.paths.pairs.open("w", encoding="utf-8") as fh:
-        for p in records:
+        for p in [*records, *human_eval]:
             fh.write(json.dumps(p.__dict__, default=str) + "\n")
 
     evaluation = _evaluate(ctx, snap, by_id, score_of, sorted(held), new_policy, parent, zero)
@@ -421,6 +447,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     for p in records:
         reasons[p.selection_reason or ""] = reasons.get(p.selection_reason or "", 0) + 1
     return {"candidates": len(candidates), "selected": len(records), "by_reason": reasons,
+            "human_eval_pairs": len(human_eval),
             "ensemble_size": len(scorers),
             "mean_score_new": _mean([score_of[g] for g in ids if by_id[g].policy_id == new_policy]),
             "mean_score_parent": _mean([score_of[g] for g in ids if by_id[g].policy_id == parent]),
@@ -522,7 +549,8 @@ def _round_metrics(rm: Mapping[str, Any], ppo: Mapping[str, Any], gen: Mapping[s
         "ppo_kl": final.get("kl/mean"),
         "ppo_validity": final.get("reward/validity_rate"),
         "generation_validity": gen.get("validity"),
-        "pairs_enqueued": sel.get("selected"),
+        "pairs_enqueued": (sel.get("selected") or 0) + (sel.get("human_eval_pairs") or 0),
+        "human_eval_pairs": sel.get("human_eval_pairs", 0),
         "selection": sel.get("by_reason"),
         "mean_rm_score_new": sel.get("mean_score_new"),
         "mean_rm_score_parent": sel.get("mean_score_parent"),
