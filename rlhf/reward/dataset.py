@@ -26,8 +26,9 @@ Rules (each documented here and counted in :attr:`RewardDataset.counts`):
   across rounds: a context held out once stays held out as labels grow.
 - **Held-out shoppers are never trained on**: a pair on a context of the contexts' own ``heldout`` split
   (the shoppers offline evaluation scores policies on, by what they bought later) goes to ``heldout``
-  whatever its hash. Rounds never ask about those contexts, but ``pairs make`` over a round's evaluation
-  lists does, and a reward model trained on their labels would be judged on the shoppers it learned from.
+  whatever its hash. Rounds ask about them only to measure (``rounds.human_eval_pairs``), as does
+  ``pairs make`` over a round's evaluation lists; a reward model trained on their labels would be judged
+  on the shoppers it learned from.
 """
 
 from __future__ import annotations

@@ -369,9 +369,8 @@ def _human_eval_pairs(ctx: RoundContext, held_lists: list[Generation], exclude: 
     existing = exclude | {(b, a) for a, b in exclude}
     pairs, _ = plan_pairs("new_vs_previous", mine, theirs, existing, overlap_target=settings.queue.overlap_target,
                           limit=settings.rounds.human_eval_pairs, round_id=ctx.round_id, seed=settings.generation.seed)
-    return [replace(p, priority=offset + p.priority / 2, selection_reason="human evaluation: against its parent, held-out "
-                    "shopper") for p in pairs]
-
+    reason = "human evaluation: against its parent, held-out shopper"
+    return [replace(p, priority=offset + p.priority / 2, selection_reason=reason) for p in pairs]
 
 
 def stage_select(ctx: RoundContext) -> dict[str, Any]:
