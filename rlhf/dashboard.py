@@ -239,6 +239,16 @@ def _mean_of(win: Any) -> Any:
     return win.get("mean", win.get("value")) if isinstance(win, dict) else win
 
 
+def human_win_rates(store: Store) -> dict[str, tuple[Estimate, int]]:
+    """Per round: how often annotators prefer its policy to its parent on pairs no model chose, and the
+    labels that rests on (as :func:`round_quality`'s ``human_win_*`` columns), for the CLI."""
+    with store.transaction() as con:
+        rounds = analytics.round_quality_rows(con)
+        comparisons = analytics.policy_comparison_labels(con) if len(rounds) else pd.DataFrame()
+    return {r.round_id: _human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
+            for r in rounds.itertuples(index=False)}
+
+
 def _human_win_rate(comparisons: pd.DataFrame | None, new: Any, parent: Any) -> tuple[Estimate, int]:
     """The new policy's human win rate over its parent on pairs no model chose, and the labels it rests on."""
     none = Estimate(float("nan"), float("nan"), float("nan"), 0)

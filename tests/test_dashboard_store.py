@@ -173,3 +173,11 @@ def test_human_win_rate_reads_how_each_pair_was_chosen_from_the_store(store) -> 
     rounds = build_dashboard(store, LabelSelection(), n_boot=0).rounds.set_index("round_id")
     assert rounds.loc["r1", "human_win_rate"] == 1.0  # q0 (random slice) and q2; not q1 (a model chose it), not gold q3
     assert rounds.loc["r1", "human_win_labels"] == rounds.loc["r1", "human_win_pairs"] == 2
+    # `round list` says the same under the round.
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    out = CliRunner().invoke(app, ["round", "list", "--data-dir", str(store.path.parent)])
+    assert out.exit_code == 0, out.output
+    assert "annotators prefer it to its parent: 100% [100%, 100%] over 2 pairs (2 labels) no model chose" in out.output

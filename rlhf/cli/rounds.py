@@ -180,6 +180,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """All rounds, oldest first."""
+    from rlhf.dashboard import human_win_rates
     from rlhf.rounds import list_round_summaries, rm_heldout_pairs, round_verdicts, settings_changed_by_round
     from rlhf.runtime import open_store
 
@@ -193,6 +194,7 @@ def list_command(
         return
     verdicts = round_verdicts(store)
     changed = settings_changed_by_round(rounds)
+    humans = human_win_rates(store)
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
@@ -206,8 +208,18 @@ def list_command(
             + "".join(f"\n    {label} vs zero-shot, paired: {verdict}" for label, verdict in (
                 ("NDCG", verdicts.get(r["round_id"], {}).get("ndcg")),
                 ("reasons grounded", verdicts.get(r["round_id"], {}).get("reasons"))) if verdict)
+            + _human_line(*humans.get(r["round_id"], (None, 0)))
             + (f"\n    settings changed: {changed[r['round_id']]}" if changed[r["round_id"]] else "")
         )
+
+
+def _human_line(estimate: Any, labels: int) -> str:
+    """The round's human win rate over its parent, or nothing before any label on a pair no model chose."""
+    if estimate is None or not estimate.n:
+        return ""
+    interval = f" [{estimate.lo:.0%}, {estimate.hi:.0%}]" if estimate.n >= 2 else ""
+    return (f"\n    annotators prefer it to its parent: {estimate.mean:.0%}{interval} over {estimate.n} "
+            f"pair{'s' if estimate.n != 1 else ''} ({labels} label{'s' if labels != 1 else ''}) no model chose")
 
 
 @friendly_errors
