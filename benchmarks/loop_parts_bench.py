@@ -174,6 +174,61 @@ def win_rate_sample_figures(n_contexts: int = 400, new_lists: int = 4, budget: i
           " mean on every new-parent pair against the truth; ties count one half)\n")
 
 
+def rm_accuracy_sample_figures(n_contexts: int = 400, lists: int = 5, budget: int = 200, repeats: int = 16) -> None:
+    """A reward model's held-out accuracy against the crowd, by how the held-out pairs were chosen.
+
+    A synthetic round as in 2b (lists of one context differ by the unit spread): the previous reward model
+    (3 members, truth + noise 1.0) chooses 200 pairs with the default shares; the crowd labels each three
+    times (majority, ties dropped); the next reward model (truth + independent noise) is scored on them, as
+    the product scores a reward model on its held-out split.
+    """
+    print(f"== 2c. the next reward model's accuracy against the crowd's majority, by how the pairs were chosen "
+          f"({n_contexts} contexts x {lists} lists, {budget} pairs chosen by its predecessor, {repeats} seeds)")
+    print(f"{'next RM noise':>13} {'every pair':>11} {'random slice':>13} {'chosen by the model':>20}")
+    for next_noise in (0.25, 0.5, 1.0):
+        rows = []
+        for seed in range(repeats):
+            rng = np.random.default_rng(seed)
+            crowd = simulate.make_crowd(20, "default", seed=seed)
+            level = rng.normal(0.0, 1.0, n_contexts)
+            utility = {f"c{c:04d}_{k}": float(level[c] + rng.normal(0.0, math.sqrt(0.5)))
+                       for c in range(n_contexts) for k in range(lists)}
+            by_context = {f"c{c:04d}": [f"c{c:04d}_{k}" for k in range(lists)] for c in range(n_contexts)}
+            gen_ids = sorted(utility)
+            truth = np.array([utility[g] for g in gen_ids])
+            previous = truth + rng.normal(0.0, 1.0, (3, len(gen_ids)))
+            nxt = dict(zip(gen_ids, truth + rng.normal(0.0, next_noise, len(gen_ids))))
+            candidates = active.candidate_pairs(by_context)
+            chosen = active.select_pairs(candidates, previous, gen_ids, budget, seed=seed)
+
+            pool = [candidates[i] for i in rng.choice(len(candidates), size=budget, replace=False)]
+            random_slice = [p for p in chosen if p.selection_reason == active.RANDOM_REASON]
+            by_model = [p for p in chosen if p.selection_reason != active.RANDOM_REASON]
+            rows.append(tuple(_majority_agreement(pairs, crowd, utility, nxt, rng)
+                              for pairs in (pool, random_slice, by_model)))
+        m = np.nanmean(np.array(rows), axis=0)
+        print(f"{next_noise:>13.2f} {m[0]:>11.3f} {m[1]:>13.3f} {m[2]:>20.3f}")
+    print("(every pair: 200 drawn from the whole pool; the random slice is 15% of the chosen pairs)\n")
+
+
+def _majority_agreement(pairs: Sequence[Any], crowd: Sequence[Any], utility: dict[str, float],
+                        scores: dict[str, float], rng: np.random.Generator) -> float:
+    """Share of ``pairs`` whose crowd majority (3 labels, sides on a coin; ties left out) the scores agree with."""
+    hits = []
+    for p in pairs:
+        votes = []
+        for _ in range(3):
+            a_left = rng.random() < 0.5
+            left, right = (p.gen_a, p.gen_b) if a_left else (p.gen_b, p.gen_a)
+            side = simulate.judge(crowd[int(rng.integers(0, len(crowd)))], utility[left], utility[right], rng).side
+            if side in ("left", "right"):
+                votes.append("A" if (side == "left") == a_left else "B")
+        if votes.count("A") == votes.count("B"):
+            continue
+        hits.append(float((scores[p.gen_a] > scores[p.gen_b]) == (votes.count("A") > votes.count("B"))))
+    return float(np.mean(hits)) if hits else float("nan")
+
+
 def service_figures() -> None:
     print("== 3. simulated crowd labelling through rlhf.annotation (seeded store, 60 pairs x overlap 3)")
     sys.path.insert(0, str(ROOT / "tests"))
@@ -265,6 +320,7 @@ def main() -> None:
     crowd_figures()
     active_figures()
     win_rate_sample_figures()
+    rm_accuracy_sample_figures()
     service_figures()
     if not args.skip_uci:
         uci_figures(args.cut, args.contexts)
