@@ -3,7 +3,9 @@
 Prints (never asserts):
 1. raw pairwise agreement and accuracy of the simulated crowds (default / clean / noisy, several sizes),
    and the human win rate their left bias would give a policy as good as its parent always shown on the right;
-2. active selection time for a round-sized pool, and how the picks differ from random;
+2. active selection time for a round-sized pool, and how the picks differ from random; what measuring on
+   the picked pairs does to a round's human win rate (2b) and to a reward model's held-out accuracy (2c),
+   against the random slice (2b takes about 5 minutes);
 3. labelling through the annotation service by a simulated crowd (labels/s, service latency);
 4. offline evaluation on UCI Online Retail at a time cut: popularity and co-purchase baselines plus a
    random-catalogue floor, HR@N / NDCG@N with 95% bootstrap intervals, and the time it takes.
