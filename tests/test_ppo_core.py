@@ -211,6 +211,19 @@ def test_structure_terms_and_product_reward():
     assert out.scores == pytest.approx([0.5 + 0.3, 0.5 + 0.075 * (1 + 1 + 0.5 + 1) - 1.0])
 
 
+def test_structure_terms_never_reuse_an_earlier_batchs_parse():
+    """Each PPO step scores a fresh batch, and CPython often gives it the id of the batch just freed: the
+    parse shared by the structural terms must belong to the batch being scored, not to an earlier one."""
+    def parse(text, example):
+        ids = text.split()
+        return ListStructure(len(ids), len(ids), 0, is_valid=len(ids) == 2, n_kept=len(ids), n_bad_reason=0)
+
+    reward = product_reward(None, parse, list_length=2, structure_weight=1.0, no_eos_penalty=0.0)
+    ex = {"candidates": ["a", "b"]}
+    answers = [reward(_batch(["a b" if k % 2 else "a"], examples=[ex])).valid[0] for k in range(40)]
+    assert answers == [k % 2 == 1 for k in range(40)]
+
+
 def test_token_reward():
     out = token_reward(7)(_batch(["", "", ""], ids=[[7, 2], [3, 7], []]))
     assert out.scores == [1.0, 0.0, 0.0] and out.valid == [True, True, False]

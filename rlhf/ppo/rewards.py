@@ -142,17 +142,21 @@ def structure_scores(s: ListStructure, list_length: int) -> dict[str, float]:
 
 
 class _ParseMemo:
-    """Parses a batch once and shares the result between the structural terms."""
+    """Parses a batch once and shares the result between the structural terms.
+
+    It holds the batch it parsed and compares by identity. An ``id()`` alone is not a key: CPython gives a
+    new object the id of one just freed, and a new batch then got the old batch's parses.
+    """
 
     def __init__(self, parse_fn: ParseFn) -> None:
         self.parse_fn = parse_fn
-        self._key: int | None = None
+        self._batch: RewardBatch | None = None
         self._value: list[ListStructure] = []
 
     def __call__(self, batch: RewardBatch) -> list[ListStructure]:
-        if self._key != id(batch):
+        if self._batch is not batch:
             self._value = [self.parse_fn(r, ex) for r, ex in zip(batch.responses, batch.examples)]
-            self._key = id(batch)
+            self._batch = batch
         return self._value
 
 
