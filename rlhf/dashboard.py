@@ -20,8 +20,8 @@ import pandas as pd
 from rlhf import aggregation as agg
 from rlhf import agreement as ag
 from rlhf import quality as q
-from rlhf.active import chosen_without_a_model
-from rlhf.evaluation import Estimate, bootstrap_ci, zero_shot_verdict
+from rlhf.evaluation import zero_shot_verdict
+from rlhf.human_eval import human_win_rate
 from rlhf.settings import Settings, get_settings
 from storage import Store, analytics
 from storage.analytics import LabelSelection
@@ -203,8 +203,9 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
     reward model agrees with; ``human_win_rate`` is, over human labels on pairs of the round's policy
     against its parent that no model chose (:func:`rlhf.active.chosen_without_a_model`; gold pairs left out
     too, they are chosen for being clear), the share preferring the new policy: ties count one half, 'both
-    bad' is left out, each pair weighs the same. ``human_win_interval`` gives its 95% bootstrap interval over
-    those pairs, ``human_win_labels`` and ``human_win_pairs`` what it rests on.
+    bad' is left out, each pair weighs the same (:func:`rlhf.human_eval.human_win_rate`).
+    ``human_win_interval`` gives its 95% bootstrap interval over those pairs, ``human_win_labels`` and
+    ``human_win_pairs`` what it rests on.
     """
     columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "rm_heldout_accuracy",
                "rm_gold_accuracy", "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate",
@@ -219,7 +220,7 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
         agreement = [_number(v.get("model_agreement")) for v in per_annotator.values() if isinstance(v, dict)]
         agreement = [a for a in agreement if np.isfinite(a)]
         win, win0 = (_mean_of(rm_round.get(k)) for k in ("rm_win_rate", "rm_win_rate_vs_zero_shot"))
-        human, n_human = _human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
+        human, n_human = human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
         rows.append({
             "round_id": r.round_id, "status": r.status, "created_at": r.created_at,
             "ndcg_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None)),
@@ -237,35 +238,6 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
 def _mean_of(win: Any) -> Any:
     """A win rate stored as a number or as an estimate ``{"mean": ...}`` (older reports: ``"value"``)."""
     return win.get("mean", win.get("value")) if isinstance(win, dict) else win
-
-
-def human_win_rates(store: Store) -> dict[str, tuple[Estimate, int]]:
-    """Per round: how often annotators prefer its policy to its parent on pairs no model chose, and the
-    labels that rests on (as :func:`round_quality`'s ``human_win_*`` columns), for the CLI."""
-    with store.transaction() as con:
-        rounds = analytics.round_quality_rows(con)
-        comparisons = analytics.policy_comparison_labels(con) if len(rounds) else pd.DataFrame()
-    return {r.round_id: _human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
-            for r in rounds.itertuples(index=False)}
-
-
-def _human_win_rate(comparisons: pd.DataFrame | None, new: Any, parent: Any) -> tuple[Estimate, int]:
-    """The new policy's human win rate over its parent on pairs no model chose, and the labels it rests on."""
-    none = Estimate(float("nan"), float("nan"), float("nan"), 0)
-    if comparisons is None or comparisons.empty or not new or not parent:
-        return none, 0
-    c = comparisons
-    unbiased = np.array([chosen_without_a_model(s, r) for s, r in zip(c["strategy"], c["selection_reason"])], bool)
-    unbiased &= ~c["is_gold"].fillna(False).astype(bool).to_numpy()
-    a_new = (c["policy_a"] == new) & (c["policy_b"] == parent)
-    b_new = (c["policy_b"] == new) & (c["policy_a"] == parent)
-    rel = c[(a_new | b_new) & unbiased & c["choice"].isin(["A", "B", "tie"])]
-    if rel.empty:
-        return none, 0
-    new_side = np.where(a_new[rel.index], "A", "B")
-    score = np.where(rel["choice"] == "tie", 0.5, (rel["choice"].to_numpy() == new_side).astype(float))
-    per_pair = pd.Series(score, index=rel.index).groupby(rel["pair_id"]).mean()
-    return bootstrap_ci(per_pair.to_numpy()), len(rel)
 
 
 # ---------------------------------------------------------------------------------- page helpers

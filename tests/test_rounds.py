@@ -241,12 +241,24 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     shown = {tuple(i.item_id for i in task.left.items), tuple(i.item_id for i in task.right.items)}
     assert shown == {tuple(i.item_id for i in gens[g].items) for g in (served.gen_a, served.gen_b)}
 
+    # Annotators judge the human-evaluation pairs: the page says how often they prefer the new policy.
+    from rlhf.human_eval import human_win_in_words, human_win_rates
+    from storage import queue as queue_repo
+    from storage.records import Label
+
+    with store.transaction() as con:
+        queue_repo.import_labels(con, [
+            Label(f"lab_eval_{k}", p.pair_id, "fresh_annotator", "A" if gens[p.gen_a].policy_id == record.policy_id
+                  else "B", strength=2, left_side="A") for k, p in enumerate(human_eval)])
+    said = human_win_in_words(*human_win_rates(store)[record.round_id])
+    assert said and said.startswith("100%")
     # The Training page lists the round, its metrics and the registry for an engineer; refuses annotators.
     create_user(store, "eng", "a-long-password-2", "engineer")
     at = render_training_page(store, settings, "eng", monkeypatch)
     assert not at.exception, at.exception
     tables = "\n".join(str(df.value) for df in at.dataframe)
     assert record.round_id in tables and record.reward_model_id in tables and record.policy_id in tables
+    assert any("human_win" in df.value.columns and (df.value["human_win"] == said).any() for df in at.dataframe)
     shown = "\n".join(df.value.to_csv() for df in at.dataframe)
     assert "baseline:popularity" in shown and "parent (zero-shot)" in shown  # the round's held-out report
     # How many reasons are about the item or the shopper: a share for each LLM row, none for baselines, and

@@ -19,6 +19,7 @@ from annotate_app import ui
 from rlhf import rounds as rounds_service
 from rlhf import side_by_side
 from rlhf.errors import RecFeedbackError
+from rlhf.human_eval import human_win_in_words, human_win_rates
 from rlhf.reward.train import method_summary
 from storage.errors import StoreError
 
@@ -288,16 +289,22 @@ if frame.empty:
     st.info("No rounds yet. Collect labels on the Label page (or `recfeedback simulate`), then start one.")
 else:
     # Each round names its ranking metrics after its own list length N (rounds run with other settings differ).
+    humans = human_win_rates(store)
+    frame["human_win"] = [human_win_in_words(*humans.get(r, (None, 0))) for r in frame["round_id"]]
     lengths = sorted({int(c.split("@")[1]) for c in frame.columns if c.startswith("ndcg@")})
     ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
     show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
-                        "rm_heldout_accuracy", "rm_heldout_pairs", "ppo_reward", "ppo_kl", "generation_validity",
-                        "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued",
+                        "human_win", "rm_heldout_accuracy", "rm_heldout_pairs", "ppo_reward", "ppo_kl",
+                        "generation_validity", "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued",
                         "settings_changed", "seconds"]
             if c in frame]
     st.dataframe(ui.with_verdicts_said(frame[show]), hide_index=True, width="stretch",
-                 column_config={"rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
+                 column_config={"human_win": st.column_config.TextColumn(
+                                    "annotators prefer it to its parent", help="Labels preferring the round's policy "
+                                    "to its parent, with the 95% interval, on pairs no model chose: the round's "
+                                    "human-evaluation pairs on held-out shoppers, its random slice, `pairs make`."),
+                                "rm_heldout_accuracy": st.column_config.NumberColumn("RM accuracy", format="%.3f"),
                                 "rm_heldout_pairs": st.column_config.NumberColumn(
                                     "RM held-out pairs", help="The pairs the RM accuracy was measured on: on a few, "
                                     "it says little."),

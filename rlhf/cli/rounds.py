@@ -180,7 +180,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """All rounds, oldest first."""
-    from rlhf.dashboard import human_win_rates
+    from rlhf.human_eval import human_win_rates
     from rlhf.rounds import list_round_summaries, rm_heldout_pairs, round_verdicts, settings_changed_by_round
     from rlhf.runtime import open_store
 
@@ -215,11 +215,10 @@ def list_command(
 
 def _human_line(estimate: Any, labels: int) -> str:
     """The round's human win rate over its parent, or nothing before any label on a pair no model chose."""
-    if estimate is None or not estimate.n:
-        return ""
-    interval = f" [{estimate.lo:.0%}, {estimate.hi:.0%}]" if estimate.n >= 2 else ""
-    return (f"\n    annotators prefer it to its parent: {estimate.mean:.0%}{interval} over {estimate.n} "
-            f"pair{'s' if estimate.n != 1 else ''} ({labels} label{'s' if labels != 1 else ''}) no model chose")
+    from rlhf.human_eval import human_win_in_words
+
+    said = human_win_in_words(estimate, labels)
+    return f"\n    annotators prefer it to its parent: {said} no model chose" if said else ""
 
 
 @friendly_errors
