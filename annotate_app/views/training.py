@@ -79,8 +79,10 @@ with st.container(border=True):
         f"Labels → reward model ({method_summary(shown)}) → PPO ({p.steps} steps, batch {p.batch_size}) → "
         f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "
         f"(uncertainty {r.active_uncertainty_share:.0%}, disagreement {r.active_disagreement_share:.0%}, "
-        f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%}). "
-        f"Needs at least {r.min_labels} usable labels. Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
+        f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%})"
+        + (f", and up to {r.human_eval_pairs} against the parent's lists for held-out shoppers, to measure it. "
+           if r.human_eval_pairs else ". ")
+        + f"Needs at least {r.min_labels} usable labels. Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
     )
     if size == "Quick":
         for sentence in rounds_service.quick_overrides(settings):
