@@ -80,7 +80,7 @@ with st.container(border=True):
         f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "
         f"(uncertainty {r.active_uncertainty_share:.0%}, disagreement {r.active_disagreement_share:.0%}, "
         f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%})"
-        + (f", and up to {r.human_eval_pairs} against the parent's lists for held-out shoppers, to measure it. "
+        + (f", and up to {r.human_eval_pairs} against the parent's lists for held-out shoppers, to measure the round. "
            if r.human_eval_pairs else ". ")
         + f"Needs at least {r.min_labels} usable labels. Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
     )
@@ -298,8 +298,8 @@ else:
     # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
     show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
                         "human_win", "rm_heldout_accuracy", "rm_heldout_pairs", "ppo_reward", "ppo_kl",
-                        "generation_validity", "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot", *ranking, "pairs_enqueued",
-                        "settings_changed", "seconds"]
+                        "generation_validity", "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot",
+                        *ranking, "pairs_enqueued", "settings_changed", "seconds"]
             if c in frame]
     st.dataframe(ui.with_verdicts_said(frame[show]), hide_index=True, width="stretch",
                  column_config={"human_win": st.column_config.TextColumn(
