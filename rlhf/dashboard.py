@@ -207,9 +207,10 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
     ``human_win_interval`` gives its 95% bootstrap interval over those pairs, ``human_win_labels`` and
     ``human_win_pairs`` what it rests on.
     """
-    columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "rm_heldout_accuracy",
-               "rm_gold_accuracy", "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot", "human_win_rate",
-               "human_win_interval", "human_win_labels", "human_win_pairs"]
+    # The two answers to "did the round help" first: held-out NDCG and what annotators prefer.
+    columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "human_win_rate", "human_win_interval",
+               "human_win_pairs", "human_win_labels", "reasons_vs_zero_shot", "rm_heldout_accuracy", "rm_gold_accuracy",
+               "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot"]
     if rounds is None or rounds.empty:
         return pd.DataFrame(columns=columns)
     rows = []
