@@ -277,12 +277,17 @@ def md_escape(text: Any) -> str:
 
 #: The columns that hold a round's verdicts against the zero-shot model, as sentences.
 VERDICT_COLUMNS = ("ndcg_vs_zero_shot", "reasons_vs_zero_shot")
+#: A round's human win rate in words and its interval (``rlhf.human_eval``): empty until annotators label a
+#: pair of it that no model chose.
+HUMAN_WIN_COLUMNS = ("human_win", "human_win_interval")
 
 
 def with_verdicts_said(frame: Any) -> Any:
     """``frame`` with an empty verdict (a round whose report predates the measure, or has none) written
-    as "not measured", not as a bare None in the table."""
-    return frame.fillna({c: "not measured" for c in VERDICT_COLUMNS if c in frame})
+    as "not measured", and an empty human win rate as "no labels yet", not as a bare None in the table."""
+    filled = {c: "not measured" for c in VERDICT_COLUMNS if c in frame}
+    filled.update({c: "no labels yet" for c in HUMAN_WIN_COLUMNS if c in frame})
+    return frame.fillna(filled)
 
 
 def price(value: float | None) -> str:

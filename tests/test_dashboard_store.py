@@ -133,6 +133,8 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     # pairs a model chose (f, g: the round asked where its reward model saw little difference) and gold (h).
     assert out.loc["r1", "human_win_rate"] == pytest.approx(0.5) and out.loc["r1", "human_win_labels"] == 5
     assert out.loc["r1", "human_win_pairs"] == 3 and out.loc["r1", "human_win_interval"] == "0%–100%"
+    one = round_quality(rows, comparisons[comparisons["pair_id"] == "a"]).set_index("round_id")
+    assert one.loc["r1", "human_win_pairs"] == 1 and one.loc["r1", "human_win_interval"] == "one pair: no interval"
     # Whether the round's lists beat the zero-shot model's, from the paired interval of its latest report.
     assert out.loc["r1", "ndcg_vs_zero_shot"] == "better: +0.030 [+0.010, +0.050] over 240 shoppers"
     assert pd.isna(out.loc["r2", "ndcg_vs_zero_shot"])  # no evaluation: no verdict
@@ -143,6 +145,7 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
 
     said = with_verdicts_said(out)
     assert said.loc["r2", "ndcg_vs_zero_shot"] == said.loc["r2", "reasons_vs_zero_shot"] == "not measured"
+    assert said.loc["r2", "human_win_interval"] == "no labels yet" and pd.isna(said.loc["r2", "human_win_rate"])
     assert said.loc["r1", "ndcg_vs_zero_shot"] == out.loc["r1", "ndcg_vs_zero_shot"]
     assert pd.isna(said.loc["r2", "rm_heldout_accuracy"])
 
