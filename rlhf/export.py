@@ -6,6 +6,10 @@ better), which is what ``trl.RewardTrainer`` reads (``margin`` feeds its margin 
 style is *conversational*: ``prompt`` is the chat messages the policy saw (system + user, built by
 :func:`rlhf.prompts.build_messages`), ``chosen``/``rejected`` are one assistant message each; TRL
 applies the reward model's chat template. ``style="text"`` writes plain strings instead.
+
+TRL JSONL leaves out labels on held-out shoppers' contexts unless asked (``include_heldout``), as
+RecFeedback's own reward model does (:mod:`rlhf.reward.dataset`): those shoppers are the ones offline
+evaluation scores policies on. The Parquet export keeps every label and says each one's ``context_split``.
 """
 
 from __future__ import annotations
@@ -36,9 +40,14 @@ class ExportSummary:
     path: str
     rows: int
     format: str
+    heldout_left_out: int = 0
 
     def sentence(self) -> str:
-        return f"Wrote {self.rows:,} rows as {self.format} to {self.path}."
+        said = f"Wrote {self.rows:,} rows as {self.format} to {self.path}."
+        if self.heldout_left_out:
+            said += (f" Left out {self.heldout_left_out:,} label{'s' if self.heldout_left_out != 1 else ''} on "
+                     "held-out shoppers, who are for evaluation (--include-heldout keeps them).")
+        return said
 
 
 def labels_table(store: Store, *, include_reshow: bool = True) -> pd.DataFrame:
@@ -56,14 +65,26 @@ def parquet_bytes(store: Store) -> bytes:
 
 def trl_records(
     store: Store, *, style: Style = "conversational", include_gold: bool = True, with_ids: bool = False,
-    settings: Settings | None = None,
+    include_heldout: bool = False, settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Preference records for TRL (see the module docstring)."""
+    return _trl_records(store, style=style, include_gold=include_gold, with_ids=with_ids,
+                        include_heldout=include_heldout, settings=settings)[0]
+
+
+def _trl_records(
+    store: Store, *, style: Style, include_gold: bool, with_ids: bool, include_heldout: bool,
+    settings: Settings | None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The records, and how many labels on held-out shoppers were left out."""
     from rlhf.prompts import build_context_views, build_messages
 
     settings = settings or get_settings()
     with store.transaction() as con:
         rows = exports_repo.preference_rows(con, include_gold=include_gold)
+        heldout = rows["context_split"] == "heldout"
+        left_out = 0 if include_heldout else int(heldout.sum())
+        rows = rows if include_heldout else rows[~heldout]
         contexts = get_contexts(con, sorted(set(rows["context_id"].dropna())))
     views = {v.context_id: v for v in build_context_views(
         store, list(contexts.values()), attributes=settings.contexts.item_attributes)} if contexts else {}
@@ -87,7 +108,7 @@ def trl_records(
         if with_ids:
             record.update(label_id=r.label_id, pair_id=r.pair_id, annotator_id=r.annotator_id)
         out.append(record)
-    return out
+    return out, left_out
 
 
 def trl_jsonl_bytes(store: Store, **kwargs: Any) -> bytes:
@@ -108,7 +129,9 @@ def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "trl
         frame.to_parquet(tmp, index=False)
         rows = len(frame)
     elif fmt == "trl":
-        records = trl_records(store, **kwargs)
+        options = {"style": "conversational", "include_gold": True, "with_ids": False, "include_heldout": False,
+                   "settings": None, **kwargs}
+        records, left_out = _trl_records(store, **options)
         with tmp.open("w", encoding="utf-8") as fh:
             for r in records:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -116,4 +139,4 @@ def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "trl
     else:
         raise ExportError(f"Unknown export format {fmt!r}; use parquet or trl.")
     tmp.replace(out)
-    return ExportSummary(str(out), rows, fmt)
+    return ExportSummary(str(out), rows, fmt, heldout_left_out=left_out if fmt == "trl" else 0)

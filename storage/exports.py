@@ -15,15 +15,17 @@ _CURRENT = "NOT EXISTS (SELECT 1 FROM label_retractions r WHERE r.label_id = l.l
 
 
 def labels_frame(con: Any, *, include_reshow: bool = True) -> pd.DataFrame:
-    """One row per current label: the label, its pair, gold answer and the two generations' policies."""
+    """One row per current label: the label, its pair, gold answer, the two generations' policies and its
+    context's split (``heldout``: a shopper offline evaluation scores on)."""
     sql = f"""
         SELECT l.label_id, l.pair_id, l.annotator_id, a.role AS annotator_role, a.kind AS annotator_kind,
                l.choice, l.strength, l.left_side, CAST(l.item_flags AS VARCHAR) AS item_flags, l.rationale,
                l.time_ms, l.is_reshow, l.source, l.created_at,
                p.context_id, p.gen_a, p.gen_b, ga.policy_id AS policy_a, gb.policy_id AS policy_b,
-               p.strategy, p.round_id, p.is_gold, g.expected_choice AS gold_choice
+               p.strategy, p.round_id, p.is_gold, g.expected_choice AS gold_choice, c.split AS context_split
         FROM labels l
         JOIN pairs p ON p.pair_id = l.pair_id
+        LEFT JOIN contexts c ON c.context_id = p.context_id
         LEFT JOIN generations ga ON ga.generation_id = p.gen_a
         LEFT JOIN generations gb ON gb.generation_id = p.gen_b
         LEFT JOIN gold g ON g.pair_id = l.pair_id
@@ -40,9 +42,10 @@ def preference_rows(con: Any, *, include_gold: bool = True) -> pd.DataFrame:
     """
     sql = f"""
         SELECT l.label_id, l.pair_id, l.annotator_id, l.choice, l.strength, p.context_id,
-               ga.raw_text AS text_a, gb.raw_text AS text_b, p.is_gold
+               ga.raw_text AS text_a, gb.raw_text AS text_b, p.is_gold, c.split AS context_split
         FROM labels l
         JOIN pairs p ON p.pair_id = l.pair_id
+        LEFT JOIN contexts c ON c.context_id = p.context_id
         JOIN generations ga ON ga.generation_id = p.gen_a
         JOIN generations gb ON gb.generation_id = p.gen_b
         WHERE {_CURRENT} AND NOT l.is_reshow AND l.choice IN ('A', 'B') {'' if include_gold else 'AND NOT p.is_gold'}

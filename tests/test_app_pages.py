@@ -426,6 +426,24 @@ def test_exports_parquet_and_trl(app_env, tmp_path):
     text_style = export.trl_records(store, style="text", with_ids=True)
     assert isinstance(text_style[0]["prompt"], str) and "label_id" in text_style[0]
 
+    # A held-out shopper's labels: Parquet says so; TRL leaves them out unless asked, as the product's own
+    # reward model does (those shoppers are for evaluation).
+    with store.transaction() as con:
+        context = con.execute(
+            "SELECT p.context_id FROM labels l JOIN pairs p USING (pair_id) WHERE l.choice IN ('A','B') "
+            "AND l.label_id NOT IN (SELECT label_id FROM label_retractions) ORDER BY l.created_at LIMIT 1").fetchone()[0]
+        con.execute("UPDATE contexts SET split = 'heldout' WHERE context_id = ?", [context])
+    on_it = sum(1 for rec in export.trl_records(store, with_ids=True, include_heldout=True)
+                if rec["pair_id"] in set(frame.loc[frame["context_id"] == context, "pair_id"]))
+    summary = export.export_labels(store, out, fmt="trl")
+    assert 0 < on_it and summary.rows == 3 - on_it and summary.heldout_left_out == on_it
+    assert f"Left out {on_it} label" in summary.sentence()
+    assert len(export.trl_records(store, include_heldout=True)) == 3
+    export.export_labels(store, tmp_path / "labels.parquet", fmt="parquet")
+    frame = pd.read_parquet(tmp_path / "labels.parquet")
+    assert set(frame.loc[frame["context_id"] == context, "context_split"]) == {"heldout"}
+    assert "heldout" not in set(frame.loc[frame["context_id"] != context, "context_split"])
+
 
 def test_export_cli(app_env, tmp_path):
     from typer.testing import CliRunner
@@ -437,7 +455,13 @@ def test_export_cli(app_env, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["export", "--format", "trl", "--out", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 0, result.output
-    assert "3 rows" in result.output
+    assert "3 rows" in result.output and "Left out" not in result.output
+    with store.transaction() as con:  # every context held out: the default leaves all out, the flag keeps them
+        con.execute("UPDATE contexts SET split = 'heldout'")
+    result = runner.invoke(app, ["export", "--format", "trl", "--out", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 0 and "0 rows" in result.output and "Left out 3 labels" in result.output, result.output
+    result = runner.invoke(app, ["export", "--format", "trl", "--out", str(tmp_path / "x.jsonl"), "--include-heldout"])
+    assert result.exit_code == 0 and "3 rows" in result.output, result.output
     result = runner.invoke(app, ["export", "--format", "csv", "--out", str(tmp_path / "x.csv")])
     assert result.exit_code != 0
     guide = tmp_path / "g.md"

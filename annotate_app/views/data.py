@@ -27,7 +27,9 @@ for col, (name, key) in zip(cols, (("Open pairs", "open_pairs"), ("Complete pair
 
 st.subheader("Export labels")
 st.caption("Current labels only (undone labels are left out). TRL JSONL holds A/B labels with "
-           "prompt / chosen / rejected / margin for trl.RewardTrainer.")
+           "prompt / chosen / rejected / margin for trl.RewardTrainer, without the labels on held-out shoppers "
+           "(they are for evaluation; `recfeedback export --format trl --include-heldout` keeps them). Parquet "
+           "holds every label and its context's split.")
 c1, c2 = st.columns(2)
 c1.download_button("Labels as Parquet", data=lambda: export.parquet_bytes(store), file_name="labels.parquet",
                    mime="application/octet-stream", key="data_export_parquet", icon=":material/download:")

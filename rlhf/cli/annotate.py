@@ -32,6 +32,9 @@ def export_command(
     style: TrlStyle = typer.Option(TrlStyle.conversational, help="TRL only: chat messages or plain strings."),
     with_ids: bool = typer.Option(False, "--with-ids", help="TRL only: add label_id, pair_id, annotator_id."),
     no_gold: bool = typer.Option(False, "--no-gold", help="TRL only: leave gold pairs out."),
+    include_heldout: bool = typer.Option(False, "--include-heldout", help="TRL only: keep labels on held-out "
+                                         "shoppers, whom offline evaluation scores policies on (left out by default, "
+                                         "as RecFeedback's own reward model leaves them out)."),
 ) -> None:
     """Export labels (undone labels are never exported)."""
     from rlhf.export import export_labels
@@ -39,7 +42,7 @@ def export_command(
 
     store = open_store()
     kwargs = {} if fmt is ExportFormat.parquet else {
-        "style": style.value, "with_ids": with_ids, "include_gold": not no_gold}
+        "style": style.value, "with_ids": with_ids, "include_gold": not no_gold, "include_heldout": include_heldout}
     summary = export_labels(store, out, fmt=fmt.value, **kwargs)
     typer.echo(summary.sentence())
 
