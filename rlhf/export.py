@@ -73,8 +73,8 @@ def trl_records(
 
 
 def _trl_records(
-    store: Store, *, style: Style, include_gold: bool, with_ids: bool, include_heldout: bool,
-    settings: Settings | None,
+    store: Store, *, style: Style = "conversational", include_gold: bool = True, with_ids: bool = False,
+    include_heldout: bool = False, settings: Settings | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The records, and how many labels on held-out shoppers were left out."""
     from rlhf.prompts import build_context_views, build_messages
@@ -129,9 +129,7 @@ def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "trl
         frame.to_parquet(tmp, index=False)
         rows = len(frame)
     elif fmt == "trl":
-        options = {"style": "conversational", "include_gold": True, "with_ids": False, "include_heldout": False,
-                   "settings": None, **kwargs}
-        records, left_out = _trl_records(store, **options)
+        records, left_out = _trl_records(store, **kwargs)
         with tmp.open("w", encoding="utf-8") as fh:
             for r in records:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
