@@ -349,17 +349,13 @@ def round_candidate_pairs(generations: Sequence[Generation], new_policy_id: str)
     """
     from rlhf.pairs import lists_identical
 
-    by_context: dict[str, list[Generation]] = {}
-    for g in sorted(generations, key=lambda g: g.generation_id):
-        by_context.setdefault(g.context_id, []).append(g)
-    out: list[CandidatePair] = []
-    for context_id in sorted(by_context):
-        gens = by_context[context_id]
-        for i, a in enumerate(gens):
-            for b in gens[i + 1:]:
-                if new_policy_id in (a.policy_id, b.policy_id) and not lists_identical(a, b):
-                    out.append(CandidatePair(context_id, a.generation_id, b.generation_id))
-    return out
+    by_id = {g.generation_id: g for g in generations}
+    by_context: dict[str, list[str]] = {}
+    for g in by_id.values():
+        by_context.setdefault(g.context_id, []).append(g.generation_id)
+    return [p for p in candidate_pairs(by_context)
+            if new_policy_id in (by_id[p.gen_a].policy_id, by_id[p.gen_b].policy_id)
+            and not lists_identical(by_id[p.gen_a], by_id[p.gen_b])]
 
 
 def chosen_without_a_model(strategy: str | None, selection_reason: str | None) -> bool:

@@ -21,11 +21,12 @@ def human_win_rates(store: Store) -> dict[str, tuple[Estimate, int]]:
     """Per round: how often annotators prefer its policy to its parent on pairs no model chose, and the
     labels that rests on (as :func:`rlhf.dashboard.round_quality`'s ``human_win_*`` columns), for the CLI
     and the Training page."""
+    from storage.rounds import list_rounds
+
     with store.transaction() as con:
-        rounds = analytics.round_quality_rows(con)
-        comparisons = analytics.policy_comparison_labels(con) if len(rounds) else pd.DataFrame()
-    return {r.round_id: human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
-            for r in rounds.itertuples(index=False)}
+        rounds = list_rounds(con)
+        comparisons = analytics.policy_comparison_labels(con) if rounds else pd.DataFrame()
+    return {r.round_id: human_win_rate(comparisons, r.policy_id, r.parent_policy_id) for r in rounds}
 
 
 def human_win_in_words(estimate: Estimate | None, labels: int) -> str | None:
