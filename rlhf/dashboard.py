@@ -21,7 +21,7 @@ from rlhf import aggregation as agg
 from rlhf import agreement as ag
 from rlhf import quality as q
 from rlhf.evaluation import zero_shot_verdict
-from rlhf.human_eval import human_win_rate
+from rlhf.human_eval import human_win_interval, human_win_rate
 from rlhf.settings import Settings, get_settings
 from storage import Store, analytics
 from storage.analytics import LabelSelection
@@ -230,8 +230,7 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
             "rm_gold_accuracy": _number(rm.get("gold_accuracy")),
             "rm_human_agreement": float(np.mean(agreement)) if agreement else float("nan"),
             "rm_win_rate": _number(win), "rm_win_rate_vs_zero_shot": _number(win0), "human_win_rate": human.mean,
-            "human_win_interval": (f"{human.lo:.0%}–{human.hi:.0%}" if human.n >= 2
-                                   else "one pair: no interval" if human.n == 1 else None),
+            "human_win_interval": human_win_interval(human),
             "human_win_labels": n_human, "human_win_pairs": human.n,
         })
     return pd.DataFrame(rows, columns=columns)

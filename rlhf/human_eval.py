@@ -29,6 +29,13 @@ def human_win_rates(store: Store) -> dict[str, tuple[Estimate, int]]:
     return {r.round_id: human_win_rate(comparisons, r.policy_id, r.parent_policy_id) for r in rounds}
 
 
+def human_win_interval(estimate: Estimate) -> str | None:
+    """The rate's 95% interval as ``"0%–33%"``; a single pair has none, and no pair no rate (None)."""
+    if estimate.n >= 2:
+        return f"{estimate.lo:.0%}–{estimate.hi:.0%}"
+    return "one pair: no interval" if estimate.n == 1 else None
+
+
 def human_win_in_words(estimate: Estimate | None, labels: int) -> str | None:
     """A human win rate as ``"17% [0%, 33%] over 2 pairs (6 labels)"``; None before any label counts."""
     if estimate is None or not estimate.n:
