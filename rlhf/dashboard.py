@@ -199,6 +199,10 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
     from the paired intervals), the reward model's held-out and gold accuracy, its agreement with humans,
     win rates.
 
+    ``rm_heldout_accuracy_unselected`` is the held-out accuracy on the pairs no model chose: a reward model
+    is less accurate on the pairs its predecessor's active selection found close, so the accuracy over all
+    held-out pairs drifts down as rounds add them (``benchmarks/loop_parts_bench.py``, section 2c).
+
     ``rm_human_agreement`` is the mean over annotators of the share of their held-out A/B labels the
     reward model agrees with; ``human_win_rate`` is, over human labels on pairs of the round's policy
     against its parent that no model chose (:func:`rlhf.active.chosen_without_a_model`; gold pairs left out
@@ -209,8 +213,8 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
     """
     # The two answers to "did the round help" first: held-out NDCG and what annotators prefer.
     columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "human_win_rate", "human_win_interval",
-               "human_win_pairs", "human_win_labels", "reasons_vs_zero_shot", "rm_heldout_accuracy", "rm_gold_accuracy",
-               "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot"]
+               "human_win_pairs", "human_win_labels", "reasons_vs_zero_shot", "rm_heldout_accuracy",
+               "rm_heldout_accuracy_unselected", "rm_gold_accuracy", "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot"]
     if rounds is None or rounds.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -227,6 +231,7 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
             "ndcg_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None)),
             "reasons_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None), "reasons"),
             "rm_heldout_accuracy": _number(rm.get("heldout_accuracy", rm_round.get("rm_heldout_accuracy"))),
+            "rm_heldout_accuracy_unselected": _number(rm.get("heldout_accuracy_unselected")),
             "rm_gold_accuracy": _number(rm.get("gold_accuracy")),
             "rm_human_agreement": float(np.mean(agreement)) if agreement else float("nan"),
             "rm_win_rate": _number(win), "rm_win_rate_vs_zero_shot": _number(win0), "human_win_rate": human.mean,

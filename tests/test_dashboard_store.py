@@ -101,7 +101,7 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     with store.transaction() as con:
         insert_reward_model(con, RewardModelRecord(
             rm_id="rm1", backbone="tiny", path="/x", round_id="r1",
-            metrics={"heldout_accuracy": 0.7, "gold_accuracy": 0.8,
+            metrics={"heldout_accuracy": 0.7, "heldout_accuracy_unselected": 0.75, "gold_accuracy": 0.8,
                      "annotator_agreement": {"u1": {"model_agreement": 0.6}, "u2": {"model_agreement": 0.8}}}))
         insert_round(con, RoundRecord(round_id="r1", status="done", policy_id="new", parent_policy_id="old",
                                       reward_model_id="rm1", metrics={"rm_win_rate": {"mean": 0.65}}))
@@ -127,6 +127,7 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
                             ignore_index=True)
     out = round_quality(rows, comparisons).set_index("round_id")
     assert out.loc["r1", "rm_heldout_accuracy"] == 0.7 and out.loc["r1", "rm_gold_accuracy"] == 0.8
+    assert out.loc["r1", "rm_heldout_accuracy_unselected"] == 0.75
     assert out.loc["r1", "rm_human_agreement"] == pytest.approx(0.7)
     assert out.loc["r1", "rm_win_rate"] == 0.65
     # a: new wins, b: old wins, c: tie (1/2); d (both bad) and e (other policy) are left out, and so are the
@@ -184,3 +185,26 @@ def test_human_win_rate_reads_how_each_pair_was_chosen_from_the_store(store) -> 
     out = CliRunner().invoke(app, ["round", "list", "--data-dir", str(store.path.parent)])
     assert out.exit_code == 0, out.output
     assert "annotators prefer it to its parent: 100% [100%, 100%] over 2 pairs (2 labels) no model chose" in out.output
+
+
+def test_round_list_gives_the_reward_models_accuracy_on_pairs_no_model_chose_where_it_differs(store) -> None:
+    """Actively chosen held-out pairs are harder for the next reward model, so `round list` also says the
+    accuracy without them, once some held-out pairs were chosen by a model (before, it is the same figure)."""
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from storage.records import RoundRecord
+    from storage.rounds import insert_round
+
+    def metrics(n_unselected: int, unselected: float) -> dict:
+        return {"rm_heldout_accuracy": 0.5, "rm_counts": {"examples_heldout": 12},
+                "rm_heldout_accuracy_unselected": unselected, "rm_heldout_unselected_pairs": n_unselected}
+
+    with store.transaction() as con:
+        insert_round(con, RoundRecord(round_id="r1", status="done", metrics=metrics(12, 0.5)))
+        insert_round(con, RoundRecord(round_id="r2", status="done", metrics=metrics(6, 1.0)))
+    out = CliRunner().invoke(app, ["round", "list", "--data-dir", str(store.path.parent)])
+    assert out.exit_code == 0, out.output
+    r1, r2 = (next(line for line in out.output.splitlines() if line.startswith(r)) for r in ("r1", "r2"))
+    assert "rm_acc=0.500 (12 held-out pairs)" in r1
+    assert "rm_acc=0.500 (12 held-out pairs; 1.000 on the 6 no model chose)" in r2

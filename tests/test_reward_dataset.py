@@ -215,3 +215,31 @@ def test_majority_vote_and_swap_point(monkeypatch):
 
     monkeypatch.setitem(__import__("sys").modules, "rlhf.aggregation", types.ModuleType("rlhf.aggregation"))
     assert aggregate_labels(labels, "dawid_skene")["choice"].tolist() == majority_vote(labels)["choice"].tolist()
+
+
+class _KeywordScorer:
+    """Scores a list 1 when its text has the keyword, else 0: right exactly where the votes follow it."""
+
+    def score_pairs(self, prompts, texts_a, texts_b, batch_size=32, progress=False):
+        return ([float(KEYWORD in t) for t in texts_a], [float(KEYWORD in t) for t in texts_b])
+
+
+def test_heldout_accuracy_is_also_reported_on_the_pairs_no_model_chose(store, settings, tmp_path):
+    """A round's actively chosen pairs are the hard ones for the next reward model (loop_parts_bench 2c), so
+    evaluation reports the accuracy without them too: here the model is wrong on exactly those pairs."""
+    from rlhf.active import ACTIVE_STRATEGY, RANDOM_REASON
+    from rlhf.reward.evaluate import evaluate_dataset
+
+    build_preference_store(store, n_contexts=12, votes={i: [("ann1", "B", 2)] for i in range(6, 12)})
+    chosen = [f"pair{i:03d}" for i in range(6, 12)]
+    with store.transaction() as con:
+        con.execute(f"UPDATE pairs SET strategy = ?, selection_reason = 'uncertainty' WHERE pair_id IN "
+                    f"({', '.join('?' * len(chosen))})", [ACTIVE_STRATEGY, *chosen])
+        con.execute("UPDATE pairs SET strategy = ?, selection_reason = ? WHERE pair_id = 'pair005'",
+                    [ACTIVE_STRATEGY, RANDOM_REASON])
+    ds = _dataset(store, settings, tmp_path, heldout_fraction=1.0)
+    assert sorted(ds.pairs.loc[ds.pairs["chosen_by_model"], "pair_id"]) == chosen
+
+    metrics = evaluate_dataset(_KeywordScorer(), ds)
+    assert metrics["heldout"]["n"] == 12 and metrics["heldout_accuracy"] == pytest.approx(0.5)
+    assert metrics["heldout_unselected"]["n"] == 6 and metrics["heldout_accuracy_unselected"] == pytest.approx(1.0)

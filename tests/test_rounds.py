@@ -282,6 +282,10 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert past.loc[0, "rm_heldout_pairs"] == n_held
     registry = next(df.value for df in at.dataframe if "heldout_pairs" in df.value.columns)
     assert registry.set_index("rm_id").loc[record.reward_model_id, "heldout_pairs"] == n_held
+    # Its accuracy on the held-out pairs no model chose: all of them in a first round (bootstrap pairs).
+    assert past.loc[0, "rm_heldout_unselected_pairs"] == n_held == record.metrics["rm_heldout_unselected_pairs"]
+    assert past.loc[0, "rm_heldout_accuracy_unselected"] == pytest.approx(record.metrics["rm_heldout_accuracy"])
+    assert registry.set_index("rm_id").loc[record.reward_model_id, "heldout_unselected_pairs"] == n_held
     from typer.testing import CliRunner
 
     from rlhf.cli import app

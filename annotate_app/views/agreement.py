@@ -317,6 +317,11 @@ with tab_rounds:
                 "Reasons vs zero-shot, paired", help="Its share of reasons about the item or the shopper's earlier "
                 "purchases minus the zero-shot model's, over the same shoppers, with the 95% interval."),
             "rm_heldout_accuracy": st.column_config.NumberColumn("RM held-out accuracy", format="percent"),
+            "rm_heldout_accuracy_unselected": st.column_config.NumberColumn(
+                "RM accuracy, pairs no model chose", format="percent", help="Held-out accuracy on the pairs "
+                "chosen without a model. A reward model is less accurate on the pairs its predecessor found "
+                "close, so the accuracy over all held-out pairs drifts down as rounds add them; this one does "
+                "not."),
             "rm_gold_accuracy": st.column_config.NumberColumn("RM gold accuracy", format="percent"),
             "rm_human_agreement": st.column_config.NumberColumn("RM agreement with annotators", format="percent"),
             "rm_win_rate": st.column_config.NumberColumn("RM win rate vs previous", format="percent"),

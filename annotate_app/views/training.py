@@ -297,7 +297,8 @@ else:
     ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
     show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
-                        "human_win", "rm_heldout_accuracy", "rm_heldout_pairs", "ppo_reward", "ppo_kl",
+                        "human_win", "rm_heldout_accuracy", "rm_heldout_pairs", "rm_heldout_accuracy_unselected",
+                        "rm_heldout_unselected_pairs", "ppo_reward", "ppo_kl",
                         "generation_validity", "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot",
                         *ranking, "pairs_enqueued", "settings_changed", "seconds"]
             if c in frame]
@@ -310,6 +311,13 @@ else:
                                 "rm_heldout_pairs": st.column_config.NumberColumn(
                                     "RM held-out pairs", help="The pairs the RM accuracy was measured on: on a few, "
                                     "it says little."),
+                                "rm_heldout_accuracy_unselected": st.column_config.NumberColumn(
+                                    "RM accuracy, no model chose", format="%.3f", help="On the held-out pairs "
+                                    "chosen without a model. Rounds' active pairs are the ones the last reward "
+                                    "model found close and are harder, so the accuracy over all pairs drifts down "
+                                    "as rounds add them; this one does not."),
+                                "rm_heldout_unselected_pairs": st.column_config.NumberColumn(
+                                    "of which no model chose", format="%d"),
                                 "generation_validity": st.column_config.NumberColumn("validity", format="percent"),
                                 "eval_reasons_grounded": st.column_config.NumberColumn(
                                     "reasons grounded", format="percent", help="Held-out lists' reasons that share "
@@ -374,6 +382,8 @@ with tab_rm:
     else:
         st.dataframe(registry["reward_models"], hide_index=True, width="stretch",
                      column_config={"heldout_accuracy": st.column_config.NumberColumn(format="%.3f"),
+                                    "heldout_accuracy_unselected": st.column_config.NumberColumn(
+                                        "heldout_accuracy, no model chose", format="%.3f"),
                                     "gold_accuracy": st.column_config.NumberColumn(format="%.3f"),
                                     "ece": st.column_config.NumberColumn(format="%.3f")})
 with tab_pol:

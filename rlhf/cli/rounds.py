@@ -198,7 +198,7 @@ def list_command(
     for r in rounds:
         m = r["metrics"]
         acc, n_held = m.get("rm_heldout_accuracy"), rm_heldout_pairs(m)
-        held = "" if n_held is None else f" ({n_held} held-out pair{'' if n_held == 1 else 's'})"
+        held = "" if n_held is None else f" ({n_held} held-out pair{'' if n_held == 1 else 's'}{_unselected(m)})"
         win, win0 = m.get("rm_win_rate"), m.get("rm_win_rate_vs_zero_shot")
         typer.echo(
             f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}  "
@@ -211,6 +211,17 @@ def list_command(
             + _human_line(*humans.get(r["round_id"], (None, 0)))
             + (f"\n    settings changed: {changed[r['round_id']]}" if changed[r["round_id"]] else "")
         )
+
+
+def _unselected(metrics: dict[str, Any]) -> str:
+    """The reward model's accuracy on the held-out pairs no model chose, where some pairs were chosen by one
+    (else the two accuracies are the same figure)."""
+    from rlhf.rounds import rm_heldout_pairs
+
+    acc, n = metrics.get("rm_heldout_accuracy_unselected"), metrics.get("rm_heldout_unselected_pairs")
+    if n is None or n == rm_heldout_pairs(metrics):
+        return ""
+    return f"; {'-' if acc is None else f'{acc:.3f}'} on the {n} no model chose"
 
 
 def _human_line(estimate: Any, labels: int) -> str:

@@ -29,6 +29,11 @@ Rules (each documented here and counted in :attr:`RewardDataset.counts`):
   whatever its hash. Rounds ask about them only to measure (``rounds.human_eval_pairs``), as does
   ``pairs make`` over a round's evaluation lists; a reward model trained on their labels would be judged
   on the shoppers it learned from.
+- **Which held-out pairs a model chose** (``chosen_by_model``, from :func:`rlhf.active.chosen_without_a_model`):
+  a round's active selection asks where its reward model saw little difference, and the next reward model
+  is measurably less accurate on such pairs than on random ones (``benchmarks/loop_parts_bench.py``,
+  section 2c). Evaluation reports the held-out accuracy on the other pairs too, a figure that does not
+  drift down as rounds add chosen pairs.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rlhf.active import chosen_without_a_model
 from rlhf.errors import RecFeedbackError
 from rlhf.prompts import prompt_fingerprint
 from storage.snapshot import Snapshot
@@ -55,7 +61,8 @@ EXAMPLE_COLUMNS = (
     "prompt", "chosen", "rejected", "margin", "pair_id", "context_id", "chosen_side", "chosen_gen",
     "rejected_gen", "strength", "n_labels", "agreement", "is_tie", "split",
 )
-PAIR_COLUMNS = ("pair_id", "context_id", "gen_a", "gen_b", "prompt", "text_a", "text_b", "split", "is_gold")
+PAIR_COLUMNS = ("pair_id", "context_id", "gen_a", "gen_b", "prompt", "text_a", "text_b", "split", "is_gold",
+                "chosen_by_model")
 
 #: (context_id, generation) -> prompt text. The default re-renders the policy prompt.
 PromptFn = Callable[[str], str]
@@ -257,6 +264,7 @@ def build_reward_dataset(
             "prompt": prompt, "text_a": gens.loc[p["gen_a"], "raw_text"], "text_b": gens.loc[p["gen_b"], "raw_text"],
             "split": ("gold" if is_gold else "heldout" if context_id in held_shoppers
                       else context_split(context_id, rm.heldout_fraction)), "is_gold": is_gold,
+            "chosen_by_model": not chosen_without_a_model(_text(p.get("strategy")), _text(p.get("selection_reason"))),
         })
     pair_frame = pd.DataFrame(pair_rows, columns=list(PAIR_COLUMNS))
     if counts["prompt_fingerprint_mismatch"]:
@@ -320,6 +328,11 @@ def build_reward_dataset(
         train=frames["train"], heldout=frames["heldout"], gold=frames["gold"], pairs=pair_frame,
         labels=judged.reset_index(drop=True), counts=dict(counts), snapshot_id=snapshot.snapshot_id,
     )
+
+
+def _text(value: Any) -> str | None:
+    """A snapshot cell as text, or None where it is missing (NaN in a column that has some values)."""
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
 @dataclass(frozen=True)

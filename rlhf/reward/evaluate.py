@@ -147,19 +147,31 @@ def _split_metrics(examples: pd.DataFrame, scores: pd.DataFrame) -> dict[str, An
     return pairwise_metrics(rc, rr, merged["strength"].tolist())
 
 
+def _not_chosen_by_a_model(examples: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The examples on pairs no model chose: accuracy there does not drift as rounds add actively chosen pairs
+    (a reward model is less accurate on the pairs its predecessor found hard; ``loop_parts_bench.py`` 2c)."""
+    if "chosen_by_model" not in pairs.columns:
+        return examples
+    chosen = set(pairs.loc[pairs["chosen_by_model"].astype(bool), "pair_id"])
+    return examples[~examples["pair_id"].isin(chosen)]
+
+
 def evaluate_dataset(
     scorer: RewardScorer, dataset: RewardDataset, *, batch_size: int = 32, progress: bool = False
 ) -> dict[str, Any]:
-    """Metrics of ``scorer`` on the dataset's held-out and gold splits (each pair scored once)."""
+    """Metrics of ``scorer`` on the dataset's held-out and gold splits (each pair scored once), and on the
+    held-out pairs no model chose (``heldout_unselected``)."""
     needed = dataset.pairs[dataset.pairs["split"].isin(["heldout", "gold"])]
     scores = score_pair_table(scorer, needed, batch_size, progress)
     heldout_labels = dataset.labels[dataset.labels["split"] == "heldout"]
     metrics: dict[str, Any] = {
         "heldout": _split_metrics(dataset.heldout, scores),
+        "heldout_unselected": _split_metrics(_not_chosen_by_a_model(dataset.heldout, dataset.pairs), scores),
         "gold": _split_metrics(dataset.gold, scores),
         "annotator_agreement": annotator_agreement(heldout_labels, scores),
     }
     metrics["heldout_accuracy"] = metrics["heldout"].get("accuracy")
+    metrics["heldout_accuracy_unselected"] = metrics["heldout_unselected"].get("accuracy")
     metrics["heldout_ece"] = metrics["heldout"].get("ece")
     metrics["gold_accuracy"] = metrics["gold"].get("accuracy")
     return _clean(metrics)

@@ -284,11 +284,13 @@ def model_registry(store: Store) -> dict[str, Any]:
          "backbone": r.backbone,
          "heldout_accuracy": (r.metrics or {}).get("heldout_accuracy"),
          "heldout_pairs": _dig(r.metrics, "heldout", "n"),
+         "heldout_accuracy_unselected": (r.metrics or {}).get("heldout_accuracy_unselected"),
+         "heldout_unselected_pairs": _dig(r.metrics, "heldout_unselected", "n"),
          "gold_accuracy": (r.metrics or {}).get("gold_accuracy"), "ece": (r.metrics or {}).get("heldout_ece"),
          "train_examples": _dig(r.card, "training", "n_train"), "created_at": r.created_at, "path": r.path}
         for r in rms
-    ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "heldout_pairs", "gold_accuracy", "ece",
-                "train_examples", "created_at", "path"])
+    ], columns=["rm_id", "round_id", "method", "backbone", "heldout_accuracy", "heldout_pairs",
+                "heldout_accuracy_unselected", "heldout_unselected_pairs", "gold_accuracy", "ece", "train_examples", "created_at", "path"])
     columns = ["policy_id", "kind", "parent_id", "round_id", "verdict", "n_lists", "validity", "base_model",
                "adapter_path", "reward_model", "created_at"]
     policy_frame = pd.DataFrame.from_records(

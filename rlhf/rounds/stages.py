@@ -543,6 +543,8 @@ def _round_metrics(rm: Mapping[str, Any], ppo: Mapping[str, Any], gen: Mapping[s
     head = evaluation.get("headline") or {}
     return jsonable({
         "rm_heldout_accuracy": rm.get("heldout_accuracy"),
+        "rm_heldout_accuracy_unselected": _dig(rm.get("metrics"), "heldout_unselected", "accuracy"),
+        "rm_heldout_unselected_pairs": _dig(rm.get("metrics"), "heldout_unselected", "n"),
         "rm_counts": _dig(rm.get("card"), "data", "counts"),
         "ppo_reward": final.get("reward/score"),
         "ppo_kl": final.get("kl/mean"),
