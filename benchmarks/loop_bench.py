@@ -148,6 +148,10 @@ def main() -> None:
                    help="rm-inputs: ask any pool pair, or (an oracle) only pairs whose lists truly differ")
     u.add_argument("--rm-sizes", default="100,300,1000,3000",
                    help="rm-inputs, reasons-rm: training pairs asked at which the reward models are scored")
+    u.add_argument("--rm-trl-sizes", default="",
+                   help="rm-inputs: pairs asked at which the product's TRL + LoRA reward model (on --rm-backbone, "
+                        "--rm-epochs, --rm-lr, --rm-max-length, as the full run's rounds) is also trained end to end "
+                        "and scored, e.g. 1000,3000 (slow on CPU)")
     u.add_argument("--reason-penalties", default="0,0.5,1,2",
                    help="reasons-rm: utility-scale units the crowd takes off a list whose every reason is off-topic")
     u.add_argument("--rm-heldout", type=float, default=0.3, help="reasons-rm: share of shoppers held out")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from loop_sections.shared import PROBE_REASONS, uci_store
 from rlhf.settings import load_settings
@@ -209,7 +210,15 @@ def reward_inputs_section(args) -> dict:
     rng_l = np.random.default_rng(args.seed + 1)
     asked = 0
     results: dict[str, dict[int, float]] = {name: {} for name in feats}
-    for size in sizes:
+    trl_sizes = [int(x) for x in args.rm_trl_sizes.split(",") if x]
+    # The full run's reward model above probe_max_examples labels (section 3: --rm-backbone, --rm-epochs, ...).
+    trl_settings = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={
+        "backbone": args.rm_backbone, "epochs": args.rm_epochs, "max_length": args.rm_max_length,
+        "learning_rate": args.rm_lr, "seed": args.seed})})
+    trl_name = f"TRL + LoRA on {args.rm_backbone}, end to end (section 3's, from 2,000 labels)"
+    if trl_sizes:
+        results[trl_name] = {}
+    for size in sorted(set(sizes) | set(trl_sizes)):
         while asked < min(size, len(order)):
             a, b = train_pool[order[asked]]
             asked += 1
@@ -219,20 +228,46 @@ def reward_inputs_section(args) -> dict:
             choice = sim.canonical_choice(sim.judge(who, ul, ur, rng_l, scale=scale, floor=getattr(utility, "floor", None)), left_is_a)
             if choice in ("A", "B"):
                 labelled.append((a, b) if choice == "A" else (b, a))
+        if size in trl_sizes:
+            results[trl_name][size] = _trl_accuracy(labelled, test, raw, lists, prompt_of, true_u, trl_settings,
+                                                    work / f"trl_{size}")
+        if size not in sizes:
+            continue
         for name, x in feats.items():
             diffs = np.array([x[row[w]] - x[row[lo]] for w, lo in labelled])
             weight, _ = fit_bradley_terry(diffs, l2=settings.reward_model.probe_l2)
             score = x @ weight
             results[name][size] = float(np.mean([(score[row[a]] > score[row[b]]) == (true_u[a] > true_u[b])
                                                  for a, b in test]))
-    print("held-out accuracy (true order) by pairs asked: " + "  ".join(f"{s:>6}" for s in sizes))
+    shown = sorted(set(sizes) | set(trl_sizes))
+    print("held-out accuracy (true order) by pairs asked: " + "  ".join(f"{s:>6}" for s in shown))
     for name, accs in results.items():
         label = f"{name} (product default)" if name == default else name
-        print(f"  {label:<38} " + "  ".join(f"{accs[s]:6.3f}" for s in sizes))
+        print(f"  {label:<38} " + "  ".join(f"{accs[s]:6.3f}" if s in accs else f"{'-':>6}" for s in shown))
     print(f"  (s.e. of one accuracy ~{np.sqrt(0.25 / max(1, len(test))):.3f})\n")
     shutil.rmtree(work, ignore_errors=True)
     return {"data": args.rm_data, "accuracy": results, "test_pairs": len(test), "train_pool": len(train_pool),
             "pool": args.rm_pool}
+
+
+def _trl_accuracy(labelled: list[tuple[str, str]], test: list[tuple[str, str]], raw: dict[str, str],
+                  lists: dict[str, tuple[str, list[str]]], prompt_of: dict[str, str], true_u: dict[str, float],
+                  settings, output_dir: Path) -> float:
+    """Held-out accuracy (true order) of the product's TRL + LoRA reward model trained end to end on the
+    crowd's (winner, loser) pairs, each list with its context's policy prompt, as a round above
+    ``reward_model.probe_max_examples`` labels trains it (``settings.reward_model`` says how)."""
+    from rlhf.reward.train import train_reward_model
+
+    frame = pd.DataFrame({"prompt": [prompt_of[lists[w][0]] for w, _ in labelled],
+                          "chosen": [raw[w] for w, _ in labelled], "rejected": [raw[lo] for _, lo in labelled]})
+    t0 = time.perf_counter()
+    result = train_reward_model(frame, settings=settings, output_dir=output_dir, method="lora", progress=False)
+    r_a, r_b = result.scorer.score_pairs([prompt_of[lists[a][0]] for a, _ in test], [raw[a] for a, _ in test],
+                                         [raw[b] for _, b in test], batch_size=32, progress=False)
+    accuracy = float(np.mean([(ra > rb) == (true_u[a] > true_u[b]) for (a, b), ra, rb in zip(test, r_a, r_b)]))
+    print(f"  TRL + LoRA on {len(frame)} labelled pairs: trained at {result.pairs_per_second:.2f} pairs/s, "
+          f"{time.perf_counter() - t0:.0f} s with scoring; held-out accuracy {accuracy:.3f}", flush=True)
+    return accuracy
 
 
 def summarise_rm_inputs(runs: list[dict]) -> None:

@@ -150,8 +150,6 @@ def _split_metrics(examples: pd.DataFrame, scores: pd.DataFrame) -> dict[str, An
 def _not_chosen_by_a_model(examples: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """The examples on pairs no model chose: accuracy there does not drift as rounds add actively chosen pairs
     (a reward model is less accurate on the pairs its predecessor found hard; ``loop_parts_bench.py`` 2c)."""
-    if "chosen_by_model" not in pairs.columns:
-        return examples
     chosen = set(pairs.loc[pairs["chosen_by_model"].astype(bool), "pair_id"])
     return examples[~examples["pair_id"].isin(chosen)]
 
