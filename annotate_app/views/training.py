@@ -33,6 +33,10 @@ STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:ma
                 "interrupted": ":orange[:material/warning:]"}
 CURVE_TITLES = {"reward/score": "Reward (RM score + structure)", "kl/mean": "KL to the reference",
                 "reward/validity_rate": "Validity of sampled lists"}
+#: Said under every chart of PPO's curves: a step's KL can read below zero, which looks like a bug and is not.
+KL_CAPTION = ("KL to the reference: each sampled list's per-token estimate summed (`ppo.kl_estimator`; the default "
+              "k1 is unbiased but can read below zero), averaged over the step's lists. On a step of a few lists "
+              "it is noisy; its trend is what to read.")
 
 st.title("Training")
 ui.one_shot_notice("training.notice", "success")
@@ -101,7 +105,7 @@ def _ppo_curves_chart(curves: pd.DataFrame, *, points: bool) -> alt.FacetChart:
     named = curves.assign(metric=curves["metric"].map(CURVE_TITLES))
     return alt.Chart(named).mark_line(point=points).encode(
         x=alt.X("step:Q", axis=alt.Axis(format="d", tickMinStep=1)),  # steps are whole: no "1.5" ticks
-        y=alt.Y("value:Q", title=None), color=alt.Color("metric:N", legend=None),
+        y=alt.Y("value:Q", title=None, axis=alt.Axis(format=".3~f")), color=alt.Color("metric:N", legend=None),
         tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
     ).properties(width=220, height=160).facet(facet=alt.Facet("metric:N", title=None), columns=3).resolve_scale(
         y="independent")
@@ -130,6 +134,7 @@ def _progress_view(round_id: str) -> None:
         wanted = curves[curves["metric"].isin(CURVE_TITLES)] if not curves.empty else curves
         if not wanted.empty:
             st.altair_chart(_ppo_curves_chart(wanted, points=True))
+            st.caption(KL_CAPTION)
         with st.expander("Log", expanded=state == "running"):
             st.code(rounds_service.log_tail(Path(status["folder"]), 30) or "(no log yet)", language=None)
     cols = st.columns(3)
@@ -343,6 +348,7 @@ else:
                                 "seconds": st.column_config.NumberColumn(format="%.0f")})
     charts = {"ppo_reward": "Reward (last PPO step)", "ppo_kl": "KL (last PPO step)",
               "generation_validity": "Validity of new lists", "rm_heldout_accuracy": "Reward-model held-out accuracy",
+              "rm_heldout_accuracy_unselected": "RM accuracy, pairs no model chose",
               "eval_reasons_grounded": "Reasons about the item or shopper",
               "rm_win_rate": "RM win rate vs previous policy", "rm_win_rate_vs_zero_shot": "RM win rate vs zero-shot",
               **{f"ndcg@{n}": f"NDCG@{n} (held-out)" for n in lengths}}
@@ -353,7 +359,9 @@ else:
         long["metric"] = long["metric"].map(charts)
         st.altair_chart(
             alt.Chart(long).mark_line(point=True).encode(
-                x=alt.X("round:O", title="round"), y=alt.Y("value:Q", title=None),
+                # ".3~f": a single round's 0 reads "0", not "0.000000".
+                x=alt.X("round:O", title="round", axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("value:Q", title=None, axis=alt.Axis(format=".3~f")),
                 tooltip=["round", "metric", alt.Tooltip("value:Q", format=".3f")],
             ).properties(width=220, height=160).facet(facet=alt.Facet("metric:N", title=None), columns=3)
             .resolve_scale(y="independent"),
@@ -364,6 +372,7 @@ else:
         wanted = curves[curves["metric"].isin(CURVE_TITLES)] if not curves.empty else curves
         if not wanted.empty:
             st.altair_chart(_ppo_curves_chart(wanted, points=False))
+            st.caption(KL_CAPTION)
         _evaluation_view(rounds_service.round_evaluation(store, chosen))
         _side_by_side_view(chosen)
         _settings_view(rounds_service.round_settings(store, chosen, summaries))
