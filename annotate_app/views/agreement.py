@@ -340,15 +340,20 @@ with tab_rounds:
                    "because its reward model found them close are left out: they pull the rate towards 50%, the "
                    "more the better the reward model. RM agreement: mean over annotators of the share of their "
                    "held-out A/B labels the reward model agrees with.")
-        long = rq.melt(id_vars=["round_id", "created_at"], value_vars=["rm_heldout_accuracy", "rm_human_agreement",
-                                                                        "human_win_rate", "rm_win_rate",
-                                                                        "rm_win_rate_vs_zero_shot"],
-                       var_name="measure", value_name="value").dropna(subset=["value"])
+        # The legend speaks the table's words, not column names.
+        measures = {"human_win_rate": "Human win rate vs previous", "rm_heldout_accuracy": "RM held-out accuracy",
+                    "rm_heldout_accuracy_unselected": "RM accuracy, pairs no model chose",
+                    "rm_human_agreement": "RM agreement with annotators", "rm_win_rate": "RM win rate vs previous",
+                    "rm_win_rate_vs_zero_shot": "RM win rate vs zero-shot"}
+        long = rq.melt(id_vars=["round_id", "created_at"], value_vars=list(measures), var_name="measure",
+                       value_name="value").dropna(subset=["value"])
         if not long.empty:
+            long["measure"] = long["measure"].map(measures)
             st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
                 x=alt.X("created_at:T", title="Round started", axis=alt.Axis(format="%b %d %H:%M")),
-                y=alt.Y("value:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-                color="measure:N", tooltip=["round_id", "measure", alt.Tooltip("value:Q", format=".1%")]),
+                y=alt.Y("value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+                color=alt.Color("measure:N", title=None, legend=alt.Legend(labelLimit=300)),
+                tooltip=["round_id", "measure", alt.Tooltip("value:Q", format=".1%")]),
                 width="stretch")
         _download(rq, "round_quality", "rounds")
 
