@@ -276,14 +276,15 @@ def summarise_rm_inputs(runs: list[dict]) -> None:
     # Runs before the match features named the default input "policy (product default)".
     runs = [{**r, "accuracy": {k.replace(" (product default)", ""): v for k, v in r["accuracy"].items()}} for r in runs]
     names = [k for k in runs[0]["accuracy"] if all(k in r["accuracy"] for r in runs)]
-    sizes = [s for s in runs[0]["accuracy"][names[0]] if all(s in r["accuracy"][k] for r in runs for k in names)]
+    # Every size any input was scored at (the TRL model only at --rm-trl-sizes): "-" where some run lacks it.
+    sizes = sorted({s for k in names for s in runs[0]["accuracy"][k]}, key=int)
     print(f"== rm-inputs over {len(runs)} seeds ({', '.join(sorted({r['data'] for r in runs}))}): mean held-out "
           "accuracy (true order) by pairs asked [min-max over seeds]")
     print(f"{'':<40}" + "".join(f"{s:>20}" for s in sizes))
     for name in names:
         cells = []
         for size in sizes:
-            v = [r["accuracy"][name][size] for r in runs]
-            cells.append(f"{np.mean(v):.3f} [{min(v):.3f}-{max(v):.3f}]")
+            v = [r["accuracy"][name].get(size) for r in runs]
+            cells.append("-" if None in v else f"{np.mean(v):.3f} [{min(v):.3f}-{max(v):.3f}]")
         print(f"{name:<40}" + "".join(f"{c:>20}" for c in cells))
     print()
