@@ -272,7 +272,7 @@ def _trl_accuracy(labelled: list[tuple[str, str]], test: list[tuple[str, str]], 
 
 def summarise_rm_inputs(runs: list[dict]) -> None:
     """Mean held-out accuracy of each reward-model input over rm-inputs runs (one per seed), with the
-    spread of the seeds, for the inputs and sizes every run has."""
+    spread of the seeds, for the inputs every run has, at each size any of them was scored at."""
     # Runs before the match features named the default input "policy (product default)".
     runs = [{**r, "accuracy": {k.replace(" (product default)", ""): v for k, v in r["accuracy"].items()}} for r in runs]
     names = [k for k in runs[0]["accuracy"] if all(k in r["accuracy"] for r in runs)]
