@@ -741,6 +741,8 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     assert size.value == "Quick"
     quick_steps = settings.rounds.quick["ppo"]["steps"]
     assert f"PPO ({quick_steps} steps" in "\n".join(c.value for c in at.caption)
+    # How many usable labels the store has, beside how many a round needs: before the click, not after.
+    assert f"the store has {rounds.usable_label_count(store):,} now" in "\n".join(c.value for c in at.caption)
     quick_eval = settings.rounds.quick["rounds"]["human_eval_pairs"]
     assert f"up to {quick_eval} against the parent's lists for held-out shoppers" in "\n".join(c.value for c in at.caption)
     assert [w.value for w in at.warning] == [(f"A quick round replaces ppo.steps = 20 from your settings with "

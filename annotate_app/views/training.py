@@ -79,6 +79,7 @@ with st.container(border=True):
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
     shown = _round_settings(size)
     r, p = shown.rounds, shown.ppo
+    usable = rounds_service.usable_label_count(store)  # said up front, not only when a click is refused
     st.caption(
         f"Labels → reward model ({method_summary(shown)}) → PPO ({p.steps} steps, batch {p.batch_size}) → "
         f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "
@@ -86,7 +87,8 @@ with st.container(border=True):
         f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%})"
         + (f", and up to {r.human_eval_pairs} against the parent's lists for held-out shoppers, to measure the round. "
            if r.human_eval_pairs else ". ")
-        + f"Needs at least {r.min_labels} usable labels. Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
+        + f"Needs at least {r.min_labels} usable labels; the store has {usable:,} now. "
+        f"Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
     )
     if size == "Quick":
         for sentence in rounds_service.quick_overrides(settings):
