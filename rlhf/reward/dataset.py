@@ -264,7 +264,7 @@ def build_reward_dataset(
             "prompt": prompt, "text_a": gens.loc[p["gen_a"], "raw_text"], "text_b": gens.loc[p["gen_b"], "raw_text"],
             "split": ("gold" if is_gold else "heldout" if context_id in held_shoppers
                       else context_split(context_id, rm.heldout_fraction)), "is_gold": is_gold,
-            "chosen_by_model": not chosen_without_a_model(_text(p.get("strategy")), _text(p.get("selection_reason"))),
+            "chosen_by_model": not chosen_without_a_model(p.get("strategy"), p.get("selection_reason")),
         })
     pair_frame = pd.DataFrame(pair_rows, columns=list(PAIR_COLUMNS))
     if counts["prompt_fingerprint_mismatch"]:
@@ -328,11 +328,6 @@ def build_reward_dataset(
         train=frames["train"], heldout=frames["heldout"], gold=frames["gold"], pairs=pair_frame,
         labels=judged.reset_index(drop=True), counts=dict(counts), snapshot_id=snapshot.snapshot_id,
     )
-
-
-def _text(value: Any) -> str | None:
-    """A snapshot cell as text, or None where it is missing (NaN in a column that has some values)."""
-    return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
 @dataclass(frozen=True)
