@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,7 +72,7 @@ class SamplingParams:
         return asdict(self)
 
     def sample(self, model: Any, tokenizer: Any, views: Sequence[ContextView], *, progress: bool = True,
-               catalog_ids: Any = None) -> list[GeneratedList]:
+               catalog_ids: Any = None, on_batch: Callable[[int], None] | None = None) -> list[GeneratedList]:
         """:func:`generate_lists` with these parameters: one place that maps them onto its arguments,
         for every caller that samples as the settings say (the store, rounds)."""
         return generate_lists(
@@ -80,7 +80,7 @@ class SamplingParams:
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens,
             seed=self.seed, constrained=self.constrained, batch_size=self.batch_size,
             max_prompt_tokens=self.max_prompt_tokens, max_reason_tokens=self.max_reason_tokens,
-            forbid_example=self.forbid_example, progress=progress, catalog_ids=catalog_ids,
+            forbid_example=self.forbid_example, progress=progress, catalog_ids=catalog_ids, on_batch=on_batch,
         )
 
 
@@ -182,6 +182,7 @@ def generate_lists(
     forbid_example: bool = True,
     progress: bool = True,
     catalog_ids: Any = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[GeneratedList]:
     """Sample ``samples_per_context`` lists per view, in left-padded batches; parse each.
 
@@ -189,6 +190,8 @@ def generate_lists(
     :mod:`rlhf.constrained` grammar applies (item ids are candidates, format exact; with
     ``forbid_example`` no reason repeats the prompt's example reason).
     ``catalog_ids`` (optional) lets the parser tell real non-candidate items from invented ids.
+    ``on_batch`` (optional) hears the number of lists sampled so far after each batch: live progress for a
+    caller without a terminal (a background round's progress file).
     """
     import torch
     from tqdm.auto import tqdm
@@ -247,6 +250,8 @@ def generate_lists(
                     prompt_info=rendered[vi][1],
                 )
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(results))
     finally:
         bar.close()
     return [results[r] for r in range(len(rows))]

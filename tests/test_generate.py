@@ -42,9 +42,11 @@ def test_batched_greedy_equals_one_by_one(tokenizer, tiny_model):
     views = _views(3)
     kwargs = {"n_items": 2, "samples_per_context": 1, "temperature": 0.0, "max_new_tokens": 12, "constrained": False,
                   "progress": False}
-    batched = generate_lists(tiny_model, tokenizer, views, batch_size=3, **kwargs)
-    single = generate_lists(tiny_model, tokenizer, views, batch_size=1, **kwargs)
+    heard: dict[int, list[int]] = {3: [], 1: []}  # lists sampled so far, after each batch (a round's progress)
+    batched = generate_lists(tiny_model, tokenizer, views, batch_size=3, on_batch=heard[3].append, **kwargs)
+    single = generate_lists(tiny_model, tokenizer, views, batch_size=1, on_batch=heard[1].append, **kwargs)
     assert [g.completion_ids for g in batched] == [g.completion_ids for g in single]
+    assert heard == {3: [3], 1: [1, 2, 3]}
     assert len({g.prompt_tokens for g in batched}) == 3  # the batch really was padded
 
 

@@ -759,6 +759,74 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     assert json.dumps(launched[-1].to_toml_dict())  # what launch_round writes to the round folder
 
 
+def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workdir, monkeypatch):
+    """Before a click: how long the last round with the same settings took (or, for a Full round without a
+    GPU, how much more it samples than a Quick one); while it runs: the time left in its stage."""
+    from datetime import datetime, timedelta
+
+    from typer.testing import CliRunner
+
+    from rlhf import rounds
+    from rlhf.auth import create_user
+    from rlhf.cli import app
+    from rlhf.rounds.layout import UTC
+    from rlhf.settings import get_settings
+    from storage.records import RoundRecord
+    from storage.rounds import insert_round
+
+    settings, store = workdir
+    monkeypatch.setattr(rounds, "gpu_visible", lambda: False)
+    create_user(store, "eng4", "a-long-password-5", "engineer")
+    at = render_training_page(store, settings, "eng4", monkeypatch)
+    page = get_settings()  # what the page runs with (its data folder is the store's)
+
+    def said() -> str:
+        return "\n".join(c.value for c in at.caption)
+
+    assert "The last round with these settings" not in said()  # none has finished yet
+    next(r for r in at.radio if r.label == "Size").set_value("Full").run()
+    quick_ppo = rounds.quick_settings(page).ppo
+    times = page.ppo.steps * page.ppo.batch_size / (quick_ppo.steps * quick_ppo.batch_size)
+    assert [w.value for w in at.warning if "no GPU" in w.value] == [
+        (f"This machine has no GPU, and a Full round is sized for one: PPO samples {page.ppo.steps} steps of "
+         f"{page.ppo.batch_size} lists, {times:,.0f}× a Quick round's {quick_ppo.steps} of {quick_ppo.batch_size}, "
+         f"and a Quick round takes about 9 minutes on a 2-core CPU.")]
+
+    def add_round(round_id: str, status: str, run_settings, **fields) -> RoundRecord:
+        folder = rounds.round_folder(page, round_id)
+        rounds.save_round_settings(run_settings, folder)
+        record = RoundRecord(round_id=round_id, status=status, folder=str(folder), **fields)
+        with store.transaction() as con:
+            insert_round(con, record)
+        return record
+
+    add_round("round_20261207T080000_aaaaaa", "done", rounds.quick_settings(page), stage="done",
+              timings={"snapshot": 0.1, "reward_model": 6.5, "ppo": 407.1, "generate": 115.5, "select": 1.4,
+                       "enqueue": 0.1}, metrics={"usable_labels": 36})
+    at = render_training_page(store, settings, "eng4", monkeypatch)
+    assert ("The last round with these settings (`round_20261207T080000_aaaaaa` on 36 labels) took about 9 min: "
+            "ppo 7 min, generate 2 min.") in said()
+    next(r for r in at.radio if r.label == "Size").set_value("Full").run()
+    assert "The last round with these settings" not in said()  # a quick round says nothing of a full one
+    assert [w for w in at.warning if "no GPU" in w.value]
+
+    # A running quick round, 60 s into PPO and 2 of its 6 steps done: about 2 minutes left in the stage.
+    running = add_round("round_20261207T090000_bbbbbb", "running", rounds.quick_settings(page), stage="ppo",
+                        pid=os.getpid(), timings={"snapshot": 0.1, "reward_model": 6.0}, metrics={"usable_labels": 40})
+    now = datetime.now(UTC)
+    progress = {"stage": "ppo", "step": 2, "total": quick_ppo.steps, "pace_step": 0,
+                "pace_at": (now - timedelta(seconds=60)).isoformat(), "updated_at": now.isoformat()}
+    rounds.RoundPaths(Path(running.folder)).progress.write_text(json.dumps(progress))
+    shown = CliRunner().invoke(app, ["round", "status", running.round_id, "--data-dir", str(page.data_dir)])
+    assert shown.exit_code == 0, shown.output
+    assert f"progress: ppo 2/{quick_ppo.steps}, about 2 min left in this stage" in shown.output
+    at = render_training_page(store, settings, "eng4", monkeypatch)
+    assert not at.exception, at.exception
+    assert "The last round with these settings took about 9 min (`round_20261207T080000_aaaaaa`)." in said()
+    bars = [e.proto.text for e in at.get("progress")]
+    assert any("about 2 min left in this stage" in text for text in bars), bars
+
+
 def test_a_launched_round_is_running_before_its_process_starts_and_a_second_click_is_refused(workdir, monkeypatch):
     """The background process needs seconds to import torch; the page that launched the round must show
     it running at once (it showed the previous round, frozen, until the user clicked something), and a

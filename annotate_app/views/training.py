@@ -51,10 +51,31 @@ active = next((r for r in reversed(summaries) if r["status"] == "running"), None
 
 # ------------------------------------------------------------------------------------------- start
 SIZES = ("Quick", "Full")
+#: A quick round of the demo store with SmolLM2-135M on a 2-core CPU (BENCHMARKS.md, "The loop": 8-9 minutes).
+QUICK_MINUTES_ON_2_CORES = 9
 
 
 def _round_settings(size: str):
     return rounds_service.quick_settings(settings) if size == "Quick" else settings
+
+
+def _duration_hint(shown, size: str) -> None:
+    """How long the round is likely to take: the last finished round with the same settings, else, for a Full
+    round without a GPU, how much more PPO sampling it does than a Quick round (sized for a GPU, hours here)."""
+    past = rounds_service.last_duration_with(shown, summaries)
+    if past is not None:
+        stages = ", ".join(f"{stage} {rounds_service.duration_text(sec).removeprefix('about ')}"
+                           for stage, sec in past.stage_seconds.items() if sec >= 60)
+        labels = f" on {past.usable_labels:,} labels" if past.usable_labels is not None else ""
+        st.caption(f"The last round with these settings (`{past.round_id}`{labels}) took "
+                   f"{rounds_service.duration_text(past.seconds)}" + (f": {stages}." if stages else "."))
+    elif size == "Full" and not rounds_service.gpu_visible():
+        full, quick = shown.ppo, rounds_service.quick_settings(settings).ppo
+        times = (full.steps * full.batch_size) / max(1, quick.steps * quick.batch_size)
+        st.warning(f"This machine has no GPU, and a Full round is sized for one: PPO samples {full.steps} steps of "
+                   f"{full.batch_size} lists, {times:,.0f}× a Quick round's {quick.steps} of {quick.batch_size}, "
+                   f"and a Quick round takes about {QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU.",
+                   icon=":material/schedule:")
 
 
 def _start() -> None:
@@ -74,8 +95,8 @@ with st.container(border=True):
     st.subheader("New round")
     default_size = 1 if rounds_service.gpu_visible() else 0
     size = st.radio("Size", SIZES, index=default_size, horizontal=True, key="training.size",
-                    help="Quick: a few PPO steps on a few contexts (settings.rounds.quick), about 8 minutes on a "
-                         "2-core CPU with the default model; "
+                    help=f"Quick: a few PPO steps on a few contexts (settings.rounds.quick), about "
+                         f"{QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model; "
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
     shown = _round_settings(size)
     r, p = shown.rounds, shown.ppo
@@ -90,6 +111,7 @@ with st.container(border=True):
         + f"Needs at least {r.min_labels} usable labels; the store has {usable:,} now. "
         f"Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
     )
+    _duration_hint(shown, size)
     if size == "Quick":
         for sentence in rounds_service.quick_overrides(settings):
             st.warning(sentence, icon=":material/warning:")
@@ -126,7 +148,12 @@ def _progress_view(round_id: str) -> None:
         extra = ""
         if prog.get("reward") is not None:
             extra = f" · reward {prog['reward']:.3f} · KL {prog.get('kl') or 0:.3f}"
+        left = rounds_service.stage_seconds_left(prog) if state == "running" else None
+        if left is not None:
+            extra += f" · {rounds_service.duration_text(left)} left in this stage"
         st.progress(min(1.0, step / max(total, 1)), text=f"{prog.get('stage')}: {step}/{total}{extra}")
+    if state == "running" and status["folder"]:
+        _like_round_hint(status["folder"])
     if status["timings"]:
         st.caption("Seconds per finished stage: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
     if status["error"]:
@@ -158,6 +185,17 @@ def _progress_view(round_id: str) -> None:
         except (RecFeedbackError, StoreError) as exc:
             st.error(str(exc))
         st.rerun()
+
+
+def _like_round_hint(folder: str) -> None:
+    """How long the last round with the running round's settings took: what to expect of this one."""
+    try:
+        past = rounds_service.last_duration_with(rounds_service.load_round_settings(Path(folder)), summaries)
+    except (RecFeedbackError, OSError, ValueError):  # settings.json unreadable: nothing to compare with
+        return
+    if past is not None:
+        st.caption(f"The last round with these settings took {rounds_service.duration_text(past.seconds)} "
+                   f"(`{past.round_id}`).")
 
 
 @st.fragment(run_every=3)

@@ -24,7 +24,7 @@ def _settings(data_dir: str | None) -> Any:
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:
-    from rlhf.rounds import SettingValue, setting_text
+    from rlhf.rounds import SettingValue, duration_text, setting_text, stage_seconds_left
 
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
@@ -32,7 +32,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"Round {status['round_id']}: {status['status']} (stage {status['stage']})")
     progress = status.get("progress") or {}
     if progress.get("total"):
-        typer.echo(f"  progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}")
+        left = stage_seconds_left(progress) if status["status"] == "running" else None
+        typer.echo(f"  progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}"
+                   + (f", {duration_text(left)} left in this stage" if left is not None else ""))
     typer.echo(f"  finished stages: {', '.join(status['completed_stages']) or 'none'}")
     if status.get("timings"):
         typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))

@@ -2,8 +2,9 @@
 
 The package's modules: :mod:`~rlhf.rounds.layout` (the round folder, its files, the stage names),
 :mod:`~rlhf.rounds.state` (processes, what the store says about rounds), :mod:`~rlhf.rounds.stages` (the
-stages), :mod:`~rlhf.rounds.runner` (run, resume, cancel, launch) and :mod:`~rlhf.rounds.reports`
-(status, summaries, charts, verdicts, the registry). Everything public is importable from here.
+stages), :mod:`~rlhf.rounds.runner` (run, resume, cancel, launch), :mod:`~rlhf.rounds.reports`
+(status, summaries, charts, verdicts, the registry) and :mod:`~rlhf.rounds.timing` (time left, past
+durations). Everything public is importable from here.
 
 Stages, in order (each one a function in :mod:`~rlhf.rounds.stages`)::
 
@@ -107,6 +108,7 @@ from rlhf.rounds.state import (
     running_round,
     usable_label_count,
 )
+from rlhf.rounds.timing import PastDuration, duration_text, last_duration_with, stage_seconds_left
 
 __all__ = [
     "FINAL_STATUSES",
@@ -115,6 +117,7 @@ __all__ = [
     "STAGES",
     "STAGE_FUNCS",
     "LaunchedRound",
+    "PastDuration",
     "RoundCancelled",
     "RoundContext",
     "RoundPaths",
@@ -125,9 +128,11 @@ __all__ = [
     "comparison_policies",
     "completed_stages",
     "create_round",
+    "duration_text",
     "effective_status",
     "execute",
     "gpu_visible",
+    "last_duration_with",
     "latest_report",
     "launch_round",
     "list_round_summaries",
@@ -160,6 +165,7 @@ __all__ = [
     "stage_generate",
     "stage_ppo",
     "stage_reward_model",
+    "stage_seconds_left",
     "stage_select",
     "stage_snapshot",
     "usable_label_count",

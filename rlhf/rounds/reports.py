@@ -89,8 +89,12 @@ class RoundSettings:
 def _flat_settings(folder: str | None) -> dict[str, Any] | None:
     """A round folder's recorded settings of :data:`ROUND_SETTING_SECTIONS` as ``{"ppo.steps": 8, ...}``."""
     data = _read_json(RoundPaths(Path(folder)).settings) if folder else None
-    if not isinstance(data, Mapping):
-        return None
+    return flatten_round_settings(data) if isinstance(data, Mapping) else None
+
+
+def flatten_round_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as a round folder's settings.json holds them, restricted to :data:`ROUND_SETTING_SECTIONS` and
+    flattened to ``{"ppo.steps": 8, ...}``: what tells two rounds' training apart."""
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,19 @@ class RoundContext:
     store: Store
     paths: RoundPaths
     progress_bars: bool = True
+    #: (stage, step, when) of this process's first counted step of the current stage: the pace's origin.
+    _pace_origin: tuple[str, int, str] | None = field(default=None, repr=False)
 
     def set_progress(self, stage: str, step: int | None = None, total: int | None = None, **extra: Any) -> None:
+        """Write ``progress.json``. Besides the step it records where this process started counting the
+        stage (``pace_step``, ``pace_at``), so that a reader can tell the time left at the pace so far
+        (:func:`rlhf.rounds.reports.stage_seconds_left`) after a resume as well as in a fresh run."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        if self._pace_origin is None or self._pace_origin[0] != stage:
+            self._pace_origin = (stage, step, now) if step is not None else None
+        pace = {"pace_step": self._pace_origin[1], "pace_at": self._pace_origin[2]} if self._pace_origin else {}
         _write_json(self.paths.progress, {
-            "stage": stage, "step": step, "total": total, "pid": os.getpid(),
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra,
+            "stage": stage, "step": step, "total": total, "pid": os.getpid(), "updated_at": now, **pace, **extra,
         })
 
     def marker(self, stage: str) -> dict[str, Any]:
@@ -247,7 +255,7 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- stage: generate
 def _sample(model: Any, tokenizer: Any, views: Sequence[Any], settings: Settings, policy_id: str, round_id: str,
-            catalog: set[str], progress: bool) -> list[dict[str, Any]]:
+            catalog: set[str], progress: bool, on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     from rlhf.generate import SamplingParams
     from rlhf.prompts import PROMPT_VERSION, prompt_fingerprint
     from storage.ids import new_id
@@ -255,7 +263,7 @@ def _sample(model: Any, tokenizer: Any, views: Sequence[Any], settings: Settings
     if not views:
         return []
     p = SamplingParams.from_settings(settings)
-    lists = p.sample(model, tokenizer, views, progress=progress, catalog_ids=catalog)
+    lists = p.sample(model, tokenizer, views, progress=progress, catalog_ids=catalog, on_batch=on_batch)
     sampling = {k: v for k, v in p.as_dict().items() if k not in ("samples_per_context", "batch_size")}
     return [
         {
@@ -310,23 +318,29 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
         have = set(gens[gens["policy_id"] == policy_id]["context_id"]) if len(gens) else set()
         if todo := [c for c in held if c not in have]:
             missing[policy_id] = (adapter, todo)
-    total = len(pool) + len(held) + sum(len(todo) for _, todo in missing.values())
-    ctx.set_progress("generate", 0, total)
+    # Progress counts lists (every policy samples samples_per_context per context), updated after each batch.
+    per_context = settings.generation.samples_per_context
+    total = per_context * (len(pool) + len(held) + sum(len(todo) for _, todo in missing.values()))
+    done = 0
+    ctx.set_progress("generate", done, total)
+
+    def counted(lists_so_far: int) -> None:
+        ctx.set_progress("generate", done + lists_so_far, total)
+
     model, tokenizer = _load_for_sampling(settings, ppo["adapter"])
     new_policy = meta["policy_id"]
     rows = _sample(model, tokenizer, _views(snap, pool + held, settings), settings, new_policy, ctx.round_id, catalog,
-                   ctx.progress_bars)
-    done = len(pool) + len(held)
-    ctx.set_progress("generate", done, total)
+                   ctx.progress_bars, counted)
+    done = len(rows)
     del model
     # The comparison policies' lists on the evaluation contexts (the comparison and the RM win rates).
     for policy_id, (adapter, todo) in missing.items():
         model, tokenizer = _load_for_sampling(settings, adapter)
         rows += _sample(model, tokenizer, _views(snap, todo, settings), settings, policy_id, ctx.round_id, catalog,
-                        ctx.progress_bars)
+                        ctx.progress_bars, counted)
         del model
-        done += len(todo)
-        ctx.set_progress("generate", done, total)
+        done = len(rows)
+    ctx.set_progress("generate", done, total)
     with ctx.paths.generations.open("w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, default=str) + "\n")

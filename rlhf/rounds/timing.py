@@ -1,0 +1,78 @@
+"""How long rounds take, for the people waiting on them: the time left in a running stage at its pace so far,
+and how long the last finished round with the same training settings took (the best guess at the next one's
+time on this machine, before it starts)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rlhf.rounds.layout import UTC
+from rlhf.rounds.reports import _flat_settings, flatten_round_settings
+from rlhf.settings import Settings
+
+
+def stage_seconds_left(progress: Mapping[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds left in the running stage of ``progress`` (a round's ``progress.json``), at the pace its
+    process has kept since it started counting the stage (its first step, or the step a resume began at).
+
+    Counts down between updates, never below 0. None until at least one step has passed in this process,
+    or when the progress has no total (a stage that does not count its work).
+    """
+    step, total, first = progress.get("step"), progress.get("total"), progress.get("pace_step")
+    started, updated = _when(progress.get("pace_at")), _when(progress.get("updated_at"))
+    if None in (step, total, first, started, updated) or step <= first or step >= total:
+        return None
+    per_step = (updated - started).total_seconds() / (step - first)
+    since_update = ((now or datetime.now(UTC)) - updated).total_seconds()
+    return max(0.0, per_step * (total - step) - since_update)
+
+
+def _when(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class PastDuration:
+    """A finished round's wall time by stage. The reward model's share grows with the labels, so
+    ``usable_labels`` (what that round trained on) is said beside it."""
+
+    round_id: str
+    stage_seconds: dict[str, float]
+    usable_labels: int | None
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+
+def last_duration_with(settings: Settings, summaries: Sequence[Mapping[str, Any]]) -> PastDuration | None:
+    """The latest ``done`` round of ``summaries`` (:func:`rlhf.rounds.list_round_summaries`, oldest first) that
+    ran with exactly ``settings``' training settings; None when none did (or none recorded its settings)."""
+    wanted = flatten_round_settings(json.loads(json.dumps(settings.to_toml_dict(), default=str)))
+    for summary in reversed(summaries):
+        if summary["status"] != "done" or _flat_settings(summary["folder"]) != wanted:
+            continue
+        timings = {k: float(v) for k, v in (summary.get("timings") or {}).items() if isinstance(v, (int, float))}
+        if not timings:
+            continue
+        labels = (summary.get("metrics") or {}).get("usable_labels")
+        return PastDuration(summary["round_id"], timings, int(labels) if isinstance(labels, (int, float)) else None)
+    return None
+
+
+def duration_text(seconds: float) -> str:
+    """A wait as a person says it: "under a minute", "about 4 min", "about 2 h 10 min"."""
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return "under a minute"
+    if minutes < 60:
+        return f"about {minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"about {hours} h" + (f" {rest} min" if rest else "")

@@ -1,0 +1,89 @@
+"""How long rounds take: the time left in a running stage, and the last finished round with the same settings."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from rlhf.rounds import (
+    RoundContext,
+    RoundPaths,
+    duration_text,
+    last_duration_with,
+    quick_settings,
+    save_round_settings,
+    stage_seconds_left,
+)
+from rlhf.rounds.layout import UTC
+
+T0 = datetime(2026, 12, 7, 11, 0, 0, tzinfo=UTC)
+
+
+def _progress(step, total, pace_step, pace_after_s: float, updated_after_s: float) -> dict:
+    return {"stage": "ppo", "step": step, "total": total, "pace_step": pace_step,
+            "pace_at": (T0 + timedelta(seconds=pace_after_s)).isoformat(),
+            "updated_at": (T0 + timedelta(seconds=updated_after_s)).isoformat()}
+
+
+def test_the_time_left_in_a_stage_follows_its_pace_since_this_process_started_counting():
+    # Resumed at step 2 (the steps before ran in another process), step 5 reached 30 s later: 10 s a step.
+    progress = _progress(5, 8, 2, 0, 30)
+    at_update = T0 + timedelta(seconds=30)
+    assert stage_seconds_left(progress, at_update) == pytest.approx(30.0)
+    assert stage_seconds_left(progress, at_update + timedelta(seconds=12)) == pytest.approx(18.0)  # counts down
+    assert stage_seconds_left(progress, at_update + timedelta(seconds=100)) == 0.0  # a slow step: never below 0
+    # Nothing to say before a step has passed in this process, without a total, or at the end.
+    assert stage_seconds_left(_progress(2, 8, 2, 0, 5), at_update) is None
+    assert stage_seconds_left({**progress, "total": None}, at_update) is None
+    assert stage_seconds_left(_progress(8, 8, 2, 0, 60), at_update) is None
+    assert stage_seconds_left({"stage": "ppo", "step": 5, "total": 8}, at_update) is None  # an older progress file
+
+
+def test_a_rounds_progress_file_records_where_each_stage_started_counting(tmp_path, settings):
+    ctx = RoundContext("round_x", settings, None, RoundPaths(tmp_path))  # type: ignore[arg-type]
+
+    def read() -> dict:
+        return json.loads(ctx.paths.progress.read_text())
+
+    ctx.set_progress("ppo")  # the stage starts; no step counted yet
+    assert "pace_step" not in read()
+    ctx.set_progress("ppo", 3, 10)  # a resumed PPO: its first counted step is 3, not 0
+    origin = read()
+    assert origin["pace_step"] == 3 and origin["pace_at"] == origin["updated_at"]
+    ctx.set_progress("ppo", 4, 10)
+    assert (read()["pace_step"], read()["pace_at"]) == (3, origin["pace_at"])
+    ctx.set_progress("generate", 0, 12)  # a new stage starts its own count
+    assert read()["pace_step"] == 0 and read()["stage"] == "generate"
+
+
+def _summary(tmp_path, round_id: str, settings, status: str = "done", **timings: float) -> dict:
+    folder = tmp_path / round_id
+    save_round_settings(settings, folder)
+    return {"round_id": round_id, "status": status, "folder": str(folder), "timings": timings,
+            "metrics": {"usable_labels": 36}}
+
+
+def test_the_last_finished_round_with_the_same_settings_says_how_long_the_next_will_take(tmp_path, settings):
+    quick = quick_settings(settings)
+    summaries = [
+        _summary(tmp_path, "round_1", quick, reward_model=6.5, ppo=407.1, generate=115.5),
+        _summary(tmp_path, "round_2", settings, ppo=9000.0),  # a full round: other settings
+        _summary(tmp_path, "round_3", quick, status="failed", ppo=12.0),  # never finished
+        _summary(tmp_path, "round_4", quick.model_copy(update={"ppo": quick.ppo.model_copy(update={"steps": 7})}),
+                 ppo=480.0),  # one setting differs
+    ]
+    past = last_duration_with(quick, summaries)
+    assert past is not None and past.round_id == "round_1" and past.usable_labels == 36
+    assert past.seconds == pytest.approx(529.1)
+    assert last_duration_with(settings, summaries).round_id == "round_2"
+    summaries.append(_summary(tmp_path, "round_5", quick, reward_model=7.0, ppo=300.0))
+    assert last_duration_with(quick, summaries).round_id == "round_5"  # the latest like round
+    other = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={"epochs": 9.0})})
+    assert last_duration_with(other, summaries) is None
+
+
+def test_durations_read_as_a_person_says_them():
+    assert [duration_text(s) for s in (12, 59.9, 61, 529, 3600, 3 * 3600 + 10 * 60)] == [
+        "under a minute", "under a minute", "about 1 min", "about 9 min", "about 1 h", "about 3 h 10 min"]
