@@ -10,7 +10,10 @@ Two measurements, both from one annotator in this process through the service la
 
 Goals on the 2-core CI machine: p95 <= 30 ms alone, <= 150 ms under contention.
 
-    .venv/bin/python benchmarks/store_bench.py [--labels 100000] [--n 300]
+First it times what the Training page reads from the store on every run of its script (the usable-label
+count, the human win rates, the round summaries), the count against reading every label into a record.
+
+    .venv/bin/python benchmarks/store_bench.py [--labels 100000] [--n 300] [--reads-only]
 
 The 100k-label store is built once into benchmarks/out/ (git-ignored) and copied for each run.
 """
@@ -116,11 +119,52 @@ def snapshot_loop(db_path: str, folder: str, stop_file: str) -> None:
     print(f"snapshots={i} mean_s={statistics.mean(durations) if durations else 0:.3f}", flush=True)
 
 
+def _usable_by_records(con) -> int:
+    """The peer: the count as the Training page made it before 2026-12-07 (every current label read into a
+    record, filtered in Python; the trainable pairs from one query)."""
+    from storage.queue import current_labels, gold_answers
+
+    labels = [lab for lab in current_labels(con) if not lab.is_reshow and lab.choice in ("A", "B")]
+    ids = sorted({lab.pair_id for lab in labels} - set(gold_answers(con)))
+    rows = con.execute(
+        "SELECT p.pair_id FROM pairs p LEFT JOIN contexts c ON c.context_id = p.context_id WHERE p.pair_id IN ("
+        + ",".join("?" * len(ids)) + ") AND NOT p.is_gold AND coalesce(c.split, '') <> 'heldout'", ids).fetchall()
+    trainable = {r[0] for r in rows}
+    return sum(1 for lab in labels if lab.pair_id in trainable)
+
+
+def page_reads(store, repeats: int = 5) -> None:
+    """What the Training page reads from the store on every run of its script, best of ``repeats``."""
+    from rlhf import rounds
+    from rlhf.human_eval import human_win_rates
+
+    def best(fn) -> tuple[float, object]:
+        times, out = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return min(times), out
+
+    def peer() -> int:
+        with store.transaction() as con:
+            return _usable_by_records(con)
+
+    ours_ms, ours = best(lambda: rounds.usable_label_count(store))
+    peer_ms, theirs = best(peer)
+    assert ours == theirs, (ours, theirs)
+    print(f"Training page reads (best of {repeats}): usable labels {ours:,} in {ours_ms:.0f} ms "
+          f"(records then count: {peer_ms:.0f} ms, {peer_ms / ours_ms:.0f}x); "
+          f"human win rates {best(lambda: human_win_rates(store))[0]:.0f} ms; "
+          f"round summaries {best(lambda: rounds.list_round_summaries(store))[0]:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=100_000)
     parser.add_argument("--n", type=int, default=300, help="submit-and-next calls per measurement")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--reads-only", action="store_true", help="only the Training page's reads, not submit-and-next")
     args = parser.parse_args()
 
     from rlhf.settings import load_settings
@@ -148,6 +192,9 @@ def main() -> None:
             size_mb = (data / "recfeedback.duckdb").stat().st_size / 1e6
         print(f"store: {n_labels:,} labels, {size_mb:.1f} MB; {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs")
+        page_reads(store)
+        if args.reads_only:
+            return
         measure(store, settings, "warmup", 5)
 
         cpu: list[float] = []

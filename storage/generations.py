@@ -129,19 +129,6 @@ def get_pair(con: Any, pair_id: str) -> Pair:
     return Pair(**rows[0])
 
 
-def trainable_pairs(con: Any, pair_ids: Sequence[str]) -> set[str]:
-    """The existing pairs among ``pair_ids`` a reward model may learn from, in one query: not gold, and not
-    on a context of the held-out split (those shoppers are for evaluation only)."""
-    if not pair_ids:
-        return set()
-    placeholders = ",".join("?" * len(pair_ids))
-    rows = con.execute(
-        f"SELECT p.pair_id FROM pairs p LEFT JOIN contexts c ON c.context_id = p.context_id "
-        f"WHERE p.pair_id IN ({placeholders}) AND NOT p.is_gold AND coalesce(c.split, '') <> 'heldout'",
-        list(pair_ids))
-    return {pair_id for (pair_id,) in rows.fetchall()}
-
-
 def list_pairs(con: Any, *, status: str | None = None, source: str | None = "app") -> list[Pair]:
     sql = f"SELECT {_PAIR_COLUMNS} FROM pairs WHERE true"
     params: list[Any] = []

@@ -577,6 +577,19 @@ def label_counts(con: Any) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
+def count_trainable_labels(con: Any) -> int:
+    """Current, non-re-show A/B labels on pairs a reward model may learn from: not gold, and not on a context
+    of the held-out split (those shoppers are for evaluation only). One aggregate query: the Training page
+    asks on every run, and reading 100k labels into records to count them took seconds (BENCHMARKS.md)."""
+    row = con.execute(
+        f"SELECT count(*) FROM labels l JOIN pairs p ON p.pair_id = l.pair_id "
+        f"LEFT JOIN contexts c ON c.context_id = p.context_id "
+        f"WHERE {_CURRENT.format(alias='l')} AND NOT l.is_reshow AND l.choice IN ('A', 'B') AND NOT p.is_gold "
+        f"AND NOT EXISTS (SELECT 1 FROM gold g WHERE g.pair_id = l.pair_id) AND coalesce(c.split, '') <> 'heldout'"
+    ).fetchone()
+    return int(row[0])
+
+
 def get_label(con: Any, label_id: str) -> Label:
     rows = fetch_dicts(con, f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", [label_id])
     if not rows:

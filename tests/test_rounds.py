@@ -602,26 +602,36 @@ def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes(workdi
 
 
 def test_usable_labels_leave_out_gold_pairs_and_heldout_shoppers(workdir):
-    """What the reward model can learn from, counted with one query for the pairs it may learn from."""
+    """What the reward model can learn from: current A/B labels that are not re-shows, on pairs that are
+    neither gold nor on a held-out shopper's context."""
     from rlhf.rounds import usable_label_count
-    from storage.generations import get_pair, trainable_pairs
-    from storage.queue import current_labels
+    from storage.generations import get_pair
+    from storage.queue import current_labels, import_labels, set_gold
+    from storage.records import Label
 
     _settings, store = workdir
     with store.transaction() as con:
+        usable = current_labels(con)
+        assert usable and all(not lab.is_reshow and lab.choice in ("A", "B") for lab in usable)
+        # A tie, a "both bad" and a re-show (the consistency check) on a pair that trains: none of them count.
+        import_labels(con, [Label("lab_tie", usable[0].pair_id, "someone", "tie", left_side="A"),
+                            Label("lab_both_bad", usable[0].pair_id, "someone_else", "both_bad", left_side="A"),
+                            Label("lab_reshow", usable[0].pair_id, usable[0].annotator_id, "A", strength=2,
+                                  left_side="B", is_reshow=True)])
         labels = current_labels(con)
-        ids = sorted({lab.pair_id for lab in labels})
-        assert trainable_pairs(con, [*ids, "pair_missing"]) == {i for i in ids if not get_pair(con, i).is_gold}
-        assert trainable_pairs(con, []) == set()
-        usable = [lab for lab in labels if not lab.is_reshow and lab.choice in ("A", "B")]
-        assert usable
+    assert usable_label_count(store) == len(usable) == len(labels) - 3
+    with store.transaction() as con:
         one, other = sorted({lab.pair_id for lab in usable})[:2]
-        con.execute("UPDATE pairs SET is_gold = true WHERE pair_id = ?", [one])
+        set_gold(con, one, "A")  # a gold pair checks annotators and never trains
         # A pair on a held-out shopper's context evaluates the reward model and never trains it.
         con.execute("UPDATE contexts SET split = 'heldout' WHERE context_id = ?", [get_pair(con, other).context_id])
-        on_other_context = {p for p in ids if get_pair(con, p).context_id == get_pair(con, other).context_id}
+        on_other_context = {lab.pair_id for lab in labels
+                            if get_pair(con, lab.pair_id).context_id == get_pair(con, other).context_id}
+        retracted = next(lab for lab in usable if lab.pair_id not in {one} | on_other_context)
+        con.execute("INSERT INTO label_retractions (label_id, retracted_by, reason, retracted_at) "
+                    "VALUES (?, 'test', 'undo', now())", [retracted.label_id])  # an undone label
     left_out = {one} | on_other_context
-    assert usable_label_count(store) == sum(1 for lab in usable if lab.pair_id not in left_out) < len(usable)
+    assert usable_label_count(store) == sum(1 for lab in usable if lab.pair_id not in left_out) - 1 < len(usable)
 
 
 def what_a_run_wrote(store: Store, round_id: str) -> dict[str, list]:

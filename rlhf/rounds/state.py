@@ -60,14 +60,10 @@ def effective_status(record: RoundRecord) -> str:
 def usable_label_count(store: Store) -> int:
     """Current, non-re-show A/B labels on non-gold pairs of training contexts: what the reward model can
     learn from (``rlhf.reward.dataset``'s rules)."""
-    from storage.generations import trainable_pairs
-    from storage.queue import current_labels, gold_answers
+    from storage.queue import count_trainable_labels
 
     with store.transaction() as con:
-        labels = [lab for lab in current_labels(con) if not lab.is_reshow and lab.choice in ("A", "B")]
-        gold = set(gold_answers(con))
-        trainable = trainable_pairs(con, sorted({lab.pair_id for lab in labels} - gold))  # one query, not one per pair
-    return sum(1 for lab in labels if lab.pair_id in trainable)
+        return count_trainable_labels(con)
 
 
 def running_round(store: Store) -> RoundRecord | None:
