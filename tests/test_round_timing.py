@@ -8,11 +8,13 @@ from datetime import datetime, timedelta
 import pytest
 
 from rlhf.rounds import (
+    PastDuration,
     RoundContext,
     RoundPaths,
     duration_text,
     last_duration_with,
     quick_settings,
+    round_seconds_left,
     save_round_settings,
     stage_seconds_left,
 )
@@ -87,3 +89,12 @@ def test_the_last_finished_round_with_the_same_settings_says_how_long_the_next_w
 def test_durations_read_as_a_person_says_them():
     assert [duration_text(s) for s in (12, 59.9, 61, 529, 3600, 3 * 3600 + 10 * 60)] == [
         "under a minute", "under a minute", "about 1 min", "about 9 min", "about 1 h", "about 3 h 10 min"]
+
+
+def test_a_running_rounds_time_left_adds_the_later_stages_of_the_last_like_round():
+    past = PastDuration("round_1", {"snapshot": 1.0, "reward_model": 6.0, "ppo": 400.0, "generate": 115.0,
+                                    "select": 1.5, "enqueue": 0.5}, 36)
+    progress = _progress(5, 8, 2, 0, 30)  # PPO: 30 s left at its pace
+    assert round_seconds_left(progress, past, T0 + timedelta(seconds=30)) == pytest.approx(30.0 + 117.0)
+    assert round_seconds_left({**progress, "stage": "generate"}, past, T0 + timedelta(seconds=30)) == pytest.approx(32.0)
+    assert round_seconds_left(_progress(2, 8, 2, 0, 5), past, T0) is None  # the stage's pace is not known yet

@@ -832,7 +832,9 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
     assert f"progress: ppo 2/{quick_ppo.steps}, about 2 min left in this stage" in shown.output
     at = render_training_page(store, settings, "eng4", monkeypatch)
     assert not at.exception, at.exception
-    assert "The last round with these settings took about 9 min (`round_20261207T080000_aaaaaa`)." in said()
+    # The stage's 2 minutes, then generate, select and enqueue as long as the last like round's (117 s).
+    assert ("The last round with these settings took about 9 min (`round_20261207T080000_aaaaaa`); at this "
+            "stage's pace and its later stages' times, this one has about 4 min left.") in said()
     bars = [e.proto.text for e in at.get("progress")]
     assert any("about 2 min left in this stage" in text for text in bars), bars
 

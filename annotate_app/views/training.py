@@ -153,7 +153,7 @@ def _progress_view(round_id: str) -> None:
             extra += f" · {rounds_service.duration_text(left)} left in this stage"
         st.progress(min(1.0, step / max(total, 1)), text=f"{prog.get('stage')}: {step}/{total}{extra}")
     if state == "running" and status["folder"]:
-        _like_round_hint(status["folder"])
+        _like_round_hint(status["folder"], prog)
     if status["timings"]:
         st.caption("Seconds per finished stage: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
     if status["error"]:
@@ -187,15 +187,18 @@ def _progress_view(round_id: str) -> None:
         st.rerun()
 
 
-def _like_round_hint(folder: str) -> None:
-    """How long the last round with the running round's settings took: what to expect of this one."""
+def _like_round_hint(folder: str, progress: dict) -> None:
+    """How long the last round with the running round's settings took, and so how long this one has left."""
     try:
         past = rounds_service.last_duration_with(rounds_service.load_round_settings(Path(folder)), summaries)
     except (RecFeedbackError, OSError, ValueError):  # settings.json unreadable: nothing to compare with
         return
-    if past is not None:
-        st.caption(f"The last round with these settings took {rounds_service.duration_text(past.seconds)} "
-                   f"(`{past.round_id}`).")
+    if past is None:
+        return
+    said = f"The last round with these settings took {rounds_service.duration_text(past.seconds)} (`{past.round_id}`)"
+    left = rounds_service.round_seconds_left(progress, past)
+    st.caption(said + (f"; at this stage's pace and its later stages' times, this one has "
+                       f"{rounds_service.duration_text(left)} left." if left is not None else "."))
 
 
 @st.fragment(run_every=3)

@@ -108,7 +108,13 @@ from rlhf.rounds.state import (
     running_round,
     usable_label_count,
 )
-from rlhf.rounds.timing import PastDuration, duration_text, last_duration_with, stage_seconds_left
+from rlhf.rounds.timing import (
+    PastDuration,
+    duration_text,
+    last_duration_with,
+    round_seconds_left,
+    stage_seconds_left,
+)
 
 __all__ = [
     "FINAL_STATUSES",
@@ -152,6 +158,7 @@ __all__ = [
     "round_curves",
     "round_evaluation",
     "round_folder",
+    "round_seconds_left",
     "round_settings",
     "round_status",
     "round_verdicts",

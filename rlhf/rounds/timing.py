@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rlhf.rounds.layout import UTC
+from rlhf.rounds.layout import STAGES, UTC
 from rlhf.rounds.reports import _flat_settings, flatten_round_settings
 from rlhf.settings import Settings
 
@@ -65,6 +65,16 @@ def last_duration_with(settings: Settings, summaries: Sequence[Mapping[str, Any]
         labels = (summary.get("metrics") or {}).get("usable_labels")
         return PastDuration(summary["round_id"], timings, int(labels) if isinstance(labels, (int, float)) else None)
     return None
+
+
+def round_seconds_left(progress: Mapping[str, Any], past: PastDuration, now: datetime | None = None) -> float | None:
+    """Seconds left in a running round: its stage's time left (:func:`stage_seconds_left`) plus what the
+    stages after it took in ``past``, a finished round with the same settings. None while the stage's own
+    time left is unknown."""
+    stage, left = progress.get("stage"), stage_seconds_left(progress, now)
+    if left is None or stage not in STAGES:
+        return None
+    return left + sum(past.stage_seconds.get(later, 0.0) for later in STAGES[STAGES.index(stage) + 1:])
 
 
 def duration_text(seconds: float) -> str:
