@@ -12,6 +12,7 @@ from rlhf.rounds import (
     RoundContext,
     RoundPaths,
     duration_text,
+    last_duration_like,
     last_duration_with,
     quick_settings,
     round_seconds_left,
@@ -82,6 +83,13 @@ def test_the_last_finished_round_with_the_same_settings_says_how_long_the_next_w
     assert last_duration_with(settings, summaries).round_id == "round_2"
     summaries.append(_summary(tmp_path, "round_5", quick, reward_model=7.0, ppo=300.0))
     assert last_duration_with(quick, summaries).round_id == "round_5"  # the latest like round
+    # A running round's like round: by the settings its own folder recorded.
+    summaries.append(_summary(tmp_path, "round_6", quick, status="running", ppo=10.0))
+    assert last_duration_like("round_6", summaries).round_id == "round_5"
+    summaries.append(_summary(tmp_path, "round_7", settings, status="running"))
+    assert last_duration_like("round_7", summaries).round_id == "round_2"
+    (tmp_path / "round_7" / "settings.json").unlink()
+    assert last_duration_like("round_7", summaries) is None  # no recorded settings: nothing to compare
     other = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={"epochs": 9.0})})
     assert last_duration_with(other, summaries) is None
 

@@ -829,7 +829,8 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
     rounds.RoundPaths(Path(running.folder)).progress.write_text(json.dumps(progress))
     shown = CliRunner().invoke(app, ["round", "status", running.round_id, "--data-dir", str(page.data_dir)])
     assert shown.exit_code == 0, shown.output
-    assert f"progress: ppo 2/{quick_ppo.steps}, about 2 min left in this stage" in shown.output
+    assert (f"progress: ppo 2/{quick_ppo.steps}, about 2 min left in this stage; about 4 min left in the round, "
+            f"by the last round with these settings") in shown.output
     at = render_training_page(store, settings, "eng4", monkeypatch)
     assert not at.exception, at.exception
     # The stage's 2 minutes, then generate, select and enqueue as long as the last like round's (117 s).

@@ -152,8 +152,8 @@ def _progress_view(round_id: str) -> None:
         if left is not None:
             extra += f" · {rounds_service.duration_text(left)} left in this stage"
         st.progress(min(1.0, step / max(total, 1)), text=f"{prog.get('stage')}: {step}/{total}{extra}")
-    if state == "running" and status["folder"]:
-        _like_round_hint(status["folder"], prog)
+    if state == "running":
+        _like_round_hint(round_id, prog)
     if status["timings"]:
         st.caption("Seconds per finished stage: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
     if status["error"]:
@@ -187,12 +187,9 @@ def _progress_view(round_id: str) -> None:
         st.rerun()
 
 
-def _like_round_hint(folder: str, progress: dict) -> None:
+def _like_round_hint(round_id: str, progress: dict) -> None:
     """How long the last round with the running round's settings took, and so how long this one has left."""
-    try:
-        past = rounds_service.last_duration_with(rounds_service.load_round_settings(Path(folder)), summaries)
-    except (RecFeedbackError, OSError, ValueError):  # settings.json unreadable: nothing to compare with
-        return
+    past = rounds_service.last_duration_like(round_id, summaries)
     if past is None:
         return
     said = f"The last round with these settings took {rounds_service.duration_text(past.seconds)} (`{past.round_id}`)"

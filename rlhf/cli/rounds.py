@@ -34,7 +34,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     if progress.get("total"):
         left = stage_seconds_left(progress) if status["status"] == "running" else None
         typer.echo(f"  progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}"
-                   + (f", {duration_text(left)} left in this stage" if left is not None else ""))
+                   + (f", {duration_text(left)} left in this stage" if left is not None else "")
+                   + (f"; {duration_text(status['seconds_left'])} left in the round, by the last round with these "
+                      f"settings" if status.get("seconds_left") is not None else ""))
     typer.echo(f"  finished stages: {', '.join(status['completed_stages']) or 'none'}")
     if status.get("timings"):
         typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
@@ -100,13 +102,23 @@ def run_command(
 def _status(store: Any, round_id: str, *, all_settings: bool = False) -> dict[str, Any]:
     """The round's status, with its verdicts against the zero-shot model when it has been evaluated and the
     settings that differ from the round before's (``all_settings``: every training setting too)."""
-    from rlhf.rounds import round_settings, round_status, round_verdicts
+    from rlhf.rounds import (
+        last_duration_like,
+        list_round_summaries,
+        round_seconds_left,
+        round_settings,
+        round_status,
+        round_verdicts,
+    )
 
     verdicts = round_verdicts(store, round_id).get(round_id, {})
-    recorded = round_settings(store, round_id)
+    summaries = list_round_summaries(store)
+    recorded = round_settings(store, round_id, summaries)
     status = {**round_status(store, round_id), "ndcg_vs_zero_shot": verdicts.get("ndcg"),
               "reasons_vs_zero_shot": verdicts.get("reasons"), "previous_round_id": recorded.previous_round_id,
               "settings_changes": [vars(c) for c in recorded.changes]}
+    like = last_duration_like(round_id, summaries) if status["status"] == "running" else None
+    status["seconds_left"] = round_seconds_left(status["progress"], like) if like is not None else None
     if all_settings:
         status["settings"] = [vars(v) for v in recorded.values] if recorded.recorded else None
     return status

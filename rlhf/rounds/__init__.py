@@ -111,6 +111,7 @@ from rlhf.rounds.state import (
 from rlhf.rounds.timing import (
     PastDuration,
     duration_text,
+    last_duration_like,
     last_duration_with,
     round_seconds_left,
     stage_seconds_left,
@@ -138,6 +139,7 @@ __all__ = [
     "effective_status",
     "execute",
     "gpu_visible",
+    "last_duration_like",
     "last_duration_with",
     "latest_report",
     "launch_round",

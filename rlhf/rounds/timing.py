@@ -55,7 +55,19 @@ class PastDuration:
 def last_duration_with(settings: Settings, summaries: Sequence[Mapping[str, Any]]) -> PastDuration | None:
     """The latest ``done`` round of ``summaries`` (:func:`rlhf.rounds.list_round_summaries`, oldest first) that
     ran with exactly ``settings``' training settings; None when none did (or none recorded its settings)."""
-    wanted = flatten_round_settings(json.loads(json.dumps(settings.to_toml_dict(), default=str)))
+    return _last_duration(flatten_round_settings(json.loads(json.dumps(settings.to_toml_dict(), default=str))),
+                          summaries)
+
+
+def last_duration_like(round_id: str, summaries: Sequence[Mapping[str, Any]]) -> PastDuration | None:
+    """:func:`last_duration_with` the settings round ``round_id`` (one of ``summaries``, e.g. the running one)
+    recorded in its folder; None when it recorded none."""
+    folder = next((s["folder"] for s in summaries if s["round_id"] == round_id), None)
+    wanted = _flat_settings(folder)
+    return None if wanted is None else _last_duration(wanted, summaries)
+
+
+def _last_duration(wanted: dict[str, Any], summaries: Sequence[Mapping[str, Any]]) -> PastDuration | None:
     for summary in reversed(summaries):
         if summary["status"] != "done" or _flat_settings(summary["folder"]) != wanted:
             continue
