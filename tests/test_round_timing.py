@@ -88,6 +88,7 @@ def test_the_last_finished_round_with_the_same_settings_says_how_long_the_next_w
     assert last_duration_like("round_6", summaries).round_id == "round_5"
     summaries.append(_summary(tmp_path, "round_7", settings, status="running"))
     assert last_duration_like("round_7", summaries).round_id == "round_2"
+    assert last_duration_like("round_6", summaries).round_id == "round_5"  # each by its own folder
     (tmp_path / "round_7" / "settings.json").unlink()
     assert last_duration_like("round_7", summaries) is None  # no recorded settings: nothing to compare
     other = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={"epochs": 9.0})})
