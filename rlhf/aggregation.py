@@ -85,7 +85,8 @@ def _finish(method: str, labels: pd.DataFrame, probas: pd.DataFrame, reliability
     pairs["n_agree"] = by_pair["agrees"].sum()
     pairs["contested"] = False if contested is None else contested.reindex(pairs.index).fillna(False).astype(bool)
     agreeing = merged[merged["agrees"] & merged["choice"].isin(["A", "B"])]
-    pairs["strength"] = agreeing.groupby("pair_id")["strength"].median().round().reindex(pairs.index).astype("Int64")
+    # Rounded down, as the reward model's margins document: two agreeing votes of strength 1 and 2 ask for 1.
+    pairs["strength"] = np.floor(agreeing.groupby("pair_id")["strength"].median()).reindex(pairs.index).astype("Int64")
     pairs["scale_mean"] = pd.to_numeric(merged["scale"], errors="coerce").groupby(merged["pair_id"]).mean()
     pairs = pairs.reset_index()[list(PAIR_COLUMNS)]
 
@@ -115,7 +116,7 @@ def majority_vote(frame: pd.DataFrame) -> Aggregation:
 
 
 def _resolve_draws(probas: pd.DataFrame, leaders: pd.DataFrame) -> pd.Series:
-    """The majority choice with a fixed rule for draws (the same as rlhf.reward.dataset.majority_vote):
+    """The majority choice with a fixed rule for draws:
 
     a single leader wins; A and B level at the top -> 'tie'; one side level with 'tie' or 'both bad' ->
     that side if it has more votes than the other side, else 'tie'; 'tie' level with 'both bad' -> 'tie'.

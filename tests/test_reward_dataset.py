@@ -16,7 +16,6 @@ from rlhf.reward.dataset import (
     aggregate_labels,
     build_reward_dataset,
     context_split,
-    majority_vote,
     strength_margin,
 )
 from storage import queue as queue_repo
@@ -202,19 +201,22 @@ def test_retracted_and_repeated_labels(store, settings, tmp_path):
     assert set(ds.train["chosen_side"]) == {"A"}
 
 
-def test_majority_vote_and_swap_point(monkeypatch):
-    labels = pd.DataFrame({
-        "pair_id": ["p", "p", "p", "q", "q"], "annotator_id": ["a", "b", "c", "a", "b"],
-        "choice": ["B", "B", "tie", "A", "both_bad"], "strength": [3, 1, None, 2, None],
-    })
-    out = majority_vote(labels).set_index("pair_id")
-    assert out.loc["p", "choice"] == "B" and out.loc["p", "strength"] == 2
-    assert out.loc["q", "choice"] == "A"  # A and both_bad draw, but A beats B in the votes
-    # Without rlhf.aggregation.aggregate_pairs, Dawid-Skene falls back to the majority vote (no failed round).
-    import types
+def test_the_reward_models_targets_are_the_aggregation_the_agreement_page_reports():
+    from rlhf.aggregation import aggregate_pairs
 
-    monkeypatch.setitem(__import__("sys").modules, "rlhf.aggregation", types.ModuleType("rlhf.aggregation"))
-    assert aggregate_labels(labels, "dawid_skene")["choice"].tolist() == majority_vote(labels)["choice"].tolist()
+    labels = pd.DataFrame({
+        "pair_id": ["p", "p", "p", "q", "q", "r", "r", "r"], "annotator_id": ["a", "b", "c", "a", "b", "a", "b", "c"],
+        "choice": ["B", "B", "tie", "A", "both_bad", "A", "A", "B"], "strength": [3, 1, None, 2, None, 1, 2, 3],
+    })
+    out = aggregate_labels(labels, "majority").set_index("pair_id")
+    assert out.loc["p", "choice"] == "B" and out.loc["p", "strength"] == 2 and out.loc["p", "agreement"] == 2 / 3
+    assert out.loc["q", "choice"] == "A"  # A and both_bad draw, but A beats B in the votes
+    assert out.loc["r", "choice"] == "A" and out.loc["r", "strength"] == 1  # the median 1.5, rounded down
+    for method in ("majority", "dawid_skene", "mace"):
+        expected = aggregate_pairs(labels, method)[["pair_id", "choice", "strength", "n_labels", "agreement"]]
+        pd.testing.assert_frame_equal(aggregate_labels(labels, method), expected)
+    none = aggregate_labels(labels, "none")
+    assert len(none) == len(labels) and (none["agreement"] == 1.0).all()
 
 
 class _KeywordScorer:

@@ -10,8 +10,8 @@ Rules (each documented here and counted in :attr:`RewardDataset.counts`):
   pair twice (a re-show, which measures consistency), their first judgement counts.
 - **Aggregation** (``reward_model.aggregation``): ``"none"`` keeps one example per label; ``"majority"``
   (default) turns the votes on a pair into one example: the most frequent of A / B / tie / both_bad, with
-  an A-vs-B draw counting as a tie. ``"dawid_skene"``/``"mace"`` use :mod:`rlhf.aggregation` when it is
-  installed (the single swap point is :func:`aggregate_labels`).
+  an A-vs-B draw counting as a tie. ``"dawid_skene"``/``"mace"`` weigh annotators by their estimated
+  reliability. All three are :mod:`rlhf.aggregation`'s (the swap point is :func:`aggregate_labels`).
 - **Strength -> margin**: TRL's loss is ``-log σ(r_chosen - r_rejected - margin)``, so a margin asks for a
   wider score gap. ``margin_by_strength`` maps strength 1/2/3 (slightly / clearly / much better) to
   0.0 / 0.5 / 1.0 by default; an aggregated pair takes the median strength of its winning votes (rounded
@@ -107,39 +107,12 @@ def first_judgements(labels: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates(["pair_id", "annotator_id"], keep="first").sort_values(["pair_id", "created_at"])
 
 
-def majority_vote(labels: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate votes per pair: most frequent choice; an A/B draw is a tie; strength = median of winners.
-
-    Returns columns pair_id, choice, strength, n_labels, agreement (share of votes for the outcome).
-    """
-    rows = []
-    for pair_id, group in labels.groupby("pair_id", sort=True):
-        votes = Counter(group["choice"])
-        n = len(group)
-        a, b = votes.get("A", 0), votes.get("B", 0)
-        top = max(votes.values())
-        leaders = sorted(c for c, k in votes.items() if k == top)
-        if len(leaders) == 1:
-            choice = leaders[0]
-        elif "A" in leaders and "B" in leaders:
-            choice = "tie"
-        elif "A" in leaders or "B" in leaders:  # e.g. A ties with 'tie': A still beats B in the votes
-            choice = "A" if a > b else "B" if b > a else "tie"
-        else:
-            choice = "tie" if "tie" in leaders else leaders[0]
-        winners = group[group["choice"] == choice]["strength"].dropna()
-        strength = int(winners.median()) if choice in ("A", "B") and len(winners) else None
-        rows.append({"pair_id": pair_id, "choice": choice, "strength": strength, "n_labels": n,
-                     "agreement": votes.get(choice, 0) / n})
-    return pd.DataFrame(rows, columns=["pair_id", "choice", "strength", "n_labels", "agreement"])
-
-
 def aggregate_labels(labels: pd.DataFrame, method: str) -> pd.DataFrame:
-    """The one swap point for label aggregation: ``labels`` (one per pair and annotator) -> one row per pair.
+    """``labels`` (one per pair and annotator) -> the examples' targets: pair_id, choice, strength, n_labels,
+    agreement (the share of the pair's labels equal to the choice).
 
-    ``none`` returns one row per label; ``majority`` uses :func:`majority_vote`; ``dawid_skene``/``mace``
-    call :mod:`rlhf.aggregation` if it offers ``aggregate_pairs(labels, method=...)``, else fall back to
-    the majority vote (logged).
+    ``none`` keeps one row per label; every other method is :func:`rlhf.aggregation.aggregate_pairs`, the
+    aggregation the Agreement page reports, so the reward model learns from the answers managers see.
     """
     if labels.empty:
         return pd.DataFrame(columns=["pair_id", "choice", "strength", "n_labels", "agreement"])
@@ -148,27 +121,9 @@ def aggregate_labels(labels: pd.DataFrame, method: str) -> pd.DataFrame:
         out["n_labels"] = 1
         out["agreement"] = 1.0
         return out.reset_index(drop=True)
-    if method in ("dawid_skene", "mace"):
-        try:
-            from rlhf import aggregation  # written by another engineer; optional until it lands
+    from rlhf.aggregation import aggregate_pairs
 
-            aggregate = getattr(aggregation, "aggregate_pairs", None)
-        except ImportError:
-            aggregate = None
-        if aggregate is not None:
-            result = aggregate(labels, method=method)
-            # Strength is not modelled by crowd aggregators: take the median strength of agreeing votes.
-            if "strength" not in result:
-                merged = labels.merge(result[["pair_id", "choice"]], on=["pair_id", "choice"])
-                med = merged.groupby("pair_id")["strength"].median()
-                result = result.assign(strength=result["pair_id"].map(med))
-            counts = labels.groupby("pair_id").size()
-            result = result.assign(n_labels=result["pair_id"].map(counts))
-            if "agreement" not in result:
-                result = result.assign(agreement=float("nan"))
-            return result[["pair_id", "choice", "strength", "n_labels", "agreement"]]
-        log.warning("Aggregation %r is not available; using the majority vote.", method)
-    return majority_vote(labels)
+    return aggregate_pairs(labels, method)[["pair_id", "choice", "strength", "n_labels", "agreement"]]
 
 
 def policy_prompt_renderer(snapshot: Snapshot, settings: Settings, tokenizer: Any | None = None) -> PromptFn:
