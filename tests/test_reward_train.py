@@ -117,8 +117,10 @@ def test_registry_reload_gives_identical_scores(trained, tiny_backbone):
         "prompt": ["Pick items.", "Pick items."] * 4,
         "chosen": [f"1. C01 | It is {KEYWORD}."] * 8, "rejected": ["1. C02 | It is plain."] * 8, "margin": 0.5,
     })
+    heard: list[tuple[int, int]] = []  # (step, total): a background round's live progress
     result = train_reward_model(frame, settings=settings, output_dir=settings.data_dir / "rt", max_steps=2,
-                                progress=False)
+                                progress=False, on_step=lambda step, total: heard.append((step, total)))
+    assert heard == [(1, 2), (2, 2)]
     prompts = ["Pick items for a gardener.", "", "Pick items."]
     responses = [f"1. C03 | A {KEYWORD} trowel.", "1. C01 | Mug.", "1. C02 | It is plain.\n2. C04 | Lamp."]
     before = result.scorer.score(prompts, responses, batch_size=2)

@@ -59,6 +59,29 @@ def test_a_rounds_progress_file_records_where_each_stage_started_counting(tmp_pa
     assert (read()["pace_step"], read()["pace_at"]) == (3, origin["pace_at"])
     ctx.set_progress("generate", 0, 12)  # a new stage starts its own count
     assert read()["pace_step"] == 0 and read()["stage"] == "generate"
+    ctx.set_progress("generate", 5, 30)  # so does a new total (models counted, then optimizer steps)
+    assert read()["pace_step"] == 5 and read()["pace_at"] == read()["updated_at"]
+
+
+def test_the_reward_model_stage_counts_optimizer_steps_over_all_its_models_once_training_reports_them(
+        tmp_path, settings):
+    from rlhf.rounds.stages import _ModelsProgress
+
+    ctx = RoundContext("round_x", settings, None, RoundPaths(tmp_path))  # type: ignore[arg-type]
+    progress = _ModelsProgress(ctx, models=3)
+
+    def read() -> tuple[int, int]:
+        data = json.loads(ctx.paths.progress.read_text())
+        return data["step"], data["total"]
+
+    progress.model_started(0)
+    assert read() == (0, 3)  # the probe reports no steps: models finished
+    progress.steps_of(0)(40, 40)
+    assert read() == (40, 120)
+    progress.model_started(1)  # steps are being counted: a finished model does not go back to counting models
+    assert read() == (40, 120)
+    progress.steps_of(2)(10, 40)  # the third model's 10th step (a resume skipped the second, trained before)
+    assert read() == (90, 120)
 
 
 def _summary(tmp_path, round_id: str, settings, status: str = "done", **timings: float) -> dict:

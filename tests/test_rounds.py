@@ -509,6 +509,30 @@ def test_a_second_round_is_judged_against_its_parent_and_the_zero_shot_policy(wo
     assert values["model.tokenizer"].said() == "model.tokenizer none -> none"
 
 
+def test_a_lora_reward_model_stage_counts_optimizer_steps_over_all_its_models(workdir, monkeypatch):
+    """So that a Full round's reward model (TRL + LoRA, hours on a CPU) shows its time left, not '0/3'."""
+    from rlhf.rounds import RoundContext, create_round, execute
+
+    settings, store = workdir
+    lora = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={"method": "lora"}),
+                                       "rounds": settings.rounds.model_copy(update={"ensemble_size": 2})})
+    calls: list[tuple[str, int | None, int | None]] = []
+    original = RoundContext.set_progress
+
+    def recorded(self, stage, step=None, total=None, **extra):
+        calls.append((stage, step, total))
+        original(self, stage, step, total, **extra)
+
+    monkeypatch.setattr(RoundContext, "set_progress", recorded)
+    record = create_round(store, lora)
+    execute(store, record.round_id, progress=False, stop_after="reward_model")
+    counted = [(step, total) for stage, step, total in calls if stage == "reward_model" and step is not None]
+    assert counted[0] == (0, 2)  # two models to train; no step counted yet
+    total = counted[-1][1]
+    assert total >= 2 and total % 2 == 0  # as many steps for the bootstrap member as for the round's model
+    assert counted[1:] == [(step, total) for step in range(1, total + 1)]
+
+
 def test_round_cancel_without_an_id_stops_the_running_round(workdir):
     from typer.testing import CliRunner
 
@@ -743,7 +767,8 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     monkeypatch.setattr(rounds, "gpu_visible", lambda: False)
     launched: list = []
     monkeypatch.setattr(rounds, "check_can_start", lambda store, s: 42)
-    monkeypatch.setattr(rounds, "launch_round", lambda s, **kw: (launched.append(s), ("round_x", 123))[1])
+    monkeypatch.setattr(rounds, "launch_round",
+                        lambda s, **kw: (launched.append(s), rounds.LaunchedRound("round_x", 123, 42))[1])
     create_user(store, "eng2", "a-long-password-3", "engineer")
     monkeypatch.setenv("RECFEEDBACK_PPO__STEPS", "20")  # the engineer's own size, which Quick replaces
     at = render_training_page(store, settings, "eng2", monkeypatch)
@@ -758,11 +783,14 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     assert [w.value for w in at.warning] == [(f"A quick round replaces ppo.steps = 20 from your settings with "
                                               f"{quick_steps}; to keep yours, set rounds.quick.ppo.steps too.")]
     next(b for b in at.button if b.label == "Start a round").click().run()
+    assert not at.exception, at.exception
     assert len(launched) == 1 and launched[0].ppo.steps == quick_steps
+    assert "Round round_x started in the background (pid 123) on 42 labels." in [s.value for s in at.success]
     size = next(r for r in at.radio if r.label == "Size")
     size.set_value("Full").run()
-    assert not at.warning  # a full round keeps every size of the engineer's
+    assert not [w for w in at.warning if "replaces" in w.value]  # a full round keeps every size of the engineer's
     next(b for b in at.button if b.label == "Start a round").click().run()
+    assert not at.exception, at.exception
     from rlhf.settings import load_settings
 
     assert launched[-1].ppo.steps == load_settings().ppo.steps != quick_steps  # the page's own (full) settings

@@ -26,6 +26,7 @@ import logging
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,13 +138,16 @@ def train_reward_model(
     max_steps: int | None = None,
     progress: bool = True,
     method: str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train a reward model on ``train`` (prompt / chosen / rejected [/ margin]) and return it.
 
     The method is ``method`` or :func:`choose_method`'s pick for this many examples: the LoRA model
     (TRL) or the frozen-encoder probe (:mod:`rlhf.reward.probe`, backbone ``probe_backbone`` unless
     ``backbone`` is given). Hyper-parameters come from ``settings.reward_model``; ``max_steps`` caps
-    the LoRA optimizer's steps (benchmarks).
+    the LoRA optimizer's steps (benchmarks). ``on_step`` hears (step, total steps) after each of the LoRA
+    optimizer's steps: live progress where there is no terminal (a background round); the probe, which
+    fits in one go, reports none.
     """
     if len(train) == 0:
         raise RewardTrainingError("There are no training examples.")
@@ -160,7 +164,7 @@ def train_reward_model(
     if method != "lora":
         raise RewardTrainingError(f"Unknown reward-model method {method!r} (expected 'lora' or 'probe').")
     return _train_lora(train, settings=settings, output_dir=output_dir, backbone=backbone, max_steps=max_steps,
-                       progress=progress)
+                       progress=progress, on_step=on_step)
 
 
 def _train_lora(
@@ -171,13 +175,18 @@ def _train_lora(
     backbone: str | Backbone | None,
     max_steps: int | None,
     progress: bool,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """TRL RewardTrainer with a LoRA adapter (the module docstring)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType
-    from transformers import set_seed
+    from transformers import TrainerCallback, set_seed
     from trl import RewardConfig, RewardTrainer
+
+    class StepReporter(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            on_step(state.global_step, state.max_steps)
 
     from rlhf.models import checkpointing_kwargs, pick_device
 
@@ -223,7 +232,8 @@ def _train_lora(
         dataloader_num_workers=0,
     )
     trainer = RewardTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config
+        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[StepReporter()] if on_step is not None else None,
     )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -254,10 +264,12 @@ def train_from_snapshot(
     max_steps: int | None = None,
     progress: bool = True,
     policy_tokenizer: Any | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> RewardModelRecord:
     """Dataset from a snapshot, training, evaluation on held-out contexts and gold, then registration.
 
     The store is touched only at the end, by one short unit of work that inserts the registry row.
+    ``on_step``: as in :func:`train_reward_model`.
     """
     from rlhf.reward.dataset import build_reward_dataset
     from rlhf.reward.evaluate import evaluate_dataset, score_statistics
@@ -277,7 +289,7 @@ def train_from_snapshot(
     log.info("Training reward model %s on %d examples (%s)", rm_id, n, dataset.counts)
     result = train_reward_model(
         dataset.train, settings=settings, output_dir=folder, backbone=backbone, max_steps=max_steps,
-        progress=progress,
+        progress=progress, on_step=on_step,
     )
     metrics = evaluate_dataset(
         result.scorer, dataset, batch_size=settings.reward_model.eval_batch_size, progress=progress

@@ -31,17 +31,18 @@ class RoundContext:
     store: Store
     paths: RoundPaths
     progress_bars: bool = True
-    #: (stage, step, when) of this process's first counted step of the current stage: the pace's origin.
-    _pace_origin: tuple[str, int, str] | None = field(default=None, repr=False)
+    #: (stage, total, step, when) of this process's first counted step of the current count: the pace's origin.
+    _pace_origin: tuple[str, int | None, int, str] | None = field(default=None, repr=False)
 
     def set_progress(self, stage: str, step: int | None = None, total: int | None = None, **extra: Any) -> None:
         """Write ``progress.json``. Besides the step it records where this process started counting the
-        stage (``pace_step``, ``pace_at``), so that a reader can tell the time left at the pace so far
-        (:func:`rlhf.rounds.reports.stage_seconds_left`) after a resume as well as in a fresh run."""
+        stage (``pace_step``, ``pace_at``; a new total starts a new count), so that a reader can tell the time
+        left at the pace so far (:func:`rlhf.rounds.timing.stage_seconds_left`) after a resume as well as in a
+        fresh run."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        if self._pace_origin is None or self._pace_origin[0] != stage:
-            self._pace_origin = (stage, step, now) if step is not None else None
-        pace = {"pace_step": self._pace_origin[1], "pace_at": self._pace_origin[2]} if self._pace_origin else {}
+        if self._pace_origin is None or self._pace_origin[:2] != (stage, total):  # a new count starts
+            self._pace_origin = (stage, total, step, now) if step is not None else None
+        pace = {"pace_step": self._pace_origin[2], "pace_at": self._pace_origin[3]} if self._pace_origin else {}
         _write_json(self.paths.progress, {
             "stage": stage, "step": step, "total": total, "pid": os.getpid(), "updated_at": now, **pace, **extra,
         })
@@ -97,14 +98,15 @@ def stage_reward_model(ctx: RoundContext) -> dict[str, Any]:
     from rlhf.reward.train import train_from_snapshot
 
     settings = ctx.settings
-    ctx.set_progress("reward_model", 0, settings.rounds.ensemble_size)
+    k = max(1, int(settings.rounds.ensemble_size))
+    progress = _ModelsProgress(ctx, k)
+    progress.model_started(0)
     snap = _snapshot(ctx)
     record = train_from_snapshot(snap, settings, store=None, round_id=ctx.round_id,  # type: ignore[arg-type]
-                                 progress=ctx.progress_bars)
+                                 progress=ctx.progress_bars, on_step=progress.steps_of(0))
     members = [record.path]
-    k = max(1, int(settings.rounds.ensemble_size))
     if k > 1:
-        members += _train_bootstrap_members(ctx, snap, k - 1)
+        members += _train_bootstrap_members(ctx, snap, k - 1, progress)
     m = record.metrics or {}
     return {
         "rm_id": record.rm_id, "backbone": record.backbone, "path": record.path, "metrics": record.metrics,
@@ -114,7 +116,28 @@ def stage_reward_model(ctx: RoundContext) -> dict[str, Any]:
     }
 
 
-def _train_bootstrap_members(ctx: RoundContext, snap: Any, n: int) -> list[str]:
+@dataclass
+class _ModelsProgress:
+    """The reward_model stage's progress over its ``models`` (the round's model and its bootstrap members): in
+    optimizer steps when training reports them (LoRA), so that the time left is known within a model, else
+    in models finished (the probe fits in one go)."""
+
+    ctx: RoundContext
+    models: int
+    steps_seen: bool = False
+
+    def model_started(self, index: int) -> None:
+        if not self.steps_seen:
+            self.ctx.set_progress("reward_model", index, self.models)
+
+    def steps_of(self, index: int) -> Callable[[int, int], None]:
+        def report(step: int, total: int) -> None:  # every model trains as many steps (same-sized resamples)
+            self.steps_seen = True
+            self.ctx.set_progress("reward_model", index * total + step, self.models * total)
+        return report
+
+
+def _train_bootstrap_members(ctx: RoundContext, snap: Any, n: int, progress: _ModelsProgress) -> list[str]:
     import numpy as np
 
     from rlhf.reward.dataset import build_reward_dataset
@@ -128,14 +151,15 @@ def _train_bootstrap_members(ctx: RoundContext, snap: Any, n: int) -> list[str]:
     rng = np.random.default_rng(settings.reward_model.seed + 101)
     out = []
     for k in range(n):
-        ctx.set_progress("reward_model", k + 1, n + 1)
+        progress.model_started(k + 1)
         sample = train.iloc[rng.integers(0, len(train), len(train))].reset_index(drop=True)
         member_id = f"boot{k + 1}"
         folder = ctx.paths.ensemble / "reward_models" / member_id
         if (folder / "card.json").is_file():
             out.append(str(folder.resolve()))
             continue
-        result = train_reward_model(sample, settings=local, output_dir=folder, progress=ctx.progress_bars)
+        result = train_reward_model(sample, settings=local, output_dir=folder, progress=ctx.progress_bars,
+                                    on_step=progress.steps_of(k + 1))
         record = save_reward_model(result, rm_id=member_id, store=None, settings=local, metrics={},
                                    round_id=ctx.round_id, extra={"bootstrap_member": k + 1})
         out.append(record.path)
