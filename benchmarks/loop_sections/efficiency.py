@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loop_sections.shared import PROBE_REASONS, list_text, uci_store
+from loop_sections.shared import PROBE_REASONS, differs, list_text, uci_store
 from rlhf.settings import load_settings
 from storage import Store
 
@@ -92,7 +92,7 @@ def efficiency(args) -> dict:
         return out
 
     pool = pairs_for(train_ctx)
-    test = [p for p in pairs_for(held_ctx) if abs(true_u[p.gen_a] - true_u[p.gen_b]) > 1e-9]
+    test = [p for p in pairs_for(held_ctx) if differs(true_u[p.gen_a], true_u[p.gen_b])]
     test = [test[i] for i in rng.permutation(len(test))[: args.test_pairs]]
     crowd = sim.make_crowd(args.crowd_size, args.le_crowd, seed=args.seed)
     scale = sim.utility_scale([true_u[p.gen_a] - true_u[p.gen_b] for p in pool])
@@ -238,7 +238,7 @@ def crowd_on_pool(crowd, utilities: np.ndarray, *, scale: float, floor: float | 
     uses the pool's own utility scale, as the labelling does."""
     from rlhf import simulate as sim
 
-    differ = utilities[np.abs(utilities[:, 0] - utilities[:, 1]) > 1e-9]
+    differ = utilities[differs(utilities[:, 0], utilities[:, 1])]
     return {"no_difference": 1.0 - len(differ) / max(len(utilities), 1),
             "agreement_all": sim.raw_agreement(crowd, utilities, seed=seed, floor=floor, scale=scale),
             "agreement_differ": sim.raw_agreement(crowd, differ, seed=seed, floor=floor, scale=scale),
@@ -252,7 +252,7 @@ def flat_contexts(pool, lists: dict, true_u: dict[str, float], train_ctx: list[s
     for g, (cid, _) in lists.items():
         values.setdefault(cid, set()).add(round(true_u[g], 9))
     flat = {cid for cid in train_ctx if len(values.get(cid, ())) == 1}
-    ties = [p for p in pool if abs(true_u[p.gen_a] - true_u[p.gen_b]) <= 1e-9]
+    ties = [p for p in pool if not differs(true_u[p.gen_a], true_u[p.gen_b])]
     return {"flat_contexts": len(flat) / max(len(train_ctx), 1),
             "no_difference_on_flat": sum(p.context_id in flat for p in ties) / max(len(ties), 1)}
 

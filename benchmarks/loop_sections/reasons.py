@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loop_sections.shared import earlier_run
+from loop_sections.shared import differs, earlier_run
 
 
 def reasons_section(args) -> dict:
@@ -161,9 +161,9 @@ def reasons_rm_section(args) -> dict:
              "+ reason fit after copy (probe_reason_features)": np.hstack([product, fit[:, 1:]])}
     print(f"embedded {len(gens)} lists and their reasons in {time.perf_counter() - t0:.0f} s")
 
-    test_items = [(a, b) for a, b in pairs["heldout"] if abs(u_item[a] - u_item[b]) > 1e-9]
+    test_items = [(a, b) for a, b in pairs["heldout"] if differs(u_item[a], u_item[b])]
     test_reasons = [(a, b) for a, b in pairs["heldout"]
-                    if abs(u_item[a] - u_item[b]) <= 1e-9 and abs(off[a] - off[b]) >= 0.2 - 1e-9]
+                    if not differs(u_item[a], u_item[b]) and abs(off[a] - off[b]) >= 0.2 - 1e-9]
     scale = sim.utility_scale([u_item[a] - u_item[b] for a, b in pairs["train"]])
     sizes = [int(x) for x in args.rm_sizes.split(",")]
     penalties = [float(x) for x in args.reason_penalties.split(",")]

@@ -1,5 +1,5 @@
 """What several of the loop benchmark's sections use: the UCI store they build, an earlier run's store,
-generic reasons for lists without a policy, a seeded crowd, a percentile."""
+generic reasons for lists without a policy, a seeded crowd, a percentile, whether two lists truly differ."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ from storage import Store
 def pct(values, q) -> float:
     """The q-th percentile of ``values``, NaN for none (latency tables)."""
     return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def differs(u_a, u_b):
+    """Whether two lists' true utilities differ (elementwise for arrays): only then can a label (or a reward
+    model) be right or wrong."""
+    return np.abs(np.asarray(u_a) - np.asarray(u_b)) > 1e-9
 
 
 def list_text(items, titles: dict[str, str], cats: dict[str, str]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loop_sections.shared import PROBE_REASONS, uci_store
+from loop_sections.shared import PROBE_REASONS, differs, uci_store
 from rlhf.settings import load_settings
 from storage import Store
 
@@ -194,15 +194,15 @@ def reward_inputs_section(args) -> dict:
         return out
 
     train_pool = pairs(False)
-    test = [(a, b) for a, b in pairs(True) if abs(true_u[a] - true_u[b]) > 1e-9]
+    test = [(a, b) for a, b in pairs(True) if differs(true_u[a], true_u[b])]
     test = [test[i] for i in rng.permutation(len(test))[: args.test_pairs]]
-    informative = np.mean([abs(true_u[a] - true_u[b]) > 1e-9 for a, b in train_pool])
+    informative = np.mean([differs(true_u[a], true_u[b]) for a, b in train_pool])
     crowd = sim.make_crowd(args.crowd_size, "default", seed=args.seed)
     scale = sim.utility_scale([true_u[a] - true_u[b] for a, b in train_pool])  # the whole pool's, as labelled
     print(f"train pool {len(train_pool)} pairs ({informative:.0%} with a true difference), test {len(test)} "
           f"held-out pairs with one; crowd {len(crowd)}, scale {scale:.3f}")
     if args.rm_pool == "differ":  # an oracle no product has: ask only where one list is truly better
-        train_pool = [(a, b) for a, b in train_pool if abs(true_u[a] - true_u[b]) > 1e-9]
+        train_pool = [(a, b) for a, b in train_pool if differs(true_u[a], true_u[b])]
         print(f"asking only the {len(train_pool)} pairs with a true difference (oracle; the crowd's scale unchanged)")
     sizes = [int(x) for x in args.rm_sizes.split(",")]
     order = rng.permutation(len(train_pool))
