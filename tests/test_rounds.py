@@ -868,6 +868,31 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
     assert any("about 2 min left in this stage" in text for text in bars), bars
 
 
+def test_round_run_says_how_long_to_expect_before_it_starts(workdir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rlhf import rounds
+    from rlhf.cli import app
+    from storage.rounds import update_round
+
+    settings, store = workdir
+    monkeypatch.setattr(rounds, "gpu_visible", lambda: False)
+    run = ["round", "run", "--stop-after", "snapshot", "--no-progress", "--data-dir", str(settings.data_dir)]
+    first = CliRunner().invoke(app, run)
+    assert first.exit_code == 0, first.output
+    assert "Warning: This machine has no GPU, and a Full round is sized for one: PPO samples" in first.output
+    assert "The last round with these settings" not in first.output
+    round_id = rounds.list_round_summaries(store)[-1]["round_id"]
+    with store.transaction() as con:  # as if it had run to the end
+        update_round(con, round_id, status="done", stage="done", timings={"reward_model": 30.0, "ppo": 4000.0})
+    second = CliRunner().invoke(app, run)
+    assert second.exit_code == 0, second.output
+    labels = rounds.list_round_summaries(store)[-2]["metrics"]["usable_labels"]
+    assert (f"The last round with these settings ({round_id} on {labels} labels) took about 1 h 7 min: "
+            f"ppo 1 h 7 min.") in second.output
+    assert "no GPU" not in second.output  # a measured time says more than the warning
+
+
 def test_a_launched_round_is_running_before_its_process_starts_and_a_second_click_is_refused(workdir, monkeypatch):
     """The background process needs seconds to import torch; the page that launched the round must show
     it running at once (it showed the previous round, frozen, until the user clicked something), and a

@@ -51,8 +51,6 @@ active = next((r for r in reversed(summaries) if r["status"] == "running"), None
 
 # ------------------------------------------------------------------------------------------- start
 SIZES = ("Quick", "Full")
-#: A quick round of the demo store with SmolLM2-135M on a 2-core CPU (BENCHMARKS.md, "The loop": 8-9 minutes).
-QUICK_MINUTES_ON_2_CORES = 9
 
 
 def _round_settings(size: str):
@@ -64,18 +62,9 @@ def _duration_hint(shown, size: str) -> None:
     round without a GPU, how much more PPO sampling it does than a Quick round (sized for a GPU, hours here)."""
     past = rounds_service.last_duration_with(shown, summaries)
     if past is not None:
-        stages = ", ".join(f"{stage} {rounds_service.duration_text(sec).removeprefix('about ')}"
-                           for stage, sec in past.stage_seconds.items() if sec >= 60)
-        labels = f" on {past.usable_labels:,} labels" if past.usable_labels is not None else ""
-        st.caption(f"The last round with these settings (`{past.round_id}`{labels}) took "
-                   f"{rounds_service.duration_text(past.seconds)}" + (f": {stages}." if stages else "."))
+        st.caption(rounds_service.past_duration_text(past))
     elif size == "Full" and not rounds_service.gpu_visible():
-        full, quick = shown.ppo, rounds_service.quick_settings(settings).ppo
-        times = (full.steps * full.batch_size) / max(1, quick.steps * quick.batch_size)
-        st.warning(f"This machine has no GPU, and a Full round is sized for one: PPO samples {full.steps} steps of "
-                   f"{full.batch_size} lists, {times:,.0f}× a Quick round's {quick.steps} of {quick.batch_size}, "
-                   f"and a Quick round takes about {QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU.",
-                   icon=":material/schedule:")
+        st.warning(rounds_service.full_round_without_gpu(shown), icon=":material/schedule:")
 
 
 def _start() -> None:
@@ -96,7 +85,7 @@ with st.container(border=True):
     default_size = 1 if rounds_service.gpu_visible() else 0
     size = st.radio("Size", SIZES, index=default_size, horizontal=True, key="training.size",
                     help=f"Quick: a few PPO steps on a few contexts (settings.rounds.quick), about "
-                         f"{QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model; "
+                         f"{rounds_service.QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model; "
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
     shown = _round_settings(size)
     r, p = shown.rounds, shown.ppo

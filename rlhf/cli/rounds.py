@@ -80,7 +80,17 @@ def run_command(
                                "(settings.rounds.quick replaces the full sizes): demos and smoke tests."),
 ) -> None:
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
-    from rlhf.rounds import launch_round, quick_overrides, quick_settings, run_round
+    from rlhf.rounds import (
+        full_round_without_gpu,
+        gpu_visible,
+        last_duration_with,
+        launch_round,
+        list_round_summaries,
+        past_duration_text,
+        quick_overrides,
+        quick_settings,
+        run_round,
+    )
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
@@ -90,6 +100,11 @@ def run_command(
             typer.secho(f"Warning: {sentence}", fg=typer.colors.YELLOW, err=True)
         settings = quick_settings(settings)
     store = open_store(settings)
+    past = last_duration_with(settings, list_round_summaries(store))  # how long to expect, before it starts
+    if past is not None:
+        typer.echo(past_duration_text(past).replace("`", ""))
+    elif not quick and not gpu_visible():
+        typer.secho(f"Warning: {full_round_without_gpu(settings)}", fg=typer.colors.YELLOW, err=True)
     if background:
         launched = launch_round(settings, round_id=round_id, store=store)
         typer.echo(f"Round {launched.round_id} started in the background (pid {launched.pid}) on "

@@ -109,10 +109,13 @@ from rlhf.rounds.state import (
     usable_label_count,
 )
 from rlhf.rounds.timing import (
+    QUICK_MINUTES_ON_2_CORES,
     PastDuration,
     duration_text,
+    full_round_without_gpu,
     last_duration_like,
     last_duration_with,
+    past_duration_text,
     round_seconds_left,
     stage_seconds_left,
 )
@@ -120,6 +123,7 @@ from rlhf.rounds.timing import (
 __all__ = [
     "FINAL_STATUSES",
     "NOT_RECORDED",
+    "QUICK_MINUTES_ON_2_CORES",
     "ROUND_SETTING_SECTIONS",
     "STAGES",
     "STAGE_FUNCS",
@@ -138,6 +142,7 @@ __all__ = [
     "duration_text",
     "effective_status",
     "execute",
+    "full_round_without_gpu",
     "gpu_visible",
     "last_duration_like",
     "last_duration_with",
@@ -150,6 +155,7 @@ __all__ = [
     "model_registry",
     "new_round_id",
     "parent_policy_id",
+    "past_duration_text",
     "pid_alive",
     "prepare_resume",
     "quick_overrides",

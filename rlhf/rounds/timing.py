@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rlhf.rounds.layout import STAGES, UTC
+from rlhf.rounds.layout import STAGES, UTC, quick_settings
 from rlhf.rounds.reports import _flat_settings, flatten_round_settings
 from rlhf.settings import Settings
 
@@ -87,6 +87,29 @@ def round_seconds_left(progress: Mapping[str, Any], past: PastDuration, now: dat
     if left is None or stage not in STAGES:
         return None
     return left + sum(past.stage_seconds.get(later, 0.0) for later in STAGES[STAGES.index(stage) + 1:])
+
+
+#: A quick round of the demo store with SmolLM2-135M on a 2-core CPU (BENCHMARKS.md, "The loop": 8-9 minutes quiet).
+QUICK_MINUTES_ON_2_CORES = 9
+
+
+def full_round_without_gpu(settings: Settings) -> str:
+    """What a round under ``settings`` asks of a machine without a GPU, against a quick round, in one sentence
+    (the Training page and `round run` say it before a Full round starts on such a machine)."""
+    full, quick = settings.ppo, quick_settings(settings).ppo
+    times = (full.steps * full.batch_size) / max(1, quick.steps * quick.batch_size)
+    return (f"This machine has no GPU, and a Full round is sized for one: PPO samples {full.steps} steps of "
+            f"{full.batch_size} lists, {times:,.0f}× a Quick round's {quick.steps} of {quick.batch_size}, "
+            f"and a Quick round takes about {QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU.")
+
+
+def past_duration_text(past: PastDuration) -> str:
+    """``past`` in one sentence, with the stages that took a minute or more."""
+    stages = ", ".join(f"{stage} {duration_text(sec).removeprefix('about ')}"
+                       for stage, sec in past.stage_seconds.items() if sec >= 60)
+    labels = f" on {past.usable_labels:,} labels" if past.usable_labels is not None else ""
+    return (f"The last round with these settings (`{past.round_id}`{labels}) took {duration_text(past.seconds)}"
+            + (f": {stages}." if stages else "."))
 
 
 def duration_text(seconds: float) -> str:
