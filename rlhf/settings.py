@@ -310,6 +310,10 @@ class RoundSettings(BaseModel):
         "beside the round's own: labels no model chose, for the Agreement page's human win rate. Their labels "
         "never train a reward model (0: none).")
     ensemble_size: int = 3
+    parent_policy: str | None = Field(
+        None, description="The policy a round starts from, by id (the Training page's registry, `recfeedback policy "
+        "list`): to roll back after a round that made the lists worse. None: the newest finished round's policy, "
+        "else the base model.")
     min_labels: int = Field(20, description="A round refuses to start with fewer usable labels.")
     eval_bootstrap_samples: int = Field(1000, description="Bootstrap resamples for evaluation intervals.")
     eval_seed: int = 0

@@ -114,6 +114,14 @@ def test_the_last_finished_round_with_the_same_settings_says_how_long_the_next_w
     assert last_duration_like("round_6", summaries).round_id == "round_5"  # each by its own folder
     (tmp_path / "round_7" / "settings.json").unlink()
     assert last_duration_like("round_7", summaries) is None  # no recorded settings: nothing to compare
+    # What a round started from does not change its work; nor is a setting added since held against a round.
+    rolled_back = quick.model_copy(update={"rounds": quick.rounds.model_copy(update={"parent_policy": "policy_r1"})})
+    summaries.append(_summary(tmp_path, "round_8", rolled_back, ppo=310.0))
+    assert last_duration_with(quick, summaries).round_id == "round_8"
+    older = json.loads((tmp_path / "round_5" / "settings.json").read_text())
+    del older["ppo"]["steps"]  # as if ppo.steps had not existed when round_5 ran
+    (tmp_path / "round_5" / "settings.json").write_text(json.dumps(older))
+    assert last_duration_with(quick, summaries[:-1]).round_id == "round_5"
     other = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={"epochs": 9.0})})
     assert last_duration_with(other, summaries) is None
 

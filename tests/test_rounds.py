@@ -165,7 +165,7 @@ def render_training_page(store: Store, settings, username: str, monkeypatch):
 
 def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeypatch):
     from rlhf import annotation
-    from rlhf.rounds import STAGES, run_round
+    from rlhf.rounds import STAGES, run_round, usable_label_count
     from storage import generations as gen_repo
     from storage import rounds as rounds_repo
 
@@ -177,9 +177,11 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
         gone = dataclasses.replace(held[0], context_id="ctx_00_gone", shopper_id="gone")
         contexts_repo.insert_contexts(con, [gone])
     before = data_fingerprint(store)
+    usable = usable_label_count(store)
     record = run_round(store, settings, progress=False)
 
     assert record.status == "done", record.error
+    assert record.metrics["usable_labels"] == usable  # what it trained on, kept beside what it measured
     assert record.stage == "done"
     assert set(record.timings) == set(STAGES)
     assert record.policy_id and record.reward_model_id
@@ -728,6 +730,54 @@ def test_a_round_refuses_to_start_with_too_few_labels(workdir):
     assert not (Path(strict.data_dir) / "rounds").exists() or not any((Path(strict.data_dir) / "rounds").iterdir())
 
 
+def test_a_round_starts_from_the_policy_the_engineer_names_and_refuses_one_it_cannot_start_from(workdir):
+    """Rolling back: `round run --from` (settings.rounds.parent_policy) names the policy PPO continues from;
+    an unknown id, a baseline or a policy of another base model is refused before anything is written."""
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.errors import RoundError
+    from rlhf.generate import default_policy_id
+    from rlhf.rounds import create_round, parent_policy_id, startable_policies
+    from storage import rounds as rounds_repo
+    from storage.generations import upsert_policy
+    from storage.records import Policy
+
+    settings, store = workdir
+    base = default_policy_id(settings.model.policy)
+
+    def starting_from(policy_id):
+        return settings.model_copy(update={"rounds": settings.rounds.model_copy(update={"parent_policy": policy_id})})
+
+    with store.transaction() as con:
+        upsert_policy(con, Policy("policy_r1", kind="llm", base_model=settings.model.policy,
+                                  adapter_path="/tmp/r1-adapter", parent_id=base, round_id="round_r1"))
+        upsert_policy(con, Policy("policy_other_base", kind="llm", base_model="some/other-model",
+                                  adapter_path="/tmp/other", round_id="round_x"))
+        upsert_policy(con, Policy("baseline:popularity", kind="baseline"))
+    assert [p.policy_id for p in startable_policies(store, settings)] == ["policy_r1", base]  # newest first
+    assert parent_policy_id(store, settings) == base  # no finished round: the base model
+    assert parent_policy_id(store, starting_from("policy_r1")) == "policy_r1"
+    assert parent_policy_id(store, starting_from(base)) == base
+    before = data_fingerprint(store)
+    for policy_id, said in (("policy_nope", "No policy with id 'policy_nope'"), ("baseline:popularity", "a baseline"),
+                            ("policy_other_base", "trained on 'some/other-model'")):
+        with pytest.raises(RoundError, match=said):
+            create_round(store, starting_from(policy_id))
+        result = CliRunner().invoke(app, ["round", "run", "--from", policy_id, "--no-progress",
+                                          "--data-dir", str(settings.data_dir)])
+        assert result.exit_code != 0 and said in result.output
+    with store.transaction() as con:
+        assert rounds_repo.list_rounds(con) == []
+    assert data_fingerprint(store) == before
+    assert not (Path(settings.data_dir) / "rounds").exists() or not any((Path(settings.data_dir) / "rounds").iterdir())
+    # A round started from the earlier policy records it as its parent, with that policy's adapter.
+    record = create_round(store, starting_from("policy_r1"))
+    assert record.parent_policy_id == "policy_r1"
+    meta = json.loads((Path(record.folder) / "round.json").read_text())
+    assert meta["parent_adapter"] == "/tmp/r1-adapter"
+
+
 def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
     from rlhf.errors import RoundError
     from rlhf.rounds import quick_overrides, quick_settings
@@ -866,6 +916,36 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
             "stage's pace and its later stages' times, this one has about 4 min left.") in said()
     bars = [e.proto.text for e in at.get("progress")]
     assert any("about 2 min left in this stage" in text for text in bars), bars
+
+
+def test_the_training_page_starts_a_round_from_the_policy_the_engineer_picks(workdir, monkeypatch):
+    from rlhf import rounds
+    from rlhf.auth import create_user
+    from rlhf.settings import get_settings
+    from storage.generations import upsert_policy
+    from storage.records import Policy
+
+    settings, store = workdir
+    launched: list = []
+    monkeypatch.setattr(rounds, "check_can_start", lambda store, s: 42)
+    monkeypatch.setattr(rounds, "launch_round",
+                        lambda s, **kw: (launched.append(s), rounds.LaunchedRound("round_x", 123, 42))[1])
+    create_user(store, "eng5", "a-long-password-6", "engineer")
+    at = render_training_page(store, settings, "eng5", monkeypatch)
+    assert not [b for b in at.selectbox if b.label == "Start from"]  # nothing to choose before a round made a policy
+    page = get_settings()
+    with store.transaction() as con:
+        for k in (1, 2):
+            upsert_policy(con, Policy(f"policy_r{k}", kind="llm", base_model=page.model.policy,
+                                      adapter_path=f"/tmp/r{k}", round_id=f"round_r{k}"))
+    at = render_training_page(store, settings, "eng5", monkeypatch)
+    box = next(b for b in at.selectbox if b.label == "Start from")
+    assert box.options[0].startswith("Newest (") and "policy_r1 (not evaluated vs zero-shot)" in box.options
+    box.set_value("policy_r1").run()
+    assert "PPO from `policy_r1`" in "\n".join(c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Start a round").click().run()
+    assert not at.exception, at.exception
+    assert launched[-1].rounds.parent_policy == "policy_r1"
 
 
 def test_round_run_says_how_long_to_expect_before_it_starts(workdir, monkeypatch):

@@ -53,8 +53,23 @@ active = next((r for r in reversed(summaries) if r["status"] == "running"), None
 SIZES = ("Quick", "Full")
 
 
-def _round_settings(size: str):
-    return rounds_service.quick_settings(settings) if size == "Quick" else settings
+def _round_settings(size: str, parent: str | None = None):
+    """The settings of a round of this size, starting from ``parent`` (None: the settings' own choice)."""
+    sized = rounds_service.quick_settings(settings) if size == "Quick" else settings
+    if parent is None:
+        return sized
+    return sized.model_copy(update={"rounds": sized.rounds.model_copy(update={"parent_policy": parent})})
+
+
+def _parent_label(policy_id: str | None, startable: list, newest: str | None) -> str:
+    """A choice of the "Start from" box: the default names the policy it means; a round's policy says how it
+    fared against the zero-shot model."""
+    if policy_id is None:
+        return f"Newest ({newest})" if newest else "Newest"
+    summary = next(p for p in startable if p.policy_id == policy_id)
+    if summary.round_id is None:
+        return f"{policy_id} (base model)"
+    return f"{policy_id} ({(summary.verdict or 'not evaluated').split(':')[0]} vs zero-shot)"
 
 
 def _duration_hint(shown, size: str) -> None:
@@ -69,7 +84,8 @@ def _duration_hint(shown, size: str) -> None:
 
 def _start() -> None:
     try:
-        chosen = _round_settings(st.session_state.get("training.size", SIZES[0]))
+        chosen = _round_settings(st.session_state.get("training.size", SIZES[0]),
+                                 st.session_state.get("training.parent"))
         launched = rounds_service.launch_round(chosen, store=store)  # checks first: one round at a time, enough labels
     except (RecFeedbackError, StoreError) as exc:
         st.session_state["training.notice"] = None
@@ -87,11 +103,25 @@ with st.container(border=True):
                     help=f"Quick: a few PPO steps on a few contexts (settings.rounds.quick), about "
                          f"{rounds_service.QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model; "
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
-    shown = _round_settings(size)
+    startable = rounds_service.startable_policies(store, settings)
+    try:
+        newest = rounds_service.parent_policy_id(store, _round_settings(size))  # the settings' own choice
+    except RecFeedbackError as exc:  # a parent_policy in the settings that no round can start from
+        newest = None
+        st.warning(str(exc), icon=":material/warning:")
+    parent = None
+    if len(startable) > 1:  # a choice only once a round has made a policy
+        parent = st.selectbox(
+            "Start from", [None, *(p.policy_id for p in startable)], key="training.parent",
+            format_func=lambda choice: _parent_label(choice, startable, newest),
+            help="The policy PPO continues from. Newest: settings.rounds.parent_policy, else the newest finished "
+                 "round's policy. Pick an earlier one to roll back after a round that made the lists worse.")
+    shown = _round_settings(size, parent)
     r, p = shown.rounds, shown.ppo
     usable = rounds_service.usable_label_count(store)  # said up front, not only when a click is refused
     st.caption(
-        f"Labels → reward model ({method_summary(shown)}) → PPO ({p.steps} steps, batch {p.batch_size}) → "
+        f"Labels → reward model ({method_summary(shown)}) → PPO from `{parent or newest}` ({p.steps} steps, "
+        f"batch {p.batch_size}) → "
         f"lists for {r.contexts_per_round} contexts → {r.new_pairs} pairs chosen by active selection "
         f"(uncertainty {r.active_uncertainty_share:.0%}, disagreement {r.active_disagreement_share:.0%}, "
         f"coverage {r.active_coverage_share:.0%}, random {r.active_random_share:.0%})"

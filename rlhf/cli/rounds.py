@@ -78,6 +78,9 @@ def run_command(
     stop_after: str = typer.Option(None, "--stop-after", help="Stop after this stage (debugging)."),
     quick: bool = typer.Option(False, "--quick", help="A small round that finishes in minutes on a CPU "
                                "(settings.rounds.quick replaces the full sizes): demos and smoke tests."),
+    start_from: str = typer.Option(None, "--from", help="The policy to start from (settings.rounds.parent_policy; "
+                                   "`recfeedback policy list`), e.g. to roll back after a round that made lists "
+                                   "worse. Default: the newest finished round's policy."),
 ) -> None:
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
     from rlhf.rounds import (
@@ -99,6 +102,9 @@ def run_command(
         for sentence in quick_overrides(settings):
             typer.secho(f"Warning: {sentence}", fg=typer.colors.YELLOW, err=True)
         settings = quick_settings(settings)
+    if start_from:
+        settings = settings.model_copy(update={"rounds": settings.rounds.model_copy(
+            update={"parent_policy": start_from})})
     store = open_store(settings)
     past = last_duration_with(settings, list_round_summaries(store))  # how long to expect, before it starts
     if past is not None:

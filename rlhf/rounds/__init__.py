@@ -106,6 +106,7 @@ from rlhf.rounds.state import (
     parent_policy_id,
     pid_alive,
     running_round,
+    startable_policies,
     usable_label_count,
 )
 from rlhf.rounds.timing import (
@@ -183,6 +184,7 @@ __all__ = [
     "stage_seconds_left",
     "stage_select",
     "stage_snapshot",
+    "startable_policies",
     "usable_label_count",
     "zero_shot_verdicts",
 ]

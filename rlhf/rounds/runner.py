@@ -49,11 +49,11 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
     from storage.rounds import insert_round
 
     n_labels = check_can_start(store, settings)
+    parent = parent_policy_id(store, settings)  # checked before anything is written
     round_id = round_id or new_round_id()
     folder = round_folder(settings, round_id)
     folder.mkdir(parents=True, exist_ok=True)
     save_round_settings(settings, folder)
-    parent = parent_policy_id(store, settings)
     with store.transaction() as con:
         found = find_policy(con, parent)
     parent_adapter = found.adapter_path if found is not None else None

@@ -542,7 +542,9 @@ def stage_enqueue(ctx: RoundContext) -> dict[str, Any]:
     evaluation = _read_json(ctx.paths.evaluation, {}) or {}
     new_policy = meta["policy_id"]
     final = {k: v for k, v in (ppo.get("final_metrics") or {}).items() if not str(k).startswith("time/")}
-    round_metrics = _round_metrics(rm, ppo, gen, sel, evaluation, settings)
+    # What it trained on stays beside what it measured (the row held only the former while it ran).
+    round_metrics = {"usable_labels": ctx.meta.get("usable_labels_at_start"),
+                     **_round_metrics(rm, ppo, gen, sel, evaluation, settings)}
     timings = _timings(ctx)
     ppo_run = f"{ctx.round_id}-ppo"
     rm_run = f"{ctx.round_id}-rm"

@@ -97,14 +97,39 @@ def check_can_start(store: Store, settings: Settings) -> int:
 
 
 def parent_policy_id(store: Store, settings: Settings) -> str:
-    """The policy a new round starts from: the newest finished round's policy, else the base model."""
+    """The policy a new round starts from: ``settings.rounds.parent_policy`` when set (checked: a policy of
+    this store, on the base model the settings name), else the newest finished round's policy, else the
+    base model. Raises :class:`RoundError` for a policy a round cannot start from."""
     from rlhf.generate import default_policy_id
+    from storage.generations import find_policy
     from storage.rounds import list_rounds
 
+    base = default_policy_id(settings.model.policy)
+    chosen = settings.rounds.parent_policy
+    if chosen == base:
+        return base
     with store.transaction() as con:
-        rounds = list_rounds(con)
-    done = [r for r in rounds if r.status == "done" and r.policy_id]
-    return done[-1].policy_id if done else default_policy_id(settings.model.policy)
+        if not chosen:
+            done = [r for r in list_rounds(con) if r.status == "done" and r.policy_id]
+            return done[-1].policy_id if done else base
+        found = find_policy(con, chosen)
+    if found is None:
+        raise RoundError(f"No policy with id {chosen!r} to start a round from (settings.rounds.parent_policy); "
+                         "`recfeedback policy list` shows them.")
+    if found.kind != "llm" or found.base_model != settings.model.policy:
+        what = f"a {found.kind}" if found.kind != "llm" else f"trained on {found.base_model!r}"
+        raise RoundError(f"A round cannot start from {chosen!r}: it is {what}, and this round's model is "
+                         f"{settings.model.policy!r}.")
+    return chosen
+
+
+def startable_policies(store: Store, settings: Settings) -> list[Any]:
+    """The policies a round may start from (``settings.rounds.parent_policy``), newest first: this store's
+    LLM policies on the settings' base model (:class:`rlhf.policies.PolicySummary`, with each round's verdict)."""
+    from rlhf.policies import policy_summaries
+
+    mine = [p for p in policy_summaries(store) if p.kind == "llm" and p.base_model == settings.model.policy]
+    return mine[::-1]
 
 
 def _update_row(store: Store, round_id: str, **fields: Any) -> None:

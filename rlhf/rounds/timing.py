@@ -67,9 +67,21 @@ def last_duration_like(round_id: str, summaries: Sequence[Mapping[str, Any]]) ->
     return None if wanted is None else _last_duration(wanted, summaries)
 
 
+#: Settings that choose what a round starts from, not how much work it does.
+_NOT_TIMING = frozenset({"rounds.parent_policy"})
+
+
+def _same_work(recorded: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether a round that recorded ``recorded`` ran with the ``wanted`` settings, as far as its time goes.
+    A setting it did not record (one added after it ran) is not held against it."""
+    if recorded is None:
+        return False
+    return all(recorded[k] == wanted[k] for k in (recorded.keys() & wanted.keys()) - _NOT_TIMING)
+
+
 def _last_duration(wanted: dict[str, Any], summaries: Sequence[Mapping[str, Any]]) -> PastDuration | None:
     for summary in reversed(summaries):
-        if summary["status"] != "done" or _flat_settings(summary["folder"]) != wanted:
+        if summary["status"] != "done" or not _same_work(_flat_settings(summary["folder"]), wanted):
             continue
         timings = {k: float(v) for k, v in (summary.get("timings") or {}).items() if isinstance(v, (int, float))}
         if not timings:
