@@ -263,6 +263,8 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     assert any("human_win" in df.value.columns and (df.value["human_win"] == said).any() for df in at.dataframe)
     shown = "\n".join(df.value.to_csv() for df in at.dataframe)
     assert "baseline:popularity" in shown and "parent (zero-shot)" in shown  # the round's held-out report
+    # Two held-out shoppers: the page says that its verdict cannot see much, and what decides how many.
+    assert any(c.value.startswith(f"On {len(chosen)} shoppers the intervals are wide") for c in at.caption)
     # How many reasons are about the item or the shopper: a share for each LLM row, none for baselines, and
     # the new policy's against its parent's in words.
     from rlhf.rounds import round_evaluation

@@ -234,6 +234,11 @@ elif latest is not None:
 
 
 # ------------------------------------------------------------------------------------------- history
+#: Below this many held-out shoppers a round's paired verdict cannot see the effects rounds have (settings.py,
+#: rounds.eval_contexts; BENCHMARKS.md).
+FEW_SHOPPERS = 200
+
+
 def _evaluation_view(table: pd.DataFrame) -> None:
     """The round's held-out report: its policy beside its parent, the zero-shot model and the baselines."""
     # N is the round's list length (its report's ndcg@N column), not necessarily today's setting.
@@ -245,6 +250,11 @@ def _evaluation_view(table: pd.DataFrame) -> None:
     targets = int(table["contexts_with_targets"].max()) if "contexts_with_targets" in table else 0
     st.markdown(f"**Held-out evaluation**: {shoppers} shoppers, {targets} of them with purchases after the cut "
                 "(HR and NDCG count those); 95% bootstrap intervals.")
+    if shoppers < FEW_SHOPPERS:
+        st.caption(f"On {shoppers} shoppers the intervals are wide, so \"no detectable difference\" says little "
+                   f"here. `rounds.eval_contexts` sets how many held-out "
+                   f"shoppers a round evaluates (a Full round: {settings.rounds.eval_contexts}); on UCI, 40 shoppers "
+                   "gave a paired NDCG interval ±0.03 wide and 240 ±0.009 (BENCHMARKS.md).")
     chart = table.rename(columns={f"ndcg@{n}": "ndcg"})
     chart["label"] = [p.removeprefix("baseline:") if r == "baseline" else r for r, p in zip(chart["role"], chart["policy"])]
     base = alt.Chart(chart).encode(y=alt.Y("label:N", sort=None, title=None), color=alt.Color("role:N", legend=None))
