@@ -716,6 +716,76 @@ def test_one_seed_repeats_the_queue_the_labels_and_the_round(tiny_model, tmp_pat
         assert first[part] == second[part], part
 
 
+def test_two_launches_at_once_start_one_round(workdir, monkeypatch):
+    """Two engineers (or a tab and the CLI) click at the same moment: both pass the early check, and the
+    unit of work that inserts the round decides; the other gets "still running" and leaves nothing behind."""
+    import threading
+
+    from rlhf.errors import RoundError
+    from rlhf.rounds import runner
+    from storage import rounds as rounds_repo
+
+    settings, store = workdir
+    both_checked = threading.Barrier(2, timeout=30)
+    checked = runner.check_can_start
+
+    def check_then_wait(store, settings):
+        n = checked(store, settings)
+        both_checked.wait()  # neither inserts before both have passed the check
+        return n
+
+    monkeypatch.setattr(runner, "check_can_start", check_then_wait)
+    outcomes: list = []
+
+    def launch() -> None:
+        try:
+            outcomes.append(runner.create_round(store, settings))
+        except RoundError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=launch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    started = [o for o in outcomes if not isinstance(o, RoundError)]
+    refused = [o for o in outcomes if isinstance(o, RoundError)]
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    assert "is still running" in str(refused[0]) and started[0].round_id in str(refused[0])
+    with store.transaction() as con:
+        assert [r.round_id for r in rounds_repo.list_rounds(con)] == [started[0].round_id]
+    assert [p.name for p in (Path(settings.data_dir) / "rounds").iterdir()] == [started[0].round_id]
+
+    # Its process dies; two resumes at once (two tabs): one marks it running again, the other is refused.
+    with store.transaction() as con:
+        rounds_repo.update_round(con, started[0].round_id, pid=2**22 + 12345)  # a pid no process has
+    assert runner.effective_status(runner._get_row(store, started[0].round_id)) == "interrupted"
+    both_looked = threading.Barrier(2, timeout=30)
+    looked = runner.effective_status
+
+    def look_then_wait(row):
+        status = looked(row)
+        both_looked.wait()
+        return status
+
+    monkeypatch.setattr(runner, "effective_status", look_then_wait)
+    outcomes.clear()
+
+    def resume() -> None:
+        try:
+            outcomes.append(runner.prepare_resume(store, started[0].round_id))
+        except RoundError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "RoundError"], outcomes
+    assert "is running; wait for it" in str(next(o for o in outcomes if o is not None))
+
+
 def test_a_round_refuses_to_start_with_too_few_labels(workdir):
     from rlhf.errors import RoundError
     from rlhf.rounds import run_round

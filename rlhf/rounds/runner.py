@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -32,7 +33,8 @@ from rlhf.rounds.state import (
     effective_status,
     parent_policy_id,
     pid_alive,
-    running_round,
+    running_among,
+    still_running,
 )
 from rlhf.runtime import jsonable
 from rlhf.settings import Settings
@@ -46,12 +48,13 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
     """Check that a round may start, then create its folder and its 'running' rounds row."""
     from rlhf.generate import default_policy_id
     from storage.generations import find_policy
-    from storage.rounds import insert_round
+    from storage.rounds import insert_round, list_rounds
 
     n_labels = check_can_start(store, settings)
     parent = parent_policy_id(store, settings)  # checked before anything is written
     round_id = round_id or new_round_id()
     folder = round_folder(settings, round_id)
+    made_folder = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     save_round_settings(settings, folder)
     with store.transaction() as con:
@@ -66,7 +69,15 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
                          timings={}, metrics={"usable_labels": n_labels}, parent_policy_id=parent,
                          folder=str(folder.resolve()), pid=pid or os.getpid())
     with store.transaction() as con:
-        insert_round(con, record)
+        # Checked again in the unit of work that inserts: of two launches that both passed the check above,
+        # one inserts and the other finds it running.
+        busy = running_among(list_rounds(con))
+        if busy is None:
+            insert_round(con, record)
+    if busy is not None:
+        if made_folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise still_running(busy)
     log.info("Round %s created (parent policy %s, %d usable labels)", round_id, parent, n_labels)
     return record
 
@@ -170,10 +181,14 @@ def prepare_resume(store: Store, round_id: str) -> None:
         raise RoundError(f"Round {round_id} is already done.")
     if status == "running":
         raise RoundError(f"Round {round_id} is still running (pid {row.pid}); cancel it first to resume it.")
-    busy = running_round(store)
+    from storage.rounds import list_rounds, update_round
+
+    with store.transaction() as con:  # one unit of work: of two resumes at once, one marks it and one is refused
+        busy = running_among(list_rounds(con))
+        if busy is None:
+            update_round(con, round_id, status="running", pid=os.getpid(), error=None)
     if busy is not None:
         raise RoundError(f"Round {busy.round_id} is running; wait for it or cancel it before resuming {round_id}.")
-    _update_row(store, round_id, status="running", pid=os.getpid(), error=None)
 
 
 def cancel_round(store: Store, round_id: str, *, grace_s: float | None = None) -> RoundRecord:

@@ -71,21 +71,25 @@ def running_round(store: Store) -> RoundRecord | None:
     from storage.rounds import list_rounds
 
     with store.transaction() as con:
-        rounds = list_rounds(con)
-    for r in rounds:
-        if r.status == "running" and pid_alive(r.pid):
-            return r
-    return None
+        return running_among(list_rounds(con))
+
+
+def running_among(rounds: list[RoundRecord]) -> RoundRecord | None:
+    """The first of ``rounds`` that is 'running' with its process alive, or None."""
+    return next((r for r in rounds if r.status == "running" and pid_alive(r.pid)), None)
+
+
+def still_running(busy: RoundRecord) -> RoundError:
+    """The refusal of a second round while ``busy`` runs (one round at a time)."""
+    return RoundError(f"Round {busy.round_id} is still running (stage {busy.stage}, pid {busy.pid}). "
+                      f"Wait for it to finish or cancel it with `recfeedback round cancel {busy.round_id}`.")
 
 
 def check_can_start(store: Store, settings: Settings) -> int:
     """Raise RoundError with a clear sentence when a round may not start; return the usable label count."""
     busy = running_round(store)
     if busy is not None:
-        raise RoundError(
-            f"Round {busy.round_id} is still running (stage {busy.stage}, pid {busy.pid}). "
-            "Wait for it to finish or cancel it with `recfeedback round cancel " + busy.round_id + "`."
-        )
+        raise still_running(busy)
     n = usable_label_count(store)
     need = settings.rounds.min_labels
     if n < need:
