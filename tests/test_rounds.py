@@ -560,6 +560,41 @@ def test_round_cancel_without_an_id_stops_the_running_round(workdir):
         child.wait()
 
 
+def test_a_cancel_and_the_rounds_ingest_agree_on_who_came_first(workdir, monkeypatch):
+    """A cancel that commits before the round's ingest leaves the store unchanged (the ingest refuses); an
+    ingest that commits first makes the cancel fail, so no done round is ever shown as cancelled."""
+    from rlhf import rounds
+    from rlhf.errors import RoundError
+    from rlhf.rounds import runner
+
+    settings, store = workdir
+    record = rounds.create_round(store, settings)
+    rounds.execute(store, record.round_id, progress=False, stop_after="select")  # all but the ingest
+    before = data_fingerprint(store)
+    rounds.cancel_round(store, record.round_id)  # its pid is this process: nothing to signal
+    ctx = rounds.RoundContext(record.round_id, settings, store, rounds.RoundPaths(Path(record.folder)))
+    with pytest.raises(rounds.RoundCancelled, match="cancelled before its outputs were ingested"):
+        rounds.stage_enqueue(ctx)
+    assert data_fingerprint(store) == before
+    assert rounds.round_status(store, record.round_id)["status"] == "cancelled"
+
+    # The other order: the cancel read the round running, then the round's ingest committed.
+    rounds.prepare_resume(store, record.round_id)
+    read = runner._get_row
+
+    def read_then_ingest(store, round_id):
+        row = read(store, round_id)
+        rounds.stage_enqueue(ctx)  # commits 'done' between the cancel's read and its update
+        return row
+
+    monkeypatch.setattr(runner, "_get_row", read_then_ingest)
+    with pytest.raises(RoundError, match="already done: it finished before it could be cancelled"):
+        rounds.cancel_round(store, record.round_id)
+    monkeypatch.setattr(runner, "_get_row", read)
+    assert rounds.round_status(store, record.round_id)["status"] == "done"
+    assert data_fingerprint(store)["pairs"] != before["pairs"]  # its pairs reached the queue
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -199,8 +199,15 @@ def cancel_round(store: Store, round_id: str, *, grace_s: float | None = None) -
     if grace_s is None:
         settings = load_round_settings(Path(row.folder)) if row.folder else None
         grace_s = settings.rounds.cancel_grace_s if settings else 10.0
-    _update_row(store, round_id, status="cancelled", error="Cancelled by the user.",
-                finished_at=datetime.now(UTC).replace(tzinfo=None))
+    from storage.rounds import get_round, update_round
+
+    with store.transaction() as con:  # the round's own ingest may have committed since the read above
+        finished = get_round(con, round_id).status
+        if finished not in FINAL_STATUSES:
+            update_round(con, round_id, status="cancelled", error="Cancelled by the user.",
+                         finished_at=datetime.now(UTC).replace(tzinfo=None))
+    if finished in FINAL_STATUSES:
+        raise RoundError(f"Round {round_id} is already {finished}: it finished before it could be cancelled.")
     pid = row.pid
     if pid and pid != os.getpid() and pid_alive(pid):
         try:

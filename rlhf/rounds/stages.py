@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.errors import RoundError
-from rlhf.rounds.layout import STAGES, UTC, RoundPaths, _dig, _read_json, _read_jsonl, _write_json
+from rlhf.rounds.layout import (
+    STAGES,
+    UTC,
+    RoundCancelled,
+    RoundPaths,
+    _dig,
+    _read_json,
+    _read_jsonl,
+    _write_json,
+)
 from rlhf.runtime import jsonable
 from rlhf.settings import Settings
 from storage import Store
@@ -525,7 +534,7 @@ def stage_enqueue(ctx: RoundContext) -> dict[str, Any]:
     from storage.generations import find_policy, insert_generations, insert_pairs, upsert_policy
     from storage.ids import new_id
     from storage.reward_models import insert_reward_model
-    from storage.rounds import insert_evaluation, insert_training_metrics, update_round
+    from storage.rounds import get_round, insert_evaluation, insert_training_metrics, update_round
 
     settings = ctx.settings
     meta = ctx.meta
@@ -549,6 +558,10 @@ def stage_enqueue(ctx: RoundContext) -> dict[str, Any]:
     ppo_run = f"{ctx.round_id}-ppo"
     rm_run = f"{ctx.round_id}-rm"
     with ctx.store.transaction() as con:
+        # A cancel that committed first wins: nothing is ingested (the one unit of work rolls back).
+        if get_round(con, ctx.round_id).status == "cancelled":
+            raise RoundCancelled(f"Round {ctx.round_id} was cancelled before its outputs were ingested; the store "
+                                 "is unchanged.")
         already = find_policy(con, new_policy)
         if already is None:
             upsert_policy(con, Policy(
