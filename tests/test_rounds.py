@@ -569,9 +569,23 @@ def test_a_cancel_and_the_rounds_ingest_agree_on_who_came_first(workdir, monkeyp
 
     settings, store = workdir
     record = rounds.create_round(store, settings)
-    rounds.execute(store, record.round_id, progress=False, stop_after="select")  # all but the ingest
+    rounds.execute(store, record.round_id, progress=False, stop_after="generate")
     before = data_fingerprint(store)
-    rounds.cancel_round(store, record.round_id)  # its pid is this process: nothing to signal
+    # The cancel commits while a stage runs, its SIGTERM not yet there: the next stage does not start.
+    select = runner.STAGE_FUNCS["select"]
+
+    def select_then_cancelled(ctx):
+        out = select(ctx)
+        rounds.cancel_round(store, ctx.round_id)  # its pid is this process: nothing to signal
+        return out
+
+    monkeypatch.setitem(runner.STAGE_FUNCS, "select", select_then_cancelled)
+    with pytest.raises(rounds.RoundCancelled, match="cancelled before its stage enqueue"):
+        rounds.execute(store, record.round_id, progress=False)
+    monkeypatch.setitem(runner.STAGE_FUNCS, "select", select)
+    assert data_fingerprint(store) == before
+    assert rounds.round_status(store, record.round_id)["status"] == "cancelled"
+    # The cancel commits after the ingest stage started: its unit of work refuses.
     ctx = rounds.RoundContext(record.round_id, settings, store, rounds.RoundPaths(Path(record.folder)))
     with pytest.raises(rounds.RoundCancelled, match="cancelled before its outputs were ingested"):
         rounds.stage_enqueue(ctx)

@@ -114,7 +114,7 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
             if ctx.paths.marker(stage).is_file():
                 continue
             current = stage
-            _update_row(store, round_id, stage=stage, status="running", pid=os.getpid(), timings=_timings(ctx))
+            _start_stage(store, round_id, stage, _timings(ctx))
             ctx.set_progress(stage)
             log.info("Round %s: stage %s", round_id, stage)
             started = time.perf_counter()
@@ -144,6 +144,17 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return _get_row(store, round_id)
+
+
+def _start_stage(store: Store, round_id: str, stage: str, timings: dict[str, float]) -> None:
+    """Record the stage a round starts, unless a cancel committed since the last one: its SIGTERM may still be
+    on the way, and the round must not mark itself running again (nor go on to ingest) in the meantime."""
+    from storage.rounds import get_round, update_round
+
+    with store.transaction() as con:
+        if get_round(con, round_id).status == "cancelled":
+            raise RoundCancelled(f"Round {round_id} was cancelled before its stage {stage}.")
+        update_round(con, round_id, stage=stage, status="running", pid=os.getpid(), timings=timings)
 
 
 def _safe_update(store: Store, round_id: str, **fields: Any) -> None:
