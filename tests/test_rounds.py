@@ -946,7 +946,7 @@ def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir
     size = next(r for r in at.radio if r.label == "Size")
     assert size.value == "Quick"
     quick_steps = settings.rounds.quick["ppo"]["steps"]
-    assert f"PPO ({quick_steps} steps" in "\n".join(c.value for c in at.caption)
+    assert f"({quick_steps} steps, batch" in "\n".join(c.value for c in at.caption)
     # How many usable labels the store has, beside how many a round needs: before the click, not after.
     assert f"the store has {rounds.usable_label_count(store):,} now" in "\n".join(c.value for c in at.caption)
     quick_eval = settings.rounds.quick["rounds"]["human_eval_pairs"]
