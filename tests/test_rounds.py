@@ -899,6 +899,21 @@ def test_a_round_starts_from_the_policy_the_engineer_names_and_refuses_one_it_ca
     assert meta["parent_adapter"] == "/tmp/r1-adapter"
 
 
+def test_a_misspelt_stage_to_stop_after_is_refused_before_a_round_starts(workdir):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from storage import rounds as rounds_repo
+
+    settings, store = workdir
+    result = CliRunner().invoke(app, ["round", "run", "--stop-after", "reward-model", "--no-progress",
+                                      "--data-dir", str(settings.data_dir)])
+    assert result.exit_code != 0
+    assert "There is no stage 'reward-model'; the stages are snapshot, reward_model, ppo" in result.output
+    with store.transaction() as con:
+        assert rounds_repo.list_rounds(con) == []
+
+
 def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
     from rlhf.errors import RoundError
     from rlhf.rounds import quick_overrides, quick_settings

@@ -99,6 +99,7 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
     ``stop_after`` ends the run after that stage (tests, debugging); the round stays 'running' with its
     markers, exactly like a killed one, until resumed.
     """
+    _check_stage_name(stop_after)
     row = _get_row(store, round_id)
     if row.status in FINAL_STATUSES:  # e.g. cancelled between its launch and its process starting
         raise RoundError(f"Round {round_id} is {row.status}; there is nothing to run.")
@@ -146,6 +147,11 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
     return _get_row(store, round_id)
 
 
+def _check_stage_name(stage: str | None) -> None:
+    if stage is not None and stage not in STAGES:
+        raise RoundError(f"There is no stage {stage!r}; the stages are {', '.join(STAGES)}.")
+
+
 def _start_stage(store: Store, round_id: str, stage: str, timings: dict[str, float]) -> None:
     """Record the stage a round starts, unless a cancel committed since the last one: its SIGTERM may still be
     on the way, and the round must not mark itself running again (nor go on to ingest) in the meantime."""
@@ -170,6 +176,7 @@ def _safe_update(store: Store, round_id: str, **fields: Any) -> None:
 def run_round(store: Store, settings: Settings, *, round_id: str | None = None, progress: bool = True,
               stop_after: str | None = None) -> RoundRecord:
     """Start a new round (checks, folder, row) and run it to the end in this process."""
+    _check_stage_name(stop_after)  # before the round exists: a misspelt stage must not run a whole round
     if round_id is not None:
         folder = round_folder(settings, round_id)
         if (folder / "settings.json").is_file():
@@ -180,6 +187,7 @@ def run_round(store: Store, settings: Settings, *, round_id: str | None = None, 
 
 def resume_round(store: Store, round_id: str, *, progress: bool = True, stop_after: str | None = None) -> RoundRecord:
     """Continue a failed, cancelled or interrupted round after its last finished stage."""
+    _check_stage_name(stop_after)
     prepare_resume(store, round_id)
     return execute(store, round_id, progress=progress, stop_after=stop_after)
 
