@@ -84,11 +84,13 @@ def run_command(
 ) -> None:
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
     from rlhf.rounds import (
+        check_can_start,
         full_round_without_gpu,
         gpu_visible,
         last_duration_with,
         launch_round,
         list_round_summaries,
+        parent_policy_id,
         past_duration_text,
         quick_overrides,
         quick_settings,
@@ -106,6 +108,8 @@ def run_command(
         settings = settings.model_copy(update={"rounds": settings.rounds.model_copy(
             update={"parent_policy": start_from})})
     store = open_store(settings)
+    check_can_start(store, settings)  # refusals first (they are checked again as the round starts)
+    parent_policy_id(store, settings)
     past = last_duration_with(settings, list_round_summaries(store))  # how long to expect, before it starts
     if past is not None:
         typer.echo(past_duration_text(past).replace("`", ""))
@@ -270,7 +274,7 @@ def _human_line(estimate: Any, labels: int) -> str:
 @friendly_errors
 def lists_command(
     round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
-    shoppers: int = typer.Option(3, "--shoppers", "-n", help="How many held-out shoppers to show."),
+    shoppers: int = typer.Option(3, "--shoppers", "-n", min=1, help="How many held-out shoppers to show."),
     data_dir: str = typer.Option(None, "--data-dir"),
 ) -> None:
     """A round's lists beside its parent's and the zero-shot model's for the same held-out shoppers, with
