@@ -1107,6 +1107,7 @@ def test_round_run_says_how_long_to_expect_before_it_starts(workdir, monkeypatch
     assert (f"The last round with these settings ({round_id} on {labels} labels) took about 1 h 7 min: "
             f"ppo 1 h 7 min.") in second.output
     assert "no GPU" not in second.output  # a measured time says more than the warning
+    rounds.cancel_round(store, rounds.list_round_summaries(store)[-1]["round_id"])  # the second one stopped
     refused = CliRunner().invoke(app, [*run, "--from", "policy_nope"])
     assert refused.exit_code != 0 and "No policy with id 'policy_nope'" in refused.output
     assert "The last round" not in refused.output  # the refusal comes first, not an estimate for a round that won't run
