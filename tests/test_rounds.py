@@ -297,6 +297,9 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     listed = CliRunner().invoke(app, ["round", "list", "--data-dir", str(settings.store.data_dir)])
     assert listed.exit_code == 0, listed.output
     assert f"{record.round_id}  done" in listed.output and f" ({n_held} held-out pair" in listed.output
+    # Which policy it continued from, beside the one it made (rounds can start from an earlier one).
+    assert f"policy={record.policy_id} (from {record.parent_policy_id})" in listed.output
+    assert past.loc[0, "parent_policy_id"] == record.parent_policy_id
     # Against the zero-shot model (round 1's parent) the round gets a verdict in words from the paired
     # interval, with the interval, on the page's past rounds and in `round list`.
     with store.transaction() as con:

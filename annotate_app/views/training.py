@@ -371,13 +371,16 @@ else:
     ranking = [c for n in lengths for c in (f"ndcg@{n}", f"zero_shot_ndcg@{n}", f"hr@{n}")]
     # The verdict against the zero-shot model first: whether the loop has made the lists better so far.
     show = [c for c in ["round", "round_id", "status", "ndcg_vs_zero_shot", "reasons_vs_zero_shot", "policy_id",
-                        "human_win", "rm_heldout_accuracy", "rm_heldout_pairs", "rm_heldout_accuracy_unselected",
+                        "parent_policy_id", "human_win", "rm_heldout_accuracy", "rm_heldout_pairs", "rm_heldout_accuracy_unselected",
                         "rm_heldout_unselected_pairs", "ppo_reward", "ppo_kl",
                         "generation_validity", "eval_reasons_grounded", "rm_win_rate", "rm_win_rate_vs_zero_shot",
                         *ranking, "pairs_enqueued", "settings_changed", "seconds"]
             if c in frame]
     st.dataframe(ui.with_verdicts_said(frame[show]), hide_index=True, width="stretch",
-                 column_config={"human_win": st.column_config.TextColumn(
+                 column_config={"parent_policy_id": st.column_config.TextColumn(
+                                    "started from", help="The policy PPO continued from: the newest round's, or the "
+                                    "one chosen in \"Start from\" (rounds.parent_policy)."),
+                                "human_win": st.column_config.TextColumn(
                                     "annotators prefer it to its parent", help="Labels preferring the round's policy "
                                     "to its parent, with the 95% interval, on pairs no model chose: the round's "
                                     "human-evaluation pairs on held-out shoppers, its random slice, `pairs make`."),

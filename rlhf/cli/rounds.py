@@ -240,7 +240,8 @@ def list_command(
         held = "" if n_held is None else f" ({n_held} held-out pair{'' if n_held == 1 else 's'}{_unselected(m)})"
         win, win0 = m.get("rm_win_rate"), m.get("rm_win_rate_vs_zero_shot")
         typer.echo(
-            f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}  "
+            f"{r['round_id']}  {r['status']:<11} stage={r['stage'] or '-':<12} policy={r['policy_id'] or '-'}"
+            + (f" (from {r['parent_policy_id']})" if r["policy_id"] and r.get("parent_policy_id") else "") + "  "
             f"rm_acc={'-' if acc is None else f'{acc:.3f}'}{held}  win={'-' if win is None else f'{win:.3f}'}  "
             f"win_vs_zero_shot={'-' if win0 is None else f'{win0:.3f}'}  "
             f"pairs={m.get('pairs_enqueued', '-')}"

@@ -35,7 +35,8 @@ def list_round_summaries(store: Store) -> list[dict[str, Any]]:
     with store.transaction() as con:
         rows = list_rounds(con)
     return [{"round_id": r.round_id, "status": effective_status(r), "stage": r.stage, "created_at": r.created_at,
-             "finished_at": r.finished_at, "policy_id": r.policy_id, "reward_model_id": r.reward_model_id,
+             "finished_at": r.finished_at, "policy_id": r.policy_id, "parent_policy_id": r.parent_policy_id,
+             "reward_model_id": r.reward_model_id,
              "error": r.error, "metrics": r.metrics or {}, "timings": r.timings or {}, "folder": r.folder}
             for r in rows]
 
@@ -254,6 +255,7 @@ def rounds_metrics_frame(store: Store, summaries: list[dict[str, Any]] | None = 
     rows = []
     for i, r in enumerate(summaries, start=1):
         rows.append({"round": i, "round_id": r["round_id"], "status": r["status"], "policy_id": r["policy_id"],
+                     "parent_policy_id": r.get("parent_policy_id"),
                      **{k: v for k, v in r["metrics"].items() if not isinstance(v, (dict, list))},
                      "rm_heldout_pairs": rm_heldout_pairs(r["metrics"]),
                      "ndcg_vs_zero_shot": verdicts.get(r["round_id"], {}).get("ndcg"),
