@@ -68,7 +68,7 @@ def _parent_label(policy_id: str | None, startable: list, newest: str | None) ->
         return f"Newest ({newest})" if newest else "Newest"
     summary = next(p for p in startable if p.policy_id == policy_id)
     if summary.round_id is None:
-        return f"{policy_id} (base model)"
+        return f"{policy_id} ({'base model' if summary.adapter_path is None else 'not from a round'})"
     return f"{policy_id} ({(summary.verdict or 'not evaluated').split(':')[0]} vs zero-shot)"
 
 
