@@ -768,6 +768,28 @@ def test_one_seed_repeats_the_queue_the_labels_and_the_round(tiny_model, tmp_pat
         assert first[part] == second[part], part
 
 
+def _twice_at_once(action) -> list:
+    """``action()`` in two threads at once: what each returned, or the RoundError it raised."""
+    import threading
+
+    from rlhf.errors import RoundError
+
+    outcomes: list = []
+
+    def one() -> None:
+        try:
+            outcomes.append(action())
+        except RoundError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return outcomes
+
+
 def test_two_launches_at_once_start_one_round(workdir, monkeypatch):
     """Two engineers (or a tab and the CLI) click at the same moment: both pass the early check, and the
     unit of work that inserts the round decides; the other gets "still running" and leaves nothing behind."""
@@ -787,19 +809,7 @@ def test_two_launches_at_once_start_one_round(workdir, monkeypatch):
         return n
 
     monkeypatch.setattr(runner, "check_can_start", check_then_wait)
-    outcomes: list = []
-
-    def launch() -> None:
-        try:
-            outcomes.append(runner.create_round(store, settings))
-        except RoundError as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=launch) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    outcomes = _twice_at_once(lambda: runner.create_round(store, settings))
     started = [o for o in outcomes if not isinstance(o, RoundError)]
     refused = [o for o in outcomes if isinstance(o, RoundError)]
     assert len(started) == 1 and len(refused) == 1, outcomes
@@ -821,19 +831,7 @@ def test_two_launches_at_once_start_one_round(workdir, monkeypatch):
         return status
 
     monkeypatch.setattr(runner, "effective_status", look_then_wait)
-    outcomes.clear()
-
-    def resume() -> None:
-        try:
-            outcomes.append(runner.prepare_resume(store, started[0].round_id))
-        except RoundError as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=resume) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    outcomes = _twice_at_once(lambda: runner.prepare_resume(store, started[0].round_id))
     assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "RoundError"], outcomes
     assert "is running; wait for it" in str(next(o for o in outcomes if o is not None))
 
