@@ -1077,7 +1077,7 @@ def test_the_training_page_starts_a_round_from_the_policy_the_engineer_picks(wor
                                       adapter_path=f"/tmp/r{k}", round_id=f"round_r{k}"))
     at = render_training_page(store, settings, "eng5", monkeypatch)
     box = next(b for b in at.selectbox if b.label == "Start from")
-    assert box.options[0].startswith("Newest (") and "policy_r1 (not evaluated vs zero-shot)" in box.options
+    assert box.options[0].startswith("Default (") and "policy_r1 (not evaluated vs zero-shot)" in box.options
     box.set_value("policy_r1").run()
     assert "PPO from `policy_r1`" in "\n".join(c.value for c in at.caption)
     next(b for b in at.button if b.label == "Start a round").click().run()

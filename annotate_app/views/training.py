@@ -65,7 +65,7 @@ def _parent_label(policy_id: str | None, startable: list, newest: str | None) ->
     """A choice of the "Start from" box: the default names the policy it means; a round's policy says how it
     fared against the zero-shot model."""
     if policy_id is None:
-        return f"Newest ({newest})" if newest else "Newest"
+        return f"Default ({newest})" if newest else "Default"
     summary = next(p for p in startable if p.policy_id == policy_id)
     if summary.round_id is None:
         return f"{policy_id} ({'base model' if summary.adapter_path is None else 'not from a round'})"
@@ -114,7 +114,7 @@ with st.container(border=True):
         parent = st.selectbox(
             "Start from", [None, *(p.policy_id for p in startable)], key="training.parent",
             format_func=lambda choice: _parent_label(choice, startable, newest),
-            help="The policy PPO continues from. Newest: settings.rounds.parent_policy, else the newest finished "
+            help="The policy PPO continues from. Default: settings.rounds.parent_policy, else the newest finished "
                  "round's policy. Pick an earlier one to roll back after a round that made the lists worse.")
     shown = _round_settings(size, parent)
     r, p = shown.rounds, shown.ppo
