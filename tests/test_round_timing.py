@@ -15,6 +15,7 @@ from rlhf.rounds import (
     last_duration_like,
     last_duration_with,
     quick_settings,
+    reward_model_change,
     round_seconds_left,
     save_round_settings,
     stage_seconds_left,
@@ -84,9 +85,13 @@ def test_the_reward_model_stage_counts_optimizer_steps_over_all_its_models_once_
     assert read() == (90, 120)
 
 
-def _summary(tmp_path, round_id: str, settings, status: str = "done", **timings: float) -> dict:
+def _summary(tmp_path, round_id: str, settings, status: str = "done", rm_method: str | None = None,
+             **timings: float) -> dict:
     folder = tmp_path / round_id
     save_round_settings(settings, folder)
+    if rm_method:  # what its reward-model stage recorded
+        RoundPaths(folder).marker("reward_model").parent.mkdir(parents=True, exist_ok=True)
+        RoundPaths(folder).marker("reward_model").write_text(json.dumps({"card": {"training": {"method": rm_method}}}))
     return {"round_id": round_id, "status": status, "folder": str(folder), "timings": timings,
             "metrics": {"usable_labels": 36}}
 
@@ -138,3 +143,21 @@ def test_a_running_rounds_time_left_adds_the_later_stages_of_the_last_like_round
     assert round_seconds_left(progress, past, T0 + timedelta(seconds=30)) == pytest.approx(30.0 + 117.0)
     assert round_seconds_left({**progress, "stage": "generate"}, past, T0 + timedelta(seconds=30)) == pytest.approx(32.0)
     assert round_seconds_left(_progress(2, 8, 2, 0, 5), past, T0) is None  # the stage's pace is not known yet
+
+
+def test_a_like_round_that_trained_the_other_kind_of_reward_model_is_said_to_say_little(tmp_path, settings):
+    probe_round = last_duration_with(settings, [_summary(tmp_path, "round_p", settings, rm_method="probe", ppo=60.0)])
+    assert probe_round.rm_method == "probe"
+    threshold = settings.reward_model.probe_max_examples
+    assert settings.reward_model.method == "auto"
+    # Under 'auto', enough labels may cross into TRL + LoRA: far longer than the probe that round fitted.
+    said = reward_model_change(probe_round, settings, threshold + 500)
+    assert said and said.startswith("That round's reward model was the probe") and f"{threshold + 500:,}" in said
+    assert reward_model_change(probe_round, settings, threshold - 1) is None  # still the probe
+    lora = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={"method": "lora"})})
+    assert reward_model_change(probe_round, lora, 10) is not None
+    lora_round = last_duration_with(settings, [_summary(tmp_path, "round_l", settings, rm_method="lora", ppo=60.0)])
+    assert "this one fits the probe" in reward_model_change(lora_round, settings, threshold - 1)
+    assert reward_model_change(lora_round, settings, threshold + 1) is None  # may train LoRA again
+    unknown = last_duration_with(settings, [_summary(tmp_path, "round_u", settings, ppo=60.0)])
+    assert unknown.rm_method is None and reward_model_change(unknown, settings, threshold + 500) is None

@@ -1028,9 +1028,15 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
     add_round("round_20261207T080000_aaaaaa", "done", rounds.quick_settings(page), stage="done",
               timings={"snapshot": 0.1, "reward_model": 6.5, "ppo": 407.1, "generate": 115.5, "select": 1.4,
                        "enqueue": 0.1}, metrics={"usable_labels": 36})
+    marker = rounds.RoundPaths(rounds.round_folder(page, "round_20261207T080000_aaaaaa")).marker("reward_model")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"card": {"training": {"method": "lora"}}}))  # that round trained TRL + LoRA
     at = render_training_page(store, settings, "eng4", monkeypatch)
     assert ("The last round with these settings (`round_20261207T080000_aaaaaa` on 36 labels) took about 9 min: "
             "ppo 7 min, generate 2 min.") in said()
+    # With this store's few labels the next one fits the probe instead: the estimate is said to be long.
+    assert [w.value for w in at.warning if "reward model" in w.value] == [
+        "That round's reward model was TRL + LoRA; this one fits the probe, which takes far less."]
     next(r for r in at.radio if r.label == "Size").set_value("Full").run()
     assert "The last round with these settings" not in said()  # a quick round says nothing of a full one
     assert [w for w in at.warning if "no GPU" in w.value]

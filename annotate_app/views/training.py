@@ -72,12 +72,15 @@ def _parent_label(policy_id: str | None, startable: list, newest: str | None) ->
     return f"{policy_id} ({(summary.verdict or 'not evaluated').split(':')[0]} vs zero-shot)"
 
 
-def _duration_hint(shown, size: str) -> None:
-    """How long the round is likely to take: the last finished round with the same settings, else, for a Full
-    round without a GPU, how much more PPO sampling it does than a Quick round (sized for a GPU, hours here)."""
+def _duration_hint(shown, size: str, usable: int) -> None:
+    """How long the round is likely to take: the last finished round with the same settings (and whether this
+    one may train another kind of reward model), else, for a Full round without a GPU, how much more PPO
+    sampling it does than a Quick round (sized for a GPU, hours here)."""
     past = rounds_service.last_duration_with(shown, summaries)
     if past is not None:
         st.caption(rounds_service.past_duration_text(past))
+        if change := rounds_service.reward_model_change(past, shown, usable):
+            st.warning(change, icon=":material/schedule:")
     elif size == "Full" and not rounds_service.gpu_visible():
         st.warning(rounds_service.full_round_without_gpu(shown), icon=":material/schedule:")
 
@@ -130,7 +133,7 @@ with st.container(border=True):
         + f"Needs at least {r.min_labels} usable labels; the store has {usable:,} now. "
         f"Settings: `recfeedback.toml` [rounds], [ppo], [reward_model]."
     )
-    _duration_hint(shown, size)
+    _duration_hint(shown, size, usable)
     if size == "Quick":
         for sentence in rounds_service.quick_overrides(settings):
             st.warning(sentence, icon=":material/warning:")

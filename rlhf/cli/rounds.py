@@ -94,6 +94,7 @@ def run_command(
         past_duration_text,
         quick_overrides,
         quick_settings,
+        reward_model_change,
         run_round,
     )
     from rlhf.runtime import open_store, setup_logging
@@ -108,11 +109,13 @@ def run_command(
         settings = settings.model_copy(update={"rounds": settings.rounds.model_copy(
             update={"parent_policy": start_from})})
     store = open_store(settings)
-    check_can_start(store, settings)  # refusals first (they are checked again as the round starts)
+    usable = check_can_start(store, settings)  # refusals first (they are checked again as the round starts)
     parent_policy_id(store, settings)
     past = last_duration_with(settings, list_round_summaries(store))  # how long to expect, before it starts
     if past is not None:
         typer.echo(past_duration_text(past).replace("`", ""))
+        if change := reward_model_change(past, settings, usable):
+            typer.secho(f"Note: {change}", fg=typer.colors.YELLOW, err=True)
     elif not quick and not gpu_visible():
         typer.secho(f"Warning: {full_round_without_gpu(settings)}", fg=typer.colors.YELLOW, err=True)
     if background:

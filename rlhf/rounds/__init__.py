@@ -117,6 +117,7 @@ from rlhf.rounds.timing import (
     last_duration_like,
     last_duration_with,
     past_duration_text,
+    reward_model_change,
     round_seconds_left,
     stage_seconds_left,
 )
@@ -163,6 +164,7 @@ __all__ = [
     "quick_settings",
     "read_progress",
     "resume_round",
+    "reward_model_change",
     "rm_heldout_pairs",
     "round_curves",
     "round_evaluation",

@@ -8,9 +8,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from rlhf.rounds.layout import STAGES, UTC, quick_settings
+from rlhf.rounds.layout import STAGES, UTC, RoundPaths, _dig, _read_json, quick_settings
 from rlhf.rounds.reports import _flat_settings, flatten_round_settings
 from rlhf.settings import Settings
 
@@ -46,6 +47,7 @@ class PastDuration:
     round_id: str
     stage_seconds: dict[str, float]
     usable_labels: int | None
+    rm_method: str | None = None  # 'probe' or 'lora': which reward model it trained (None: not recorded)
 
     @property
     def seconds(self) -> float:
@@ -87,7 +89,25 @@ def _last_duration(wanted: dict[str, Any], summaries: Sequence[Mapping[str, Any]
         if not timings:
             continue
         labels = (summary.get("metrics") or {}).get("usable_labels")
-        return PastDuration(summary["round_id"], timings, int(labels) if isinstance(labels, (int, float)) else None)
+        marker = _read_json(RoundPaths(Path(summary["folder"])).marker("reward_model"))
+        return PastDuration(summary["round_id"], timings, int(labels) if isinstance(labels, (int, float)) else None,
+                            _dig(marker, "card", "training", "method"))
+    return None
+
+
+def reward_model_change(past: PastDuration, settings: Settings, usable_labels: int) -> str | None:
+    """A sentence when a round under ``settings`` may train the other kind of reward model than ``past`` did,
+    so that its time says little (a probe fits in about a minute; TRL + LoRA can take hours on a CPU); None
+    when it will train the same kind. Under 'auto' a round trains LoRA from ``probe_max_examples`` training
+    examples, and it has at most as many as usable labels."""
+    rm = settings.reward_model
+    may_lora = rm.method == "lora" or (rm.method == "auto" and usable_labels >= rm.probe_max_examples)
+    will_probe = rm.method == "probe" or (rm.method == "auto" and not may_lora)
+    if past.rm_method == "probe" and may_lora:
+        return (f"That round's reward model was the probe; with {usable_labels:,} usable labels this one may train "
+                f"TRL + LoRA on {rm.backbone} instead (reward_model.method = {rm.method}), which takes far longer.")
+    if past.rm_method == "lora" and will_probe:
+        return "That round's reward model was TRL + LoRA; this one fits the probe, which takes far less."
     return None
 
 
