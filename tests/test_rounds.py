@@ -612,6 +612,36 @@ def test_a_cancel_and_the_rounds_ingest_agree_on_who_came_first(workdir, monkeyp
     assert data_fingerprint(store)["pairs"] != before["pairs"]  # its pairs reached the queue
 
 
+def test_round_status_watch_follows_a_running_round_until_it_stops(workdir):
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from typer.testing import CliRunner
+
+    from rlhf import rounds
+    from rlhf.cli import app
+
+    settings, store = workdir
+    child = subprocess.Popen(["sleep", "120"])  # stands in for the round's process
+    try:
+        record = rounds.create_round(store, settings, pid=child.pid)
+        now = datetime.now(UTC)
+        rounds.RoundPaths(Path(record.folder)).progress.write_text(json.dumps({
+            "stage": "ppo", "step": 2, "total": 6, "pace_step": 0,
+            "pace_at": (now - timedelta(seconds=60)).isoformat(), "updated_at": now.isoformat()}))
+        threading.Timer(1.5, child.kill).start()  # the process dies while we watch
+        watched = CliRunner().invoke(app, ["round", "status", record.round_id, "--watch", "0.2",
+                                           "--data-dir", str(settings.data_dir)])
+    finally:
+        child.kill()
+        child.wait()
+    assert watched.exit_code == 0, watched.output
+    lines = watched.output.splitlines()
+    assert lines[0].endswith("] progress: ppo 2/6, about 2 min left in this stage"), lines
+    assert len([ln for ln in lines if ln.startswith("[")]) == 1  # said again only when it changes
+    assert f"Round {record.round_id}: interrupted" in watched.output  # then the status, once it stopped
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -23,20 +23,29 @@ def _settings(data_dir: str | None) -> Any:
     return load_settings(store={**get_settings().store.model_dump(), "data_dir": Path(data_dir)})
 
 
+def _progress_line(status: dict[str, Any]) -> str | None:
+    """``progress: ppo 2/6, about 7 min left in this stage; …`` for a round whose stage counts its work."""
+    from rlhf.rounds import duration_text, stage_seconds_left
+
+    progress = status.get("progress") or {}
+    if not progress.get("total"):
+        return None
+    left = stage_seconds_left(progress) if status["status"] == "running" else None
+    return (f"progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}"
+            + (f", {duration_text(left)} left in this stage" if left is not None else "")
+            + (f"; {duration_text(status['seconds_left'])} left in the round, by the last round with these "
+               f"settings" if status.get("seconds_left") is not None else ""))
+
+
 def _print_status(status: dict[str, Any], as_json: bool) -> None:
-    from rlhf.rounds import SettingValue, duration_text, setting_text, stage_seconds_left
+    from rlhf.rounds import SettingValue, setting_text
 
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
         return
     typer.echo(f"Round {status['round_id']}: {status['status']} (stage {status['stage']})")
-    progress = status.get("progress") or {}
-    if progress.get("total"):
-        left = stage_seconds_left(progress) if status["status"] == "running" else None
-        typer.echo(f"  progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}"
-                   + (f", {duration_text(left)} left in this stage" if left is not None else "")
-                   + (f"; {duration_text(status['seconds_left'])} left in the round, by the last round with these "
-                      f"settings" if status.get("seconds_left") is not None else ""))
+    if line := _progress_line(status):
+        typer.echo(f"  {line}")
     typer.echo(f"  finished stages: {', '.join(status['completed_stages']) or 'none'}")
     if status.get("timings"):
         typer.echo("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
@@ -198,6 +207,8 @@ def status_command(
     log_lines: int = typer.Option(0, "--log", help="Also print this many lines of the round's log."),
     all_settings: bool = typer.Option(False, "--settings", help="Also print every training setting the round "
                                       "ran with, beside the round before's."),
+    watch: float = typer.Option(0.0, "--watch", min=0.0, help="While the round runs, print its stage and time "
+                                "left every this many seconds (when they change); then its status."),
 ) -> None:
     """A round's status, stage, progress, timings, metrics and the settings changed since the round before."""
     from rlhf.errors import RoundError
@@ -210,10 +221,27 @@ def status_command(
         if not rounds:
             raise RoundError("There are no rounds yet; start one with `recfeedback round run`.")
         round_id = rounds[-1]["round_id"]
+    if watch:
+        _watch(store, round_id, watch)
     status = _status(store, round_id, all_settings=all_settings)
     _print_status(status, as_json)
     if log_lines and status.get("folder"):
         typer.echo(log_tail(Path(status["folder"]), log_lines))
+
+
+def _watch(store: Any, round_id: str, every_s: float) -> None:
+    """Print the running round's stage and time left, with the time of day, whenever they change, until it
+    stops running (done, failed, cancelled, or its process gone)."""
+    import time
+    from datetime import datetime
+
+    said = None
+    while (status := _status(store, round_id))["status"] == "running":
+        line = _progress_line(status) or f"stage {status['stage']}"
+        if line != said:
+            typer.echo(f"[{datetime.now():%H:%M:%S}] {line}")
+            said = line
+        time.sleep(every_s)
 
 
 @friendly_errors
