@@ -130,7 +130,7 @@ def run_command(
     if background:
         launched = launch_round(settings, round_id=round_id, store=store)
         typer.echo(f"Round {launched.round_id} started in the background (pid {launched.pid}) on "
-                   f"{launched.usable_labels} labels; `recfeedback round status {launched.round_id}`.")
+                   f"{launched.usable_labels} labels; `recfeedback round status {launched.round_id} --watch 10` follows it.")
         return
     record = run_round(store, settings, round_id=round_id, progress=progress, stop_after=stop_after)
     _print_status(_status(store, record.round_id), False)
