@@ -195,8 +195,8 @@ def _number(value: Any) -> float:
 
 
 def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per round: its held-out NDCG and its share of grounded reasons against the zero-shot model (verdicts
-    from the paired intervals), the reward model's held-out and gold accuracy, its agreement with humans,
+    """Per round: the policy it started from, its held-out NDCG and its share of grounded reasons against the
+    zero-shot model (verdicts from the paired intervals), the reward model's held-out and gold accuracy, its agreement with humans,
     win rates.
 
     ``rm_heldout_accuracy_unselected`` is the held-out accuracy on the pairs no model chose: a reward model
@@ -212,7 +212,8 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
     ``human_win_pairs`` what it rests on.
     """
     # The two answers to "did the round help" first: held-out NDCG and what annotators prefer.
-    columns = ["round_id", "status", "created_at", "ndcg_vs_zero_shot", "human_win_rate", "human_win_interval",
+    columns = ["round_id", "status", "created_at", "parent_policy_id", "ndcg_vs_zero_shot", "human_win_rate",
+               "human_win_interval",
                "human_win_pairs", "human_win_labels", "reasons_vs_zero_shot", "rm_heldout_accuracy",
                "rm_heldout_accuracy_unselected", "rm_gold_accuracy", "rm_human_agreement", "rm_win_rate", "rm_win_rate_vs_zero_shot"]
     if rounds is None or rounds.empty:
@@ -228,6 +229,7 @@ def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None)
         human, n_human = human_win_rate(comparisons, r.policy_id, r.parent_policy_id)
         rows.append({
             "round_id": r.round_id, "status": r.status, "created_at": r.created_at,
+            "parent_policy_id": r.parent_policy_id,  # a round may start from an earlier policy (a rollback)
             "ndcg_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None)),
             "reasons_vs_zero_shot": zero_shot_verdict(getattr(r, "eval_report", None), "reasons"),
             "rm_heldout_accuracy": _number(rm.get("heldout_accuracy", rm_round.get("rm_heldout_accuracy"))),

@@ -126,6 +126,7 @@ def test_round_quality_reads_rm_metrics_and_human_win_rate(store) -> None:
     comparisons = pd.concat([comparisons, comparisons.iloc[[0, 0]].assign(annotator_id=["u2", "u3"])],
                             ignore_index=True)
     out = round_quality(rows, comparisons).set_index("round_id")
+    assert (out.loc["r1", "parent_policy_id"], out.loc["r2", "parent_policy_id"]) == ("old", "new")
     assert out.loc["r1", "rm_heldout_accuracy"] == 0.7 and out.loc["r1", "rm_gold_accuracy"] == 0.8
     assert out.loc["r1", "rm_heldout_accuracy_unselected"] == 0.75
     assert out.loc["r1", "rm_human_agreement"] == pytest.approx(0.7)

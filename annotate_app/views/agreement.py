@@ -309,6 +309,9 @@ with tab_rounds:
                 "agreement with annotators and the new policy's win rate over its predecessor appear here.")
     else:
         st.dataframe(ui.with_verdicts_said(rq), hide_index=True, width="stretch", column_config={
+            "parent_policy_id": st.column_config.TextColumn(
+                "Started from", help="The policy the round continued from: the newest round's, or an earlier one "
+                "an engineer chose to roll back to."),
             "ndcg_vs_zero_shot": st.column_config.TextColumn(
                 "NDCG vs zero-shot, paired", help="Did the round's policy recommend better than the model the "
                 "loop started from? Its held-out NDCG minus the zero-shot model's over the same shoppers, with "
