@@ -620,8 +620,15 @@ def test_round_status_watch_follows_a_running_round_until_it_stops(workdir):
 
     from rlhf import rounds
     from rlhf.cli import app
+    from storage.records import RoundRecord
+    from storage.rounds import insert_round
 
     settings, store = workdir
+    earlier = rounds.round_folder(settings, "round_20261207T080000_cccccc")  # a finished round like it
+    rounds.save_round_settings(settings, earlier)
+    with store.transaction() as con:
+        insert_round(con, RoundRecord(round_id=earlier.name, status="done", stage="done", folder=str(earlier),
+                                      timings={"ppo": 200.0, "generate": 180.0, "select": 0.5, "enqueue": 0.5}))
     child = subprocess.Popen(["sleep", "120"])  # stands in for the round's process
     try:
         record = rounds.create_round(store, settings, pid=child.pid)
@@ -637,7 +644,9 @@ def test_round_status_watch_follows_a_running_round_until_it_stops(workdir):
         child.wait()
     assert watched.exit_code == 0, watched.output
     lines = watched.output.splitlines()
-    assert lines[0].endswith("] progress: ppo 2/6, about 2 min left in this stage"), lines
+    # 2 min of PPO at its pace, then generate, select and enqueue as long as the earlier round's (3 min).
+    assert lines[0].endswith("] progress: ppo 2/6, about 2 min left in this stage; about 5 min left in the "
+                             "round, by the last round with these settings"), lines
     assert len([ln for ln in lines if ln.startswith("[")]) == 1  # said again only when it changes
     assert f"Round {record.round_id}: interrupted" in watched.output  # then the status, once it stopped
 

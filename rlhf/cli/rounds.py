@@ -23,8 +23,9 @@ def _settings(data_dir: str | None) -> Any:
     return load_settings(store={**get_settings().store.model_dump(), "data_dir": Path(data_dir)})
 
 
-def _progress_line(status: dict[str, Any]) -> str | None:
-    """``progress: ppo 2/6, about 7 min left in this stage; …`` for a round whose stage counts its work."""
+def _progress_line(status: dict[str, Any], round_left: float | None = None) -> str | None:
+    """``progress: ppo 2/6, about 7 min left in this stage; …`` for a round whose stage counts its work, with
+    ``round_left`` (seconds left in the whole round, when known)."""
     from rlhf.rounds import duration_text, stage_seconds_left
 
     progress = status.get("progress") or {}
@@ -33,8 +34,8 @@ def _progress_line(status: dict[str, Any]) -> str | None:
     left = stage_seconds_left(progress) if status["status"] == "running" else None
     return (f"progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}"
             + (f", {duration_text(left)} left in this stage" if left is not None else "")
-            + (f"; {duration_text(status['seconds_left'])} left in the round, by the last round with these "
-               f"settings" if status.get("seconds_left") is not None else ""))
+            + (f"; {duration_text(round_left)} left in the round, by the last round with these settings"
+               if round_left is not None else ""))
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:
@@ -44,7 +45,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         typer.echo(json.dumps(status, indent=2, default=str))
         return
     typer.echo(f"Round {status['round_id']}: {status['status']} (stage {status['stage']})")
-    if line := _progress_line(status):
+    if line := _progress_line(status, status.get("seconds_left")):
         typer.echo(f"  {line}")
     typer.echo(f"  finished stages: {', '.join(status['completed_stages']) or 'none'}")
     if status.get("timings"):
@@ -235,9 +236,15 @@ def _watch(store: Any, round_id: str, every_s: float) -> None:
     import time
     from datetime import datetime
 
+    from rlhf.rounds import last_duration_like, list_round_summaries, round_seconds_left, round_status
+
+    # The like round cannot change while this one runs (one round at a time): looked up once, not per poll,
+    # and each poll reads only the round's row and progress file.
+    like = last_duration_like(round_id, list_round_summaries(store))
     said = None
-    while (status := _status(store, round_id))["status"] == "running":
-        line = _progress_line(status) or f"stage {status['stage']}"
+    while (status := round_status(store, round_id))["status"] == "running":
+        round_left = round_seconds_left(status["progress"], like) if like is not None else None
+        line = _progress_line(status, round_left) or f"stage {status['stage']}"
         if line != said:
             typer.echo(f"[{datetime.now():%H:%M:%S}] {line}")
             said = line
