@@ -209,9 +209,16 @@ def _progress_view(round_id: str) -> None:
         st.rerun()
 
 
+@st.cache_data(ttl=600, show_spinner=False, max_entries=16)
+def _like_round(data_dir: str, round_id: str, _summaries: list) -> rounds_service.PastDuration | None:
+    """The last finished round with ``round_id``'s settings. It cannot change while that round runs (one round at
+    a time), so the live view, which redraws every 3 s, reads the rounds' settings files once."""
+    return rounds_service.last_duration_like(round_id, _summaries)
+
+
 def _like_round_hint(round_id: str, progress: dict) -> None:
     """How long the last round with the running round's settings took, and so how long this one has left."""
-    past = rounds_service.last_duration_like(round_id, summaries)
+    past = _like_round(str(settings.data_dir), round_id, summaries)
     if past is None:
         return
     said = f"The last round with these settings took {rounds_service.duration_text(past.seconds)} (`{past.round_id}`)"
