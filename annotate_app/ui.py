@@ -28,7 +28,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from rlhf import auth
-from rlhf.annotation import ShownItem
+from rlhf.annotation import COPIED_LINE_BADGE, ShownItem
 from rlhf.runtime import open_store
 from rlhf.settings import Settings, get_settings
 from storage import Store
@@ -316,13 +316,13 @@ table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128
 
 def item_html(item: ShownItem, *, bought_later: bool = False, off_topic: bool = False, copied: bool = False) -> str:
     """One listed item as a card: rank, title, problem badges (and, where the evaluation knows them, a
-    "bought later" mark and an "off-topic reason" or "reason copies a product line" mark), category, price
+    "bought later" mark and an "off-topic reason" or "reason is a product line" mark), category, price
     and attributes, and the policy's reason; all text escaped."""
     badges = "".join(f'<span class="rf-badge">{esc(b)}</span>' for b in item.badges)
     if off_topic:
         badges += '<span class="rf-note">off-topic reason</span>'
     if copied:
-        badges += '<span class="rf-note">reason copies a product line</span>'
+        badges += f'<span class="rf-note">{esc(COPIED_LINE_BADGE)}</span>'
     if bought_later:
         badges += '<span class="rf-hit">bought later</span>'
     meta = " · ".join(esc(x) for x in (item.category or "", price(item.price), *item.attributes) if x)

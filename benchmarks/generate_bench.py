@@ -64,11 +64,15 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     reason cap, reasons that used the whole cap (the grammar ended their line) and, of those, the ones
     whose last word is cut (it ends in a letter or digit with no punctuation: "... Loose Leaf Tea T");
     with the context views, reasons that begin with ANOTHER candidate's title (they describe the wrong
-    item: "Oak Picture Frame | Oak Wall Hanging (Home Decor, ...)") and with their own item's title."""
+    item: "Oak Picture Frame | Oak Wall Hanging (Home Decor, ...)") and with their own item's title, and
+    :func:`rlhf.reasons.line_verdicts` on every line: grounded, product lines (``copy``), of which under a
+    name no candidate has, and the grounded share when only a candidate's copied line counted as a copy
+    (the check before 2026-12-07)."""
     import re
 
     from rlhf.parsing import describes_other_item
     from rlhf.prompts import EXAMPLE_REASON, copies_example, letters_and_digits
+    from rlhf.reasons import after_copied_line, after_product_line, line_verdicts, reason_is_grounded
 
     def words(text: str) -> list[str]:
         return re.findall(r"[a-z0-9]+", text.lower())
@@ -86,11 +90,27 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     reasons = [it.reason for x in lists for it in x.parsed.items]
     titles = {v.context_id: {c.item_id: c.title for c in v.candidates} for v in views or []}
     other_title = own_title = 0
+    verdicts: Counter = Counter()
+    invented = grounded_before = 0
+    by_context = {v.context_id: v for v in views or []}
     for x in lists:
         for it in x.parsed.items if x.context_id in titles else []:
             mine = letters_and_digits(titles[x.context_id].get(it.item_id, ""))
             own_title += bool(mine) and letters_and_digits(it.reason).startswith(mine)
             other_title += describes_other_item(it.reason, it.item_id, titles[x.context_id]) is not None
+        view = by_context.get(x.context_id)
+        if view is None:
+            continue
+        cats = {c.item_id: c.category for c in view.candidates}
+        names, past = list(titles[x.context_id].values()), [h.title for h in view.history]
+        for it, verdict in zip(x.parsed.items, line_verdicts(
+                [(it.reason, titles[x.context_id].get(it.item_id), cats.get(it.item_id)) for it in x.parsed.items],
+                past, names)):
+            verdicts[verdict] += 1
+            own = [n for n in (titles[x.context_id].get(it.item_id),) if n]
+            invented += after_product_line(it.reason, names + own) != after_copied_line(it.reason, names + own)
+            grounded_before += reason_is_grounded(after_copied_line(it.reason, names + own),
+                                                  [*own, cats.get(it.item_id), *past])
     at_cap = ([r for r in reasons if len(tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"]) >= cap]
               if tokenizer is not None and cap else [])
     return {
@@ -106,6 +126,8 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
         "mean_words": sum(len(r.split()) for r in reasons) / max(1, len(reasons)),
         "other_item_title": other_title,
         "own_item_title": own_title,
+        "grounded": verdicts["grounded"], "product_lines": verdicts["copy"], "off_topic": verdicts["off_topic"],
+        "invented_product_lines": invented, "grounded_copy_rule_before": grounded_before,
     }
 
 
@@ -274,6 +296,10 @@ def main() -> None:
                   f"{reasons['end_with_punctuation']:.0%} of all end in . ! or ?; beginning with another "
                   f"candidate's title {reasons['other_item_title']}, with their own item's "
                   f"{reasons['own_item_title']}")
+            print(f"    verdicts (rlhf.reasons): grounded {reasons['grounded']}, a product line {reasons['product_lines']} "
+                  f"(under a name no candidate has {reasons['invented_product_lines']}), off-topic "
+                  f"{reasons['off_topic']}; grounded when only a candidate's copied line counted "
+                  f"{reasons['grounded_copy_rule_before']}")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
         for name in modes if args.compare_attributes else []:
             with_attrs, without = per_context[(name, compared)], per_context[(name, ())]

@@ -163,8 +163,10 @@ def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     )
 
 
-#: The badge of an item whose reason only copies a product line from the prompt (:func:`rlhf.reasons.line_verdicts`).
-COPIED_LINE_BADGE = "reason copies a product line"
+#: The badge of an item whose reason is only a product line: a candidate's line copied from the prompt, or one in
+#: its format under an invented name (:func:`rlhf.reasons.line_verdicts`' ``copy``). The side-by-side lists and
+#: ``round lists`` use the same words.
+COPIED_LINE_BADGE = "reason is a product line"
 
 
 def shown_list(
@@ -174,10 +176,10 @@ def shown_list(
     """A stored list (``items``: item id and reason; ``problems``) as people see it: titles, and a badge on
     every item with a problem, which the Label page and the Training page's side-by-side lists show alike.
 
-    With the shopper's ``history`` (the Label page), a reason that begins with a copy of a candidate's line
-    (its own or another's) and says nothing about the item or the shopper besides gets
-    :data:`COPIED_LINE_BADGE`: a product's name is not a reason, and annotators should not have to spot the
-    copy themselves. (The side-by-side lists mark it apart.)
+    With the shopper's ``history`` (the Label page), a reason that begins with a product line (a candidate's,
+    its own or another's, or one in the prompt's format under an invented name) and says nothing about the
+    item or the shopper besides gets :data:`COPIED_LINE_BADGE`: a product's name is not a reason, and
+    annotators should not have to spot the copy themselves. (The side-by-side lists mark it apart.)
     """
     shown: list[ShownItem] = []
     seen: set[str] = set()
@@ -221,7 +223,7 @@ def shown_list(
 def _copied_line_ranks(
     gen: dict[str, Any], items: dict[str, CatalogItem], titles: dict[str, str], history: Sequence[CatalogItem]
 ) -> set[int]:
-    """The ranks in ``gen`` whose reason :func:`rlhf.reasons.line_verdicts` calls a copy of a product line."""
+    """The ranks in ``gen`` whose reason :func:`rlhf.reasons.line_verdicts` calls a product line (``copy``)."""
     def line(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
         item = items.get(str(entry.get("item_id", "")))
         return str(entry.get("reason") or ""), item.title if item else None, item.category if item else None

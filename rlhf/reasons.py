@@ -9,7 +9,10 @@ item's title or category or with a title in the shopper's history.
 A reason that begins by copying a candidate's line from the prompt (its title, or most of it, and the
 bracketed category and price the prompt writes after it) is judged on what follows the copy: the copy
 says nothing about why, and a copy of a neighbour's line names the wrong item while sharing its category.
-A reason that is such a copy and nothing about the item or the shopper besides is a *copy*, not grounded.
+So is a reason that begins with a line in the prompt's format under a name no candidate has: SmolLM2
+garbles and invents them ("Recycled Plastic Card Game (Toys & Games, price 18.99)" for building blocks),
+and its name shares the item's words as a copy does. A reason that is such a product line and nothing
+about the item or the shopper besides is a *copy*, not grounded.
 
 It is a lower bound on nonsense, not a measure of quality: a grounded reason may still be wrong or
 dull, and a good reason may use a synonym (it then counts as ungrounded). Words are compared lower-cased,
@@ -82,6 +85,28 @@ def after_copied_line(reason: str, titles: Iterable[str]) -> str:
     return rest
 
 
+#: The prompt's details behind an item's name as a policy writes them: a bracket, a category, then the price
+#: ("(Toys & Games, price 18.99)", "(home decor, price: $9."); what makes a line a product line.
+_ROW_DETAILS = re.compile(r"\(\s*[^()]{1,60}?,\s*price\s*:?\s*[$£€]?\s*\d", re.IGNORECASE)
+#: A product line's name is a title: a few words. A longer text before the details is a sentence.
+MAX_ROW_NAME_WORDS = 8
+
+
+def after_product_line(reason: str, titles: Iterable[str]) -> str:
+    """What ``reason`` says after a product line at its start: a copied candidate line
+    (:func:`after_copied_line`), or any name of at most :data:`MAX_ROW_NAME_WORDS` words followed by the
+    prompt's bracketed category and price (a garbled or invented item, the price often false); ``reason``
+    itself when it begins with neither. What the verdicts read (:func:`line_verdicts`)."""
+    rest = after_copied_line(reason, titles)
+    if rest != reason:
+        return rest
+    details = _ROW_DETAILS.search(reason)
+    if details is None or not 0 < len(reason[:details.start()].split()) <= MAX_ROW_NAME_WORDS:
+        return reason
+    close = reason.find(")", details.end())
+    return reason[close + 1:].strip() if close >= 0 else ""
+
+
 #: One line of a list as the check reads it: ``(reason, item title, item category)``.
 Line = tuple[str | None, str | None, str | None]
 #: What the check says of one reason.
@@ -89,17 +114,17 @@ Verdict = Literal["grounded", "copy", "off_topic"]
 
 
 def line_verdicts(lines: Sequence[Line], history: Iterable[str | None], candidates: Iterable[str | None]) -> list[Verdict]:
-    """For each line: ``grounded`` (what the reason says, after any copied candidate line, is about its item
-    or a title in ``history``, the shopper's earlier purchases), ``copy`` (it is not, and the reason begins
-    with a copied candidate line: a product's name, not a reason) or ``off_topic``. ``candidates`` are the
-    titles of the context's candidates, the lines the prompt showed. The one place that says what a line is
-    checked against."""
+    """For each line: ``grounded`` (what the reason says, after any product line, is about its item or a
+    title in ``history``, the shopper's earlier purchases), ``copy`` (it is not, and the reason begins with
+    a product line, copied or not: a product's name, not a reason; :func:`after_product_line`) or
+    ``off_topic``. ``candidates`` are the titles of the context's candidates, the lines the prompt showed.
+    The one place that says what a line is checked against."""
     past = list(history)
     titles = [t for t in candidates if t]
     out: list[Verdict] = []
     for reason, title, category in lines:
         reason = reason or ""
-        said = after_copied_line(reason, [*titles, *([title] if title else [])])
+        said = after_product_line(reason, [*titles, *([title] if title else [])])
         if reason_is_grounded(said, [title, category, *past]):
             out.append("grounded")
         else:

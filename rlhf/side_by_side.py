@@ -34,7 +34,8 @@ class PolicyColumn:
     is_valid: bool
     #: Ranks whose reason names nothing of the item or the shopper's history (:mod:`rlhf.reasons`).
     off_topic_ranks: frozenset[int] = frozenset()
-    #: Ranks whose reason only copies a candidate's line from the prompt (title, category, price).
+    #: Ranks whose reason is only a product line: a candidate's from the prompt (title, category, price), or
+    #: one in that format under an invented name (:func:`rlhf.reasons.line_verdicts`' ``copy``).
     copied_ranks: frozenset[int] = frozenset()
 
 
@@ -154,7 +155,7 @@ def side_by_side(store: Store, settings: Settings, policies: Sequence[tuple[str,
 
 def _reason_marks(g: Generation, items: Mapping[str, CatalogItem], history: Sequence[str],
                   candidates: Sequence[str]) -> dict[str, frozenset[int]]:
-    """The ranks of ``g`` whose reason is off-topic, and those whose reason only copies a candidate's line."""
+    """The ranks of ``g`` whose reason is off-topic, and those whose reason is only a product line."""
     def line(i: Any) -> tuple[str | None, str | None, str | None]:
         item = items.get(i.item_id)
         return (i.reason, item.title if item else None, item.category if item else None)

@@ -445,6 +445,33 @@ def test_a_copied_product_line_is_not_a_reason() -> None:
     assert after_copied_line("Lunch bag for school", candidates) == "Lunch bag for school"  # 2 of 4 words: no copy
 
 
+def test_a_product_line_under_an_invented_name_is_not_a_reason_either() -> None:
+    """Real SmolLM2 reasons on the demo shop (2026-12-07): a line in the prompt's format whose name no
+    candidate has, garbled from one or invented, often with a false price. Its name shares the item's words,
+    so the words alone would call it grounded."""
+    from rlhf.reasons import after_product_line, line_verdicts, reason_is_grounded
+
+    candidates = ["Recycled Plastic Building Blocks", "Felt Card Game", "Boho Glass Loose Leaf Tea Tin",
+                  "Scandinavian Glass Teapot", "Scandinavian Cardboard Jigsaw (1000 Pieces)"]
+    lines = [
+        ("Recycled Plastic Card Game (Toys & Games, price 18.99)", "Recycled Plastic Building Blocks", "Toys & Games"),
+        ("Classic Glass Loose Leaf Tea Tin (Coffee & Tea, price 9.99)", "Scandinavian Glass Teapot", "Coffee & Tea"),
+        ("Eco-Friendly Eco-Cameline (Puppies, price 12.99", "Boho Glass Loose Leaf Tea Tin", "Coffee & Tea"),
+        ("Cardboard Puzzle (1000 Pieces) (toys, price: $9.) for the puzzles they buy", "Felt Card Game", "Toys & Games"),
+        ("5.99 Glass Teapot (to match the price of the 5.99", "Scandinavian Glass Teapot", "Coffee & Tea"),
+        ("Pairs with the loose leaf tea tins they order every month (Coffee & Tea, price 9.99)",
+         "Boho Glass Loose Leaf Tea Tin", "Coffee & Tea"),
+    ]
+    assert all(reason_is_grounded(r, [t, c]) for r, t, c in lines[:2])  # what the words alone would say
+    assert line_verdicts(lines, ["Jigsaw Puzzle Mat"], candidates) == [
+        "copy", "copy", "copy", "grounded", "grounded", "grounded"]
+    assert after_product_line(lines[3][0], candidates) == "for the puzzles they buy"
+    assert after_product_line(lines[4][0], candidates) == lines[4][0]  # a price in a sentence is no product line
+    assert after_product_line(lines[5][0], candidates) == lines[5][0]  # nor details after a sentence
+    # A copied candidate line is read as before.
+    assert after_product_line("Felt Card Game (Toys & Games, price 7.99) for game nights", candidates) == "for game nights"
+
+
 def test_the_reasons_grounded_share_by_hand() -> None:
     titles = {"i1": "Olive Wood Rolling Pin", "i2": "Ceramic Mug", "i3": "Jute Bag"}
     cats = {"i1": "Kitchen", "i2": "Kitchen", "i3": "Bags"}

@@ -205,11 +205,12 @@ def test_annotators_see_a_badge_on_a_reason_that_only_copies_a_product_line():
     items = {c.item_id: c for c in TITLED}
     reasons = ["Oak Picture Frame (Home Decor, price 9.99)",                 # its own line, nothing else: a copy
                "Tea Towel (Kitchen, price 3.00) to match their morning cups",  # the copy, then about the shopper
-               "A mug for the tea they drink"]                                 # no copy
-    gen = {"items": [{"item_id": i, "reason": r} for i, r in zip(("SKU000", "SKU004", "SKU003"), reasons)],
+               "A mug for the tea they drink",                                 # no copy
+               "Oak Towel Frame (Home Decor, price 12.99)"]                    # a product line under an invented name
+    gen = {"items": [{"item_id": i, "reason": r} for i, r in zip(("SKU000", "SKU004", "SKU003", "SKU001"), reasons)],
            "problems": []}
     history = [CatalogItem("H1", "Morning Cups")]
     shown = shown_list(gen, items, set(items), history=history)
-    assert [i.badges for i in shown.items] == [(COPIED_LINE_BADGE,), (), ()]
+    assert [i.badges for i in shown.items] == [(COPIED_LINE_BADGE,), (), (), (COPIED_LINE_BADGE,)]
     assert shown.problems == ()  # a badge for the annotator, not a parser problem: validity is unchanged
-    assert [i.badges for i in shown_list(gen, items, set(items)).items] == [(), (), ()]  # no history: not judged
+    assert [i.badges for i in shown_list(gen, items, set(items)).items] == [(), (), (), ()]  # no history: not judged

@@ -318,6 +318,7 @@ def lists_command(
 ) -> None:
     """A round's lists beside its parent's and the zero-shot model's for the same held-out shoppers, with
     what each shopper bought later; the shoppers on whom the lists score most differently first."""
+    from rlhf.annotation import COPIED_LINE_BADGE
     from rlhf.rounds import list_round_summaries
     from rlhf.runtime import open_store
     from rlhf.side_by_side import round_side_by_side
@@ -345,7 +346,7 @@ def lists_command(
             for item in column.shown.items:
                 marks = ["bought later"] if item.rank in column.bought_ranks else []
                 marks += ["off-topic reason"] if item.rank in column.off_topic_ranks else []
-                marks += ["reason copies a product line"] if item.rank in column.copied_ranks else []
+                marks += [COPIED_LINE_BADGE] if item.rank in column.copied_ranks else []
                 marks += list(item.badges)
                 typer.echo(f"    {item.rank}. {item.title}" + (f"  [{'; '.join(marks)}]" if marks else "")
                            + f"  | {item.reason}")
