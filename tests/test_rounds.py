@@ -1048,7 +1048,10 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
         return "\n".join(c.value for c in at.caption)
 
     assert "The last round with these settings" not in said()  # none has finished yet
+    assert ("No round with these settings has finished here yet; a Quick round takes about 9 minutes on a 2-core "
+            "CPU with the default model.") in said()
     next(r for r in at.radio if r.label == "Size").set_value("Full").run()
+    assert "No round with these settings has finished here yet" not in said()  # a Full round gets the warning
     quick_ppo = rounds.quick_settings(page).ppo
     times = page.ppo.steps * page.ppo.batch_size / (quick_ppo.steps * quick_ppo.batch_size)
     assert [w.value for w in at.warning if "no GPU" in w.value] == [
@@ -1073,6 +1076,7 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
     at = render_training_page(store, settings, "eng4", monkeypatch)
     assert ("The last round with these settings (`round_20261207T080000_aaaaaa` on 36 labels) took about 9 min: "
             "ppo 7 min, generate 2 min.") in said()
+    assert "No round with these settings has finished here yet" not in said()
     # With this store's few labels the next one fits the probe instead: the estimate is said to be long.
     assert [w.value for w in at.warning if "reward model" in w.value] == [
         "That round's reward model was TRL + LoRA; this one fits the probe, which takes far less."]
@@ -1157,6 +1161,10 @@ def test_round_run_says_how_long_to_expect_before_it_starts(workdir, monkeypatch
     refused = CliRunner().invoke(app, [*run, "--from", "policy_nope"])
     assert refused.exit_code != 0 and "No policy with id 'policy_nope'" in refused.output
     assert "The last round" not in refused.output  # the refusal comes first, not an estimate for a round that won't run
+    quick = CliRunner().invoke(app, [*run, "--quick"])  # no Quick round has finished: what one takes on 2 cores
+    assert quick.exit_code == 0, quick.output
+    assert ("No round with these settings has finished here yet; a Quick round takes about 9 minutes on a 2-core "
+            "CPU with the default model.") in quick.output and "no GPU" not in quick.output
 
 
 def test_a_launched_round_is_running_before_its_process_starts_and_a_second_click_is_refused(workdir, monkeypatch):

@@ -95,6 +95,7 @@ def run_command(
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
     from rlhf.rounds import (
         check_can_start,
+        first_quick_round_text,
         full_round_without_gpu,
         gpu_visible,
         last_duration_with,
@@ -126,8 +127,11 @@ def run_command(
         typer.echo(past_duration_text(past).replace("`", ""))
         if change := reward_model_change(past, settings, usable):
             typer.secho(f"Note: {change}", fg=typer.colors.YELLOW, err=True)
-    elif not quick and not gpu_visible():
-        typer.secho(f"Warning: {full_round_without_gpu(settings)}", fg=typer.colors.YELLOW, err=True)
+    elif not gpu_visible():
+        if quick:
+            typer.echo(first_quick_round_text())
+        else:
+            typer.secho(f"Warning: {full_round_without_gpu(settings)}", fg=typer.colors.YELLOW, err=True)
     if background:
         launched = launch_round(settings, round_id=round_id, store=store)
         typer.echo(f"Round {launched.round_id} started in the background (pid {launched.pid}) on "

@@ -135,6 +135,13 @@ def full_round_without_gpu(settings: Settings) -> str:
             f"and a Quick round takes about {QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU.")
 
 
+def first_quick_round_text() -> str:
+    """What to expect of a Quick round on a machine without a GPU before any round like it has finished here
+    (the Training page and `round run --quick` say it; afterwards they quote that round)."""
+    return (f"No round with these settings has finished here yet; a Quick round takes about "
+            f"{QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model.")
+
+
 def past_duration_text(past: PastDuration) -> str:
     """``past`` in one sentence, with the stages that took a minute or more."""
     stages = ", ".join(f"{stage} {duration_text(sec).removeprefix('about ')}"
