@@ -1228,3 +1228,24 @@ def test_a_launched_round_is_running_before_its_process_starts_and_a_second_clic
         rounds.launch_round(settings, round_id=round_id, resume=True, store=store)
     failed = rounds.round_status(store, round_id)
     assert failed["status"] == "failed" and "no python" in failed["error"]
+
+
+def test_the_round_log_shows_a_redrawn_progress_bar_once_in_its_last_state(tmp_path):
+    """A background round's log holds every redraw of transformers' and tqdm's bars (carriage returns); the
+    Training page and `round status` show the log as a terminal would: each bar once, as it ended."""
+    from rlhf.rounds import RoundPaths, log_tail
+
+    log = RoundPaths(tmp_path).log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(
+        b"INFO stage ppo\n"
+        b"\rLoading weights:   0%|          | 0/272\rLoading weights:  54%|#####     | 148/272"
+        b"\rLoading weights: 100%|##########| 272/272\n"
+        b"\n"
+        b"INFO PPO on cpu\r\n"
+        b"lists:  50%|#####     | 3/6\r"
+    )
+    assert log_tail(tmp_path).splitlines() == [
+        "INFO stage ppo", "Loading weights: 100%|##########| 272/272", "INFO PPO on cpu", "lists:  50%|#####     | 3/6"]
+    assert log_tail(tmp_path, 2).splitlines() == ["INFO PPO on cpu", "lists:  50%|#####     | 3/6"]
+    assert log_tail(tmp_path / "nowhere") == ""

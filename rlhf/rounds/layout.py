@@ -179,7 +179,9 @@ def read_progress(folder: Path) -> dict[str, Any]:
 
 
 def log_tail(folder: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of the round's log (background rounds)."""
+    """The last ``lines`` lines of the round's log (background rounds), as a terminal would show them: a
+    progress bar redrawn with carriage returns (tqdm's, transformers' "Loading weights") is its last state,
+    and blank lines are left out."""
     path = RoundPaths(folder).log
     if not path.is_file():
         return ""
@@ -188,9 +190,13 @@ def log_tail(folder: Path, lines: int = 40) -> str:
         size = fh.tell()
         fh.seek(max(0, size - 64_000))
         text = fh.read().decode("utf-8", errors="replace")
-    # tqdm redraws with carriage returns: keep the last state of each line.
-    cleaned = [ln.split("\r")[-1] for ln in text.splitlines()]
-    return "\n".join(cleaned[-lines:])
+    # Split on newlines only: str.splitlines would also split at each carriage return, one line per redraw.
+    shown = []
+    for line in text.split("\n"):
+        drawn = [part for part in line.split("\r") if part.strip()]
+        if drawn:
+            shown.append(drawn[-1].rstrip())
+    return "\n".join(shown[-lines:])
 
 
 def save_round_settings(settings: Settings, folder: Path) -> None:
