@@ -86,8 +86,10 @@ def after_copied_line(reason: str, titles: Iterable[str]) -> str:
 
 
 #: The prompt's details behind an item's name as a policy writes them: a bracket, a category, then the price
-#: ("(Toys & Games, price 18.99)", "(home decor, price: $9."); what makes a line a product line.
+#: ("(Toys & Games, price 18.99)", "(home decor, price: $9."), or the price alone after a comma ("Felt Card
+#: Game, price 17.99"); what makes a line a product line.
 _ROW_DETAILS = re.compile(r"\(\s*[^()]{1,60}?,\s*price\s*:?\s*[$£€]?\s*\d", re.IGNORECASE)
+_ROW_PRICE = re.compile(r",\s*price\s*:?\s*[$£€]?\s*\d+(?:[.,]\d+)?\.?", re.IGNORECASE)
 #: A product line's name is a title: a few words. A longer text before the details is a sentence.
 MAX_ROW_NAME_WORDS = 8
 
@@ -95,14 +97,20 @@ MAX_ROW_NAME_WORDS = 8
 def after_product_line(reason: str, titles: Iterable[str]) -> str:
     """What ``reason`` says after a product line at its start: a copied candidate line
     (:func:`after_copied_line`), or any name of at most :data:`MAX_ROW_NAME_WORDS` words followed by the
-    prompt's bracketed category and price (a garbled or invented item, the price often false); ``reason``
-    itself when it begins with neither. What the verdicts read (:func:`line_verdicts`)."""
+    prompt's bracketed category and price, or by ", price" and a number (a garbled or invented item, the
+    price often false); ``reason`` itself when it begins with neither. What the verdicts read
+    (:func:`line_verdicts`)."""
     rest = after_copied_line(reason, titles)
     if rest != reason:
         return rest
-    details = _ROW_DETAILS.search(reason)
-    if details is None or not 0 < len(reason[:details.start()].split()) <= MAX_ROW_NAME_WORDS:
+    found = [m for m in (_ROW_DETAILS.search(reason), _ROW_PRICE.search(reason)) if m is not None]
+    if not found:
         return reason
+    details = min(found, key=lambda m: m.start())
+    if not 0 < len(reason[:details.start()].split()) <= MAX_ROW_NAME_WORDS:
+        return reason
+    if details.re is _ROW_PRICE:
+        return reason[details.end():].strip()
     close = reason.find(")", details.end())
     return reason[close + 1:].strip() if close >= 0 else ""
 

@@ -461,10 +461,13 @@ def test_a_product_line_under_an_invented_name_is_not_a_reason_either() -> None:
         ("5.99 Glass Teapot (to match the price of the 5.99", "Scandinavian Glass Teapot", "Coffee & Tea"),
         ("Pairs with the loose leaf tea tins they order every month (Coffee & Tea, price 9.99)",
          "Boho Glass Loose Leaf Tea Tin", "Coffee & Tea"),
+        ("Olive Wood Utensils, price 14.99", "Olive Wood Cutting Board", "Kitchen"),  # after a round: no bracket
+        ("Felt Stacking Rings, price: $25.99. For the puzzles", "Felt Card Game", "Toys & Games"),
     ]
     assert all(reason_is_grounded(r, [t, c]) for r, t, c in lines[:2])  # what the words alone would say
     assert line_verdicts(lines, ["Jigsaw Puzzle Mat"], candidates) == [
-        "copy", "copy", "copy", "grounded", "grounded", "grounded"]
+        "copy", "copy", "copy", "grounded", "grounded", "grounded", "copy", "grounded"]
+    assert after_product_line(lines[7][0], candidates) == "For the puzzles"
     assert after_product_line(lines[3][0], candidates) == "for the puzzles they buy"
     assert after_product_line(lines[4][0], candidates) == lines[4][0]  # a price in a sentence is no product line
     assert after_product_line(lines[5][0], candidates) == lines[5][0]  # nor details after a sentence
