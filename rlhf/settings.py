@@ -72,17 +72,17 @@ class ContextSettings(BaseModel):
         "lists nor the reward model better (benchmarks/results/loop.md 2m).",
     )
 
-    n_candidates: int = Field(20, description="Candidate items offered to the policy per context.")
-    history_cap: int = Field(20, description="Most recent distinct items kept in a context's history.")
-    min_history: int = Field(2, description="Shoppers with fewer items before the cut get no context.")
+    n_candidates: int = Field(20, ge=1, description="Candidate items offered to the policy per context.")
+    history_cap: int = Field(20, ge=1, description="Most recent distinct items kept in a context's history.")
+    min_history: int = Field(2, ge=0, description="Shoppers with fewer items before the cut get no context.")
     retrieval: Literal["mixed", "copurchase", "category", "popularity"] = "mixed"
-    heldout_fraction: float = Field(0.2, description="Share of contexts kept out of training for evaluation.")
+    heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of contexts kept out of training for evaluation.")
     seed: int = 13
     copurchase_similarity: Literal["item", "user"] = Field(
         "item", description="Co-purchase retrieval: item (items bought together with the history, item-item "
         "cosine) or user (items bought by the most similar shoppers, user-kNN: the method before 2026-12-06)."
     )
-    copurchase_neighbors: int = Field(50, description="'user' co-purchase: most similar shoppers whose purchases count.")
+    copurchase_neighbors: int = Field(50, ge=1, description="'user' co-purchase: most similar shoppers whose purchases count.")
     mixed_shares: tuple[float, float, float] = Field(
         (0.5, 0.3, 0.2), description="'mixed' retrieval: shares of co-purchase, category and global popularity."
     )
@@ -109,42 +109,42 @@ class ModelSettings(BaseModel):
         "(AMX or AVX512-BF16), else fp32. PPO keeps fp32 weights whatever this says (ppo.bf16 decides its autocast).",
     )
     cpu_threads: int | None = Field(
-        None, description="torch CPU threads for CLI generation (None: torch's default; 1 is often faster on a busy shared CPU)."
+        None, ge=1, description="torch CPU threads for CLI generation (None: torch's default; 1 is often faster on a busy shared CPU)."
     )
 
 
 class GenerationSettings(BaseModel):
     """Sampling parameters for recommendation lists."""
 
-    list_length: int = Field(5, description="Items per recommendation list (N).")
-    samples_per_context: int = 2
-    batch_size: int = 8
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 50
-    max_new_tokens: int = 160
-    max_prompt_tokens: int = 1536
+    list_length: int = Field(5, ge=1, description="Items per recommendation list (N).")
+    samples_per_context: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1)
+    temperature: float = Field(0.8, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(50, ge=0)
+    max_new_tokens: int = Field(160, ge=1)
+    max_prompt_tokens: int = Field(1536, ge=1)
     constrained: bool = Field(True, description="Constrain decoding so that item ids are candidate ids.")
-    max_reason_tokens: int = Field(22, description="Constrained mode: a reason's line is ended after this many tokens.")
+    max_reason_tokens: int = Field(22, ge=1, description="Constrained mode: a reason's line is ended after this many tokens.")
     forbid_example: bool = Field(
         True, description="Constrained mode: a reason may not repeat the prompt's example reason past its first "
         "three words, nor five of its words in a row anywhere (the 135M default copied it for 57 of 1,000 items).",
     )
-    contexts_per_run: int = Field(20, description="Contexts `recfeedback generate` samples for when not told.")
+    contexts_per_run: int = Field(20, ge=1, description="Contexts `recfeedback generate` samples for when not told.")
     seed: int = 1234
 
 
 class QueueSettings(BaseModel):
     """How pairs are served to annotators."""
 
-    overlap_target: int = Field(3, description="Labels wanted per pair.")
-    lease_minutes: float = Field(10.0, description="An unanswered assignment returns to the queue after this.")
-    gold_rate: float = Field(0.05, description="Share of served items that are gold pairs.")
-    reshow_rate: float = Field(0.03, description="Share of served items that re-show a labelled pair, swapped.")
-    reshow_min_gap: int = Field(5, description="Labels in between before a pair may be re-shown.")
-    undo_window_s: float = Field(60.0, description="How long after submitting a label may be undone.")
+    overlap_target: int = Field(3, ge=1, description="Labels wanted per pair.")
+    lease_minutes: float = Field(10.0, gt=0.0, description="An unanswered assignment returns to the queue after this.")
+    gold_rate: float = Field(0.05, ge=0.0, le=1.0, description="Share of served items that are gold pairs.")
+    reshow_rate: float = Field(0.03, ge=0.0, le=1.0, description="Share of served items that re-show a labelled pair, swapped.")
+    reshow_min_gap: int = Field(5, ge=0, description="Labels in between before a pair may be re-shown.")
+    undo_window_s: float = Field(60.0, ge=0.0, description="How long after submitting a label may be undone.")
     seed: int | None = Field(None, description="Fix the queue's randomness (tests, simulations).")
-    max_rationale_chars: int = Field(1000, description="Longest rationale an annotator may write.")
+    max_rationale_chars: int = Field(1000, ge=0, description="Longest rationale an annotator may write.")
     breadth_first: bool = Field(
         True, description="Serve the pairs with the most labels first (Label Studio's breadth-first), so a started "
         "pair reaches its majority and its agreement before new ones open; priority decides among them. "
@@ -166,7 +166,7 @@ class RewardModelSettings(BaseModel):
         "labels where LoRA needs thousands. 'auto': the probe below `probe_max_examples` training examples, LoRA from there.",
     )
     probe_max_examples: int = Field(
-        2000,
+        2000, ge=0,
         description="'auto' trains LoRA from this many training examples on (demo shop: LoRA at chance at 300 "
         "labels and 0.620 at 1,851, below the probe's 0.695; BENCHMARKS.md).",
     )
@@ -192,22 +192,22 @@ class RewardModelSettings(BaseModel):
         "issue's crowd judges items only.",
     )
     probe_l2: float = Field(0.25, ge=0.0, description="L2 strength of the probe's objective (sum of losses + l2 |w|^2).")
-    probe_max_length: int = Field(256, description="Tokens of each answer the probe embeds.")
+    probe_max_length: int = Field(256, ge=1, description="Tokens of each answer the probe embeds.")
     backbone: str = Field("policy", description="'policy' (the policy's base) or 'minilm' or a model path/id.")
-    epochs: float = 2.0
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    max_length: int = 768
+    epochs: float = Field(2.0, gt=0.0)
+    learning_rate: float = Field(2e-4, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(768, ge=1)
     input_format: Literal["resolved", "policy"] = Field(
         "resolved",
         description="What the model reads (rlhf.reward.inputs): 'resolved' = the shopper's history and each "
         "answer line with its item's description from the prompt after its id; 'policy' = the raw prompt and answer.",
     )
     center_rewards_coefficient: float = 0.01
-    lora_r: int = 16
+    lora_r: int = Field(16, ge=1)
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    heldout_fraction: float = Field(0.2, description="Share of CONTEXTS (by hash of context id) held out for evaluation.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    heldout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of CONTEXTS (by hash of context id) held out for evaluation.")
     tie_rule: Literal["drop", "soft"] = Field(
         "drop",
         description="'drop': ties leave training. 'soft': a tie becomes two mirrored examples with margin 0, "
@@ -222,16 +222,16 @@ class RewardModelSettings(BaseModel):
         "TRL's loss is -log sigmoid(r_chosen - r_rejected - margin).",
     )
     use_margin: bool = Field(True, description="Pass the strength margin to RewardTrainer's loss.")
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    gradient_accumulation_steps: int = 1
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in backward: ~1/3 slower, far less memory on long prompts."
     )
     lora_target_modules: list[str] | None = Field(None, description="None: PEFT's default for the architecture.")
-    eval_batch_size: int = 32
-    logging_steps: int = 10
-    min_examples: int = Field(8, description="Refuse to train on fewer usable training examples.")
+    eval_batch_size: int = Field(32, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    min_examples: int = Field(8, ge=1, description="Refuse to train on fewer usable training examples.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 7
 
@@ -239,30 +239,30 @@ class RewardModelSettings(BaseModel):
 class PPOSettings(BaseModel):
     """Our PPO trainer's hyper-parameters (classic RLHF recipe)."""
 
-    steps: int = 200
-    batch_size: int = 16
-    mini_batch_size: int = 8
-    ppo_epochs: int = 4
-    learning_rate: float = 1e-4
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
-    init_kl_coef: float = 0.05
+    steps: int = Field(200, ge=0)
+    batch_size: int = Field(16, ge=1)
+    mini_batch_size: int = Field(8, ge=1)
+    ppo_epochs: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-4, gt=0.0)
+    clip_range: float = Field(0.2, gt=0.0)
+    clip_range_value: float = Field(0.2, gt=0.0)
+    vf_coef: float = Field(0.1, ge=0.0)
+    gamma: float = Field(1.0, ge=0.0, le=1.0)
+    lam: float = Field(0.95, ge=0.0, le=1.0)
+    init_kl_coef: float = Field(0.05, ge=0.0)
     adaptive_kl: bool = True
-    target_kl: float = 6.0
-    kl_horizon: int = 10000
-    max_grad_norm: float = 1.0
-    temperature: float = 0.8
+    target_kl: float = Field(6.0, gt=0.0)
+    kl_horizon: int = Field(10000, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    temperature: float = Field(0.8, gt=0.0)
     max_new_tokens: int = Field(
-        160,
+        160, ge=1,
         description="Response cap during PPO. Keep it at least the constrained worst case (list_length x "
         "(max_reason_tokens + 9) + 1: 156 by default) so PPO does not penalise lists generation accepts.",
     )
-    lora_r: int = 16
+    lora_r: int = Field(16, ge=1)
     lora_alpha: int = 32
-    lora_dropout: float = 0.0
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     no_eos_penalty: float = -1.0
     structure_weight: float = 0.5
     own_reasons_count_copies: bool = Field(
@@ -280,42 +280,42 @@ class PPOSettings(BaseModel):
         description="Recompute activations in the update's backward pass. Demo store, 2 steps of 4 episodes on a "
         "CPU: peak RSS 6.3 GiB instead of 16.5 GiB (benchmarks/ppo_memory_bench.py; BENCHMARKS.md, PPO).",
     )
-    checkpoint_every: int = 50
+    checkpoint_every: int = Field(50, ge=1)
     seed: int = 42
     algo: Literal["ppo", "grpo", "rloo"] = "ppo"
     kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the reward penalty.")
-    top_k: int = Field(0, description="0 = off. PPO samples from the full tempered policy so log-probs match.")
-    top_p: float = Field(1.0, description="1.0 = off, for the same reason as top_k.")
-    max_prompt_tokens: int = Field(1536, description="Longer prompts are cut from the left.")
-    weight_decay: float = 0.0
+    top_k: int = Field(0, ge=0, description="0 = off. PPO samples from the full tempered policy so log-probs match.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="1.0 = off, for the same reason as top_k.")
+    max_prompt_tokens: int = Field(1536, ge=1, description="Longer prompts are cut from the left.")
+    weight_decay: float = Field(0.0, ge=0.0)
     lora_target_modules: str = Field("all-linear", description="PEFT target_modules ('all-linear' or a comma list).")
     bf16: bool = Field(True, description="bf16 autocast where the hardware has it: CUDA with bf16, or a CPU with "
                        "AMX/AVX512-BF16 (PPO 1.3-1.7x faster there, less memory); ignored elsewhere.")
     constrained: bool = Field(True, description="Use constrained decoding (and the same mask in log-probs).")
-    num_generations: int = Field(4, description="GRPO/RLOO group size: completions per prompt.")
+    num_generations: int = Field(4, ge=1, description="GRPO/RLOO group size: completions per prompt.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files under the run folder.")
 
 
 class RoundSettings(BaseModel):
     """A training round: labels to reward model to PPO to new pairs."""
 
-    new_pairs: int = Field(200, description="Pairs enqueued per round.")
-    contexts_per_round: int = 100
-    active_uncertainty_share: float = 0.5
-    active_disagreement_share: float = 0.2
-    active_coverage_share: float = 0.15
-    active_random_share: float = 0.15
+    new_pairs: int = Field(200, ge=1, description="Pairs enqueued per round.")
+    contexts_per_round: int = Field(100, ge=1)
+    active_uncertainty_share: float = Field(0.5, ge=0.0)
+    active_disagreement_share: float = Field(0.2, ge=0.0)
+    active_coverage_share: float = Field(0.15, ge=0.0)
+    active_random_share: float = Field(0.15, ge=0.0)
     human_eval_pairs: int = Field(
         20, ge=0, description="Pairs of the new policy's list against its parent's on held-out shoppers, enqueued "
         "beside the round's own: labels no model chose, for the Agreement page's human win rate. Their labels "
         "never train a reward model (0: none).")
-    ensemble_size: int = 3
+    ensemble_size: int = Field(3, ge=1)
     parent_policy: str | None = Field(
         None, description="The policy a round starts from, by id (the Training page's registry, `recfeedback policy "
         "list`): to roll back after a round that made the lists worse. None: the newest finished round's policy, "
         "else the base model.")
-    min_labels: int = Field(20, description="A round refuses to start with fewer usable labels.")
-    eval_bootstrap_samples: int = Field(1000, description="Bootstrap resamples for evaluation intervals.")
+    min_labels: int = Field(20, ge=1, description="A round refuses to start with fewer usable labels.")
+    eval_bootstrap_samples: int = Field(1000, ge=1, description="Bootstrap resamples for evaluation intervals.")
     eval_seed: int = 0
     eval_exclude_history: bool = Field(
         True, description="Baselines skip items the shopper bought before the context (the candidates' rule), "
@@ -324,13 +324,13 @@ class RoundSettings(BaseModel):
         ["purchase"], description="Interaction events that count as bought in evaluation (empty: all events)."
     )
     eval_contexts: int = Field(
-        200, description="Held-out contexts a round samples lists for and evaluates, shoppers with purchases after "
+        200, ge=0, description="Held-out contexts a round samples lists for and evaluates, shoppers with purchases after "
         "the cut first (0: skip). On UCI, 40 shoppers gave a paired NDCG interval +-0.03 wide and 240 +-0.009 "
         "(BENCHMARKS.md): below ~200 a round's verdict against zero-shot cannot see the effects rounds have.")
     priority_offset: float = Field(
         1.0, ge=1.0, description="A round's pairs sit this far above the previous round's (and round 1's above "
         "other pairs), so the newest policy's pairs are served first.")
-    cancel_grace_s: float = Field(10.0, description="`round cancel`: seconds between SIGTERM and SIGKILL.")
+    cancel_grace_s: float = Field(10.0, ge=0.0, description="`round cancel`: seconds between SIGTERM and SIGKILL.")
     quick: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
             "reward_model": {"backbone": "minilm", "epochs": 1.0, "max_length": 384},

@@ -72,6 +72,27 @@ def test_an_invalid_setting_is_one_sentence_naming_it_and_its_source(cli, tmp_pa
     assert not data_dir.exists()  # nothing was created on settings that failed
 
 
+@pytest.mark.parametrize(("variable", "value", "bound"), [
+    ("RECFEEDBACK_PPO__STEPS", "-1", "greater than or equal to 0"),
+    ("RECFEEDBACK_PPO__BATCH_SIZE", "0", "greater than or equal to 1"),
+    ("RECFEEDBACK_PPO__TOP_P", "0", "greater than 0"),
+    ("RECFEEDBACK_ROUNDS__NEW_PAIRS", "-5", "greater than or equal to 1"),
+    ("RECFEEDBACK_QUEUE__GOLD_RATE", "1.5", "less than or equal to 1"),
+    ("RECFEEDBACK_REWARD_MODEL__HELDOUT_FRACTION", "1", "less than 1"),
+    ("RECFEEDBACK_GENERATION__LIST_LENGTH", "0", "greater than or equal to 1"),
+])
+def test_a_number_out_of_its_range_is_refused_when_settings_load(monkeypatch, variable, value, bound) -> None:
+    """A negative step count or a share above one used to load, and failed (or did nothing) minutes into a
+    round; now the settings say so before any command runs."""
+    from rlhf.settings import ConfigError, load_settings
+
+    monkeypatch.setenv(variable, value)
+    name = variable.removeprefix("RECFEEDBACK_").lower().replace("__", ".")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert name in str(refused.value) and bound in str(refused.value) and variable in str(refused.value)
+
+
 def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     invoke, data_dir = cli
     monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")
