@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1249,3 +1250,26 @@ def test_the_round_log_shows_a_redrawn_progress_bar_once_in_its_last_state(tmp_p
         "INFO stage ppo", "Loading weights: 100%|##########| 272/272", "INFO PPO on cpu", "lists:  50%|#####     | 3/6"]
     assert log_tail(tmp_path, 2).splitlines() == ["INFO PPO on cpu", "lists:  50%|#####     | 3/6"]
     assert log_tail(tmp_path / "nowhere") == ""
+
+
+@pytest.mark.parametrize(("section", "changes", "said"), [
+    ("ppo", {"batch_size": 12, "mini_batch_size": 8}, "batch_size (12) must be a multiple of mini_batch_size (8)"),
+    ("rounds", {"active_uncertainty_share": 0.0, "active_disagreement_share": 0.0, "active_coverage_share": 0.0,
+                "active_random_share": 0.0}, "At least one selection share must be positive"),
+])
+def test_settings_that_would_fail_a_round_midway_are_refused_before_it_starts(workdir, section, changes, said):
+    """Each value is valid alone, the combination is not: PPO's stage (after the reward model has trained) or
+    the select stage would fail. The round is refused up front and nothing is written."""
+    from rlhf import rounds
+    from rlhf.errors import RoundError
+
+    settings, store = workdir
+    part = getattr(settings, section).model_copy(update=changes)
+    bad = settings.model_copy(update={section: part})
+    before = rounds.list_round_summaries(store)
+    with pytest.raises(RoundError, match=re.escape(said)):
+        rounds.check_can_start(store, bad)
+    with pytest.raises(RoundError, match=re.escape(said)):
+        rounds.launch_round(bad, store=store)
+    assert rounds.list_round_summaries(store) == before
+    assert rounds.check_can_start(store, settings) >= settings.rounds.min_labels  # the fixture's own settings pass

@@ -86,7 +86,22 @@ def still_running(busy: RoundRecord) -> RoundError:
 
 
 def check_can_start(store: Store, settings: Settings) -> int:
-    """Raise RoundError with a clear sentence when a round may not start; return the usable label count."""
+    """Raise RoundError with a clear sentence when a round may not start; return the usable label count.
+
+    PPO's settings and the selection mix are checked here as wholes (batch_size a multiple of
+    mini_batch_size, some selection share above zero): a bad combination would otherwise fail the round at
+    its PPO or select stage, after the reward model has trained."""
+    from rlhf.active import SelectionShares
+    from rlhf.ppo.config import PPOConfig
+
+    try:
+        PPOConfig.from_settings(settings.ppo, algo="ppo")
+    except ValueError as exc:
+        raise RoundError(f"{exc} Fix [ppo] in recfeedback.toml (or its RECFEEDBACK_PPO__* variables).") from exc
+    try:
+        SelectionShares.from_settings(settings.rounds).as_dict()
+    except ValueError as exc:
+        raise RoundError(f"{exc} Set rounds.active_*_share in recfeedback.toml.") from exc
     busy = running_round(store)
     if busy is not None:
         raise still_running(busy)
