@@ -1273,3 +1273,26 @@ def test_settings_that_would_fail_a_round_midway_are_refused_before_it_starts(wo
         rounds.launch_round(bad, store=store)
     assert rounds.list_round_summaries(store) == before
     assert rounds.check_can_start(store, settings) >= settings.rounds.min_labels  # the fixture's own settings pass
+
+
+def test_the_training_page_says_what_in_the_settings_stops_a_round_before_a_click(workdir, monkeypatch):
+    """A PPO batch that its mini-batches do not divide: a Quick round replaces both and may start; a Full
+    round would fail at its PPO stage, so the page says why and its button waits."""
+    from rlhf import rounds
+    from rlhf.auth import create_user
+
+    settings, store = workdir
+    monkeypatch.setattr(rounds, "gpu_visible", lambda: False)
+    create_user(store, "eng9", "a-long-password-9", "engineer")
+    monkeypatch.setenv("RECFEEDBACK_PPO__BATCH_SIZE", "12")
+    at = render_training_page(store, settings, "eng9", monkeypatch)
+
+    def start_button():
+        return next(b for b in at.button if b.label == "Start a round")
+
+    assert not at.error and not start_button().disabled  # Quick: batch 4 of mini-batches of 4
+    next(r for r in at.radio if r.label == "Size").set_value("Full").run()
+    assert [e.value for e in at.error] == [
+        "Invalid PPO configuration: batch_size (12) must be a multiple of mini_batch_size (8). Fix [ppo] in "
+        "recfeedback.toml (or its RECFEEDBACK_PPO__* variables)."]
+    assert start_button().disabled

@@ -139,9 +139,12 @@ with st.container(border=True):
     if size == "Quick":
         for sentence in rounds_service.quick_overrides(settings):
             st.warning(sentence, icon=":material/warning:")
+    problems = rounds_service.settings_problems(shown)
+    for problem in problems:  # said before a click, and the button waits until they are fixed
+        st.error(problem, icon=":material/error:")
     if active:
         st.info(f"Round {active['round_id']} is running; one round at a time.")
-    if st.button("Start a round", type="primary", disabled=active is not None, key="training.start",
+    if st.button("Start a round", type="primary", disabled=active is not None or bool(problems), key="training.start",
                  icon=":material/play_arrow:"):
         _start()
 

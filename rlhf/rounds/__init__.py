@@ -106,6 +106,7 @@ from rlhf.rounds.state import (
     parent_policy_id,
     pid_alive,
     running_round,
+    settings_problems,
     startable_policies,
     usable_label_count,
 )
@@ -181,6 +182,7 @@ __all__ = [
     "save_round_settings",
     "setting_text",
     "settings_changed_by_round",
+    "settings_problems",
     "stage_enqueue",
     "stage_generate",
     "stage_ppo",

@@ -87,21 +87,9 @@ def still_running(busy: RoundRecord) -> RoundError:
 
 def check_can_start(store: Store, settings: Settings) -> int:
     """Raise RoundError with a clear sentence when a round may not start; return the usable label count.
-
-    PPO's settings and the selection mix are checked here as wholes (batch_size a multiple of
-    mini_batch_size, some selection share above zero): a bad combination would otherwise fail the round at
-    its PPO or select stage, after the reward model has trained."""
-    from rlhf.active import SelectionShares
-    from rlhf.ppo.config import PPOConfig
-
-    try:
-        PPOConfig.from_settings(settings.ppo, algo="ppo")
-    except ValueError as exc:
-        raise RoundError(f"{exc} Fix [ppo] in recfeedback.toml (or its RECFEEDBACK_PPO__* variables).") from exc
-    try:
-        SelectionShares.from_settings(settings.rounds).as_dict()
-    except ValueError as exc:
-        raise RoundError(f"{exc} Set rounds.active_*_share in recfeedback.toml.") from exc
+    Settings a round cannot run with (:func:`settings_problems`) come first."""
+    if problems := settings_problems(settings):
+        raise RoundError(problems[0])
     busy = running_round(store)
     if busy is not None:
         raise still_running(busy)
@@ -113,6 +101,26 @@ def check_can_start(store: Store, settings: Settings) -> int:
             "(settings.rounds.min_labels). Collect more labels first."
         )
     return n
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """Why a round could not run with ``settings``, one sentence each (none: it can). PPO's settings and the
+    selection mix are checked as wholes (batch_size a multiple of mini_batch_size, some selection share above
+    zero): each value may be valid alone, and a bad combination would otherwise fail the round at its PPO or
+    select stage, after the reward model has trained. The Training page says them before a click."""
+    from rlhf.active import SelectionShares
+    from rlhf.ppo.config import PPOConfig
+
+    problems = []
+    try:
+        PPOConfig.from_settings(settings.ppo, algo="ppo")
+    except ValueError as exc:
+        problems.append(f"{exc} Fix [ppo] in recfeedback.toml (or its RECFEEDBACK_PPO__* variables).")
+    try:
+        SelectionShares.from_settings(settings.rounds).as_dict()
+    except ValueError as exc:
+        problems.append(f"{exc} Set rounds.active_*_share in recfeedback.toml.")
+    return problems
 
 
 def parent_policy_id(store: Store, settings: Settings) -> str:
