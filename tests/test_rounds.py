@@ -1293,6 +1293,6 @@ def test_the_training_page_says_what_in_the_settings_stops_a_round_before_a_clic
     assert not at.error and not start_button().disabled  # Quick: batch 4 of mini-batches of 4
     next(r for r in at.radio if r.label == "Size").set_value("Full").run()
     assert [e.value for e in at.error] == [
-        "Invalid PPO configuration: batch_size (12) must be a multiple of mini_batch_size (8). Fix [ppo] in "
-        "recfeedback.toml (or its RECFEEDBACK_PPO__* variables)."]
+        ("Invalid PPO configuration: batch_size (12) must be a multiple of mini_batch_size (8). Fix [ppo] in "
+         "recfeedback.toml (or its RECFEEDBACK_PPO__* variables).")]
     assert start_button().disabled
