@@ -367,7 +367,7 @@ class AppSettings(BaseModel):
     """The Streamlit app."""
 
     host: str = "localhost"
-    port: int = 8501
+    port: int = Field(8501, ge=1, le=65535)
     title: str = "RecFeedback"
     oidc_enabled: bool = Field(False, description="Offer Streamlit's st.login (needs [auth] in secrets.toml).")
 

@@ -93,6 +93,29 @@ def test_a_number_out_of_its_range_is_refused_when_settings_load(monkeypatch, va
     assert name in str(refused.value) and bound in str(refused.value) and variable in str(refused.value)
 
 
+def test_app_on_a_port_in_use_says_so_before_it_starts_anything(cli, monkeypatch) -> None:
+    """A second `make run` (or another service on the port): one sentence with what to do, and no first-pairs
+    job started for an app that never comes up."""
+    import socket
+
+    invoke, data_dir = cli
+    monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")
+    monkeypatch.setenv("RECFEEDBACK_DEMO__N_SHOPPERS", "60")
+    from rlhf.settings import get_settings
+
+    get_settings.cache_clear()
+    assert invoke("init", "--demo").exit_code == 0  # a store with contexts and no pairs: the app would start a job
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("app", "--port", str(port))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Port {port} on localhost is in use" in result.output
+    assert f"recfeedback app --port {port + 1}" in result.output
+    assert sorted(p.name for p in data_dir.iterdir()) == ["recfeedback.duckdb"]  # no job, no log
+
+
 def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     invoke, data_dir = cli
     monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")

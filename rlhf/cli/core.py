@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import typer
 
 from rlhf.cli.common import friendly_errors
+from rlhf.errors import RecFeedbackError
 from rlhf.settings import config_file_path, get_settings
 
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
@@ -43,6 +45,8 @@ def app_command(
 ) -> None:
     """Start the Streamlit annotation app on the configured store."""
     settings = get_settings()
+    port = port or settings.app.port
+    _check_port_free(settings.app.host, port)  # before the first-pairs job starts for an app that cannot
     if bootstrap:
         from rlhf.bootstrap import log_path, start_bootstrap
         from rlhf.runtime import open_store
@@ -54,12 +58,27 @@ def app_command(
     script = Path(__file__).resolve().parents[2] / "annotate_app" / "Home.py"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.port", str(port or settings.app.port),
+        "--server.port", str(port),
         "--server.address", settings.app.host,
         "--server.headless", "true" if headless else "false",
         "--browser.gatherUsageStats", "false",
     ]
     raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise a sentence saying what to do when ``host:port`` is taken (Streamlit would only say "Port 8501 is
+    not available", after a first-pairs job had started for an app that never came up)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to Streamlit too
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RecFeedbackError(
+                f"Port {port} on {host} is in use: is the app already running (`make run`, `recfeedback app`)? "
+                f"Open http://{host}:{port}, or start this one on another port: `recfeedback app --port {port + 1}` "
+                "(settings.app.port)."
+            ) from exc
 
 
 def register(app: typer.Typer) -> None:
