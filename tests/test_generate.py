@@ -160,3 +160,34 @@ def test_bootstrap_queue_fills_the_queue_with_pairs_of_fresh_lists(store, settin
         assert a.context_id == b.context_id == p.context_id and a.policy_id == b.policy_id == "pol-boot"
         assert not lists_identical(a, b)
         assert p.overlap_target == settings.queue.overlap_target
+
+
+@pytest.mark.parametrize(("flag", "shown"), [([], True), (["--no-progress"], False)])
+def test_generate_command_shows_its_progress_bar_unless_told_not_to(tmp_path, monkeypatch, flag, shown):
+    """`generate --no-progress` for logs and scripts, as `round run` and `pairs bootstrap` have it."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from rlhf import generate as generate_module
+    from rlhf import runtime
+    from rlhf.cli import app
+    from rlhf.settings import get_settings
+
+    asked: dict = {}
+
+    def fake_generate_for_store(store, settings, policy_id, **kwargs):
+        asked.update(kwargs)
+        return SimpleNamespace(generation_ids=[], policy_id="p")
+
+    monkeypatch.setattr(generate_module, "generate_for_store", fake_generate_for_store)
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    runtime._open_store.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["generate", *flag])
+    finally:
+        get_settings.cache_clear()
+        runtime._open_store.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert asked["progress"] is shown

@@ -31,6 +31,7 @@ def generate_command(
     batch_size: int = typer.Option(None, "--batch-size", help="Prompts per batch (default: settings)."),
     temperature: float = typer.Option(None, help="Sampling temperature; 0 is greedy (default: settings)."),
     seed: int = typer.Option(None, help="Random seed (default: settings.generation.seed)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (off: for logs)."),
 ) -> None:
     """Sample recommendation lists with reasons from a policy and store them."""
     from rlhf.generate import generate_for_store
@@ -61,7 +62,7 @@ def generate_command(
     run = generate_for_store(
         store, settings, policy_id, context_ids=context_id or None, n_contexts=contexts,
         split=None if split == "all" else split, model_spec=model, samples_per_context=samples,
-        constrained=constrained, seed=seed, batch_size=batch_size, temperature=temperature,
+        constrained=constrained, seed=seed, batch_size=batch_size, temperature=temperature, progress=progress,
     )
     if not run.generation_ids:
         asked = "every context asked for" if context_id else f"every context of split {split!r}"
