@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 if sys.version_info >= (3, 11):
@@ -442,6 +442,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
+    @model_validator(mode="after")
+    def _quick_values_are_settings_too(self) -> Settings:
+        """``rounds.quick`` holds settings as plain data; they are checked when settings load, like the rest,
+        so that a bad one stops every command (and the app) in one sentence, not a round at its start."""
+        quick_sections(self)
+        return self
+
     @property
     def data_dir(self) -> Path:
         return self.store.data_dir
@@ -449,6 +456,27 @@ class Settings(BaseSettings):
     def to_toml_dict(self) -> dict[str, Any]:
         """Settings as plain data, for ``config show`` and round records."""
         return self.model_dump(mode="json")
+
+
+def quick_sections(settings: Settings) -> dict[str, tuple[BaseModel, BaseModel]]:
+    """Each section ``settings.rounds.quick`` names: (its full value, its value in a quick round, validated).
+    Raises ValueError naming the setting (``rounds.quick.ppo.steps: ...``) for an unknown section or key or
+    a value its section refuses."""
+    out: dict[str, tuple[BaseModel, BaseModel]] = {}
+    for section, values in settings.rounds.quick.items():
+        current = getattr(settings, section, None)
+        if not isinstance(current, BaseModel):
+            raise ValueError(f"rounds.quick names an unknown section {section!r}")  # noqa: TRY004 (a setting's value)
+        unknown = sorted(set(values) - set(type(current).model_fields))
+        if unknown:
+            raise ValueError(f"rounds.quick.{section} has unknown keys: {', '.join(unknown)}")
+        try:
+            out[section] = current, type(current).model_validate({**current.model_dump(), **values})
+        except ValidationError as exc:
+            raise ValueError("; ".join(
+                f"rounds.quick.{section}.{'.'.join(str(part) for part in error['loc'])}: {error['msg']} "
+                f"(given {error.get('input')!r})" for error in exc.errors())) from None
+    return out
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -510,11 +538,13 @@ def _describe_invalid(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
+        if not loc:  # a check across settings (rounds.quick): its message names the setting and the value
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
         value = repr(error.get("input"))
         value = value if len(value) <= 60 else value[:57] + "..."
-        where = f"{'.'.join(loc)}: " if loc else ""
-        env = f"; environment variable RECFEEDBACK_{'__'.join(loc).upper()}" if loc else ""
-        problems.append(f"{where}{error['msg']} (given {value}{env})")
+        problems.append(f"{'.'.join(loc)}: {error['msg']} (given {value}; environment variable "
+                        f"RECFEEDBACK_{'__'.join(loc).upper()})")
     try:
         source = config_file_path()
     except ConfigError:

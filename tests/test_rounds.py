@@ -980,8 +980,16 @@ def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
             call(bad)
     wrong = settings.model_copy(update={"rounds": settings.rounds.model_copy(
         update={"quick": {"ppo": {"steps": "many"}}})})
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(RoundError, match=r"settings\.rounds\.quick\.ppo\.steps: Input should be a valid integer"):
         quick_settings(wrong)
+    # Loaded settings check them as they load, like every other value: one sentence, before any command.
+    from rlhf.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=r"Invalid settings\. rounds\.quick\.ppo\.steps: Input should be greater "
+                                          r"than or equal to 0 \(given -1\)"):
+        load_settings(store={"data_dir": settings.data_dir}, rounds={"quick": {"ppo": {"steps": -1}}})
+    with pytest.raises(ConfigError, match="rounds.quick names an unknown section 'ppx'"):
+        load_settings(store={"data_dir": settings.data_dir}, rounds={"quick": {"ppx": {"steps": 1}}})
 
 
 def test_the_training_page_starts_a_quick_round_by_default_without_a_gpu(workdir, monkeypatch):

@@ -117,17 +117,14 @@ def quick_overrides(settings: Settings) -> list[str]:
 
 
 def _quick_sections(settings: Settings) -> dict[str, tuple[BaseModel, BaseModel]]:
-    """Each section ``rounds.quick`` names: (its full value, its validated quick value)."""
-    out: dict[str, tuple[BaseModel, BaseModel]] = {}
-    for section, values in settings.rounds.quick.items():
-        current = getattr(settings, section, None)
-        if not isinstance(current, BaseModel):
-            raise RoundError(f"settings.rounds.quick names an unknown section {section!r}.")
-        unknown = sorted(set(values) - set(type(current).model_fields))
-        if unknown:
-            raise RoundError(f"settings.rounds.quick.{section} has unknown keys: {', '.join(unknown)}.")
-        out[section] = current, type(current).model_validate({**current.model_dump(), **values})
-    return out
+    """Each section ``rounds.quick`` names: (its full value, its validated quick value). Loaded settings were
+    checked already; settings built in code (``model_copy``) are checked here."""
+    from rlhf.settings import quick_sections
+
+    try:
+        return quick_sections(settings)
+    except ValueError as exc:
+        raise RoundError(f"settings.{exc}.") from exc
 
 
 def new_round_id() -> str:
