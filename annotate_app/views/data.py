@@ -58,13 +58,13 @@ else:
                     fn = importing.import_catalog if kind == "Catalogue items" else importing.import_interactions
                     report = fn(store, path, mapping=mapping, settings=ui.settings(),
                                 on_stage=lambda s: status.update(label=f"Importing: {s}…"))
-                except ValidationError as exc:
-                    status.update(label="Nothing was imported.", state="error")
+                except ValidationError as exc:  # open, so the rows and what is wrong with them show at once
+                    status.update(label="Nothing was imported.", state="error", expanded=True)
                     st.error(str(exc).splitlines()[0])
                     if exc.problems:
                         st.text("\n".join(exc.problems[:200]))
                 except (RecFeedbackError, StoreError) as exc:
-                    status.update(label="Nothing was imported.", state="error")
+                    status.update(label="Nothing was imported.", state="error", expanded=True)
                     st.error(str(exc))
                 else:
                     status.update(label="Done.", state="complete")

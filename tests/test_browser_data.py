@@ -1,0 +1,43 @@
+"""The Data page in headless Debian Chromium: an admin's import of a malformed catalogue says, on the page,
+which rows are wrong and why, and imports nothing."""
+
+from __future__ import annotations
+
+import pytest
+from browser_support import AppServer, chromium, chromium_available, login  # noqa: F401
+from seed import PASSWORD, seed_store
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def data_app(tmp_path_factory):
+    if not chromium_available():
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    from storage import Store
+
+    data_dir = tmp_path_factory.mktemp("data_browser") / "data"
+    store = Store(data_dir / "recfeedback.duckdb")
+    seed_store(store, n_pairs=2, users={"boss": "admin"})
+    with AppServer(data_dir) as server:
+        yield server, store
+
+
+def test_a_malformed_catalogue_says_which_rows_are_wrong_and_imports_nothing(data_app, chromium, tmp_path):  # noqa: F811
+    server, store = data_app
+    from storage.catalog import get_items
+
+    bad = tmp_path / "catalogue.csv"
+    bad.write_text("item_id,title,category,price\nX1,Good Mug,Kitchen,3.50\nX2,,Kitchen,2\nX3,Tea Tin,Kitchen,abc\n",
+                   encoding="utf-8")
+    page = chromium.new_context(viewport={"width": 1400, "height": 1100}).new_page()
+    login(page, server.url, "boss", PASSWORD, path="data", timeout_ms=60_000)
+    page.get_by_role("heading", name="Import").wait_for(timeout=60_000)
+    page.locator("input[type='file']").set_input_files(str(bad))
+    page.get_by_role("button", name="Import", exact=True).click(timeout=30_000)
+    # What is wrong is in view without a click (the status box used to fold it away).
+    page.get_by_text("line 3: empty title").wait_for(state="visible", timeout=30_000)
+    assert page.get_by_text("line 4: price 'abc' is not a number").is_visible()
+    assert page.get_by_text("Nothing was imported.").first.is_visible()
+    with store.transaction() as con:
+        assert get_items(con, ["X1", "X2", "X3"]) == {}  # all rows or none
