@@ -20,6 +20,7 @@ from rlhf import rounds as rounds_service
 from rlhf import side_by_side
 from rlhf.errors import RecFeedbackError
 from rlhf.human_eval import human_win_in_words, human_win_rates
+from rlhf.policies import policy_summaries
 from rlhf.reward.train import method_summary
 from storage.errors import StoreError
 
@@ -43,6 +44,7 @@ ui.one_shot_notice("training.notice", "success")
 
 try:
     summaries = rounds_service.list_round_summaries(store)
+    policies = policy_summaries(store)  # read once for "Start from" and the registry
 except StoreError as exc:
     st.error(f"The store cannot be read right now: {exc}")
     st.stop()
@@ -108,7 +110,7 @@ with st.container(border=True):
                     help=f"Quick: a few PPO steps on a few contexts (settings.rounds.quick), about "
                          f"{rounds_service.QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model; "
                          "for the demo and smoke tests. Full: the sizes in the settings; meant for a GPU.")
-    startable = rounds_service.startable_policies(store, settings)
+    startable = rounds_service.startable_policies(store, settings, policies)
     try:
         newest = rounds_service.parent_policy_id(store, _round_settings(size))  # the settings' own choice
     except RecFeedbackError as exc:  # a parent_policy in the settings that no round can start from
@@ -471,7 +473,7 @@ else:
 
 # ------------------------------------------------------------------------------------------- registry
 st.subheader("Model registry")
-registry = rounds_service.model_registry(store)
+registry = rounds_service.model_registry(store, policies)
 tab_rm, tab_pol = st.tabs(["Reward models", "Policies"])
 with tab_rm:
     if registry["reward_models"].empty:

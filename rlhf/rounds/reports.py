@@ -275,8 +275,9 @@ def rm_heldout_pairs(round_metrics: Mapping[str, Any]) -> int | None:
     return int(n) if isinstance(n, (int, float)) else None
 
 
-def model_registry(store: Store) -> dict[str, Any]:
-    """The reward models and policies registered in the store, as frames for the Training page."""
+def model_registry(store: Store, policies: list[Any] | None = None) -> dict[str, Any]:
+    """The reward models and policies registered in the store, as frames for the Training page; ``policies``:
+    :func:`rlhf.policies.policy_summaries` when the caller has read them already."""
     import pandas as pd
 
     from rlhf.policies import policy_summaries
@@ -300,5 +301,6 @@ def model_registry(store: Store) -> dict[str, Any]:
     columns = ["policy_id", "kind", "parent_id", "round_id", "verdict", "n_lists", "validity", "base_model",
                "adapter_path", "reward_model", "created_at"]
     policy_frame = pd.DataFrame.from_records(
-        [{c: getattr(p, c) for c in columns} for p in policy_summaries(store)], columns=columns)
+        [{c: getattr(p, c) for c in columns} for p in (policy_summaries(store) if policies is None else policies)],
+        columns=columns)
     return {"reward_models": rm_frame, "policies": policy_frame}

@@ -150,12 +150,14 @@ def parent_policy_id(store: Store, settings: Settings) -> str:
     return chosen
 
 
-def startable_policies(store: Store, settings: Settings) -> list[Any]:
+def startable_policies(store: Store, settings: Settings, summaries: list[Any] | None = None) -> list[Any]:
     """The policies a round may start from (``settings.rounds.parent_policy``), newest first: this store's
-    LLM policies on the settings' base model (:class:`rlhf.policies.PolicySummary`, with each round's verdict)."""
+    LLM policies on the settings' base model (:class:`rlhf.policies.PolicySummary`, with each round's verdict).
+    ``summaries``: :func:`rlhf.policies.policy_summaries` when the caller has read them already."""
     from rlhf.policies import policy_summaries
 
-    mine = [p for p in policy_summaries(store) if p.kind == "llm" and p.base_model == settings.model.policy]
+    summaries = policy_summaries(store) if summaries is None else summaries
+    mine = [p for p in summaries if p.kind == "llm" and p.base_model == settings.model.policy]
     return mine[::-1]
 
 
