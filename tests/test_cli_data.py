@@ -114,6 +114,11 @@ def test_app_on_a_port_in_use_says_so_before_it_starts_anything(cli, monkeypatch
     assert f"Port {port} on localhost is in use" in result.output
     assert f"recfeedback app --port {port + 1}" in result.output
     assert sorted(p.name for p in data_dir.iterdir()) == ["recfeedback.duckdb"]  # no job, no log
+    monkeypatch.setenv("RECFEEDBACK_APP__HOST", "192.0.2.1")  # TEST-NET-1: never an address of this machine
+    get_settings.cache_clear()
+    elsewhere = invoke("app", "--port", str(port))
+    assert elsewhere.exit_code == 1 and "The app cannot listen on 192.0.2.1" in elsewhere.output, elsewhere.output
+    assert "settings.app.host" in elsewhere.output and "in use" not in elsewhere.output
 
 
 def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -69,11 +70,18 @@ def app_command(
 def _check_port_free(host: str, port: int) -> None:
     """Raise a sentence saying what to do when ``host:port`` is taken (Streamlit would only say "Port 8501 is
     not available", after a first-pairs job had started for an app that never came up)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise RecFeedbackError(f"settings.app.host {host!r} is not an address of this machine ({exc}).") from exc
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to Streamlit too
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise RecFeedbackError(f"The app cannot listen on {host}:{port} ({exc.strerror}); check "
+                                       "settings.app.host and settings.app.port.") from exc
             raise RecFeedbackError(
                 f"Port {port} on {host} is in use: is the app already running (`make run`, `recfeedback app`)? "
                 f"Open http://{host}:{port}, or start this one on another port: `recfeedback app --port {port + 1}` "
