@@ -1304,3 +1304,10 @@ def test_the_training_page_says_what_in_the_settings_stops_a_round_before_a_clic
         ("Invalid PPO configuration: batch_size (12) must be a multiple of mini_batch_size (8). Fix [ppo] in "
          "recfeedback.toml (or its RECFEEDBACK_PPO__* variables).")]
     assert start_button().disabled
+    # Too few usable labels: the caption says how many a round needs, and the button waits for them.
+    monkeypatch.delenv("RECFEEDBACK_PPO__BATCH_SIZE")
+    monkeypatch.setenv("RECFEEDBACK_ROUNDS__MIN_LABELS", "100000")
+    at = render_training_page(store, settings, "eng9", monkeypatch)
+    usable = rounds.usable_label_count(store)
+    assert not at.error and start_button().disabled
+    assert start_button().help == f"Needs at least 100000 usable labels; the store has {usable:,}."

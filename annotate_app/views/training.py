@@ -146,8 +146,10 @@ with st.container(border=True):
         st.error(problem, icon=":material/error:")
     if active:
         st.info(f"Round {active['round_id']} is running; one round at a time.")
-    if st.button("Start a round", type="primary", disabled=active is not None or bool(problems), key="training.start",
-                 icon=":material/play_arrow:"):
+    too_few = usable < r.min_labels  # the caption above says how many a round needs and how many there are
+    if st.button("Start a round", type="primary", disabled=active is not None or bool(problems) or too_few,
+                 key="training.start", icon=":material/play_arrow:",
+                 help=f"Needs at least {r.min_labels} usable labels; the store has {usable:,}." if too_few else None):
         _start()
 
 
