@@ -75,18 +75,13 @@ def _parent_label(policy_id: str | None, startable: list, newest: str | None) ->
 
 
 def _duration_hint(shown, size: str, usable: int) -> None:
-    """How long the round is likely to take: the last finished round with the same settings (and whether this
-    one may train another kind of reward model), else, without a GPU, how long a Quick round takes on a 2-core
-    CPU, and for a Full round how much more PPO sampling it does than a Quick one (sized for a GPU, hours here)."""
-    past = rounds_service.last_duration_with(shown, summaries)
-    if past is not None:
-        st.caption(rounds_service.past_duration_text(past))
-        if change := rounds_service.reward_model_change(past, shown, usable):
-            st.warning(change, icon=":material/schedule:")
-    elif size == "Quick" and not rounds_service.gpu_visible():
-        st.caption(rounds_service.first_quick_round_text())
-    elif size == "Full" and not rounds_service.gpu_visible():
-        st.warning(rounds_service.full_round_without_gpu(shown), icon=":material/schedule:")
+    """How long the round is likely to take (:func:`rlhf.rounds.round_estimate`, what `round run` says too)."""
+    for level, sentence in rounds_service.round_estimate(shown, summaries, usable, quick=size == "Quick",
+                                                         gpu=rounds_service.gpu_visible()):
+        if level == "warning":
+            st.warning(sentence, icon=":material/schedule:")
+        else:
+            st.caption(sentence)
 
 
 def _start() -> None:

@@ -95,17 +95,13 @@ def run_command(
     """Run a training round: snapshot -> reward model -> PPO -> generate -> select -> enqueue."""
     from rlhf.rounds import (
         check_can_start,
-        first_quick_round_text,
-        full_round_without_gpu,
         gpu_visible,
-        last_duration_with,
         launch_round,
         list_round_summaries,
         parent_policy_id,
-        past_duration_text,
         quick_overrides,
         quick_settings,
-        reward_model_change,
+        round_estimate,
         run_round,
     )
     from rlhf.runtime import open_store, setup_logging
@@ -122,16 +118,13 @@ def run_command(
     store = open_store(settings)
     usable = check_can_start(store, settings)  # refusals first (they are checked again as the round starts)
     parent_policy_id(store, settings)
-    past = last_duration_with(settings, list_round_summaries(store))  # how long to expect, before it starts
-    if past is not None:
-        typer.echo(past_duration_text(past).replace("`", ""))
-        if change := reward_model_change(past, settings, usable):
-            typer.secho(f"Note: {change}", fg=typer.colors.YELLOW, err=True)
-    elif not gpu_visible():
-        if quick:
-            typer.echo(first_quick_round_text())
+    # How long to expect, before it starts.
+    for level, sentence in round_estimate(settings, list_round_summaries(store), usable, quick=quick,
+                                          gpu=gpu_visible()):
+        if level == "warning":
+            typer.secho(f"Warning: {sentence}", fg=typer.colors.YELLOW, err=True)
         else:
-            typer.secho(f"Warning: {full_round_without_gpu(settings)}", fg=typer.colors.YELLOW, err=True)
+            typer.echo(sentence.replace("`", ""))
     if background:
         launched = launch_round(settings, round_id=round_id, store=store)
         typer.echo(f"Round {launched.round_id} started in the background (pid {launched.pid}) on "

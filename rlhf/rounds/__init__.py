@@ -120,6 +120,7 @@ from rlhf.rounds.timing import (
     last_duration_with,
     past_duration_text,
     reward_model_change,
+    round_estimate,
     round_seconds_left,
     stage_seconds_left,
 )
@@ -170,6 +171,7 @@ __all__ = [
     "reward_model_change",
     "rm_heldout_pairs",
     "round_curves",
+    "round_estimate",
     "round_evaluation",
     "round_folder",
     "round_seconds_left",

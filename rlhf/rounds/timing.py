@@ -142,6 +142,21 @@ def first_quick_round_text() -> str:
             f"{QUICK_MINUTES_ON_2_CORES} minutes on a 2-core CPU with the default model.")
 
 
+def round_estimate(settings: Settings, summaries: Sequence[Mapping[str, Any]], usable_labels: int, *, quick: bool,
+                   gpu: bool) -> list[tuple[str, str]]:
+    """What to say before a round under ``settings`` starts, as ``(level, sentence)`` with level ``"info"`` or
+    ``"warning"``: how long the last finished round with these settings took, and a warning when this one may
+    train the other kind of reward model; else, without a GPU, what a Quick round takes or, for a Full one
+    (``quick`` False), how much more it samples. The Training page and `round run` say the same."""
+    past = last_duration_with(settings, summaries)
+    if past is not None:
+        change = reward_model_change(past, settings, usable_labels)
+        return [("info", past_duration_text(past))] + ([("warning", change)] if change else [])
+    if gpu:
+        return []
+    return [("info", first_quick_round_text())] if quick else [("warning", full_round_without_gpu(settings))]
+
+
 def past_duration_text(past: PastDuration) -> str:
     """``past`` in one sentence, with the stages that took a minute or more."""
     stages = ", ".join(f"{stage} {duration_text(sec).removeprefix('about ')}"
