@@ -196,8 +196,8 @@ def _number(value: Any) -> float:
 
 def round_quality(rounds: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per round: the policy it started from, its held-out NDCG and its share of grounded reasons against the
-    zero-shot model (verdicts from the paired intervals), the reward model's held-out and gold accuracy, its agreement with humans,
-    win rates.
+    zero-shot model (verdicts from the paired intervals), the reward model's held-out and gold accuracy, its
+    agreement with humans, win rates.
 
     ``rm_heldout_accuracy_unselected`` is the held-out accuracy on the pairs no model chose: a reward model
     is less accurate on the pairs its predecessor's active selection found close, so the accuracy over all

@@ -316,8 +316,8 @@ def _side_by_side_view(round_id: str) -> None:
                    "bought after the cut, \"off-topic reason\" a reason that names nothing of the item or of the "
                    "shopper's earlier purchases, \"reason is a product line\" one that only repeats a candidate's "
                    "title and details from the prompt, or writes an item in that format under a name of its own. "
-                   "Shoppers who bought something come first, those on whom the "
-                   "lists score most differently at the top.")
+                   "Shoppers who bought something come first, those on whom the lists score most differently at "
+                   "the top.")
 
         def describe(i: int) -> str:
             s = shoppers[i]
