@@ -70,9 +70,10 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     (the check before 2026-12-07)."""
     import re
 
+    from reason_verdicts import verdict_counts
+
     from rlhf.parsing import describes_other_item
     from rlhf.prompts import EXAMPLE_REASON, copies_example, letters_and_digits
-    from rlhf.reasons import after_copied_line, after_product_line, line_verdicts, reason_is_grounded
 
     def words(text: str) -> list[str]:
         return re.findall(r"[a-z0-9]+", text.lower())
@@ -91,7 +92,6 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     titles = {v.context_id: {c.item_id: c.title for c in v.candidates} for v in views or []}
     other_title = own_title = 0
     verdicts: Counter = Counter()
-    invented = grounded_before = 0
     by_context = {v.context_id: v for v in views or []}
     for x in lists:
         for it in x.parsed.items if x.context_id in titles else []:
@@ -99,18 +99,11 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
             own_title += bool(mine) and letters_and_digits(it.reason).startswith(mine)
             other_title += describes_other_item(it.reason, it.item_id, titles[x.context_id]) is not None
         view = by_context.get(x.context_id)
-        if view is None:
-            continue
-        cats = {c.item_id: c.category for c in view.candidates}
-        names, past = list(titles[x.context_id].values()), [h.title for h in view.history]
-        for it, verdict in zip(x.parsed.items, line_verdicts(
+        if view is not None:
+            cats = {c.item_id: c.category for c in view.candidates}
+            verdicts += verdict_counts(
                 [(it.reason, titles[x.context_id].get(it.item_id), cats.get(it.item_id)) for it in x.parsed.items],
-                past, names)):
-            verdicts[verdict] += 1
-            own = [n for n in (titles[x.context_id].get(it.item_id),) if n]
-            invented += after_product_line(it.reason, names + own) != after_copied_line(it.reason, names + own)
-            grounded_before += reason_is_grounded(after_copied_line(it.reason, names + own),
-                                                  [*own, cats.get(it.item_id), *past])
+                [h.title for h in view.history], list(titles[x.context_id].values()))
     at_cap = ([r for r in reasons if len(tokenizer(" " + r.strip(), add_special_tokens=False)["input_ids"]) >= cap]
               if tokenizer is not None and cap else [])
     return {
@@ -127,7 +120,7 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
         "other_item_title": other_title,
         "own_item_title": own_title,
         "grounded": verdicts["grounded"], "product_lines": verdicts["copy"], "off_topic": verdicts["off_topic"],
-        "invented_product_lines": invented, "grounded_copy_rule_before": grounded_before,
+        "invented_product_lines": verdicts["invented"], "grounded_copy_rule_before": verdicts["grounded_copy_rule"],
     }
 
 
