@@ -4,29 +4,17 @@ which rows are wrong and why, and imports nothing."""
 from __future__ import annotations
 
 import pytest
-from browser_support import AppServer, chromium, chromium_available, login  # noqa: F401
-from seed import PASSWORD, seed_store
+from browser_support import chromium, login, seeded_app  # noqa: F401
+from seed import PASSWORD
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def data_app(tmp_path_factory):
-    if not chromium_available():
-        pytest.skip("Debian chromium is not installed (make test installs it)")
+def test_a_malformed_catalogue_says_which_rows_are_wrong_and_imports_nothing(seeded_app, chromium, tmp_path):  # noqa: F811
     from storage import Store
-
-    data_dir = tmp_path_factory.mktemp("data_browser") / "data"
-    store = Store(data_dir / "recfeedback.duckdb")
-    seed_store(store, n_pairs=2, users={"boss": "admin"})
-    with AppServer(data_dir) as server:
-        yield server, store
-
-
-def test_a_malformed_catalogue_says_which_rows_are_wrong_and_imports_nothing(data_app, chromium, tmp_path):  # noqa: F811
-    server, store = data_app
     from storage.catalog import get_items
 
+    server, store_path = seeded_app
     bad = tmp_path / "catalogue.csv"
     bad.write_text("item_id,title,category,price\nX1,Good Mug,Kitchen,3.50\nX2,,Kitchen,2\nX3,Tea Tin,Kitchen,abc\n",
                    encoding="utf-8")
@@ -39,5 +27,5 @@ def test_a_malformed_catalogue_says_which_rows_are_wrong_and_imports_nothing(dat
     page.get_by_text("line 3: empty title").wait_for(state="visible", timeout=30_000)
     assert page.get_by_text("line 4: price 'abc' is not a number").is_visible()
     assert page.get_by_text("Nothing was imported.").first.is_visible()
-    with store.transaction() as con:
+    with Store(store_path).transaction() as con:
         assert get_items(con, ["X1", "X2", "X3"]) == {}  # all rows or none
