@@ -10,11 +10,13 @@ to label". Nothing here runs SQL: the store is reached through :mod:`rlhf.pairs`
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -78,8 +80,30 @@ def read_status(settings: Settings) -> BootstrapStatus:
     return status
 
 
+@contextmanager
+def _status_lock(settings: Settings) -> Iterator[None]:
+    """Hold the data folder's first-pairs lock: a check of the status and the write that follows it are one step.
+
+    Two apps started on one data folder at once would otherwise both see "no job" and start two jobs,
+    and a parent's "Starting" could overwrite what its child had already written.
+    """
+    path = Path(settings.data_dir) / "bootstrap.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def write_status(settings: Settings, status: BootstrapStatus) -> None:
     """Record the job's progress (atomically: a reader never sees half a file)."""
+    with _status_lock(settings):
+        _write_status_unlocked(settings, status)
+
+
+def _write_status_unlocked(settings: Settings, status: BootstrapStatus) -> None:
     path = status_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     status.updated_at = time.time()
@@ -165,22 +189,27 @@ def start_bootstrap(settings: Settings, store: Any) -> int | None:
     """
     if settings.demo.initial_pairs <= 0:
         return None
-    current = read_status(settings)
-    if current.state == "running":
-        return None
-    if not queue_is_unstarted(store):
-        return None
     from rlhf.runtime import spawn_detached
 
-    # Record the job before it starts so that a second `recfeedback app` does not start another; the
-    # child then writes its own status (with its pid) as soon as it runs.
-    write_status(settings, BootstrapStatus(state="running", contexts_total=settings.demo.initial_pairs,
-                                           started_at=time.time(), message="Starting"))
-    pid = spawn_detached(["-c", "from rlhf.cli import main; main()", "pairs", "bootstrap", "--no-progress"],
-                         log_path(settings),
-                         {"RECFEEDBACK_STORE__DATA_DIR": str(Path(settings.data_dir).resolve())})
-    if read_status(settings).pid is None:  # the child has not written yet: let liveness checks see it
-        write_status(settings, BootstrapStatus(state="running", contexts_total=settings.demo.initial_pairs,
-                                               pid=pid, started_at=time.time(), message="Starting"))
+    with _status_lock(settings):
+        if read_status(settings).state == "running" or not queue_is_unstarted(store):
+            return None
+        # Recorded before the job starts, so that a second `recfeedback app` does not start another; the
+        # child then writes its own status (with its pid) as soon as it runs.
+        _write_status_unlocked(settings, BootstrapStatus(state="running", contexts_total=settings.demo.initial_pairs,
+                                                         started_at=time.time(), message="Starting"))
+    try:
+        pid = spawn_detached(["-c", "from rlhf.cli import main; main()", "pairs", "bootstrap", "--no-progress"],
+                             log_path(settings),
+                             {"RECFEEDBACK_STORE__DATA_DIR": str(Path(settings.data_dir).resolve())})
+    except OSError as exc:  # the Label page says so now, not after two minutes of "Starting"
+        write_status(settings, BootstrapStatus(state="failed", contexts_total=settings.demo.initial_pairs,
+                                               message=f"The first-pairs job could not start: {exc}"))
+        raise
+    with _status_lock(settings):
+        if read_status(settings).pid is None:  # the child has not written yet: let liveness checks see it
+            _write_status_unlocked(settings, BootstrapStatus(
+                state="running", contexts_total=settings.demo.initial_pairs, pid=pid, started_at=time.time(),
+                message="Starting"))
     log.info("First-pairs job started in the background (pid %d), log in %s", pid, log_path(settings))
     return pid

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from seed import seed_contexts
 
 from rlhf import bootstrap
@@ -117,3 +118,44 @@ def test_the_app_starts_the_job_as_a_detached_process_that_fills_the_queue(tmp_p
     status = bootstrap.read_status(settings)
     assert status.state == "done", (status.message, bootstrap.log_path(settings).read_text()[-2000:])
     assert status.pid == pid and status.pairs == 2 and len(_pairs(store)) == 2
+
+
+def test_apps_started_together_start_one_job(settings, store, monkeypatch):
+    """Two `recfeedback app` on one data folder at the same moment: one first-pairs job, not two."""
+    import os
+    import threading
+    import time
+
+    from rlhf import runtime
+
+    def slow_check(_store):  # widens the window between "no job yet" and "job recorded"
+        time.sleep(0.2)
+        return True
+
+    spawned: list[int] = []
+    monkeypatch.setattr(bootstrap, "queue_is_unstarted", slow_check)
+    alive = os.getpid()  # a live pid, so that a started job reads as running
+    monkeypatch.setattr(runtime, "spawn_detached", lambda *a, **k: spawned.append(1) or alive)
+    results: list[int | None] = []
+    threads = [threading.Thread(target=lambda: results.append(bootstrap.start_bootstrap(settings, store)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=str) == [alive, None, None, None] and len(spawned) == 1
+    assert bootstrap.read_status(settings).pid == alive
+
+
+def test_a_job_that_cannot_start_says_so_at_once(settings, store, monkeypatch):
+    from rlhf import runtime
+
+    def no_python(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/gone/python")
+
+    seed_contexts(store)
+    monkeypatch.setattr(runtime, "spawn_detached", no_python)
+    with pytest.raises(FileNotFoundError):
+        bootstrap.start_bootstrap(settings, store)
+    status = bootstrap.read_status(settings)
+    assert status.state == "failed" and "could not start" in status.message and "/gone/python" in status.message
