@@ -464,6 +464,18 @@ def test_export_cli(app_env, tmp_path):
     assert result.exit_code == 0 and "3 rows" in result.output, result.output
     result = runner.invoke(app, ["export", "--format", "csv", "--out", str(tmp_path / "x.csv")])
     assert result.exit_code != 0
+    # The format follows the file's name when --format is not given; a name that says nothing is refused.
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "all.parquet")])
+    assert result.exit_code == 0 and len(pd.read_parquet(tmp_path / "all.parquet")) == 5, result.output  # ties too
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "y.jsonl"), "--include-heldout"])
+    assert result.exit_code == 0 and len((tmp_path / "y.jsonl").read_text().splitlines()) == 3, result.output
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "labels.csv")])
+    assert result.exit_code == 2 and "name the file .parquet or .jsonl" in result.output
+    assert not (tmp_path / "labels.csv").exists()
+    # TRL-only options with the Parquet export are refused, not silently ignored.
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "z.parquet"), "--no-gold"])
+    assert result.exit_code == 2 and "--no-gold only apply to the TRL export" in result.output
+    assert not (tmp_path / "z.parquet").exists()
     guide = tmp_path / "g.md"
     guide.write_text("# From a file\n")
     result = runner.invoke(app, ["guidelines", "set", str(guide)])

@@ -26,9 +26,11 @@ class TrlStyle(str, Enum):
 
 @friendly_errors
 def export_command(
-    fmt: ExportFormat = typer.Option(..., "--format", help="parquet: every current label; trl: prompt/chosen/"
-                                     "rejected/margin JSONL for trl.RewardTrainer."),
-    out: Path = typer.Option(..., "--out", help="File to write (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", help="File to write (replaced atomically). A .parquet or .jsonl name "
+                             "picks the format."),
+    fmt: ExportFormat | None = typer.Option(None, "--format", help="parquet: every current label; trl: prompt/"
+                                            "chosen/rejected/margin JSONL for trl.RewardTrainer. Default: from "
+                                            "--out's suffix."),
     style: TrlStyle = typer.Option(TrlStyle.conversational, help="TRL only: chat messages or plain strings."),
     with_ids: bool = typer.Option(False, "--with-ids", help="TRL only: add label_id, pair_id, annotator_id."),
     no_gold: bool = typer.Option(False, "--no-gold", help="TRL only: leave gold pairs out."),
@@ -40,11 +42,26 @@ def export_command(
     from rlhf.export import export_labels
     from rlhf.runtime import open_store
 
+    fmt = fmt or _format_from_suffix(out)
+    trl_only = [flag for flag, given in (("--style", style is not TrlStyle.conversational), ("--with-ids", with_ids),
+                                         ("--no-gold", no_gold), ("--include-heldout", include_heldout)) if given]
+    if fmt is ExportFormat.parquet and trl_only:
+        raise typer.BadParameter(f"{', '.join(trl_only)} only apply to the TRL export; the Parquet export has "
+                                 "every current label with its ids.", param_hint="--format")
     store = open_store()
     kwargs = {} if fmt is ExportFormat.parquet else {
         "style": style.value, "with_ids": with_ids, "include_gold": not no_gold, "include_heldout": include_heldout}
     summary = export_labels(store, out, fmt=fmt.value, **kwargs)
     typer.echo(summary.sentence())
+
+
+def _format_from_suffix(out: Path) -> ExportFormat:
+    """The export format a file name asks for (.parquet, or .jsonl for TRL), else a request to say it."""
+    by_suffix = {".parquet": ExportFormat.parquet, ".jsonl": ExportFormat.trl}
+    if out.suffix.lower() in by_suffix:
+        return by_suffix[out.suffix.lower()]
+    raise typer.BadParameter(f"cannot tell the format from the name {out.name!r}: name the file .parquet or .jsonl, "
+                             "or give --format parquet|trl.", param_hint="--format")
 
 
 @guidelines_app.command("set")
