@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 STRATEGIES: tuple[str, ...] = ("mixed", "copurchase", "category", "popularity")
 #: Contexts scored together by :func:`copurchase_scores` (bounds the dense items x contexts block).
 _SCORE_CHUNK = 256
+_PROGRESS_EVERY = 256  # contexts between progress reports
 #: Called as ``progress(done, total)`` with the number of contexts computed so far.
 ProgressCallback = Callable[[int, int], None]
 
@@ -150,6 +151,8 @@ def compute_contexts(
     cut_t = pd.to_datetime(cuts["as_of"]).to_numpy(dtype="datetime64[us]").astype(np.int64)
     todo = np.lexsort((cut_s, cut_t))
     total = len(todo)
+    if progress is not None:  # from zero, so that a bar's rate counts the first cut's time too
+        progress(0, total)
     out: list[Context] = []
     done = 0
     n_items = len(item_ids)
@@ -188,6 +191,8 @@ def compute_contexts(
         block = np.zeros((n_items, 0))
         for row, (gi, u) in enumerate(zip(group, users)):
             done += 1
+            if progress is not None and done % _PROGRESS_EVERY == 0:  # one cut can hold every shopper
+                progress(done, total)
             if (item_based or by_relevance) and row % _SCORE_CHUNK == 0:
                 block = copurchase_scores(b, shown[row : row + _SCORE_CHUNK])
             if not keep[row]:

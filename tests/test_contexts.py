@@ -69,12 +69,19 @@ def _tiny_shop(store: Store, settings) -> None:
     _write(store, settings, items, inter)
 
 
-def test_history_and_candidates_on_a_tiny_shop(store, settings) -> None:
+def test_history_and_candidates_on_a_tiny_shop(store, settings, monkeypatch) -> None:
+    import rlhf.contexts
+
+    monkeypatch.setattr(rlhf.contexts, "_PROGRESS_EVERY", 2)
     _tiny_shop(store, settings)
     cut = datetime(2024, 1, 10)
-    report = build_contexts(store, settings=settings, as_of=cut, strategy="copurchase")
+    reports: list[tuple[int, int]] = []
+    report = build_contexts(store, settings=settings, as_of=cut, strategy="copurchase",
+                            progress=lambda done, total: reports.append((done, total)))
     contexts = {c.shopper_id: c for c in _contexts(store)}
     assert report.built == 4 and report.too_short == 1  # 'e' has nothing before the cut
+    # From zero (so a bar's rate is true), within the one cut, to the end.
+    assert reports[0] == (0, 4) and (2, 4) in reports and reports[-1] == (4, 4)
     a = contexts["a"]
     assert a.context_id == "ctx_a_202401100000" == context_id("a", cut)
     assert a.history == ["X", "Y"]  # most recent first, distinct (X bought again on 01-03)
