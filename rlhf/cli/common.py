@@ -30,3 +30,10 @@ def friendly_errors(func: F) -> F:
             raise typer.Exit(code=1) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def above_zero(value: float | None) -> float | None:
+    """Typer callback for a float option that, when given, must be above 0 (typer's ranges are closed)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not above 0.")
+    return value

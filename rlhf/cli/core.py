@@ -38,7 +38,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print JSON i
 
 @friendly_errors
 def app_command(
-    port: int = typer.Option(None, help="Port (default: settings.app.port)."),
+    port: int = typer.Option(None, min=1, max=65535, help="Port (default: settings.app.port)."),
     headless: bool = typer.Option(True, help="Do not open a browser window."),
     bootstrap: bool = typer.Option(True, "--bootstrap/--no-bootstrap",
                                    help="On a store with no pairs yet, have the policy write a first batch in "

@@ -16,7 +16,7 @@ def generate_command(
                                   "(baseline-popularity, baseline-copurchase) writes template lists."),
     model: str = typer.Option(None, "--model", help="Model for a NEW policy id (default: settings.model.policy): "
                               "a local folder, a .gguf file or a cached Hugging Face id."),
-    contexts: int = typer.Option(None, "--contexts", help="How many contexts without lists of this policy "
+    contexts: int = typer.Option(None, "--contexts", min=1, help="How many contexts without lists of this policy "
                                  "(default: settings.generation.contexts_per_run)."),
     context_id: list[str] = typer.Option(
         None, "--context-id", help="Exact context(s) to sample for (repeatable)."
@@ -25,12 +25,12 @@ def generate_command(
     buyers_only: bool = typer.Option(False, "--buyers-only", help="With --split heldout: only shoppers who bought "
                                      "something after the cut, the ones HR and NDCG count (e.g. to measure a "
                                      "round on more shoppers than its report had)."),
-    samples: int = typer.Option(None, "--samples", help="Lists per context (default: settings)."),
+    samples: int = typer.Option(None, "--samples", min=1, help="Lists per context (default: settings)."),
     constrained: bool = typer.Option(None, "--constrained/--no-constrained",
                                      help="Force the format and candidate ids while decoding (default: settings)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Prompts per batch (default: settings)."),
-    temperature: float = typer.Option(None, help="Sampling temperature; 0 is greedy (default: settings)."),
-    seed: int = typer.Option(None, help="Random seed (default: settings.generation.seed)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Prompts per batch (default: settings)."),
+    temperature: float = typer.Option(None, min=0.0, help="Sampling temperature; 0 is greedy (default: settings)."),
+    seed: int = typer.Option(None, min=0, help="Random seed (default: settings.generation.seed)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (off: for logs)."),
 ) -> None:
     """Sample recommendation lists with reasons from a policy and store them."""
@@ -82,8 +82,8 @@ def pairs_make(
     strategy: str = typer.Option("same_policy", help="same_policy, new_vs_previous or vs_baseline."),
     policy: str = typer.Option(None, "--policy", help="Policy whose lists are paired (default: the latest LLM policy)."),
     baseline: str = typer.Option("popularity", help="For vs_baseline: popularity or copurchase."),
-    limit: int = typer.Option(None, help="At most this many new pairs (default: as many as possible)."),
-    per_context: int = typer.Option(1, "--per-context", help="At most this many new pairs per context."),
+    limit: int = typer.Option(None, min=1, help="At most this many new pairs (default: as many as possible)."),
+    per_context: int = typer.Option(1, "--per-context", min=1, help="At most this many new pairs per context."),
 ) -> None:
     """Pair stored lists and add the pairs to the labelling queue (never twice the same pair)."""
     from rlhf.pairs import make_pairs
@@ -109,9 +109,9 @@ def pairs_make(
 @pairs_app.command("bootstrap")
 @friendly_errors
 def pairs_bootstrap(
-    pairs: int = typer.Option(None, "--pairs", help="Contexts to sample two lists for, one pair each "
+    pairs: int = typer.Option(None, "--pairs", min=1, help="Contexts to sample two lists for, one pair each "
                               "(default: settings.demo.initial_pairs)."),
-    chunk: int = typer.Option(None, "--chunk", help="Contexts per chunk; each chunk's pairs are queued at once "
+    chunk: int = typer.Option(None, "--chunk", min=1, help="Contexts per chunk; each chunk's pairs are queued at once "
                               "(default: settings.demo.initial_chunk_contexts)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per chunk."),
 ) -> None:

@@ -62,7 +62,7 @@ def agreement_report(
     source: list[str] = typer.Option(None, "--source", help="Only labels from these sources (app, import, ...)."),
     since: str = typer.Option(None, help="First day (YYYY-MM-DD, UTC) of labels to include."),
     until: str = typer.Option(None, help="Last day (YYYY-MM-DD, UTC) of labels to include."),
-    bootstrap: int = typer.Option(None, help="Bootstrap resamples for the 95% intervals (default: settings)."),
+    bootstrap: int = typer.Option(None, min=0, help="Bootstrap resamples for the 95% intervals (default: settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Print agreement coefficients, aggregation accuracy against gold and flagged annotators."""

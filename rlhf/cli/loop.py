@@ -14,11 +14,11 @@ from rlhf.cli.common import friendly_errors
 
 @friendly_errors
 def simulate_command(
-    annotators: int = typer.Option(None, "--annotators", "-n", help="Crowd size (default: settings.simulation)."),
-    labels: int = typer.Option(100, "--labels", "-m", help="Labels to submit (stops early when the queue is empty)."),
+    annotators: int = typer.Option(None, "--annotators", "-n", min=1, help="Crowd size (default: settings.simulation)."),
+    labels: int = typer.Option(100, "--labels", "-m", min=1, help="Labels to submit (stops early when the queue is empty)."),
     crowd: str = typer.Option(None, "--crowd", help="default | clean | noisy (default: settings.simulation)."),
     seed: int = typer.Option(
-        None, "--seed", help="Seed for the crowd, its answers and (when queue.seed is unset) the queue's draws."),
+        None, "--seed", min=0, help="Seed for the crowd, its answers and (when queue.seed is unset) the queue's draws."),
     utility: str = typer.Option("auto", "--utility",
                                 help="Ground truth: auto (demo preferences if any, else purchases) | purchases."),
     reason_penalty: float = typer.Option(
@@ -91,7 +91,7 @@ def evaluate_command(
         ..., "--policy", "-p", help="Policy id (repeat to compare several)."
     ),
     split: str = typer.Option("heldout", "--split", help="Contexts to evaluate on."),
-    limit: int = typer.Option(None, "--limit", help="Evaluate on the first N contexts only."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Evaluate on the first N contexts only."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add popularity and co-purchase."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON records."),
 ) -> None:

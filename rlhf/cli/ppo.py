@@ -15,11 +15,11 @@ ALGOS = ("ppo", "grpo", "rloo")
 def ppo_command(
     algo: str = typer.Option(None, "--algo", help="ppo (our trainer, default: settings.ppo.algo), grpo or rloo "
                               "(TRL's trainers on the same reward and prompts)."),
-    steps: int = typer.Option(None, "--steps", help="Iterations (default: settings.ppo.steps)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Iterations (default: settings.ppo.steps)."),
     reward_model: str = typer.Option(None, "--reward-model", help="Registered reward-model id (default: the latest); "
                                      "'none' trains on the structural terms only."),
     resume: str = typer.Option(None, "--resume", help="Continue a run from its folder (or a checkpoint folder)."),
-    limit_contexts: int = typer.Option(None, "--limit-contexts", help="Use at most this many training contexts."),
+    limit_contexts: int = typer.Option(None, "--limit-contexts", min=1, help="Use at most this many training contexts."),
     output: str = typer.Option(None, "--output", help="Run folder (default: <data_dir>/ppo/<run id>)."),
 ) -> None:
     """Train a LoRA adapter on the policy with PPO and register it as a new policy.

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from rlhf.cli.common import friendly_errors
+from rlhf.cli.common import above_zero, friendly_errors
 from rlhf.settings import Settings, get_settings
 
 rm_app = typer.Typer(help="Reward models: train on the labels, evaluate, score generations, list.",
@@ -40,11 +40,11 @@ def _summary(metrics: dict[str, Any]) -> str:
 def train_command(
     method: str = typer.Option(None, help="'auto', 'lora' or 'probe' (default: settings.reward_model.method)."),
     backbone: str = typer.Option(None, help="LoRA backbone: 'policy', 'minilm' or a model path (default: settings)."),
-    epochs: float = typer.Option(None, help="Training epochs (default: settings.reward_model.epochs)."),
-    learning_rate: float = typer.Option(None, help="Learning rate."),
-    batch_size: int = typer.Option(None, help="Pairs per batch."),
-    max_length: int = typer.Option(None, help="Tokens per (prompt + response)."),
-    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (quick runs)."),
+    epochs: float = typer.Option(None, callback=above_zero, help="Training epochs (default: settings.reward_model.epochs)."),
+    learning_rate: float = typer.Option(None, callback=above_zero, help="Learning rate."),
+    batch_size: int = typer.Option(None, min=1, help="Pairs per batch."),
+    max_length: int = typer.Option(None, min=1, help="Tokens per (prompt + response)."),
+    max_steps: int = typer.Option(None, min=1, help="Stop after this many optimizer steps (quick runs)."),
     snapshot: Path = typer.Option(None, help="Train from this snapshot folder instead of a fresh one."),
     round_id: str = typer.Option(None, help="Record the model as part of this round."),
     as_json: bool = typer.Option(False, "--json", help="Print the registry record as JSON."),
@@ -113,7 +113,7 @@ def score_command(
     rm_id: str = typer.Option(None, help="Model id (default: the latest)."),
     policy_id: str = typer.Option(None, help="Only generations of this policy."),
     generation: list[str] = typer.Option(None, help="Score these generation ids (repeatable)."),
-    limit: int = typer.Option(None, help="At most this many generations."),
+    limit: int = typer.Option(None, min=1, help="At most this many generations."),
     out: Path = typer.Option(None, help="Write all scores to this .csv or .parquet file."),
 ) -> None:
     """Score stored generations with a reward model on the prompts their policy saw."""

@@ -202,7 +202,7 @@ def status_command(
     round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
     data_dir: str = typer.Option(None, "--data-dir"),
     as_json: bool = typer.Option(False, "--json"),
-    log_lines: int = typer.Option(0, "--log", help="Also print this many lines of the round's log."),
+    log_lines: int = typer.Option(0, "--log", min=0, help="Also print this many lines of the round's log."),
     all_settings: bool = typer.Option(False, "--settings", help="Also print every training setting the round "
                                       "ran with, beside the round before's."),
     watch: float = typer.Option(0.0, "--watch", min=0.0, help="While the round runs, print its stage and time "
@@ -353,7 +353,7 @@ def lists_command(
 def cancel_command(
     round_id: str = typer.Argument(None, help="The round to stop (default: the one running)."),
     data_dir: str = typer.Option(None, "--data-dir"),
-    grace: float = typer.Option(None, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+    grace: float = typer.Option(None, "--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop a running round (SIGTERM, then SIGKILL) and mark it cancelled; the store keeps its data as it was."""
     from rlhf.errors import RoundError
