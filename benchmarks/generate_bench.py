@@ -66,8 +66,8 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     with the context views, reasons that begin with ANOTHER candidate's title (they describe the wrong
     item: "Oak Picture Frame | Oak Wall Hanging (Home Decor, ...)") and with their own item's title, and
     :func:`rlhf.reasons.line_verdicts` on every line: grounded, product lines (``copy``), of which under a
-    name no candidate has, and the grounded share when only a candidate's copied line counted as a copy
-    (the check before 2026-12-07)."""
+    name no candidate has or a bare product name, and the grounded count under the earlier checks (a bare
+    name counted as grounded until 2026-12-08; only a candidate's copied line was a copy until 2026-12-07)."""
     import re
 
     from reason_verdicts import verdict_counts
@@ -120,7 +120,9 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
         "other_item_title": other_title,
         "own_item_title": own_title,
         "grounded": verdicts["grounded"], "product_lines": verdicts["copy"], "off_topic": verdicts["off_topic"],
-        "invented_product_lines": verdicts["invented"], "grounded_copy_rule_before": verdicts["grounded_copy_rule"],
+        "invented_product_lines": verdicts["invented"], "bare_names": verdicts["bare_name"],
+        "grounded_copy_rule_before": verdicts["grounded_copy_rule"],
+        "grounded_before_names": verdicts["grounded_before_names"],
     }
 
 
@@ -290,8 +292,9 @@ def main() -> None:
                   f"candidate's title {reasons['other_item_title']}, with their own item's "
                   f"{reasons['own_item_title']}")
             print(f"    verdicts (rlhf.reasons): grounded {reasons['grounded']}, a product line {reasons['product_lines']} "
-                  f"(under a name no candidate has {reasons['invented_product_lines']}), off-topic "
-                  f"{reasons['off_topic']}; grounded when only a candidate's copied line counted "
+                  f"(under a name no candidate has {reasons['invented_product_lines']}, a bare product name "
+                  f"{reasons['bare_names']}), off-topic {reasons['off_topic']}; grounded when a bare name counted "
+                  f"{reasons['grounded_before_names']}, when only a candidate's copied line counted "
                   f"{reasons['grounded_copy_rule_before']}")
             print("    example: " + lists[0].raw_text.replace("\n", "\n             "))
         for name in modes if args.compare_attributes else []:

@@ -1,6 +1,7 @@
-"""What a store's stored lists' reasons are, per policy: grounded, only a product line (copied from the prompt or
-under a name no candidate has) or off-topic (:func:`rlhf.reasons.line_verdicts`), and the share grounded
-under the rule before 2026-12-07, when only a copied candidate line was a product line. Reads the lists as
+"""What a store's stored lists' reasons are, per policy: grounded, only a product line (copied from the prompt,
+under a name no candidate has, or a bare product name) or off-topic (:func:`rlhf.reasons.line_verdicts`), and
+the share grounded under the earlier rules (a bare name grounded until 2026-12-08; before 2026-12-07 only a
+copied candidate line was a product line). Reads the lists as
 they are stored (`recfeedback generate`, rounds); generates and writes nothing. Prints figures.
 
     .venv/bin/python benchmarks/reasons_bench.py --data-dir /tmp/uci/data            # held-out shoppers, every policy
@@ -47,22 +48,25 @@ def main() -> None:
     print(f"store {args.data_dir}: {len(contexts)} {args.split} contexts, {len(gens)} lists of {len(policies)} policies")
     for policy in policies:
         totals: Counter = Counter()
-        shares: dict[str, list[tuple[float, float]]] = defaultdict(list)  # context -> (grounded, copy rule) per list
+        # context -> (grounded, before names, copy rule) per list
+        shares: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         for g in (g for g in gens if g.policy_id == policy and g.items):
             c = contexts[g.context_id]
             counts = verdict_counts([(x.reason, title.get(x.item_id), category.get(x.item_id)) for x in g.items],
                                     [title.get(h) for h in c.history], [title.get(i) for i in c.candidates])
             totals += counts
-            shares[g.context_id].append((counts["grounded"] / len(g.items), counts["grounded_copy_rule"] / len(g.items)))
+            shares[g.context_id].append(tuple(counts[k] / len(g.items) for k in (
+                "grounded", "grounded_before_names", "grounded_copy_rule")))
         if not shares:
             print(f"  {policy}: no lists")
             continue
         per_context = [[sum(col) / len(rows) for col in zip(*rows)] for rows in shares.values()]
-        now, before = (sum(col) / len(per_context) for col in zip(*per_context))
+        now, before_names, copy_rule = (sum(col) / len(per_context) for col in zip(*per_context))
         n = totals["grounded"] + totals["copy"] + totals["off_topic"]
         print(f"  {policy}: {n} reasons over {len(shares)} shoppers: grounded {totals['grounded']}, a product line "
-              f"{totals['copy']} (under a name no candidate has {totals['invented']}), off-topic "
-              f"{totals['off_topic']}; reasons grounded (per shopper) {now:.4f}, under the copy-only rule {before:.4f}")
+              f"{totals['copy']} (under a name no candidate has {totals['invented']}, a bare product name "
+              f"{totals['bare_name']}), off-topic {totals['off_topic']}; reasons grounded (per shopper) {now:.4f}, "
+              f"with bare names grounded {before_names:.4f}, under the copy-only rule {copy_rule:.4f}")
 
 
 if __name__ == "__main__":

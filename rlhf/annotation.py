@@ -163,9 +163,9 @@ def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     )
 
 
-#: The badge of an item whose reason is only a product line: a candidate's line copied from the prompt, or one in
-#: its format under an invented name (:func:`rlhf.reasons.line_verdicts`' ``copy``). The side-by-side lists and
-#: ``round lists`` use the same words.
+#: The badge of an item whose reason is only a product line: a candidate's line copied from the prompt, one in
+#: its format under an invented name, or a bare product name (:func:`rlhf.reasons.line_verdicts`' ``copy``). The
+#: side-by-side lists and ``round lists`` use the same words.
 COPIED_LINE_BADGE = "reason is a product line"
 
 
@@ -178,7 +178,8 @@ def shown_list(
 
     With the shopper's ``history`` (the Label page), a reason that begins with a product line (a candidate's,
     its own or another's, or one in the prompt's format under an invented name) and says nothing about the
-    item or the shopper besides gets :data:`COPIED_LINE_BADGE`: a product's name is not a reason, and
+    item or the shopper besides, or that is only a product's name, gets :data:`COPIED_LINE_BADGE`: a
+    product's name is not a reason, and
     annotators should not have to spot the copy themselves. (The side-by-side lists mark it apart.)
     """
     shown: list[ShownItem] = []

@@ -115,6 +115,33 @@ def after_product_line(reason: str, titles: Iterable[str]) -> str:
     return reason[close + 1:].strip() if close >= 0 else ""
 
 
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def is_only_a_name(said: str, titles: Iterable[str | None]) -> bool:
+    """Whether ``said`` is no more than a product's name: at most :data:`MAX_ROW_NAME_WORDS` words, each of
+    them (after a leading article, a plural ending aside) a word of one of ``titles``, as in "A stoneware
+    butter dish." beside "Stoneware Butter Dish". A name is not a reason, not even the item's own; "For the
+    puzzles" is one (it says "for")."""
+    words = [w for w in (letters_and_digits(w) for w in said.split()) if w]
+    if words and words[0] in _ARTICLES:
+        words = words[1:]
+    if not words or len(words) > MAX_ROW_NAME_WORDS:
+        return False
+    for title in titles:
+        named = {letters_and_digits(w) for w in (title or "").split()}
+        if all(_singulars(w) & named for w in words):
+            return True
+    return False
+
+
+def _singulars(word: str) -> set[str]:
+    """``word`` and what it would be without a plural ending ("dishes": dishes, dishe, dish)."""
+    if not word.endswith("s"):
+        return {word}
+    return {word, word[:-1], word[:-2]} if word.endswith("es") else {word, word[:-1]}
+
+
 #: One line of a list as the check reads it: ``(reason, item title, item category)``.
 Line = tuple[str | None, str | None, str | None]
 #: What the check says of one reason.
@@ -124,8 +151,8 @@ Verdict = Literal["grounded", "copy", "off_topic"]
 def line_verdicts(lines: Sequence[Line], history: Iterable[str | None], candidates: Iterable[str | None]) -> list[Verdict]:
     """For each line: ``grounded`` (what the reason says, after any product line, is about its item or a
     title in ``history``, the shopper's earlier purchases), ``copy`` (it is not, and the reason begins with
-    a product line, copied or not: a product's name, not a reason; :func:`after_product_line`) or
-    ``off_topic``. ``candidates`` are the titles of the context's candidates, the lines the prompt showed.
+    a product line, copied or not, :func:`after_product_line`; or what it says is only a product's name,
+    :func:`is_only_a_name`: a name is not a reason) or ``off_topic``. ``candidates`` are the titles of the context's candidates, the lines the prompt showed.
     The one place that says what a line is checked against."""
     past = list(history)
     titles = [t for t in candidates if t]
@@ -133,7 +160,9 @@ def line_verdicts(lines: Sequence[Line], history: Iterable[str | None], candidat
     for reason, title, category in lines:
         reason = reason or ""
         said = after_product_line(reason, [*titles, *([title] if title else [])])
-        if reason_is_grounded(said, [title, category, *past]):
+        if is_only_a_name(said, [title, *titles, *past]):
+            out.append("copy")
+        elif reason_is_grounded(said, [title, category, *past]):
             out.append("grounded")
         else:
             out.append("copy" if said != reason else "off_topic")

@@ -475,6 +475,30 @@ def test_a_product_line_under_an_invented_name_is_not_a_reason_either() -> None:
     assert after_product_line("Felt Card Game (Toys & Games, price 7.99) for game nights", candidates) == "for game nights"
 
 
+def test_a_bare_product_name_is_not_a_reason() -> None:
+    """Real SmolLM2 reasons on the demo shop (2026-12-07): a product's name with no details, the item's own or
+    one from the shopper's history. Its words are the item's, so the words alone would call it grounded."""
+    from rlhf.reasons import is_only_a_name, line_verdicts, reason_is_grounded
+
+    candidates = ["Stoneware Butter Dish", "Rustic Glass Butter Dish", "Linen Salad Servers"]
+    history = ["Olive Wood Rolling Pin", "Jigsaw Puzzle Mat"]
+    lines = [
+        ("A stoneware butter dish.", "Stoneware Butter Dish", "Tableware"),          # its own name
+        ("Olive wood rolling pin", "Linen Salad Servers", "Tableware"),              # a name from the history
+        ("Butter dishes", "Rustic Glass Butter Dish", "Tableware"),                  # part of its name, plural
+        ("For the puzzles", "Linen Salad Servers", "Tableware"),                     # "for": a reason, if a weak one
+        ("Rolling pins for baking", "Linen Salad Servers", "Tableware"),
+        ("Acacia wooden serving bowl.", "Linen Salad Servers", "Tableware"),         # no title holds every word
+    ]
+    assert reason_is_grounded(lines[0][0], [lines[0][1]])  # what the words alone would say
+    assert line_verdicts(lines, history, candidates) == ["copy", "copy", "copy", "grounded", "grounded", "off_topic"]
+    # One title holds every word, a leading article aside; words spread over two titles are no name.
+    assert not is_only_a_name("Stoneware salad servers", candidates)
+    assert not is_only_a_name("The", candidates) and not is_only_a_name("", candidates)
+    long_title = "Set Of Nine Small Round Glass Tea Light Holders"
+    assert not is_only_a_name(long_title, [long_title])  # more words than a product line's name has
+
+
 def test_the_reasons_grounded_share_by_hand() -> None:
     titles = {"i1": "Olive Wood Rolling Pin", "i2": "Ceramic Mug", "i3": "Jute Bag"}
     cats = {"i1": "Kitchen", "i2": "Kitchen", "i3": "Bags"}
