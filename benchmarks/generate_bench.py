@@ -67,7 +67,7 @@ def reason_figures(lists, tokenizer=None, cap: int | None = None, views=None) ->
     item: "Oak Picture Frame | Oak Wall Hanging (Home Decor, ...)") and with their own item's title, and
     :func:`rlhf.reasons.line_verdicts` on every line: grounded, product lines (``copy``), of which under a
     name no candidate has or a bare product name, and the grounded count under the earlier checks (a bare
-    name counted as grounded until 2026-12-08; only a candidate's copied line was a copy until 2026-12-07)."""
+    name counted as grounded before 03fdc41; only a candidate's copied line was a copy before 3b90c85)."""
     import re
 
     from reason_verdicts import verdict_counts

@@ -1,5 +1,5 @@
-"""What the reasons of one list are, by :func:`rlhf.reasons.line_verdicts`, beside the rules before it (until
-2026-12-07 only a copy of a candidate's line was a product line; until 2026-12-08 a bare product name was a
+"""What the reasons of one list are, by :func:`rlhf.reasons.line_verdicts`, beside the rules before it (before
+3b90c85 only a copy of a candidate's line was a product line; before 03fdc41 a bare product name was a
 reason): the counts ``generate_bench.py`` and ``reasons_bench.py`` print."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a store's stored lists' reasons are, per policy: grounded, only a product line (copied from the prompt,
 under a name no candidate has, or a bare product name) or off-topic (:func:`rlhf.reasons.line_verdicts`), and
-the share grounded under the earlier rules (a bare name grounded until 2026-12-08; before 2026-12-07 only a
+the share grounded under the earlier rules (a bare name grounded before 03fdc41; before 3b90c85 only a
 copied candidate line was a product line). Reads the lists as
 they are stored (`recfeedback generate`, rounds); generates and writes nothing. Prints figures.
 
