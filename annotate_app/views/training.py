@@ -287,8 +287,8 @@ def _evaluation_view(table: pd.DataFrame) -> None:
     fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
     fmt |= {"reasons_grounded": st.column_config.NumberColumn(
         "reasons grounded", format="percent", help="Reasons that share a word with the item's title or category "
-        "or with the shopper's earlier purchases, besides any product line they copy from the prompt: the rest are "
-        "about something else or only a copy (a lexical check).")}
+        "or with the shopper's earlier purchases, besides any product line they begin with, and are more than a "
+        "product's name: the rest are about something else or only a product line (a lexical check).")}
     fmt |= {"reasons_verdict": st.column_config.TextColumn(
         "new policy's reasons vs this", help="The new policy's share of grounded reasons minus this policy's, "
         "over the same shoppers, with its 95% interval.")}

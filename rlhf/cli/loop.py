@@ -152,7 +152,7 @@ def format_table(table: Any, n: int) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("(contexts = with later purchases / evaluated; HR and NDCG count the whole catalogue; reasons "
                  "grounded = share of reasons that name a word of the item or of the shopper's history besides any "
-                 "product line they copy)")
+                 "product line they begin with, and are more than a product's name)")
     return "\n".join(lines)
 
 
