@@ -225,17 +225,19 @@ def test_simulate_command_labels_the_queue(store, monkeypatch) -> None:
     from storage import queue as queue_repo
     from tests.seed import seed_store
 
-    seed_store(store, n_pairs=4, overlap_target=2, seed=2)
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(store.path.parent))
     get_settings.cache_clear()
     try:
+        empty = CliRunner().invoke(app, ["simulate", "--labels", "5"])
+        seed_store(store, n_pairs=4, overlap_target=2, seed=2)
         result = CliRunner().invoke(app, ["simulate", "--annotators", "3", "--labels", "5", "--crowd", "noisy",
                                           "--reason-penalty", "0.5"])
         bad = CliRunner().invoke(app, ["simulate", "--crowd", "perfect"])
     finally:
         get_settings.cache_clear()
+    assert empty.exit_code == 0 and "Nothing to label: the queue has no open pair" in empty.output, empty.output
     assert result.exit_code == 0, result.output
-    assert "5 labels by" in result.output
+    assert "5 labels by" in result.output and "Nothing to label" not in result.output
     assert "of these labels were on pairs whose lists are worth the same" in result.output
     with store.transaction() as con:
         assert len(queue_repo.current_labels(con)) == 5

@@ -77,6 +77,9 @@ def simulate_command(
     typer.echo(f"simulated time on task: {summary['simulated_hours']} h; wall time {summary['wall_s']} s; "
                f"service p50 {summary['service_p50_ms']} ms, p95 {summary['service_p95_ms']} ms")
     typer.echo(f"crowd raw pairwise agreement (synthetic check): {summary['crowd_agreement_synthetic']}")
+    if not summary["labels"] and summary["stopped"] == "queue empty":
+        typer.echo("Nothing to label: the queue has no open pair. `recfeedback pairs bootstrap` writes a first "
+                   "batch (the app does so on its first start), `pairs make` pairs lists already generated.")
     if summary["labels"]:
         right = summary["right_where_lists_differ"]
         typer.echo(f"truth: {summary['truth_ties_share']:.0%} of these labels were on pairs whose lists are worth "
