@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import html
 import json
+import logging
 import os
 import secrets
 import time
@@ -34,6 +35,8 @@ from rlhf.settings import Settings, get_settings
 from storage import Store
 from storage.errors import StoreError
 from storage.records import Annotator
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "recfeedback_session"
 SESSION_DAYS = 7
@@ -178,6 +181,11 @@ def login_page() -> None:
     s = settings()
     st.title(s.app.title)
     one_shot_notice("auth.notice")
+    try:
+        if not auth.anyone_can_log_in(store()):
+            st.info(auth.NO_ACCOUNTS, icon=":material/person_add:")
+    except StoreError:
+        log.warning("Could not count the accounts for the log-in page", exc_info=True)
     with st.form("login_form"):
         username = st.text_input("User name", key="login_user")
         password = st.text_input("Password", type="password", key="login_password")

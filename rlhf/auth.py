@@ -76,6 +76,18 @@ def set_password(store: Store, username: str, password: str) -> None:
         users_repo.update_annotator(con, username, password_hash=digest)
 
 
+#: What the log-in page and ``recfeedback app`` say on a store where nobody can log in yet (``recfeedback init``
+#: makes no account; ``init --demo`` makes the demo ones).
+NO_ACCOUNTS = ("This store has no accounts yet. Create the first admin from a shell, "
+               "`recfeedback users add NAME --role admin`, then log in here; the Users page makes the others.")
+
+
+def anyone_can_log_in(store: Store) -> bool:
+    """Whether any active account has a password: a store fresh from ``recfeedback init`` has none."""
+    with store.transaction() as con:
+        return users_repo.count_password_accounts(con) > 0
+
+
 def list_users(store: Store) -> list[Annotator]:
     """Every account (humans and simulated annotators), by name."""
     with store.transaction() as con:

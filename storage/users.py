@@ -35,6 +35,11 @@ def get_password_hash(con: Any, annotator_id: str) -> str | None:
     return None if row is None else row[0]
 
 
+def count_password_accounts(con: Any) -> int:
+    """Active accounts that can log in with a password (simulated annotators have none)."""
+    return int(con.execute("SELECT count(*) FROM annotators WHERE active AND password_hash IS NOT NULL").fetchone()[0])
+
+
 def list_annotators(con: Any, *, kind: str | None = None) -> list[Annotator]:
     sql = f"SELECT {_COLUMNS} FROM annotators"
     params: list[Any] = []

@@ -94,6 +94,22 @@ def test_login_form_refuses_bad_password_and_accepts_good(app_env):
     assert any(r.key == "label_choice" for r in at.radio)  # landed on the Label page
 
 
+def test_a_store_nobody_can_log_in_to_says_how_to_make_the_first_admin(app_env):
+    """`recfeedback init` makes no account: the log-in page says how to create one instead of a bare form."""
+    from rlhf import auth
+
+    store, _ = app_env
+    assert NO_ACCOUNTS_HINT not in texts(AppTest.from_file(HOME, default_timeout=60).run())  # seeded: accounts
+    query(store, "UPDATE annotators SET active = false WHERE password_hash IS NOT NULL")
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert auth.NO_ACCOUNTS in texts(at) and NO_ACCOUNTS_HINT in auth.NO_ACCOUNTS
+    assert [t.label for t in at.text_input] == ["User name", "Password"]  # the form stays for the first admin
+
+
+NO_ACCOUNTS_HINT = "recfeedback users add NAME --role admin"
+
+
 def test_invalid_settings_stop_the_app_with_a_sentence_that_names_them(app_env, monkeypatch):
     from rlhf.settings import get_settings
 

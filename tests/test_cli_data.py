@@ -121,6 +121,23 @@ def test_app_on_a_port_in_use_says_so_before_it_starts_anything(cli, monkeypatch
     assert "settings.app.host" in elsewhere.output and "in use" not in elsewhere.output
 
 
+def test_app_on_a_store_without_accounts_says_how_to_make_one(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from rlhf.auth import NO_ACCOUNTS
+
+    invoke, _ = cli
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kwargs: started.append(cmd) or 0)
+    assert invoke("init").exit_code == 0
+    result = invoke("app", "--no-bootstrap")
+    assert result.exit_code == 0 and NO_ACCOUNTS in result.output, result.output
+    assert invoke("users", "add", "root", "--role", "admin", "--password", "a-long-password").exit_code == 0
+    again = invoke("app", "--no-bootstrap")
+    assert again.exit_code == 0 and NO_ACCOUNTS not in again.output, again.output
+    assert len(started) == 2 and "streamlit" in started[0]  # the app started both times
+
+
 def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     invoke, data_dir = cli
     monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")

@@ -48,11 +48,16 @@ def app_command(
     settings = get_settings()
     port = port or settings.app.port
     _check_port_free(settings.app.host, port)  # before the first-pairs job starts for an app that cannot
+    from rlhf.auth import NO_ACCOUNTS, anyone_can_log_in
+    from rlhf.runtime import open_store
+
+    store = open_store(settings)
+    if not anyone_can_log_in(store):
+        typer.secho(NO_ACCOUNTS, fg=typer.colors.YELLOW)
     if bootstrap:
         from rlhf.bootstrap import log_path, start_bootstrap
-        from rlhf.runtime import open_store
 
-        pid = start_bootstrap(settings, open_store(settings))
+        pid = start_bootstrap(settings, store)
         if pid:
             typer.echo(f"The policy is writing the first {settings.demo.initial_pairs} pairs in the background "
                        f"(pid {pid}, log {log_path(settings)}); the Label page shows its progress.")
