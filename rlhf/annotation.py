@@ -179,8 +179,8 @@ def shown_list(
     With the shopper's ``history`` (the Label page), a reason that begins with a product line (a candidate's,
     its own or another's, or one in the prompt's format under an invented name) and says nothing about the
     item or the shopper besides, or that is only a product's name, gets :data:`COPIED_LINE_BADGE`: a
-    product's name is not a reason, and
-    annotators should not have to spot the copy themselves. (The side-by-side lists mark it apart.)
+    product's name is not a reason, and annotators should not have to spot the copy themselves. (The
+    side-by-side lists mark it apart.)
     """
     shown: list[ShownItem] = []
     seen: set[str] = set()

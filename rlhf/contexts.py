@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 STRATEGIES: tuple[str, ...] = ("mixed", "copurchase", "category", "popularity")
 #: Contexts scored together by :func:`copurchase_scores` (bounds the dense items x contexts block).
 _SCORE_CHUNK = 256
-_PROGRESS_EVERY = 256  # contexts between progress reports
+#: Contexts between two progress reports (one cut can hold every shopper).
+_PROGRESS_EVERY = 256
 #: Called as ``progress(done, total)`` with the number of contexts computed so far.
 ProgressCallback = Callable[[int, int], None]
 
@@ -191,7 +192,7 @@ def compute_contexts(
         block = np.zeros((n_items, 0))
         for row, (gi, u) in enumerate(zip(group, users)):
             done += 1
-            if progress is not None and done % _PROGRESS_EVERY == 0:  # one cut can hold every shopper
+            if progress is not None and done % _PROGRESS_EVERY == 0:
                 progress(done, total)
             if (item_based or by_relevance) and row % _SCORE_CHUNK == 0:
                 block = copurchase_scores(b, shown[row : row + _SCORE_CHUNK])

@@ -152,8 +152,8 @@ def line_verdicts(lines: Sequence[Line], history: Iterable[str | None], candidat
     """For each line: ``grounded`` (what the reason says, after any product line, is about its item or a
     title in ``history``, the shopper's earlier purchases), ``copy`` (it is not, and the reason begins with
     a product line, copied or not, :func:`after_product_line`; or what it says is only a product's name,
-    :func:`is_only_a_name`: a name is not a reason) or ``off_topic``. ``candidates`` are the titles of the context's candidates, the lines the prompt showed.
-    The one place that says what a line is checked against."""
+    :func:`is_only_a_name`: a name is not a reason) or ``off_topic``. ``candidates`` are the titles of the
+    context's candidates, the lines the prompt showed. The one place that says what a line is checked against."""
     past = list(history)
     titles = [t for t in candidates if t]
     out: list[Verdict] = []
