@@ -29,7 +29,9 @@ Two functions own the queue's state, and nothing else changes it:
   canonical list was on the left. Submitting twice for one assignment stores one label.
 
 Labels are facts: an undo (:func:`undo_last`) inserts a row in ``label_retractions`` and re-opens the
-pair for the same annotator; nothing is updated in place except the derived ``pairs.status`` flag
+pair for the same annotator; a manager's exclusion of an annotator (:func:`exclude_labels_of`) retracts all
+their labels the same way, and only lifting it (:func:`restore_labels_of`) deletes retractions, its own.
+Nothing is updated in place except the derived ``pairs.status`` flag
 ('open' / 'complete'), which is only a fast filter -- the overlap rule itself is always checked from
 labels and leases.
 
@@ -450,6 +452,58 @@ def undo_last(
     left_gen = pair["gen_a"] if label.left_side == "A" else pair["gen_b"]
     assignment = _insert_assignment(con, label.pair_id, annotator_id, left_gen, label.is_reshow, "undo", now, policy)
     return label, assignment
+
+
+#: The ``reason`` of retractions a manager made by excluding an annotator (lifted again by :func:`restore_labels_of`).
+EXCLUDED = "excluded"
+
+
+def exclude_labels_of(con: Any, annotator_id: str, *, by: str, now: datetime | None = None) -> int:
+    """Retract every current label of one annotator (a manager's decision about a spammer); return how many.
+
+    The labels stay as facts; their retractions say who excluded them and when. Their pairs re-open where
+    they fall below their overlap target, so others label them again.
+    """
+    now = now or utcnow()
+    rows = con.execute(
+        f"SELECT l.label_id, l.pair_id FROM labels l WHERE l.annotator_id = ? AND {_CURRENT.format(alias='l')}",
+        [annotator_id],
+    ).fetchall()
+    if rows:
+        con.executemany(
+            "INSERT INTO label_retractions (label_id, retracted_by, reason, retracted_at) VALUES (?, ?, ?, ?)",
+            [[label_id, by, EXCLUDED, now] for label_id, _ in rows],
+        )
+        refresh_pair_status(con, sorted({pair_id for _, pair_id in rows}))
+    return len(rows)
+
+
+def restore_labels_of(con: Any, annotator_id: str) -> int:
+    """Lift an exclusion (:func:`exclude_labels_of`): the annotator's excluded labels count again; undone ones
+    stay undone. Returns how many came back."""
+    rows = con.execute(
+        "SELECT r.label_id, l.pair_id FROM label_retractions r JOIN labels l USING (label_id) "
+        "WHERE l.annotator_id = ? AND r.reason = ?",
+        [annotator_id, EXCLUDED],
+    ).fetchall()
+    if rows:
+        con.execute(
+            "DELETE FROM label_retractions WHERE reason = ? AND label_id IN "
+            "(SELECT label_id FROM labels WHERE annotator_id = ?)",
+            [EXCLUDED, annotator_id],
+        )
+        refresh_pair_status(con, sorted({pair_id for _, pair_id in rows}))
+    return len(rows)
+
+
+def excluded_label_counts(con: Any) -> dict[str, int]:
+    """Per annotator, how many of their labels an exclusion retracted (annotators with none are left out)."""
+    rows = con.execute(
+        "SELECT l.annotator_id, count(*) FROM label_retractions r JOIN labels l USING (label_id) "
+        "WHERE r.reason = ? GROUP BY l.annotator_id",
+        [EXCLUDED],
+    ).fetchall()
+    return {who: int(n) for who, n in rows}
 
 
 def release_leases(con: Any, annotator_id: str, *, now: datetime | None = None) -> int:

@@ -411,6 +411,23 @@ def _label_some(store):
     ann.undo_last_label(store, "a6")
 
 
+def test_a_manager_excludes_an_annotator_on_the_agreement_page_and_restores_them(app_env):
+    from rlhf.exclusion import excluded_annotators
+
+    store, _ = app_env
+    _label_some(store)
+    at = as_user(store, "mgr", "views/agreement.py")
+    at.selectbox(key="agreement.drill").select("a1").run()
+    assert at.button(key="agreement.exclude").disabled  # until the manager confirms
+    at.checkbox(key="agreement.exclude_sure.a1").check().run()
+    at.button(key="agreement.exclude").click().run()
+    assert not at.exception, at.exception
+    assert "Excluded 1 label of a1" in texts(at) and excluded_annotators(store) == {"a1": 1}
+    assert "a1" not in at.selectbox(key="agreement.drill").options  # its labels no longer count
+    at.button(key="agreement.restore").click().run()
+    assert "1 label of a1 count again" in texts(at) and excluded_annotators(store) == {}
+
+
 def test_exports_parquet_and_trl(app_env, tmp_path):
     from rlhf import export
 

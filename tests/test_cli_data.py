@@ -138,6 +138,29 @@ def test_app_on_a_store_without_accounts_says_how_to_make_one(cli, monkeypatch: 
     assert len(started) == 2 and "streamlit" in started[0]  # the app started both times
 
 
+def test_users_exclude_and_restore_from_the_shell(cli) -> None:
+    from seed import seed_store
+
+    from rlhf import annotation as ann
+    from storage import Store
+
+    invoke, data_dir = cli
+    assert invoke("init").exit_code == 0
+    store = Store(data_dir / "recfeedback.duckdb")
+    seed_store(store, n_pairs=2, overlap_target=1, users={"spam": "annotator"})
+    for _ in range(2):
+        task = ann.next_task(store, "spam")
+        ann.submit_label(store, "spam", task.assignment_id, "left", strength=1)
+    out = invoke("users", "exclude", "spam", "--by", "lead")
+    assert out.exit_code == 0 and "Excluded 2 labels of spam" in out.output and "deactivated" in out.output
+    listed = invoke("users", "list").output
+    assert any(line.split() == ["spam", "annotator", "human", "no", "2"] for line in listed.splitlines()), listed
+    back = invoke("users", "restore", "spam", "--reactivate")
+    assert back.exit_code == 0 and "2 labels of spam count again, and the account is active again" in back.output
+    ghost = invoke("users", "exclude", "ghost")
+    assert ghost.exit_code == 1 and "No annotator named 'ghost'" in ghost.output
+
+
 def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     invoke, data_dir = cli
     monkeypatch.setenv("RECFEEDBACK_DEMO__N_ITEMS", "120")

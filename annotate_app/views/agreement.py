@@ -13,6 +13,8 @@ import streamlit as st
 
 from annotate_app import ui
 from rlhf import dashboard as dash_service
+from rlhf import exclusion
+from rlhf.errors import RecFeedbackError
 from storage.analytics import NO_ROUND, LabelSelection
 from storage.errors import StoreError
 
@@ -36,6 +38,28 @@ def _drilldown(db_path: str, annotator_id: str, selection: LabelSelection) -> pd
     return dash_service.annotator_labels(store, annotator_id, selection)
 
 
+def _exclude(annotator_id: str, deactivate: bool) -> None:
+    """Button callback: exclude one annotator's labels; the page reruns with a notice and fresh numbers."""
+    try:
+        done = exclusion.exclude_annotator(store, annotator_id, by=user.annotator_id, deactivate=deactivate)
+    except (RecFeedbackError, StoreError) as exc:
+        st.session_state["agreement.notice"] = ("error", str(exc))
+        return
+    st.cache_data.clear()
+    st.session_state["agreement.notice"] = done.sentence()
+
+
+def _restore(annotator_id: str, reactivate: bool) -> None:
+    """Button callback: lift an exclusion."""
+    try:
+        done = exclusion.restore_annotator(store, annotator_id, reactivate=reactivate)
+    except (RecFeedbackError, StoreError) as exc:
+        st.session_state["agreement.notice"] = ("error", str(exc))
+        return
+    st.cache_data.clear()
+    st.session_state["agreement.notice"] = done.sentence()
+
+
 def _download(frame: pd.DataFrame, name: str, key: str) -> None:
     """A CSV download button under a table (every table on this page has one)."""
     st.download_button(f"Download {name} (CSV)", frame.to_csv(index=False).encode("utf-8"),
@@ -48,6 +72,7 @@ COEF = st.column_config.NumberColumn(format="%.3f")
 
 db_key = str(settings.store.db_path.resolve())
 st.title("Agreement")
+ui.one_shot_notice("agreement.notice", "success")
 
 try:
     options = _options(db_key)
@@ -221,6 +246,33 @@ with tab_people:
                 "rationale": st.column_config.TextColumn("Rationale", width="large"),
                 "time_ms": st.column_config.NumberColumn("ms", format="%d")})
             _download(mine, f"labels_{who}", "drill")
+            with st.expander(f"Exclude {who}'s labels", icon=":material/person_remove:"):
+                st.caption("For an annotator whose labels you do not trust (a spammer, a misunderstanding of the "
+                           "guidelines): EVERY label they gave, in any round or date, stops counting in agreement, "
+                           "aggregation, reward models and exports, and the pairs re-open for others. Nothing is "
+                           "deleted; restore them below at any time.")
+                deactivate = st.checkbox("Also deactivate the account, so that no new label arrives", value=True,
+                                         key="agreement.exclude_deactivate")
+                sure = st.checkbox(f"Yes, exclude every label of {who}", key=f"agreement.exclude_sure.{who}")
+                st.button(f"Exclude {who}", type="primary", disabled=not sure or who == user.annotator_id,
+                          on_click=_exclude, args=(who, deactivate), key="agreement.exclude",
+                          icon=":material/person_remove:",
+                          help="Your own labels cannot be excluded by you." if who == user.annotator_id else None)
+
+    try:
+        excluded = exclusion.excluded_annotators(store)
+    except StoreError as exc:
+        excluded = {}
+        st.error(f"The store cannot be read right now: {exc}")
+    if excluded:
+        st.subheader("Excluded annotators")
+        st.dataframe(pd.DataFrame({"annotator": list(excluded), "excluded labels": list(excluded.values())}),
+                     hide_index=True)
+        back = st.selectbox("Restore", list(excluded), key="agreement.restore_who",
+                            help="Their excluded labels count again (undone ones stay undone).")
+        reactivate = st.checkbox("Also reactivate the account", key="agreement.restore_reactivate")
+        st.button(f"Restore {back}'s labels", on_click=_restore, args=(back, reactivate), key="agreement.restore",
+                  icon=":material/settings_backup_restore:")
 
 # --------------------------------------------------------------------------------------- aggregation
 with tab_agg:

@@ -264,15 +264,45 @@ def users_add_command(
 def users_list_command() -> None:
     """List accounts with their role and whether they are active."""
     from storage import users as users_repo
+    from storage.queue import excluded_label_counts
 
     with _open_store().transaction() as con:
         users = users_repo.list_annotators(con)
+        excluded = excluded_label_counts(con)
     if not users:
         typer.echo("No accounts yet. Create one with `recfeedback users add NAME --role admin`.")
         return
-    typer.echo(f"{'user':<20} {'role':<10} {'kind':<10} active")
+    typer.echo(f"{'user':<20} {'role':<10} {'kind':<10} {'active':<7} excluded labels")
     for u in users:
-        typer.echo(f"{u.annotator_id:<20} {u.role:<10} {u.kind:<10} {'yes' if u.active else 'no'}")
+        typer.echo(f"{u.annotator_id:<20} {u.role:<10} {u.kind:<10} {'yes' if u.active else 'no':<7} "
+                   f"{excluded.get(u.annotator_id, '')}")
+
+
+@users_app.command("exclude")
+@friendly_errors
+def users_exclude_command(
+    username: str = typer.Argument(..., help="The annotator whose labels stop counting."),
+    by: str = typer.Option("cli", "--by", help="Recorded as who excluded them."),
+    keep_account: bool = typer.Option(False, "--keep-account", help="Leave the account active (by default it is "
+                                      "deactivated, so that no new label arrives)."),
+) -> None:
+    """Exclude every label of an annotator (e.g. a flagged spammer): they stop counting in agreement, training and
+    exports, and their pairs re-open. Nothing is deleted; `users restore` lifts it."""
+    from rlhf.exclusion import exclude_annotator
+
+    typer.echo(exclude_annotator(_open_store(), username, by=by, deactivate=not keep_account).sentence())
+
+
+@users_app.command("restore")
+@friendly_errors
+def users_restore_command(
+    username: str = typer.Argument(..., help="The annotator whose excluded labels count again."),
+    reactivate: bool = typer.Option(False, "--reactivate", help="Also reactivate the account."),
+) -> None:
+    """Lift an exclusion: the annotator's excluded labels count again."""
+    from rlhf.exclusion import restore_annotator
+
+    typer.echo(restore_annotator(_open_store(), username, reactivate=reactivate).sentence())
 
 
 def register(app: typer.Typer) -> None:

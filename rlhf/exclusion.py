@@ -1,0 +1,89 @@
+"""A manager's answer to a flagged annotator: exclude their labels, or lift that again.
+
+The Agreement page flags suspect annotators (too fast, one side always, low gold accuracy, ...); aggregation
+only down-weights them. Excluding an annotator retracts every label they gave (the labels stay in the store
+as facts, with who excluded them and when), so that they stop counting in agreement, aggregation, reward
+models and exports, re-opens the pairs that fall below their overlap, and by default deactivates the account
+so that no new label arrives. Restoring lifts the exclusion: nothing is lost either way. Used by the
+Agreement page and ``recfeedback users exclude|restore``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rlhf.errors import RecFeedbackError
+from storage import Store
+from storage import queue as queue_repo
+from storage import users as users_repo
+from storage.errors import NotFoundError
+from storage.records import Annotator
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """What an exclusion (or its lifting) did to one annotator."""
+
+    annotator_id: str
+    labels: int
+    restored: bool = False
+    account_changed: bool = False
+
+    def sentence(self) -> str:
+        labels = f"{self.labels} label{'' if self.labels == 1 else 's'} of {self.annotator_id}"
+        if self.restored:
+            account = ", and the account is active again" if self.account_changed else ""
+            return (f"{labels} count again{account}; pairs that reach their overlap with them are complete "
+                    "again.")
+        account = "; the account is deactivated" if self.account_changed else ""
+        return (f"Excluded {labels}: they no longer count in agreement, "
+                f"aggregation, reward models or exports, and their pairs re-open for others{account}. "
+                "Nothing is deleted: restore them any time.")
+
+
+def exclude_annotator(store: Store, annotator_id: str, *, by: str, deactivate: bool = True,
+                      now: datetime | None = None) -> Exclusion:
+    """Retract every current label of ``annotator_id`` in one unit of work, give back their leases and (with
+    ``deactivate``) deactivate their account. ``by`` is recorded on each retraction. Imported labels' annotators
+    may have no account: their labels are excluded all the same."""
+    if annotator_id == by:
+        raise RecFeedbackError("You cannot exclude your own labels; ask another manager.")
+    with store.transaction() as con:
+        account = _account(con, annotator_id)
+        n = queue_repo.exclude_labels_of(con, annotator_id, by=by, now=now)
+        if account is None and n == 0:
+            raise NotFoundError(f"No annotator named {annotator_id!r}: no account and no label.")
+        changed = bool(account and deactivate and account.active)
+        if account is not None:
+            queue_repo.release_leases(con, annotator_id, now=now)
+        if changed:
+            users_repo.update_annotator(con, annotator_id, active=False)
+    return Exclusion(annotator_id, n, account_changed=changed)
+
+
+def restore_annotator(store: Store, annotator_id: str, *, reactivate: bool = False) -> Exclusion:
+    """Lift an exclusion: the annotator's excluded labels count again (undone ones stay undone)."""
+    with store.transaction() as con:
+        account = _account(con, annotator_id)
+        n = queue_repo.restore_labels_of(con, annotator_id)
+        if account is None and n == 0:
+            raise NotFoundError(f"No annotator named {annotator_id!r}: no account and no excluded label.")
+        changed = bool(account and reactivate and not account.active)
+        if changed:
+            users_repo.update_annotator(con, annotator_id, active=True)
+    return Exclusion(annotator_id, n, restored=True, account_changed=changed)
+
+
+def _account(con: Any, annotator_id: str) -> Annotator | None:
+    try:
+        return users_repo.get_annotator(con, annotator_id)
+    except NotFoundError:
+        return None
+
+
+def excluded_annotators(store: Store) -> dict[str, int]:
+    """Annotators with excluded labels, and how many."""
+    with store.transaction() as con:
+        return queue_repo.excluded_label_counts(con)

@@ -1,0 +1,75 @@
+"""A manager excludes a flagged annotator's labels, and can lift it: nothing is deleted either way."""
+
+from __future__ import annotations
+
+import pytest
+from seed import seed_store
+
+from rlhf import annotation as ann
+from rlhf.errors import RecFeedbackError
+from rlhf.exclusion import exclude_annotator, excluded_annotators, restore_annotator
+from storage import queue as queue_repo
+from storage.errors import NotFoundError
+from storage.users import get_annotator
+
+
+def _label(store, who: str, n: int) -> list[str]:
+    pairs = []
+    for _ in range(n):
+        task = ann.next_task(store, who)
+        ann.submit_label(store, who, task.assignment_id, "left", strength=2)
+        pairs.append(task.pair_id)
+    return pairs
+
+
+def _status(store, pair_id: str) -> str:
+    with store.transaction() as con:
+        return con.execute("SELECT status FROM pairs WHERE pair_id = ?", [pair_id]).fetchone()[0]
+
+
+def test_exclusion_retracts_every_label_reopens_pairs_and_restores(store, settings):
+    seed_store(store, n_pairs=3, overlap_target=2, users={"spam": "annotator", "good": "annotator",
+                                                          "boss": "manager"})
+    spam_pairs = _label(store, "spam", 3)
+    good_pairs = _label(store, "good", 3)
+    assert sorted(spam_pairs) == sorted(good_pairs) and {_status(store, p) for p in spam_pairs} == {"complete"}
+    with store.transaction() as con:
+        before = len(queue_repo.current_labels(con))
+
+    done = exclude_annotator(store, "spam", by="boss")
+    assert done.labels == 3 and done.account_changed and "Excluded 3 labels of spam" in done.sentence()
+    with store.transaction() as con:
+        current = queue_repo.current_labels(con)
+        assert len(current) == before - 3 and "spam" not in {x.annotator_id for x in current}
+        assert not get_annotator(con, "spam").active
+        assert con.execute("SELECT count(*) FROM labels WHERE annotator_id = 'spam'").fetchone()[0] == 3  # kept
+    assert {_status(store, p) for p in spam_pairs} == {"open"}  # below their overlap again: others label them
+    assert excluded_annotators(store) == {"spam": 3}
+    assert exclude_annotator(store, "spam", by="boss").labels == 0  # nothing left to exclude
+
+    back = restore_annotator(store, "spam", reactivate=True)
+    assert back.labels == 3 and back.account_changed and "3 labels of spam count again" in back.sentence()
+    with store.transaction() as con:
+        assert len(queue_repo.current_labels(con)) == before and get_annotator(con, "spam").active
+    assert {_status(store, p) for p in spam_pairs} == {"complete"} and excluded_annotators(store) == {}
+
+
+def test_restoring_leaves_undone_labels_undone(store, settings):
+    seed_store(store, n_pairs=2, overlap_target=2, users={"ann": "annotator", "boss": "manager"})
+    _label(store, "ann", 2)
+    ann.undo_last_label(store, "ann")
+    assert exclude_annotator(store, "ann", by="boss", deactivate=False).labels == 1
+    assert restore_annotator(store, "ann").labels == 1
+    with store.transaction() as con:
+        assert len(queue_repo.current_labels(con)) == 1
+        assert get_annotator(con, "ann").active  # never deactivated
+
+
+def test_unknown_annotator_and_oneself_are_refused(store, settings):
+    seed_store(store, n_pairs=1, users={"boss": "manager"})
+    with pytest.raises(NotFoundError, match="No annotator named 'ghost': no account and no label"):
+        exclude_annotator(store, "ghost", by="boss")
+    with pytest.raises(RecFeedbackError, match="cannot exclude your own labels"):
+        exclude_annotator(store, "boss", by="boss")
+    with pytest.raises(NotFoundError):
+        restore_annotator(store, "ghost")
