@@ -438,8 +438,10 @@ def undo_last(
     if not rows:
         raise ConflictError("There is no label to undo.")
     label = _label(rows[0])
-    if con.execute("SELECT 1 FROM label_retractions WHERE label_id = ?", [label.label_id]).fetchone():
-        raise ConflictError("Your last label was already undone.")
+    retracted = con.execute("SELECT reason FROM label_retractions WHERE label_id = ?", [label.label_id]).fetchone()
+    if retracted:
+        raise ConflictError("Your labels were excluded by a manager; there is nothing to undo."
+                            if retracted[0] == EXCLUDED else "Your last label was already undone.")
     age = (now - label.created_at).total_seconds() if label.created_at else float("inf")
     if age > policy.undo_window_s:
         raise ConflictError(f"Labels can only be undone within {policy.undo_window_s:.0f} seconds.")

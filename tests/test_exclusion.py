@@ -9,7 +9,7 @@ from rlhf import annotation as ann
 from rlhf.errors import RecFeedbackError
 from rlhf.exclusion import exclude_annotator, excluded_annotators, restore_annotator
 from storage import queue as queue_repo
-from storage.errors import NotFoundError
+from storage.errors import ConflictError, NotFoundError
 from storage.users import get_annotator
 
 
@@ -45,6 +45,8 @@ def test_exclusion_retracts_every_label_reopens_pairs_and_restores(store, settin
         assert con.execute("SELECT count(*) FROM labels WHERE annotator_id = 'spam'").fetchone()[0] == 3  # kept
     assert {_status(store, p) for p in spam_pairs} == {"open"}  # below their overlap again: others label them
     assert excluded_annotators(store) == {"spam": 3}
+    with pytest.raises(ConflictError, match="excluded by a manager"):  # not "already undone"
+        ann.undo_last_label(store, "spam")
     assert exclude_annotator(store, "spam", by="boss").labels == 0  # nothing left to exclude
 
     back = restore_annotator(store, "spam", reactivate=True)
