@@ -7,6 +7,9 @@ Session state keys: ``agreement.*`` widget keys only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -38,21 +41,11 @@ def _drilldown(db_path: str, annotator_id: str, selection: LabelSelection) -> pd
     return dash_service.annotator_labels(store, annotator_id, selection)
 
 
-def _exclude(annotator_id: str, deactivate: bool) -> None:
-    """Button callback: exclude one annotator's labels; the page reruns with a notice and fresh numbers."""
+def _exclusion_action(action: Callable[[], exclusion.Exclusion]) -> None:
+    """Button callback: exclude or restore an annotator's labels; the page reruns with its sentence and fresh
+    numbers."""
     try:
-        done = exclusion.exclude_annotator(store, annotator_id, by=user.annotator_id, deactivate=deactivate)
-    except (RecFeedbackError, StoreError) as exc:
-        st.session_state["agreement.notice"] = ("error", str(exc))
-        return
-    st.cache_data.clear()
-    st.session_state["agreement.notice"] = done.sentence()
-
-
-def _restore(annotator_id: str, reactivate: bool) -> None:
-    """Button callback: lift an exclusion."""
-    try:
-        done = exclusion.restore_annotator(store, annotator_id, reactivate=reactivate)
+        done = action()
     except (RecFeedbackError, StoreError) as exc:
         st.session_state["agreement.notice"] = ("error", str(exc))
         return
@@ -255,7 +248,9 @@ with tab_people:
                                          key="agreement.exclude_deactivate")
                 sure = st.checkbox(f"Yes, exclude every label of {who}", key=f"agreement.exclude_sure.{who}")
                 st.button(f"Exclude {who}", type="primary", disabled=not sure or who == user.annotator_id,
-                          on_click=_exclude, args=(who, deactivate), key="agreement.exclude",
+                          on_click=_exclusion_action, key="agreement.exclude",
+                          args=(partial(exclusion.exclude_annotator, store, who, by=user.annotator_id,
+                                        deactivate=deactivate),),
                           icon=":material/person_remove:",
                           help="Your own labels cannot be excluded by you." if who == user.annotator_id else None)
 
@@ -271,7 +266,8 @@ with tab_people:
         back = st.selectbox("Restore", list(excluded), key="agreement.restore_who",
                             help="Their excluded labels count again (undone ones stay undone).")
         reactivate = st.checkbox("Also reactivate the account", key="agreement.restore_reactivate")
-        st.button(f"Restore {back}'s labels", on_click=_restore, args=(back, reactivate), key="agreement.restore",
+        st.button(f"Restore {back}'s labels", on_click=_exclusion_action, key="agreement.restore",
+                  args=(partial(exclusion.restore_annotator, store, back, reactivate=reactivate),),
                   icon=":material/settings_backup_restore:")
 
 # --------------------------------------------------------------------------------------- aggregation
