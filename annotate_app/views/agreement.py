@@ -65,7 +65,6 @@ COEF = st.column_config.NumberColumn(format="%.3f")
 
 db_key = str(settings.store.db_path.resolve())
 st.title("Agreement")
-ui.one_shot_notice("agreement.notice", "success")
 
 try:
     options = _options(db_key)
@@ -254,6 +253,7 @@ with tab_people:
                           icon=":material/person_remove:",
                           help="Your own labels cannot be excluded by you." if who == user.annotator_id else None)
 
+    ui.one_shot_notice("agreement.notice", "success")  # what an exclusion or a restore did, where it was clicked
     try:
         excluded = exclusion.excluded_annotators(store)
     except StoreError as exc:
