@@ -375,6 +375,21 @@ def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_en
     assert ann.get_guidelines(store) == "New rules"
 
 
+def test_the_users_page_shows_whose_labels_are_excluded(app_env):
+    from rlhf import annotation as ann
+    from rlhf.exclusion import exclude_annotator
+
+    store, _ = app_env
+    task = ann.next_task(store, "ann")
+    ann.submit_label(store, "ann", task.assignment_id, "left", strength=1)
+    exclude_annotator(store, "ann", by="mgr")
+    at = as_user(store, "boss", "views/users.py")
+    table = at.dataframe[0].value.set_index("user")
+    assert table.loc["ann", "excluded labels"] == 1 and not table.loc["ann", "active"]
+    assert table.loc["eng", "excluded labels"] == 0
+    assert any("a manager excluded them" in c.value for c in at.caption)
+
+
 def test_admin_cannot_demote_themselves(app_env):
     from rlhf import auth
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from annotate_app import ui
 from rlhf import annotation as ann
-from rlhf import auth
+from rlhf import auth, exclusion
 from storage.errors import StoreError
 from storage.records import ROLES
 
@@ -17,14 +17,18 @@ store = ui.store()
 st.title("Users")
 
 users = auth.list_users(store)
+excluded = exclusion.excluded_annotators(store)
 st.dataframe(
     pd.DataFrame([
         {"user": u.annotator_id, "name": u.display_name, "role": u.role, "active": u.active, "kind": u.kind,
-         "created": u.created_at}
+         "excluded labels": excluded.get(u.annotator_id, 0), "created": u.created_at}
         for u in users
     ]),
     hide_index=True, width="stretch",
 )
+if excluded:
+    st.caption("Excluded labels: a manager excluded them on the Agreement page (or `recfeedback users exclude`); "
+               "they stay in the store and can be restored there.")
 
 col_new, col_edit = st.columns(2, gap="large")
 with col_new, st.form("users_create", clear_on_submit=True):
