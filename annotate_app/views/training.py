@@ -22,6 +22,7 @@ from rlhf.errors import RecFeedbackError
 from rlhf.human_eval import human_win_in_words, human_win_rates
 from rlhf.policies import policy_summaries
 from rlhf.reward.train import method_summary
+from rlhf.settings import with_values
 from storage.errors import StoreError
 
 user = ui.require_page("training")  # the role check: the menu hides the page, this refuses it
@@ -60,7 +61,7 @@ def _round_settings(size: str, parent: str | None = None):
     sized = rounds_service.quick_settings(settings) if size == "Quick" else settings
     if parent is None:
         return sized
-    return sized.model_copy(update={"rounds": sized.rounds.model_copy(update={"parent_policy": parent})})
+    return with_values(sized, "rounds", parent_policy=parent)
 
 
 def _parent_label(policy_id: str | None, startable: list, newest: str | None) -> str:

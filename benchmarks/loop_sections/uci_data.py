@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from loop_sections.shared import PROBE_REASONS, differs, uci_store
-from rlhf.settings import load_settings
+from rlhf.settings import load_settings, with_values
 from storage import Store
 
 
@@ -212,9 +212,8 @@ def reward_inputs_section(args) -> dict:
     results: dict[str, dict[int, float]] = {name: {} for name in feats}
     trl_sizes = [int(x) for x in args.rm_trl_sizes.split(",") if x]
     # The full run's reward model above probe_max_examples labels (section 3: --rm-backbone, --rm-epochs, ...).
-    trl_settings = settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update={
-        "backbone": args.rm_backbone, "epochs": args.rm_epochs, "max_length": args.rm_max_length,
-        "learning_rate": args.rm_lr, "seed": args.seed})})
+    trl_settings = with_values(settings, "reward_model", backbone=args.rm_backbone, epochs=args.rm_epochs,
+                               max_length=args.rm_max_length, learning_rate=args.rm_lr, seed=args.seed)
     trl_name = f"TRL + LoRA on {args.rm_backbone}, end to end (section 3's, from 2,000 labels)"
     if trl_sizes:
         results[trl_name] = {}

@@ -12,17 +12,15 @@ from typing import Any
 import typer
 
 from rlhf.cli.common import above_zero, friendly_errors
-from rlhf.settings import Settings, get_settings
+from rlhf.settings import RewardModelMethod, Settings, get_settings, with_values
 
 rm_app = typer.Typer(help="Reward models: train on the labels, evaluate, score generations, list.",
                      no_args_is_help=True)
 
 
 def _with_overrides(settings: Settings, **values: Any) -> Settings:
-    update = {k: v for k, v in values.items() if v is not None}
-    if not update:
-        return settings
-    return settings.model_copy(update={"reward_model": settings.reward_model.model_copy(update=update)})
+    """The settings with the reward-model options the command was given (None: not given)."""
+    return with_values(settings, "reward_model", **{k: v for k, v in values.items() if v is not None})
 
 
 def _summary(metrics: dict[str, Any]) -> str:
@@ -38,7 +36,7 @@ def _summary(metrics: dict[str, Any]) -> str:
 @rm_app.command("train")
 @friendly_errors
 def train_command(
-    method: str = typer.Option(None, help="'auto', 'lora' or 'probe' (default: settings.reward_model.method)."),
+    method: RewardModelMethod | None = typer.Option(None, help="'auto', 'lora' or 'probe' (default: settings.reward_model.method)."),
     backbone: str = typer.Option(None, help="LoRA backbone: 'policy', 'minilm' or a model path (default: settings)."),
     epochs: float = typer.Option(None, callback=above_zero, help="Training epochs (default: settings.reward_model.epochs)."),
     learning_rate: float = typer.Option(None, callback=above_zero, help="Learning rate."),
@@ -59,8 +57,6 @@ def train_command(
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
-    if method is not None and method not in ("auto", "lora", "probe"):
-        raise typer.BadParameter(f"--method must be 'auto', 'lora' or 'probe', not {method!r}.")
     settings = _with_overrides(get_settings(), method=method, backbone=backbone, epochs=epochs, learning_rate=learning_rate,
                                batch_size=batch_size, max_length=max_length)
     store = open_store(settings)

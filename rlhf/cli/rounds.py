@@ -105,6 +105,7 @@ def run_command(
         run_round,
     )
     from rlhf.runtime import open_store, setup_logging
+    from rlhf.settings import with_values
 
     setup_logging()
     settings = _settings(data_dir)
@@ -113,8 +114,7 @@ def run_command(
             typer.secho(f"Warning: {sentence}", fg=typer.colors.YELLOW, err=True)
         settings = quick_settings(settings)
     if start_from:
-        settings = settings.model_copy(update={"rounds": settings.rounds.model_copy(
-            update={"parent_policy": start_from})})
+        settings = with_values(settings, "rounds", parent_policy=start_from)
     store = open_store(settings)
     usable = check_can_start(store, settings)  # refusals first (they are checked again as the round starts)
     parent_policy_id(store, settings)

@@ -24,7 +24,7 @@ from rlhf.rounds.layout import (
     _write_json,
 )
 from rlhf.runtime import jsonable
-from rlhf.settings import Settings
+from rlhf.settings import Settings, with_values
 from storage import Store
 from storage.records import Generation, ListItem, Pair, Policy, RewardModelRecord
 
@@ -95,7 +95,7 @@ def _snapshot(ctx: RoundContext) -> Any:
 # ----------------------------------------------------------------------------------- stage: reward model
 def _settings_in(settings: Settings, data_dir: Path) -> Settings:
     """A copy of the settings whose data folder is ``data_dir`` (files of ensemble members)."""
-    return settings.model_copy(update={"store": settings.store.model_copy(update={"data_dir": data_dir})})
+    return with_values(settings, "store", data_dir=data_dir)
 
 
 def stage_reward_model(ctx: RoundContext) -> dict[str, Any]:
