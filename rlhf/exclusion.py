@@ -19,7 +19,7 @@ from storage import Store
 from storage import queue as queue_repo
 from storage import users as users_repo
 from storage.errors import NotFoundError
-from storage.records import Annotator
+from storage.records import Annotator, ExcludedAnnotator
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _account(con: Any, annotator_id: str) -> Annotator | None:
         return None
 
 
-def excluded_annotators(store: Store) -> dict[str, int]:
-    """Annotators with excluded labels, and how many."""
+def excluded_annotators(store: Store) -> dict[str, ExcludedAnnotator]:
+    """Annotators with excluded labels, by id: how many, who excluded them and when; the latest first."""
     with store.transaction() as con:
-        return queue_repo.excluded_label_counts(con)
+        return {row.annotator_id: row for row in queue_repo.excluded_annotators(con)}

@@ -53,7 +53,7 @@ import pandas as pd
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import ConflictError, NotFoundError, ValidationError
 from storage.ids import new_id
-from storage.records import CHOICES, ITEM_FLAGS, Assignment, CatalogItem, Label
+from storage.records import CHOICES, ITEM_FLAGS, Assignment, CatalogItem, ExcludedAnnotator, Label
 
 #: Why a pair was served; stored in ``assignments.reason``.
 REASONS: tuple[str, ...] = ("lease", "reshow", "gold", "priority", "undo")
@@ -498,14 +498,16 @@ def restore_labels_of(con: Any, annotator_id: str) -> int:
     return len(rows)
 
 
-def excluded_label_counts(con: Any) -> dict[str, int]:
-    """Per annotator, how many of their labels an exclusion retracted (annotators with none are left out)."""
+def excluded_annotators(con: Any) -> list[ExcludedAnnotator]:
+    """Annotators with excluded labels: how many, and who excluded them when (the latest exclusion); the most
+    recently excluded first."""
     rows = con.execute(
-        "SELECT l.annotator_id, count(*) FROM label_retractions r JOIN labels l USING (label_id) "
-        "WHERE r.reason = ? GROUP BY l.annotator_id",
+        "SELECT l.annotator_id, count(*), arg_max(r.retracted_by, r.retracted_at), max(r.retracted_at) "
+        "FROM label_retractions r JOIN labels l USING (label_id) "
+        "WHERE r.reason = ? GROUP BY l.annotator_id ORDER BY max(r.retracted_at) DESC, l.annotator_id",
         [EXCLUDED],
     ).fetchall()
-    return {who: int(n) for who, n in rows}
+    return [ExcludedAnnotator(who, int(n), by, at) for who, n, by, at in rows]
 
 
 def release_leases(con: Any, annotator_id: str, *, now: datetime | None = None) -> int:

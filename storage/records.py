@@ -141,6 +141,16 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class ExcludedAnnotator:
+    """An annotator whose labels a manager excluded: how many, by whom and when (the latest exclusion)."""
+
+    annotator_id: str
+    labels: int
+    excluded_by: str
+    excluded_at: datetime
+
+
+@dataclass(frozen=True)
 class Label:
     """One annotator's judgment of one pair. ``choice`` is in the pair's canonical A/B terms."""
 

@@ -437,7 +437,9 @@ def test_a_manager_excludes_an_annotator_on_the_agreement_page_and_restores_them
     at.checkbox(key="agreement.exclude_sure.a1").check().run()
     at.button(key="agreement.exclude").click().run()
     assert not at.exception, at.exception
-    assert "Excluded 1 label of a1" in texts(at) and excluded_annotators(store) == {"a1": 1}
+    assert "Excluded 1 label of a1" in texts(at) and excluded_annotators(store)["a1"].labels == 1
+    shown = next(d.value for d in at.dataframe if "excluded by" in d.value.columns)  # who excluded whom
+    assert shown[["annotator", "excluded labels", "excluded by"]].values.tolist() == [["a1", 1, "mgr"]]
     assert "a1" not in at.selectbox(key="agreement.drill").options  # its labels no longer count
     at.button(key="agreement.restore").click().run()
     assert "1 label of a1 count again" in texts(at) and excluded_annotators(store) == {}

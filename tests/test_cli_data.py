@@ -154,7 +154,8 @@ def test_users_exclude_and_restore_from_the_shell(cli) -> None:
     out = invoke("users", "exclude", "spam", "--by", "lead")
     assert out.exit_code == 0 and "Excluded 2 labels of spam" in out.output and "deactivated" in out.output
     listed = invoke("users", "list").output
-    assert any(line.split() == ["spam", "annotator", "human", "no", "2"] for line in listed.splitlines()), listed
+    assert any(line.split()[:7] == ["spam", "annotator", "human", "no", "2", "(by", "lead,"]
+               for line in listed.splitlines()), listed
     back = invoke("users", "restore", "spam", "--reactivate")
     assert back.exit_code == 0 and "2 labels of spam count again, and the account is active again" in back.output
     ghost = invoke("users", "exclude", "ghost")

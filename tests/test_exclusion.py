@@ -44,7 +44,9 @@ def test_exclusion_retracts_every_label_reopens_pairs_and_restores(store, settin
         assert not get_annotator(con, "spam").active
         assert con.execute("SELECT count(*) FROM labels WHERE annotator_id = 'spam'").fetchone()[0] == 3  # kept
     assert {_status(store, p) for p in spam_pairs} == {"open"}  # below their overlap again: others label them
-    assert excluded_annotators(store) == {"spam": 3}
+    row = excluded_annotators(store)["spam"]
+    assert list(excluded_annotators(store)) == ["spam"] and (row.labels, row.excluded_by) == (3, "boss")
+    assert abs((queue_repo.utcnow() - row.excluded_at).total_seconds()) < 60  # who and when, for the record
     with pytest.raises(ConflictError, match="excluded by a manager"):  # not "already undone"
         ann.undo_last_label(store, "spam")
     assert exclude_annotator(store, "spam", by="boss").labels == 0  # nothing left to exclude
@@ -75,3 +77,21 @@ def test_unknown_annotator_and_oneself_are_refused(store, settings):
         exclude_annotator(store, "boss", by="boss")
     with pytest.raises(NotFoundError):
         restore_annotator(store, "ghost")
+
+
+def test_the_latest_exclusion_comes_first_with_who_made_it(store, settings):
+    """Two managers excluded two annotators: the list says who excluded whom, the most recent first. An
+    annotator excluded twice (the account kept, new labels since) is shown with the latest manager."""
+    seed_store(store, n_pairs=3, overlap_target=3, users={"ann_a": "annotator", "ann_b": "annotator",
+                                                          "lead": "manager", "boss": "manager"})
+    _label(store, "ann_a", 2)
+    exclude_annotator(store, "ann_a", by="boss", deactivate=False)
+    _label(store, "ann_b", 1)
+    exclude_annotator(store, "ann_b", by="lead")
+    rows = list(excluded_annotators(store).values())
+    assert [(r.annotator_id, r.labels, r.excluded_by) for r in rows] == [("ann_b", 1, "lead"), ("ann_a", 2, "boss")]
+    assert rows[0].excluded_at >= rows[1].excluded_at
+    _label(store, "ann_a", 1)
+    exclude_annotator(store, "ann_a", by="lead")
+    again = excluded_annotators(store)["ann_a"]
+    assert (again.labels, again.excluded_by) == (3, "lead") and next(iter(excluded_annotators(store))) == "ann_a"

@@ -261,8 +261,9 @@ with tab_people:
         st.error(f"The store cannot be read right now: {exc}")
     if excluded:
         st.subheader("Excluded annotators")
-        st.dataframe(pd.DataFrame({"annotator": list(excluded), "excluded labels": list(excluded.values())}),
-                     hide_index=True)
+        st.dataframe(pd.DataFrame([{"annotator": row.annotator_id, "excluded labels": row.labels,
+                                    "excluded by": row.excluded_by, "when (UTC)": row.excluded_at}
+                                   for row in excluded.values()]), hide_index=True)
         back = st.selectbox("Restore", list(excluded), key="agreement.restore_who",
                             help="Their excluded labels count again (undone ones stay undone).")
         reactivate = st.checkbox("Also reactivate the account", key="agreement.restore_reactivate")

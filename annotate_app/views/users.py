@@ -21,7 +21,8 @@ excluded = exclusion.excluded_annotators(store)
 st.dataframe(
     pd.DataFrame([
         {"user": u.annotator_id, "name": u.display_name, "role": u.role, "active": u.active, "kind": u.kind,
-         "excluded labels": excluded.get(u.annotator_id, 0), "created": u.created_at}
+         "excluded labels": excluded[u.annotator_id].labels if u.annotator_id in excluded else 0,
+         "created": u.created_at}
         for u in users
     ]),
     hide_index=True, width="stretch",

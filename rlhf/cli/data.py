@@ -17,6 +17,7 @@ import typer
 from rlhf.cli.common import friendly_errors
 from rlhf.errors import RecFeedbackError
 from rlhf.settings import get_settings
+from storage.records import ExcludedAnnotator
 
 contexts_app = typer.Typer(
     help="Build shopper contexts (history + candidate items) for generation.", no_args_is_help=True
@@ -263,19 +264,22 @@ def users_add_command(
 @friendly_errors
 def users_list_command() -> None:
     """List accounts with their role and whether they are active."""
-    from storage import users as users_repo
-    from storage.queue import excluded_label_counts
+    from rlhf.auth import list_users
+    from rlhf.exclusion import excluded_annotators
 
-    with _open_store().transaction() as con:
-        users = users_repo.list_annotators(con)
-        excluded = excluded_label_counts(con)
+    store = _open_store()
+    users, excluded = list_users(store), excluded_annotators(store)
     if not users:
         typer.echo("No accounts yet. Create one with `recfeedback users add NAME --role admin`.")
         return
     typer.echo(f"{'user':<20} {'role':<10} {'kind':<10} {'active':<7} excluded labels")
     for u in users:
         typer.echo(f"{u.annotator_id:<20} {u.role:<10} {u.kind:<10} {'yes' if u.active else 'no':<7} "
-                   f"{excluded.get(u.annotator_id, '')}")
+                   f"{_excluded_in_words(excluded.get(u.annotator_id))}")
+
+
+def _excluded_in_words(row: ExcludedAnnotator | None) -> str:
+    return "" if row is None else f"{row.labels} (by {row.excluded_by}, {row.excluded_at:%Y-%m-%d %H:%M} UTC)"
 
 
 @users_app.command("exclude")
