@@ -31,23 +31,42 @@ class AuthError(RecFeedbackError):
     """Login failed or an account operation is not allowed."""
 
 
+#: Display names longer than this would crowd the tables that show them.
+MAX_DISPLAY_NAME = 80
+
+
 def hash_password(password: str) -> str:
+    """The argon2 hash of an acceptable password: 8 characters or more, not only spaces."""
     if len(password) < 8:
         raise AuthError("A password needs at least 8 characters.")
+    if not password.strip():
+        raise AuthError("A password cannot be only spaces.")
     return _hasher.hash(password)
+
+
+def _display_name(display_name: str | None, username: str) -> str:
+    """The name shown for an account: trimmed, the user name when none is given."""
+    shown = (display_name or "").strip() or username
+    if len(shown) > MAX_DISPLAY_NAME:
+        raise AuthError(f"A display name has at most {MAX_DISPLAY_NAME} characters.")
+    return shown
 
 
 def create_user(
     store: Store, username: str, password: str, role: str, *, display_name: str | None = None, kind: str = "human"
 ) -> Annotator:
-    """Create an account with a hashed password."""
+    """Create an account with a hashed password. A name that differs from an existing one only in case is
+    refused: log-in is case-sensitive, so 'ANN1' beside 'ann1' is two people to the store and one to a reader."""
     if not _USERNAME.match(username):
-        raise AuthError("A user name is 2-64 letters, digits or . _ - @.")
+        raise AuthError("A user name is 2-64 characters: ASCII letters, digits or . _ - @.")
     if role not in ROLES:
         raise AuthError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
-    user = Annotator(annotator_id=username, role=role, display_name=display_name or username, kind=kind)
+    user = Annotator(annotator_id=username, role=role, display_name=_display_name(display_name, username), kind=kind)
     digest = hash_password(password)
     with store.transaction() as con:
+        taken = users_repo.name_taken_ignoring_case(con, username)
+        if taken is not None and taken != username:
+            raise AuthError(f"A user named {taken!r} already exists; names may not differ only in case.")
         users_repo.insert_annotator(con, user, digest)
     return user
 
@@ -70,10 +89,18 @@ def authenticate(store: Store, username: str, password: str) -> Annotator:
     return user
 
 
-def set_password(store: Store, username: str, password: str) -> None:
-    digest = hash_password(password)
+def update_account(store: Store, username: str, *, by: str, role: str | None = None, active: bool | None = None,
+                   password: str | None = None) -> None:
+    """Change an account's role, whether it may log in, and its password (admin action): all of them or, when
+    one is refused, none. ``by`` (the admin acting) may not remove their own admin role or deactivate
+    themselves, so that a store always keeps an admin who can log in."""
+    if role is not None and role not in ROLES:
+        raise AuthError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
+    if username == by and ((role is not None and role != "admin") or active is False):
+        raise AuthError("You cannot remove your own admin role or deactivate yourself.")
+    digest = hash_password(password) if password else None
     with store.transaction() as con:
-        users_repo.update_annotator(con, username, password_hash=digest)
+        users_repo.update_annotator(con, username, role=role, active=active, password_hash=digest)
 
 
 #: What the log-in page and ``recfeedback app`` say on a store where nobody can log in yet (``recfeedback init``
@@ -92,20 +119,6 @@ def list_users(store: Store) -> list[Annotator]:
     """Every account (humans and simulated annotators), by name."""
     with store.transaction() as con:
         return users_repo.list_annotators(con)
-
-
-def set_role(store: Store, username: str, role: str) -> None:
-    """Change an account's role (admin action)."""
-    if role not in ROLES:
-        raise AuthError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
-    with store.transaction() as con:
-        users_repo.update_annotator(con, username, role=role)
-
-
-def set_active(store: Store, username: str, active: bool) -> None:
-    """Deactivate (or re-activate) an account: a deactivated user cannot log in; their labels stay."""
-    with store.transaction() as con:
-        users_repo.update_annotator(con, username, active=bool(active))
 
 
 def can_open(role: str, page: str) -> bool:

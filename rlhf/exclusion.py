@@ -30,6 +30,8 @@ class Exclusion:
     labels: int
     restored: bool = False
     account_changed: bool = False
+    #: The account's role when it is not an annotator's, so an exclusion left it active (see exclude_annotator).
+    kept_role: str | None = None
 
     def sentence(self) -> str:
         labels = f"{self.labels} label{'' if self.labels == 1 else 's'} of {self.annotator_id}"
@@ -38,6 +40,11 @@ class Exclusion:
             return (f"{labels} count again{account}; pairs that reach their overlap with them are complete "
                     "again.")
         account = "; the account is deactivated" if self.account_changed else ""
+        if self.kept_role:
+            account = (f"; {self.annotator_id}'s {self.kept_role} account stays active (an admin can deactivate "
+                       "it on the Users page)")
+        if self.labels == 0:
+            return f"Nothing to exclude: {self.annotator_id} has no label that counts{account}."
         return (f"Excluded {labels}: they no longer count in agreement, "
                 f"aggregation, reward models or exports, and their pairs re-open for others{account}. "
                 "Nothing is deleted: restore them any time.")
@@ -47,7 +54,11 @@ def exclude_annotator(store: Store, annotator_id: str, *, by: str, deactivate: b
                       now: datetime | None = None) -> Exclusion:
     """Retract every current label of ``annotator_id`` in one unit of work, give back their leases and (with
     ``deactivate``) deactivate their account. ``by`` is recorded on each retraction. Imported labels' annotators
-    may have no account: their labels are excluded all the same."""
+    may have no account: their labels are excluded all the same.
+
+    Only an annotator's account is deactivated: an engineer's, manager's or admin's labels are excluded but the
+    account stays, since deactivating those is an admin's decision on the Users page (and deactivating the only
+    admin would leave nobody who can log in to undo it)."""
     if annotator_id == by:
         raise RecFeedbackError("You cannot exclude your own labels; ask another manager.")
     with store.transaction() as con:
@@ -55,12 +66,13 @@ def exclude_annotator(store: Store, annotator_id: str, *, by: str, deactivate: b
         n = queue_repo.exclude_labels_of(con, annotator_id, by=by, now=now)
         if account is None and n == 0:
             raise NotFoundError(f"No annotator named {annotator_id!r}: no account and no label.")
-        changed = bool(account and deactivate and account.active)
+        kept_role = account.role if account and deactivate and account.role != "annotator" else None
+        changed = bool(account and deactivate and account.active and kept_role is None)
         if account is not None:
             queue_repo.release_leases(con, annotator_id, now=now)
         if changed:
             users_repo.update_annotator(con, annotator_id, active=False)
-    return Exclusion(annotator_id, n, account_changed=changed)
+    return Exclusion(annotator_id, n, account_changed=changed, kept_role=kept_role)
 
 
 def restore_annotator(store: Store, annotator_id: str, *, reactivate: bool = False) -> Exclusion:

@@ -30,6 +30,13 @@ def get_annotator(con: Any, annotator_id: str) -> Annotator:
     return Annotator(**rows[0])
 
 
+def name_taken_ignoring_case(con: Any, annotator_id: str) -> str | None:
+    """The existing annotator whose name equals ``annotator_id`` up to case ('ann1' for 'ANN1'), if any."""
+    row = con.execute("SELECT annotator_id FROM annotators WHERE lower(annotator_id) = lower(?) LIMIT 1",
+                      [annotator_id]).fetchone()
+    return None if row is None else str(row[0])
+
+
 def get_password_hash(con: Any, annotator_id: str) -> str | None:
     row = con.execute("SELECT password_hash FROM annotators WHERE annotator_id = ?", [annotator_id]).fetchone()
     return None if row is None else row[0]

@@ -126,7 +126,7 @@ def test_deactivated_user_is_logged_out_on_next_run(app_env):
 
     store, _ = app_env
     at = as_user(store, "ann")
-    auth.set_active(store, "ann", False)
+    auth.update_account(store, "ann", by="boss", active=False)
     at.run()
     assert "auth.user" not in at.session_state
     login_form = [t.label for t in at.text_input] == ["User name", "Password"]
@@ -400,6 +400,20 @@ def test_admin_cannot_demote_themselves(app_env):
     next(b for b in at.button if b.label == "Save changes").click().run()
     assert any("cannot remove your own admin role" in e.value for e in at.error)
     assert next(u for u in auth.list_users(store) if u.annotator_id == "boss").role == "admin"
+
+
+def test_a_refused_password_saves_no_part_of_the_change(app_env):
+    """The page saved the new role and then refused the short password: half an edit."""
+    from rlhf import auth
+
+    store, _ = app_env
+    at = as_user(store, "boss", "views/users.py")
+    at.selectbox(key="users_edit_target").set_value("ann").run()
+    at.selectbox(key="users_edit_role_ann").set_value("engineer")
+    at.text_input(key="users_edit_password_ann").input("abc")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert any("at least 8 characters" in e.value for e in at.error)
+    assert next(u for u in auth.list_users(store) if u.annotator_id == "ann").role == "annotator"
 
 
 def test_data_page_offers_both_exports(app_env):

@@ -62,12 +62,8 @@ with col_edit:
                                      key=f"users_edit_password_{target}")
         if st.form_submit_button("Save changes"):
             try:
-                if target == admin.annotator_id and (new_role != "admin" or not active):
-                    raise auth.AuthError("You cannot remove your own admin role or deactivate yourself.")
-                auth.set_role(store, target, new_role)
-                auth.set_active(store, target, active)
-                if new_password:
-                    auth.set_password(store, target, new_password)
+                auth.update_account(store, target, by=admin.annotator_id, role=new_role, active=active,
+                                    password=new_password or None)
             except (auth.AuthError, StoreError) as exc:
                 st.error(str(exc))
             else:
