@@ -336,5 +336,10 @@ def set_guidelines(store: Store, body: str, *, updated_by: str | None = None) ->
         raise ValidationError("The guidelines cannot be empty.")
     if len(body) > 50_000:
         raise ValidationError("The guidelines are longer than 50,000 characters.")
+    control = next((i for i, ch in enumerate(body) if ch < " " and ch not in "\n\r\t"), None)
+    if control is not None:
+        line = body.count("\n", 0, control) + 1
+        raise ValidationError(f"The guidelines hold a control character ({ord(body[control]):#04x}) on line {line}: "
+                              "they look like a binary file, not markdown.")
     with store.transaction() as con:
         return texts_repo.set_text(con, GUIDELINES_KEY, body, updated_by=updated_by)

@@ -538,12 +538,20 @@ def test_export_cli(app_env, tmp_path):
     assert not (tmp_path / "labels.csv").exists()
     # TRL-only options with the Parquet export are refused, not silently ignored.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "z.parquet"), "--no-gold"])
-    assert result.exit_code == 2 and "--no-gold only apply to the TRL export" in result.output
+    assert result.exit_code == 2 and "--no-gold applies only to the TRL export" in result.output
     assert not (tmp_path / "z.parquet").exists()
+    # A format the name contradicts is refused: it wrote JSONL into a .parquet file, over a good one.
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "all.parquet"), "--format", "trl"])
+    assert result.exit_code == 2 and "--format trl does not write .parquet files" in result.output
+    assert len(pd.read_parquet(tmp_path / "all.parquet")) == 5  # the earlier export is untouched
     guide = tmp_path / "g.md"
     guide.write_text("# From a file\n")
     result = runner.invoke(app, ["guidelines", "set", str(guide)])
     assert result.exit_code == 0, result.output
     from rlhf import annotation as ann
 
+    assert ann.get_guidelines(store) == "# From a file"
+    guide.write_bytes("caf\u00e9 rules".encode("latin-1"))  # not UTF-8: a sentence, not a traceback
+    result = runner.invoke(app, ["guidelines", "set", str(guide)])
+    assert result.exit_code == 1 and "g.md is not UTF-8 text" in result.output, result.output
     assert ann.get_guidelines(store) == "# From a file"

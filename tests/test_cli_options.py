@@ -56,10 +56,11 @@ def test_a_number_out_of_range_is_a_usage_error(args, option, tmp_path, monkeypa
 @pytest.mark.parametrize("args, option, allowed", [
     (["rm", "train", "--method", "bayes"], "--method", "'auto', 'lora', 'probe'"),
     (["ppo", "--algo", "dpo"], "--algo", "'ppo', 'grpo', 'rloo'"),
+    (["agreement", "report", "--since", "2024-13-45"], "--since", "does not match the formats '%Y-%m-%d'"),
 ])
-def test_an_option_naming_a_settings_choice_takes_only_the_settings_choices(args, option, allowed, tmp_path,
-                                                                              monkeypatch):
-    """The choices come from the settings' own Literal, so the option and the setting cannot drift apart."""
+def test_a_value_outside_an_options_choices_or_format_is_a_usage_error(args, option, allowed, tmp_path, monkeypatch):
+    """A setting's choices come from the settings' own Literal, so the option and the setting cannot drift apart;
+    a day that is no date was a ValueError traceback."""
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output

@@ -297,6 +297,9 @@ def test_guidelines_default_then_versioned(qstore):
     assert ann.get_guidelines(qstore) == "# Rules v2"
     with pytest.raises(ValidationError):
         ann.set_guidelines(qstore, "   ")
+    with pytest.raises(ValidationError, match=r"control character \(0x00\) on line 2"):  # a binary file
+        ann.set_guidelines(qstore, "# Rules\nabc\x00def")
+    assert ann.get_guidelines(qstore) == "# Rules v2"
 
 
 def test_parser_problems_become_badges(qstore, qsettings):

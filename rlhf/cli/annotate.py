@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from rlhf.cli.common import friendly_errors
+from rlhf.errors import RecFeedbackError
 
 guidelines_app = typer.Typer(help="Show or set the labelling guidelines shown on the Label page.", no_args_is_help=True)
 queue_app = typer.Typer(help="Inspect the labelling queue.", no_args_is_help=True)
@@ -17,6 +18,11 @@ queue_app = typer.Typer(help="Inspect the labelling queue.", no_args_is_help=Tru
 class ExportFormat(str, Enum):
     parquet = "parquet"
     trl = "trl"
+
+
+#: The export format a file name's suffix asks for, and the suffix each format writes.
+SUFFIX_FORMATS = {".parquet": ExportFormat.parquet, ".jsonl": ExportFormat.trl}
+SUFFIX_OF = {fmt: suffix for suffix, fmt in SUFFIX_FORMATS.items()}
 
 
 class TrlStyle(str, Enum):
@@ -42,12 +48,17 @@ def export_command(
     from rlhf.export import export_labels
     from rlhf.runtime import open_store
 
+    suffix_says = _format_from_suffix(out) if out.suffix.lower() in SUFFIX_FORMATS else None
+    if fmt is not None and suffix_says is not None and fmt is not suffix_says:
+        raise typer.BadParameter(f"--format {fmt.value} does not write {out.suffix} files; name the file "
+                                 f"{SUFFIX_OF[fmt]} or leave --format out.", param_hint="--format")
     fmt = fmt or _format_from_suffix(out)
     trl_only = [flag for flag, given in (("--style", style is not TrlStyle.conversational), ("--with-ids", with_ids),
                                          ("--no-gold", no_gold), ("--include-heldout", include_heldout)) if given]
     if fmt is ExportFormat.parquet and trl_only:
-        raise typer.BadParameter(f"{', '.join(trl_only)} only apply to the TRL export; the Parquet export has "
-                                 "every current label with its ids.", param_hint="--format")
+        raise typer.BadParameter(f"{', '.join(trl_only)} {'applies' if len(trl_only) == 1 else 'apply'} only to "
+                                 "the TRL export; the Parquet export has every current label with its ids.",
+                                 param_hint="--format")
     store = open_store()
     kwargs = {} if fmt is ExportFormat.parquet else {
         "style": style.value, "with_ids": with_ids, "include_gold": not no_gold, "include_heldout": include_heldout}
@@ -57,9 +68,8 @@ def export_command(
 
 def _format_from_suffix(out: Path) -> ExportFormat:
     """The export format a file name asks for (.parquet, or .jsonl for TRL), else a request to say it."""
-    by_suffix = {".parquet": ExportFormat.parquet, ".jsonl": ExportFormat.trl}
-    if out.suffix.lower() in by_suffix:
-        return by_suffix[out.suffix.lower()]
+    if out.suffix.lower() in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[out.suffix.lower()]
     raise typer.BadParameter(f"cannot tell the format from the name {out.name!r}: name the file .parquet or .jsonl, "
                              "or give --format parquet|trl.", param_hint="--format")
 
@@ -74,7 +84,12 @@ def guidelines_set(
     from rlhf.annotation import set_guidelines
     from rlhf.runtime import open_store
 
-    version = set_guidelines(open_store(), file.read_text(encoding="utf-8"), updated_by=by)
+    try:
+        body = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecFeedbackError(f"{file.name} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                               f"{exc.start}); save it as UTF-8 and try again.") from None
+    version = set_guidelines(open_store(), body, updated_by=by)
     typer.echo(f"Guidelines saved as version {version}.")
 
 

@@ -49,8 +49,8 @@ def import_labels_command(
     )
 
 
-def _day(value: str | None) -> date | None:
-    return None if value is None else datetime.strptime(value, "%Y-%m-%d").date()
+def _day(value: datetime | None) -> date | None:
+    return None if value is None else value.date()
 
 
 @agreement_app.command("report")
@@ -60,8 +60,8 @@ def agreement_report(
     strategy: list[str] = typer.Option(None, "--strategy", help="Only pairs of these strategies."),
     annotator: list[str] = typer.Option(None, "--annotator", help="Only labels by these annotators."),
     source: list[str] = typer.Option(None, "--source", help="Only labels from these sources (app, import, ...)."),
-    since: str = typer.Option(None, help="First day (YYYY-MM-DD, UTC) of labels to include."),
-    until: str = typer.Option(None, help="Last day (YYYY-MM-DD, UTC) of labels to include."),
+    since: datetime = typer.Option(None, formats=["%Y-%m-%d"], help="First day (UTC) of labels to include."),
+    until: datetime = typer.Option(None, formats=["%Y-%m-%d"], help="Last day (UTC) of labels to include."),
     bootstrap: int = typer.Option(None, min=0, help="Bootstrap resamples for the 95% intervals (default: settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
