@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -122,13 +123,11 @@ def test_app_on_a_port_in_use_says_so_before_it_starts_anything(cli, monkeypatch
 
 
 def test_app_on_a_store_without_accounts_says_how_to_make_one(cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    import subprocess
-
     from rlhf.auth import NO_ACCOUNTS
 
     invoke, _ = cli
     started: list[list[str]] = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, **kwargs: started.append(cmd) or 0)
+    monkeypatch.setattr(os, "execv", lambda path, cmd: started.append(cmd))
     assert invoke("init").exit_code == 0
     result = invoke("app", "--no-bootstrap")
     assert result.exit_code == 0 and NO_ACCOUNTS in result.output, result.output
@@ -254,3 +253,45 @@ def test_users_add_and_list(cli) -> None:
     from rlhf.runtime import open_store
 
     assert authenticate(open_store(), "bob", "secret-pass").role == "annotator"
+
+
+def test_stopping_recfeedback_app_stops_the_server(cli, tmp_path) -> None:
+    """A process manager stops `recfeedback app` with SIGTERM: the Streamlit server used to run on as an orphan,
+    still holding the port."""
+    import contextlib
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from browser_support import free_port
+
+    invoke, data_dir = cli
+    assert invoke("init").exit_code == 0
+    assert invoke("users", "add", "root", "--role", "admin", "--password", "a-long-password").exit_code == 0
+    port = free_port()
+    env = {**os.environ, "RECFEEDBACK_STORE__DATA_DIR": str(data_dir), "RECFEEDBACK_APP__HOST": "127.0.0.1"}
+    log = (tmp_path / "app.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", "from rlhf.cli import app; app()", "app", "--port", str(port),
+                             "--no-bootstrap"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 90
+        while not healthy():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "app.log").read_text()
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)  # to the process we started, as systemd or supervisord would
+        proc.wait(timeout=30)
+        time.sleep(1)
+        assert not healthy(), "the server outlived `recfeedback app`"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left (an orphaned server before the fix)
+            os.killpg(proc.pid, signal.SIGKILL)

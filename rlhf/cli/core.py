@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -69,7 +68,12 @@ def app_command(
         "--server.headless", "true" if headless else "false",
         "--browser.gatherUsageStats", "false",
     ]
-    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+    # This process becomes Streamlit, so that a process manager's SIGTERM (or Ctrl-C) reaches the server itself:
+    # a child would have kept serving after its parent was stopped. Nothing is lost: the store is closed
+    # between units of work, and the first-pairs job runs in its own session.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def _check_port_free(host: str, port: int) -> None:
