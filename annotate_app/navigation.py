@@ -48,6 +48,9 @@ REGISTRY: tuple[PageEntry, ...] = (
 
 DEFAULT_PAGE = "label"
 LOGIN_PATH = "login"
+#: The app's root ("/"): a hidden page that sends a logged-in user on to the default page. Streamlit serves its
+#: default page at "/" only, and answers the default page's own path ("/label") with "Page not found".
+HOME_PATH = "home"
 
 
 def available_pages() -> list[PageEntry]:
@@ -68,28 +71,27 @@ def build_navigation(role: str) -> dict[str, list]:
     default_page = None
     for entry in available_pages():
         visible = can_open(role, entry.key)
-        page = st.Page(
-            str(entry.path), title=entry.title, icon=entry.icon, url_path=entry.key,
-            default=entry.key == DEFAULT_PAGE, visibility="visible" if visible else "hidden",
-        )
+        page = st.Page(str(entry.path), title=entry.title, icon=entry.icon, url_path=entry.key,
+                       visibility="visible" if visible else "hidden")
         sections.setdefault(entry.section, []).append(page)
         if entry.key == DEFAULT_PAGE:
             default_page = page
 
-    def logged_in_at_login() -> None:
+    def to_default_page() -> None:
         st.switch_page(default_page)
 
-    # A bookmarked /login met while logged in goes to the default page, not to "Page not found". So does
-    # the run right after logging in at /login: the caller must then leave the new session cookie for
-    # the page it lands on (``redirects``), since switching pages drops what this run drew.
-    login = st.Page(logged_in_at_login, title="Log in", url_path=LOGIN_PATH, visibility="hidden")
-    next(iter(sections.values())).append(login)
+    # "/" and a bookmarked /login met while logged in go on to the default page at its own path. So does the
+    # run right after logging in: the caller must then leave the new session cookie for the page it lands on
+    # (``redirects``), since switching pages drops what this run drew.
+    first = next(iter(sections.values()))
+    first.insert(0, st.Page(to_default_page, title="Home", url_path=HOME_PATH, default=True, visibility="hidden"))
+    first.append(st.Page(to_default_page, title="Log in", url_path=LOGIN_PATH, visibility="hidden"))
     return sections
 
 
 def redirects(page: Any) -> bool:
     """Whether ``page`` (from :func:`build_navigation`) only sends the user on to the default page."""
-    return getattr(page, "url_path", None) == LOGIN_PATH
+    return getattr(page, "url_path", None) in ("", LOGIN_PATH)  # the default page (HOME_PATH) is served at ""
 
 
 def login_navigation(login_page: Callable[[], None]) -> list:

@@ -172,6 +172,12 @@ def test_the_login_url_logs_in_and_opened_logged_in_shows_the_default_page(seede
     page.wait_for_timeout(1_500)  # Streamlit raises its page-not-found dialog just after the first run
     assert "Page not found" not in page.inner_text("body")
     assert page.get_by_role("textbox", name="User name").count() == 0
+    # The Label page at its own path, and the root that leads there (Streamlit served /label as "not found").
+    for path in ("label", ""):
+        page.goto(f"{server.url}/{path}")
+        current_task(page, timeout_ms=30_000)
+        page.wait_for_timeout(1_500)
+        assert "Page not found" not in page.inner_text("body") and page.url == f"{server.url}/label", path
     page.context.close()
 
 
