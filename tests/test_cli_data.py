@@ -137,6 +137,28 @@ def test_app_on_a_store_without_accounts_says_how_to_make_one(cli, monkeypatch: 
     assert len(started) == 2 and "streamlit" in started[0]  # the app started both times
 
 
+def test_the_app_started_from_another_folder_keeps_the_projects_streamlit_settings(cli, monkeypatch, tmp_path):
+    """Streamlit reads .streamlit/config.toml from the working directory only: started elsewhere, the app showed
+    the deploy toolbar and full error details. A folder with its own file keeps it."""
+    invoke, _ = cli
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda path, cmd: started.append(cmd))
+    assert invoke("init").exit_code == 0
+    assert invoke("users", "add", "root", "--role", "admin", "--password", "a-long-password").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / ".streamlit").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert invoke("app", "--no-bootstrap").exit_code == 0
+    cmd = started[0]
+    given = {name: cmd[cmd.index(name) + 1] for name in ("--client.toolbarMode", "--client.showErrorDetails",
+                                                         "--server.fileWatcherType", "--server.headless")}
+    assert given == {"--client.toolbarMode": "minimal", "--client.showErrorDetails": "type",
+                     "--server.fileWatcherType": "none", "--server.headless": "true"}
+    (elsewhere / ".streamlit" / "config.toml").write_text("[theme]\nbase = 'dark'\n")
+    assert invoke("app", "--no-bootstrap").exit_code == 0
+    assert "--client.toolbarMode" not in started[1]  # the folder's own file is Streamlit's to read
+
+
 def test_users_exclude_and_restore_from_the_shell(cli) -> None:
     from seed import seed_store
 

@@ -15,6 +15,9 @@ from rlhf.cli.common import friendly_errors
 from rlhf.errors import RecFeedbackError
 from rlhf.settings import config_file_path, get_settings
 
+#: The checkout (or installed tree) that holds annotate_app/ and .streamlit/.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 
 
@@ -60,9 +63,10 @@ def app_command(
         if pid:
             typer.echo(f"The policy is writing the first {settings.demo.initial_pairs} pairs in the background "
                        f"(pid {pid}, log {log_path(settings)}); the Label page shows its progress.")
-    script = Path(__file__).resolve().parents[2] / "annotate_app" / "Home.py"
+    script = PROJECT_ROOT / "annotate_app" / "Home.py"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(script),
+        *_project_streamlit_options(Path.cwd()),
         "--server.port", str(port),
         "--server.address", settings.app.host,
         "--server.headless", "true" if headless else "false",
@@ -74,6 +78,23 @@ def app_command(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, cmd)
+
+
+def _project_streamlit_options(cwd: Path) -> list[str]:
+    """The project's ``.streamlit/config.toml`` as ``--section.key value`` options, for an app started from
+    another folder: Streamlit reads that file from the working directory only, so the app would run with the
+    deploy toolbar, full error details and a file watcher. A working directory with its own file keeps it."""
+    ours = PROJECT_ROOT / ".streamlit" / "config.toml"
+    if (cwd / ".streamlit" / "config.toml").is_file() or not ours.is_file():
+        return []
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib
+    with ours.open("rb") as fh:
+        config = tomllib.load(fh)
+    return [part for section, values in config.items() for key, value in values.items()
+            for part in (f"--{section}.{key}", str(value).lower() if isinstance(value, bool) else str(value))]
 
 
 def _check_port_free(host: str, port: int) -> None:
