@@ -317,6 +317,9 @@ def test_label_page_says_when_nothing_is_left(app_env):
     _fill_every_pair(store, seeded)
     at = as_user(store, "ann")
     assert any("Nothing left" in s.value for s in at.success)
+    assert "no open pairs for anyone" not in texts(at)  # an annotator cannot fill the queue: no hint
+    at = as_user(store, "eng")  # an engineer can, and is told how
+    assert any("Nothing left" in s.value for s in at.success) and "no open pairs for anyone" in texts(at)
 
 
 def test_label_page_shows_the_first_pairs_job_instead_of_an_empty_queue(app_env):

@@ -17,6 +17,7 @@ import streamlit as st
 from annotate_app import ui
 from rlhf import annotation as ann
 from rlhf import bootstrap as first_pairs
+from rlhf.auth import can_open
 from storage.errors import StoreError
 
 log = logging.getLogger("recfeedback.app")
@@ -229,6 +230,9 @@ if task is None:
         log.warning("first-pairs job failed: %s", job.message)
     else:
         st.success("Nothing left to label for you right now. Thank you!")
+        if can_open(user.role, "training") and ann.queue_summary(store)["open_pairs"] == 0:
+            st.info("The queue has no open pairs for anyone. New ones come from a training round (the Training "
+                    "page) or from `recfeedback pairs bootstrap`.", icon=":material/lightbulb:")
     if st.button("Check again", key="label_refresh"):
         st.session_state.pop("label.task", None)
         st.rerun()
