@@ -25,15 +25,31 @@ def _commands(group: typer.Typer, path: tuple[str, ...] = ()):
         yield from _commands(sub.typer_instance, (*path, sub.name))
 
 
+def _parameters(func):
+    """(name, OptionInfo/ArgumentInfo, type) of each command parameter, given as a default or in Annotated."""
+    hints = inspect.get_annotations(func, eval_str=True)
+    for name, param in inspect.signature(func).parameters.items():
+        hint = hints.get(name)
+        info = param.default
+        if not isinstance(info, (OptionInfo, ArgumentInfo)):
+            info = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, (OptionInfo, ArgumentInfo))),
+                        None)
+            hint = getattr(hint, "__origin__", hint) if info is not None else hint
+        if info is not None:
+            yield name, info, hint
+
+
+def test_every_option_and_argument_says_what_it_is_for():
+    """`round list --help` showed --data-dir and --json with no word about them."""
+    silent = [f"{' '.join(path)} {name}" for path, func in _commands(app)
+              for name, info, _ in _parameters(func) if not info.help]
+    assert not silent, f"options without help: {silent}"
+
+
 def test_every_numeric_option_has_a_range_or_a_check():
-    unchecked = []
-    for path, func in _commands(app):
-        hints = inspect.get_annotations(func, eval_str=True)
-        for name, param in inspect.signature(func).parameters.items():
-            info = param.default
-            if isinstance(info, (OptionInfo, ArgumentInfo)) and hints.get(name) in NUMBERS \
-                    and info.min is None and info.max is None and info.callback is None:
-                unchecked.append(f"{' '.join(path)} {name}")
+    unchecked = [f"{' '.join(path)} {name}" for path, func in _commands(app)
+                 for name, info, hint in _parameters(func)
+                 if hint in NUMBERS and info.min is None and info.max is None and info.callback is None]
     assert not unchecked, f"numeric options without min/max or a callback: {unchecked}"
 
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from rlhf.cli.common import friendly_errors
+
+# Options several round commands share, said once.
+DataDir = Annotated[str | None, typer.Option("--data-dir", help="Data folder (default: settings.store.data_dir).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Background = Annotated[bool, typer.Option("--background", "-b", help="Start it as a background process and "
+                                                                      "return.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")]
+StopAfter = Annotated[str | None, typer.Option("--stop-after", help="Stop after this stage (debugging).")]
 
 
 def _settings(data_dir: str | None) -> Any:
@@ -82,10 +90,10 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
 @friendly_errors
 def run_command(
     round_id: str = typer.Option(None, "--id", help="Round id (default: a new one)."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Data folder (default: settings.store.data_dir)."),
-    background: bool = typer.Option(False, "--background", "-b", help="Start it as a background process and return."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
-    stop_after: str = typer.Option(None, "--stop-after", help="Stop after this stage (debugging)."),
+    data_dir: DataDir = None,
+    background: Background = False,
+    progress: Progress = True,
+    stop_after: StopAfter = None,
     quick: bool = typer.Option(False, "--quick", help="A small round that finishes in minutes on a CPU "
                                "(settings.rounds.quick replaces the full sizes): demos and smoke tests."),
     start_from: str = typer.Option(None, "--from", help="The policy to start from (settings.rounds.parent_policy; "
@@ -162,10 +170,10 @@ def _status(store: Any, round_id: str, *, all_settings: bool = False) -> dict[st
 @friendly_errors
 def resume_command(
     round_id: str = typer.Argument(..., help="The round to continue."),
-    data_dir: str = typer.Option(None, "--data-dir"),
-    background: bool = typer.Option(False, "--background", "-b"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    stop_after: str = typer.Option(None, "--stop-after"),
+    data_dir: DataDir = None,
+    background: Background = False,
+    progress: Progress = True,
+    stop_after: StopAfter = None,
 ) -> None:
     """Continue a failed, cancelled or interrupted round after its last finished stage."""
     from rlhf.rounds import launch_round, resume_round
@@ -185,8 +193,8 @@ def resume_command(
 @friendly_errors
 def execute_command(
     round_id: str = typer.Argument(..., help="The round whose row `launch_round` wrote."),
-    data_dir: str = typer.Option(None, "--data-dir"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    data_dir: DataDir = None,
+    progress: Progress = True,
 ) -> None:
     """Run the stages of a launched round (the background process that `run -b`, `resume -b` and the
     Training page start; the launcher has already checked and marked the round running)."""
@@ -200,8 +208,8 @@ def execute_command(
 @friendly_errors
 def status_command(
     round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
-    data_dir: str = typer.Option(None, "--data-dir"),
-    as_json: bool = typer.Option(False, "--json"),
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
     log_lines: int = typer.Option(0, "--log", min=0, help="Also print this many lines of the round's log."),
     all_settings: bool = typer.Option(False, "--settings", help="Also print every training setting the round "
                                       "ran with, beside the round before's."),
@@ -250,8 +258,8 @@ def _watch(store: Any, round_id: str, every_s: float) -> None:
 
 @friendly_errors
 def list_command(
-    data_dir: str = typer.Option(None, "--data-dir"),
-    as_json: bool = typer.Option(False, "--json"),
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """All rounds, oldest first."""
     from rlhf.human_eval import human_win_rates
@@ -311,7 +319,7 @@ def _human_line(estimate: Any, labels: int) -> str:
 def lists_command(
     round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
     shoppers: int = typer.Option(3, "--shoppers", "-n", min=1, help="How many held-out shoppers to show."),
-    data_dir: str = typer.Option(None, "--data-dir"),
+    data_dir: DataDir = None,
 ) -> None:
     """A round's lists beside its parent's and the zero-shot model's for the same held-out shoppers, with
     what each shopper bought later; the shoppers on whom the lists score most differently first."""
@@ -352,7 +360,7 @@ def lists_command(
 @friendly_errors
 def cancel_command(
     round_id: str = typer.Argument(None, help="The round to stop (default: the one running)."),
-    data_dir: str = typer.Option(None, "--data-dir"),
+    data_dir: DataDir = None,
     grace: float = typer.Option(None, "--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop a running round (SIGTERM, then SIGKILL) and mark it cancelled; the store keeps its data as it was."""
