@@ -419,6 +419,27 @@ def test_a_refused_password_saves_no_part_of_the_change(app_env):
     assert next(u for u in auth.list_users(store) if u.annotator_id == "ann").role == "annotator"
 
 
+def test_data_page_import_speaks_of_the_mapping_box_and_names_the_upload(app_env):
+    """The page's messages spoke of the CLI's --map and showed the upload's temporary path."""
+    store, _ = app_env
+    at = as_user(store, "eng", "views/data.py")
+    at.file_uploader(key="data_upload").upload("shop items.csv", b"id,name\n1,Mug\n", "text/csv")
+    at.run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    shown = texts(at) + "\n".join(t.value for t in at.text)
+    assert "map one in the Column mapping box, e.g. item_id=YOUR_COLUMN" in shown and "--map" not in shown
+    at.text_input(key="data_mapping").input("title").run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert "Column mapping 'title' should look like OUR_COLUMN=FILE_COLUMN" in texts(at)
+    at.text_input(key="data_mapping").input("item_id=id, title=name").run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert [s.value for s in at.success][-1].startswith("Imported 1 catalogue rows from shop items.csv in ")
+    at.file_uploader(key="data_upload").upload("fake.parquet", b"not parquet").run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    err = texts(at)
+    assert "fake.parquet is not a readable Parquet file" in err and "/tmp" not in err
+
+
 def test_data_page_offers_both_exports(app_env):
     store, _ = app_env
     at = as_user(store, "eng", "views/data.py")

@@ -29,3 +29,16 @@ def test_a_malformed_catalogue_says_which_rows_are_wrong_and_imports_nothing(see
     assert page.get_by_text("Nothing was imported.").first.is_visible()
     with Store(store_path).transaction() as con:
         assert get_items(con, ["X1", "X2", "X3"]) == {}  # all rows or none
+
+
+def test_a_good_import_says_what_it_imported_in_view(seeded_app, chromium, tmp_path):  # noqa: F811
+    """The summary sat inside the folded status box ("Done."), and named the upload's temporary path."""
+    server, _ = seeded_app
+    good = tmp_path / "new items.csv"
+    good.write_text("item_id,title,price\nN1,Linen Apron,12\nN2,Oak Spoon,4.5\n", encoding="utf-8")
+    page = chromium.new_context(viewport={"width": 1400, "height": 1100}).new_page()
+    login(page, server.url, "boss", PASSWORD, path="data", timeout_ms=60_000)
+    page.get_by_role("heading", name="Import").wait_for(timeout=60_000)
+    page.locator("input[type='file']").set_input_files(str(good))
+    page.get_by_role("button", name="Import", exact=True).click(timeout=30_000)
+    page.get_by_text("Imported 2 catalogue rows from new items.csv in").wait_for(state="visible", timeout=30_000)

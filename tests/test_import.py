@@ -173,6 +173,7 @@ def test_item_ids_already_in_the_catalogue_are_refused(store, settings) -> None:
     text = _problems(excinfo)
     assert "line 2: item id 'A1' is already in the catalogue" in text
     assert "line 3: item id 'A2' is already in the catalogue" in text
+    assert str(excinfo.value).startswith("catalog_good.csv has 4 problems in 4 rows")  # names the file
     _assert_unchanged(store, before)
 
 
@@ -223,7 +224,127 @@ def test_reimporting_the_same_interactions_is_refused(store, settings) -> None:
     with pytest.raises(ValidationError) as excinfo:
         import_interactions(store, FIXTURES / "interactions_good.csv", settings=settings)
     assert "line 2: this interaction is already stored" in _problems(excinfo)
+    assert str(excinfo.value).startswith("interactions_good.csv has 5 problems in 5 rows")  # names the file
     _assert_unchanged(store, before)
+
+
+def test_the_same_interaction_twice_in_one_file_is_refused_naming_its_lines(
+    store, settings, tmp_path: Path
+) -> None:
+    """A row repeated within one file would be written twice; the store only catches it on a second import."""
+    import_catalog(store, FIXTURES / "catalog_good.csv", settings=settings)
+    before = _snapshot(store)
+    path = tmp_path / "twice.csv"
+    path.write_text(
+        "shopper_id,item_id,ts,event,quantity\n"
+        "u1,A1,2024-03-01 10:00:00,purchase,1\n"
+        "u1,A1,2024-03-01 10:00:00,view,1\n"  # another event: a different interaction
+        "u1,A1,2024-03-01T10:00:00,purchase,2\n"  # the same moment written otherwise, another quantity
+    )
+    with pytest.raises(ValidationError) as excinfo:
+        import_interactions(store, path, settings=settings)
+    text = _problems(excinfo)
+    same = (
+        "this interaction appears more than once in the file "
+        "(same shopper, item, event and time at line 2, line 4)"
+    )
+    assert f"line 2: {same}" in text and f"line 4: {same}" in text
+    assert "line 3" not in text
+    assert str(excinfo.value).startswith("twice.csv has 2 problems in 2 rows; nothing was imported")
+    _assert_unchanged(store, before)
+
+
+def test_timestamps_in_the_future_are_refused_with_a_day_of_slack(store, settings, tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from rlhf.importing import validate_interactions
+
+    frame = pd.DataFrame(
+        {
+            "shopper_id": ["u1", "u1", "u1"],
+            "item_id": ["A1", "A2", "A3"],
+            "ts": ["2024-05-02 11:00", "2024-05-02 13:00", "2024-05-02T13:00:00+02:00"],
+        }
+    )
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    with pytest.raises(ValidationError) as excinfo:
+        validate_interactions(frame, known_items=None, limits=settings.imports, now=now)
+    assert excinfo.value.problems == [
+        (
+            "row 2: timestamp '2024-05-02 13:00' is in the future "
+            "(the import runs at 2024-05-01 12:00 UTC; a day of slack is allowed for time zones)"
+        )
+    ]  # 23 hours ahead passes; 11:00 UTC (13:00+02:00) too
+
+    import_catalog(store, FIXTURES / "catalog_good.csv", settings=settings)
+    path = tmp_path / "future.csv"
+    path.write_text("shopper_id,item_id,ts\nu1,A1,2024-03-01 10:00\nu1,A2,2099-01-01 00:00\n")
+    with pytest.raises(ValidationError) as excinfo:
+        import_interactions(store, path, settings=settings)
+    assert _problems(excinfo).startswith("line 3: timestamp '2099-01-01 00:00' is in the future")
+
+
+def test_a_file_with_a_header_but_no_rows_is_refused(store, settings, tmp_path: Path) -> None:
+    before = _snapshot(store)
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title\n")
+    with pytest.raises(FileRejectedError, match=r"^items\.csv has a header but no rows"):
+        import_catalog(store, path, settings=settings)
+    blank = tmp_path / "clicks.csv"
+    blank.write_text("shopper_id,item_id,ts\n\n,,\n")
+    with pytest.raises(FileRejectedError, match=r"^clicks\.csv has a header but no rows"):
+        import_interactions(store, blank, settings=settings)
+    parquet = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)}).to_parquet(parquet)
+    with pytest.raises(FileRejectedError, match=r"^items\.parquet has columns but no rows"):
+        import_catalog(store, parquet, settings=settings)
+    _assert_unchanged(store, before)
+
+
+def test_mapping_hints_follow_the_front_end_and_errors_never_show_the_folder(
+    store, settings, tmp_path: Path
+) -> None:
+    """The app has a mapping box, not --map; it saves uploads in a temporary folder the user never saw."""
+    from rlhf.importing import MappingWording
+
+    box = MappingWording(entry="Column mapping {pair}", remedy="map one in the box, e.g. {column}=YOURS")
+    path = tmp_path / "c.csv"
+    path.write_text("id,name\n1,Mug\n")
+    with pytest.raises(ValidationError) as excinfo:
+        import_catalog(store, path, settings=settings, wording=box)
+    text = _problems(excinfo)
+    assert "(it has: id, name); map one in the box, e.g. item_id=YOURS" in text and "--map" not in text
+    with pytest.raises(ValidationError) as excinfo:
+        import_interactions(store, path, settings=settings, wording=box, mapping={"ts": "when"})
+    text = _problems(excinfo)
+    assert "Column mapping ts=when: the file has no column 'when'" in text and "--map" not in text
+    with pytest.raises(ImportFileError, match=r"^Column mapping 'title' should look like OUR_COLUMN="):
+        parse_mapping(["title"], wording=box)
+    with pytest.raises(ImportFileError, match=r"^--map 'title' should look like"):  # the CLI keeps its words
+        parse_mapping(["title"])
+
+    broken = tmp_path / "fake.parquet"
+    broken.write_text("not parquet")
+    with pytest.raises(FileRejectedError) as excinfo:
+        import_catalog(store, broken, settings=settings)
+    assert str(excinfo.value).startswith("fake.parquet is not a readable Parquet file")
+    assert str(tmp_path) not in str(excinfo.value)
+
+
+def test_semicolon_tab_and_pipe_separated_csv_files_import(store, settings, tmp_path: Path) -> None:
+    """Spreadsheets in many locales save "CSV" with semicolons; a header without commas tells us so."""
+    for n, sep in enumerate((";", "\t", "|")):
+        path = tmp_path / f"items{n}.csv"
+        rows = (["item_id", "title", "price"], [f"S{n}", "Mug, blue", "3.5"])
+        path.write_text("".join(sep.join(row) + "\n" for row in rows))
+        assert import_catalog(store, path, settings=settings).rows_written == 1
+    with store.transaction() as con:
+        items = {i.item_id: i for i in catalog_repo.all_items(con)}
+    assert [(items[f"S{n}"].title, items[f"S{n}"].price) for n in range(3)] == [("Mug, blue", 3.5)] * 3
+    mixed = tmp_path / "mixed.csv"  # a comma in the header: commas it is, whatever else it holds
+    mixed.write_text("item_id,title;price\nM1,Bowl\n")
+    with pytest.raises(ValidationError, match="missing column 'title'"):
+        import_catalog(store, mixed, settings=settings)
 
 
 def test_timestamps_with_zones_become_utc_and_numbers_are_refused(store, settings, tmp_path: Path) -> None:

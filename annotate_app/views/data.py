@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -12,6 +14,10 @@ from rlhf import annotation as ann
 from rlhf import export
 from rlhf.errors import RecFeedbackError
 from storage.errors import StoreError, ValidationError
+
+if TYPE_CHECKING:  # streamlit's own modules, for the type hints only
+    from streamlit.elements.lib.mutable_status_container import StatusContainer
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 user = ui.require_page("data")
 store = ui.store()
@@ -41,6 +47,40 @@ try:
     from rlhf import importing
 except ImportError:  # pragma: no cover - importing ships with the foundation
     importing = None
+
+
+def _import_upload(upload: UploadedFile, kind: str, mapping_text: str, status: StatusContainer) -> str | None:
+    """Import an uploaded file, showing what is wrong inside ``status``; the summary sentence, or None.
+
+    The upload is saved under its own name in a temporary folder, so messages name the user's file,
+    and mapping hints speak of this page's Column mapping box rather than the CLI's --map option.
+    """
+    wording = importing.MappingWording(
+        entry="Column mapping {pair}", remedy="rename it or map one in the Column mapping box, e.g. {column}=YOUR_COLUMN")
+    name = Path(upload.name).name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(upload.getvalue())
+        try:
+            pairs = [p.strip() for p in mapping_text.split(",") if p.strip()]
+            mapping = importing.parse_mapping(pairs, wording=wording)
+            fn = importing.import_catalog if kind == "Catalogue items" else importing.import_interactions
+            report = fn(store, path, mapping=mapping, settings=ui.settings(), wording=wording,
+                        on_stage=lambda s: status.update(label=f"Importing: {s}…"))
+        except ValidationError as exc:  # open, so the rows and what is wrong with them show at once
+            status.update(label="Nothing was imported.", state="error", expanded=True)
+            st.error(str(exc).splitlines()[0])
+            if exc.problems:
+                st.text("\n".join(exc.problems[:200]))
+            return None
+        except (RecFeedbackError, StoreError) as exc:
+            status.update(label="Nothing was imported.", state="error", expanded=True)
+            st.error(str(exc))
+            return None
+    status.update(label="Done.", state="complete")
+    return dataclasses.replace(report, source=name).summary()  # the file's name, not the temporary path
+
+
 if importing is None:
     st.info("File import is not available in this installation; use the `recfeedback import-*` commands.")
 else:
@@ -49,23 +89,7 @@ else:
                               key="data_upload")
     mapping_text = st.text_input("Column mapping (optional, e.g. `title=name, price=unit_price`)", key="data_mapping")
     if upload is not None and st.button("Import", type="primary", key="data_import"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(upload.name).name
-            path.write_bytes(upload.getvalue())
-            with st.status("Importing…", expanded=False) as status:
-                try:
-                    mapping = importing.parse_mapping([p.strip() for p in mapping_text.split(",") if p.strip()])
-                    fn = importing.import_catalog if kind == "Catalogue items" else importing.import_interactions
-                    report = fn(store, path, mapping=mapping, settings=ui.settings(),
-                                on_stage=lambda s: status.update(label=f"Importing: {s}…"))
-                except ValidationError as exc:  # open, so the rows and what is wrong with them show at once
-                    status.update(label="Nothing was imported.", state="error", expanded=True)
-                    st.error(str(exc).splitlines()[0])
-                    if exc.problems:
-                        st.text("\n".join(exc.problems[:200]))
-                except (RecFeedbackError, StoreError) as exc:
-                    status.update(label="Nothing was imported.", state="error", expanded=True)
-                    st.error(str(exc))
-                else:
-                    status.update(label="Done.", state="complete")
-                    st.success(report.summary())
+        with st.status("Importing…", expanded=False) as status:
+            done = _import_upload(upload, kind, mapping_text, status)
+        if done is not None:  # outside the folded status box, so it is seen without a click
+            st.success(done)

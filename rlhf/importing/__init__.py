@@ -16,7 +16,11 @@ Canonical columns
   ``attributes`` column; otherwise they are ignored (and reported).
 - interactions: ``shopper_id``, ``item_id``, ``ts`` (required; ``timestamp`` is accepted as a name too),
   ``event`` (default ``purchase``), ``quantity`` (default 1). Timestamps with a time zone are converted
-  to UTC and stored without one; everything else is stored as written.
+  to UTC and stored without one; everything else is stored as written. A row repeating another's
+  shopper, item, event and time, and a time more than a day after the import, are problems.
+
+A ".csv" file whose header has no comma but one of ``;``, tab or ``|`` is read with that delimiter. Mapping
+hints are phrased by a :class:`MappingWording` (the CLI's ``--map`` by default; the app names its box).
 
 The package's modules, one step each: :mod:`~rlhf.importing.files` (read a file, map its columns),
 :mod:`~rlhf.importing.validate` (every rule, every problem with its row), :mod:`~rlhf.importing.write`
@@ -27,8 +31,10 @@ UCI adapter). Everything public is importable from here.
 from __future__ import annotations
 
 from rlhf.importing.files import (
+    CLI_WORDING,
     FORMATS,
     FileRejectedError,
+    MappingWording,
     RawTable,
     apply_mapping,
     parse_mapping,
@@ -65,6 +71,7 @@ from rlhf.importing.write import (
 __all__ = [
     "CATALOG_OPTIONAL",
     "CATALOG_REQUIRED",
+    "CLI_WORDING",
     "FORMATS",
     "INTERACTION_ALIASES",
     "INTERACTION_OPTIONAL",
@@ -74,6 +81,7 @@ __all__ = [
     "ONLINE_RETAIL_NON_PRODUCT_PREFIXES",
     "FileRejectedError",
     "ImportReport",
+    "MappingWording",
     "OnlineRetailReport",
     "RawTable",
     "StageCallback",

@@ -26,6 +26,34 @@ FORMATS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class MappingWording:
+    """How a front end tells the user to map columns: the CLI has a ``--map`` option, the app a text box.
+
+    The importing functions phrase their mapping hints through this, so each front end's messages point
+    at the control its user actually has. ``entry`` names one mapping entry (``{pair}`` is filled in);
+    ``remedy`` says how to fix a missing column (``{column}`` is filled in).
+    """
+
+    entry: str = "--map {pair}"
+    remedy: str = "rename it or map one with --map {column}=YOUR_COLUMN"
+
+    def name_entry(self, pair: str) -> str:
+        """How the user wrote one mapping entry, e.g. ``--map title=name``."""
+        return self.entry.format(pair=pair)
+
+    def fix_missing(self, column: str) -> str:
+        """What to do about a missing column, e.g. ``rename it or map one with --map title=YOUR_COLUMN``."""
+        return self.remedy.format(column=column)
+
+
+#: The command line's wording (the default everywhere).
+CLI_WORDING = MappingWording()
+
+#: Delimiters a ".csv" file may use instead of commas; see :func:`_csv_delimiter`.
+OTHER_DELIMITERS = (";", "\t", "|")
+
+
 class FileRejectedError(ImportFileError, ValidationError):
     """The file cannot be read at all: unknown format, not UTF-8, malformed CSV/JSON, unreadable Parquet.
 
@@ -68,15 +96,43 @@ def read_table(path: str | Path) -> RawTable:
             f"use one of {', '.join(sorted(FORMATS))}."
         )
     if kind == "parquet":
-        try:
-            frame = pd.read_parquet(p)
-        except Exception as exc:  # pyarrow raises several types for a broken file
-            raise FileRejectedError(f"{p.name} is not a readable Parquet file: {exc}") from exc
-        return RawTable(frame.reset_index(drop=True), str(p), "row", np.arange(1, len(frame) + 1))
-    text = _decode_utf8(p)
-    if kind in ("csv", "tsv"):
-        return _parse_csv(text, p, "\t" if kind == "tsv" else ",")
-    return _parse_jsonl(text, p)
+        table = _read_parquet(p)
+    else:
+        text = _decode_utf8(p)
+        if kind == "jsonl":
+            table = _parse_jsonl(text, p)
+        else:
+            table = _parse_csv(text, p, "\t" if kind == "tsv" else _csv_delimiter(text))
+    if len(table.frame) == 0:
+        what = "columns" if kind == "parquet" else "a header"
+        raise FileRejectedError(f"{p.name} has {what} but no rows; nothing was imported.")
+    return table
+
+
+def _read_parquet(p: Path) -> RawTable:
+    """Read a Parquet file from its bytes, so that a reader's error cannot show where the file lies.
+
+    (The app saves an upload in a temporary folder; its path means nothing to the user.)
+    """
+    try:
+        frame = pd.read_parquet(io.BytesIO(p.read_bytes()))
+    except Exception as exc:  # pyarrow raises several types for a broken file
+        raise FileRejectedError(f"{p.name} is not a readable Parquet file: {exc}") from exc
+    return RawTable(frame.reset_index(drop=True), str(p), "row", np.arange(1, len(frame) + 1))
+
+
+def _csv_delimiter(text: str) -> str:
+    """The delimiter of a ".csv" file: a comma, unless its header has none and exactly one of ; TAB |.
+
+    Spreadsheets in many locales save "CSV" with semicolons. A header without a comma cannot be a
+    valid comma-separated header of ours (every import needs at least two columns), so reading it with
+    the one other delimiter it contains is safe; anything ambiguous stays with commas.
+    """
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    found = [d for d in OTHER_DELIMITERS if d in header]
+    return found[0] if len(found) == 1 else ","
 
 
 def _decode_utf8(p: Path) -> str:
@@ -146,13 +202,20 @@ def _parse_jsonl(text: str, p: Path) -> RawTable:
     return RawTable(frame, str(p), "line", np.asarray(lines, dtype=np.int64))
 
 
-def parse_mapping(pairs: list[str] | tuple[str, ...] | None) -> dict[str, str]:
-    """``["title=name", "item_id=sku"]`` -> ``{"title": "name", "item_id": "sku"}`` (ours = theirs)."""
+def parse_mapping(
+    pairs: list[str] | tuple[str, ...] | None, *, wording: MappingWording = CLI_WORDING
+) -> dict[str, str]:
+    """``["title=name", "item_id=sku"]`` -> ``{"title": "name", "item_id": "sku"}`` (ours = theirs).
+
+    A malformed entry raises ImportFileError phrased with ``wording`` (the CLI's ``--map`` by default).
+    """
     mapping: dict[str, str] = {}
     for pair in pairs or ():
         ours, sep, theirs = pair.partition("=")
         if not sep or not ours.strip() or not theirs.strip():
-            raise ImportFileError(f"--map {pair!r} should look like OUR_COLUMN=FILE_COLUMN, e.g. title=name.")
+            raise ImportFileError(
+                f"{wording.name_entry(repr(pair))} should look like OUR_COLUMN=FILE_COLUMN, e.g. title=name."
+            )
         mapping[ours.strip()] = theirs.strip()
     return mapping
 
@@ -163,24 +226,27 @@ def apply_mapping(
     *,
     known: tuple[str, ...],
     aliases: Mapping[str, tuple[str, ...]] | None = None,
+    wording: MappingWording = CLI_WORDING,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Rename file columns to our names. Returns the frame and problems (a mapped column that is absent).
 
-    Canonical names match case-insensitively; ``aliases`` supply other accepted names.
+    Canonical names match case-insensitively; ``aliases`` supply other accepted names. Problems name
+    the mapping entry with ``wording``.
     """
     problems: list[str] = []
     columns = list(frame.columns)
     rename: dict[str, str] = {}
     for ours, theirs in (mapping or {}).items():
+        entry = wording.name_entry(f"{ours}={theirs}")
         if ours not in known:
             problems.append(
-                f"--map {ours}={theirs}: {ours!r} is not a column we use (we use {', '.join(known)})"
+                f"{entry}: {ours!r} is not a column we use (we use {', '.join(known)})"
             )
             continue
         match = theirs if theirs in columns else _casefold_match(theirs, columns)
         if match is None:
             problems.append(
-                f"--map {ours}={theirs}: the file has no column {theirs!r} (it has {', '.join(map(str, columns))})"
+                f"{entry}: the file has no column {theirs!r} (it has {', '.join(map(str, columns))})"
             )
             continue
         rename[match] = ours

@@ -290,6 +290,7 @@ def import_online_retail(
         known_items=pd.Index(clean_items["item_id"]),
         limits=settings.imports,
         what="UCI Online Retail invoice lines",
+        allow_repeats=True,  # an invoice may list one product on two lines in the same minute
     )
     _stage(on_stage, "write")
     n_items, n_inter, n_shoppers = write_dataset(

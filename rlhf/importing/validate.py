@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rlhf.importing.files import RawTable
+from rlhf.importing.files import CLI_WORDING, MappingWording, RawTable
 from rlhf.settings import ImportSettings
 from storage.errors import ValidationError
 
@@ -17,6 +18,10 @@ CATALOG_REQUIRED = ("item_id", "title")
 CATALOG_OPTIONAL = ("description", "category", "price", "attributes")
 INTERACTION_REQUIRED = ("shopper_id", "item_id", "ts")
 INTERACTION_OPTIONAL = ("event", "quantity")
+#: What makes two interactions the same one (the store's duplicate check compares the same columns).
+INTERACTION_KEY = ("shopper_id", "item_id", "event", "ts")
+#: How far past the time of import a timestamp may lie: naive times may be local, up to a day ahead of UTC.
+FUTURE_SLACK = timedelta(days=1)
 #: Other names accepted for canonical interaction columns when the canonical one is absent.
 INTERACTION_ALIASES: dict[str, tuple[str, ...]] = {
     "ts": ("timestamp", "time", "datetime"),
@@ -107,14 +112,38 @@ def _check_lengths(problems: _Problems, values: pd.Series, limit: int, label: st
     problems.add(lengths > limit, lambda i: f"{label} is {lengths[i]:,} characters (limit {limit:,})")
 
 
-def _check_missing(problems: _Problems, frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
+def _check_missing(
+    problems: _Problems,
+    frame: pd.DataFrame,
+    required: tuple[str, ...],
+    what: str,
+    wording: MappingWording = CLI_WORDING,
+) -> None:
+    """One general problem per required column the frame lacks, saying how to map one (in ``wording``)."""
     have = ", ".join(map(str, frame.columns)) or "none"
     for column in required:
         if column not in frame.columns:
-            problems.add_general(
-                f"missing column {column!r} in the {what} file (it has: {have}); "
-                f"rename it or map one with --map {column}=YOUR_COLUMN"
-            )
+            hint = wording.fix_missing(column)
+            problems.add_general(f"missing column {column!r} in the {what} file (it has: {have}); {hint}")
+
+
+def _same_places(
+    groups: np.ndarray, repeated: np.ndarray, table: RawTable | None, cap: int
+) -> Callable[[int], str]:
+    """For rows that share a group with another row: a function giving where that group's rows are.
+
+    ``groups`` holds one code per row (equal codes: the same value); only the first ``cap`` repeated
+    rows' groups are described (the problem list stops there) and each with its first 5 places.
+    """
+    where = table.where if table is not None else (lambda i: f"row {i + 1}")
+    positions = np.flatnonzero(repeated)
+    shown = np.unique(groups[positions[:cap]])
+    places: dict[int, list[str]] = {}
+    for i in positions[np.isin(groups[positions], shown)]:
+        code = int(groups[i])
+        if len(places.setdefault(code, [])) < 5:
+            places[code].append(where(int(i)))
+    return lambda i: ", ".join(places.get(int(groups[i]), []))
 
 
 def validate_catalog(
@@ -123,6 +152,7 @@ def validate_catalog(
     limits: ImportSettings,
     table: RawTable | None = None,
     what: str = "The catalogue file",
+    wording: MappingWording = CLI_WORDING,
 ) -> pd.DataFrame:
     """Check catalogue rows and return a clean frame with the catalog_items columns.
 
@@ -130,9 +160,10 @@ def validate_catalog(
     title not empty; text within the limits; price empty or a number in [0, max_price]; attributes a
     JSON object. Raises ValidationError listing every problem (first ``limits.max_problems``).
     Duplicates against the stored catalogue are checked at write time, inside the transaction.
+    ``wording`` phrases the hint for a missing column (the CLI's ``--map`` by default).
     """
     problems = _Problems(table, limits.max_problems)
-    _check_missing(problems, frame, CATALOG_REQUIRED, "catalogue")
+    _check_missing(problems, frame, CATALOG_REQUIRED, "catalogue", wording)
     problems.raise_if_any(what)
 
     item_id = _text(frame["item_id"])
@@ -142,18 +173,11 @@ def validate_catalog(
     problems.add(title == "", lambda i: "empty title")
     _check_lengths(problems, title, limits.max_title_chars, "title")
 
-    dup = item_id.duplicated(keep=False) & (item_id != "")
+    dup = (item_id.duplicated(keep=False) & (item_id != "")).to_numpy()
     if dup.any():
-        where = table.where if table is not None else (lambda i: f"row {i + 1}")
-        positions = np.flatnonzero(dup.to_numpy())
-        shown_ids = set(item_id.to_numpy()[positions[: limits.max_problems]].tolist())  # only what is listed
-        groups = pd.Series(positions, index=item_id.to_numpy()[positions])
-        groups = groups[_member(groups.index.to_numpy(), shown_ids)]
-        places = groups.groupby(level=0).agg(lambda s: ", ".join(where(i) for i in s.iloc[:5]))
         ids = item_id.to_numpy()
-        problems.add(
-            dup.to_numpy(), lambda i: f"duplicate item id {_short(ids[i])!r} (appears at {places[ids[i]]})"
-        )
+        places = _same_places(pd.factorize(item_id)[0], dup, table, limits.max_problems)
+        problems.add(dup, lambda i: f"duplicate item id {_short(ids[i])!r} (appears at {places(i)})")
 
     out = pd.DataFrame({"item_id": item_id, "title": title})
     for column, limit in (
@@ -236,14 +260,21 @@ def validate_interactions(
     limits: ImportSettings,
     table: RawTable | None = None,
     what: str = "The interactions file",
+    wording: MappingWording = CLI_WORDING,
+    allow_repeats: bool = False,
+    now: datetime | None = None,
 ) -> pd.DataFrame:
     """Check interaction rows and return a clean frame (shopper_id, item_id, event, ts, quantity).
 
     ``known_items`` are the item ids that exist (the stored catalogue, plus one being imported at the
-    same time); None skips that check (the caller checks inside its transaction).
+    same time); None skips that check (the caller checks inside its transaction). Timestamps later than
+    ``now`` (default: the time of import, UTC) plus :data:`FUTURE_SLACK` are refused, and so are rows
+    repeating another row's shopper, item, event and time, since importing them twice would double them
+    (``allow_repeats`` keeps them, for sources whose repeated lines are real, like UCI invoices).
+    ``wording`` phrases the hint for a missing column.
     """
     problems = _Problems(table, limits.max_problems)
-    _check_missing(problems, frame, INTERACTION_REQUIRED, "interactions")
+    _check_missing(problems, frame, INTERACTION_REQUIRED, "interactions", wording)
     problems.raise_if_any(what)
 
     shopper = _text(frame["shopper_id"])
@@ -260,6 +291,7 @@ def validate_interactions(
     problems.add(
         bad_ts, lambda i: f"timestamp {_short(shown_ts[i])!r} is not a date and time (e.g. 2024-05-01 14:30)"
     )
+    _check_future(problems, ts, shown_ts, now or datetime.now(timezone.utc))
 
     allowed = [e.lower() for e in limits.events]
     if "event" in frame.columns:
@@ -291,8 +323,7 @@ def validate_interactions(
         quantity = np.where(ok, np.nan_to_num(q), 1).astype(np.int64)
     else:
         quantity = np.ones(len(frame), dtype=np.int64)
-    problems.raise_if_any(what)
-    return pd.DataFrame(
+    clean = pd.DataFrame(
         {
             "shopper_id": shopper.to_numpy(),
             "item_id": item.to_numpy(),
@@ -300,6 +331,48 @@ def validate_interactions(
             "ts": ts,
             "quantity": quantity,
         }
+    )
+    if not allow_repeats:
+        usable = (shopper != "").to_numpy() & (item != "").to_numpy() & ~bad_ts
+        _check_repeats(problems, clean, usable, table, limits.max_problems)
+    problems.raise_if_any(what)
+    return clean
+
+
+def _check_future(problems: _Problems, ts: pd.Series, shown: np.ndarray, now: datetime) -> None:
+    """Refuse timestamps after ``now`` + FUTURE_SLACK: a purchase cannot happen after its import.
+
+    ``ts`` is naive UTC (zoned times were converted); times without a zone may be local, hence the slack.
+    A naive ``now`` is taken as UTC.
+    """
+    stamp = pd.Timestamp(now)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    future = (ts > stamp.tz_localize(None) + FUTURE_SLACK).to_numpy(dtype=bool)  # NaT compares False
+    problems.add(
+        future,
+        lambda i: f"timestamp {_short(shown[i])!r} is in the future "
+        f"(the import runs at {stamp:%Y-%m-%d %H:%M} UTC; a day of slack is allowed for time zones)",
+    )
+
+
+def _check_repeats(
+    problems: _Problems, clean: pd.DataFrame, usable: np.ndarray, table: RawTable | None, cap: int
+) -> None:
+    """Refuse rows with the same shopper, item, event and time as another row of the same file.
+
+    The store refuses such a row when it is already stored (a file imported twice); within one file it
+    would be written twice all the same, so it is named here, with every line it is on.
+    """
+    groups = clean[list(INTERACTION_KEY)].groupby(list(INTERACTION_KEY), sort=False, dropna=False).ngroup()
+    repeated = groups.duplicated(keep=False).to_numpy() & usable
+    if not repeated.any():
+        return
+    codes = groups.to_numpy()
+    places = _same_places(codes, repeated, table, cap)
+    problems.add(
+        repeated,
+        lambda i: f"this interaction appears more than once in the file (same shopper, item, event and time "
+        f"at {places(i)})",
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlhf.importing.files import RawTable, apply_mapping, read_table
+from rlhf.importing.files import CLI_WORDING, MappingWording, RawTable, apply_mapping, read_table
 from rlhf.importing.validate import (
     CATALOG_OPTIONAL,
     CATALOG_REQUIRED,
@@ -75,8 +75,8 @@ def write_dataset(
 
     Inside the transaction: item ids already in the catalogue, interactions naming items that are in
     neither the catalogue nor ``items``, and interactions already stored are refused (ValidationError,
-    nothing written). Shoppers named by interactions are created when new. Returns
-    (items written, interactions written, shoppers added).
+    nothing written, naming the file when a table is given). Shoppers named by interactions are created
+    when new. Returns (items written, interactions written, shoppers added).
     """
     limits = limits or get_settings().imports
     with store.transaction() as con:
@@ -89,7 +89,7 @@ def write_dataset(
                 problems.add(
                     _member(ids, taken), lambda i: f"item id {_short(ids[i])!r} is already in the catalogue"
                 )
-                problems.raise_if_any("The catalogue file")
+                problems.raise_if_any(_what(item_table, "The catalogue file"))
         if interactions is not None and len(interactions):
             wanted = interactions["item_id"].unique().tolist()
             known = catalog_repo.existing_item_ids(con, wanted)
@@ -109,7 +109,7 @@ def write_dataset(
                         "was the file imported before?"
                     ),
                 )
-            problems.raise_if_any("The interactions file")
+            problems.raise_if_any(_what(interaction_table, "The interactions file"))
         if items is not None and len(items):
             n_items = catalog_repo.insert_items_frame(con, items, source=source)
         if interactions is not None and len(interactions):
@@ -125,6 +125,11 @@ def write_dataset(
     return n_items, n_inter, n_shoppers
 
 
+def _what(table: RawTable | None, fallback: str) -> str:
+    """How an error names the data: the file's name when it came from a file, like every other message."""
+    return Path(table.path).name if table is not None else fallback
+
+
 def import_catalog(
     store: Store,
     path: str | Path,
@@ -132,24 +137,28 @@ def import_catalog(
     mapping: Mapping[str, str] | None = None,
     settings: Settings | None = None,
     on_stage: StageCallback | None = None,
+    wording: MappingWording = CLI_WORDING,
 ) -> ImportReport:
     """Import catalogue items from a CSV/Parquet/JSONL file: all rows or none.
 
     Raises FileRejectedError for unreadable files and ValidationError (``.problems``) for bad rows,
-    ids already in the catalogue, or a mapping that names absent columns.
+    ids already in the catalogue, or a mapping that names absent columns. ``wording`` phrases mapping
+    hints for the front end in use (the CLI's ``--map`` by default).
     """
     settings = settings or get_settings()
     started = time.perf_counter()
     _stage(on_stage, "read")
     table = read_table(path)
-    frame, problems = apply_mapping(table.frame, mapping, known=CATALOG_REQUIRED + CATALOG_OPTIONAL)
+    frame, problems = apply_mapping(
+        table.frame, mapping, known=CATALOG_REQUIRED + CATALOG_OPTIONAL, wording=wording
+    )
     if problems:
         raise ValidationError(
             f"The column mapping does not fit {Path(path).name}; nothing was imported.", problems
         )
     _stage(on_stage, "validate")
     what = f"{Path(path).name}"
-    clean = validate_catalog(frame, limits=settings.imports, table=table, what=what)
+    clean = validate_catalog(frame, limits=settings.imports, table=table, what=what, wording=wording)
     _stage(on_stage, "write")
     n_items, _, _ = write_dataset(
         store, items=clean, source=f"file:{Path(path).name}", item_table=table, limits=settings.imports
@@ -173,18 +182,24 @@ def import_interactions(
     mapping: Mapping[str, str] | None = None,
     settings: Settings | None = None,
     on_stage: StageCallback | None = None,
+    wording: MappingWording = CLI_WORDING,
 ) -> ImportReport:
     """Import interactions (shopper, item, timestamp, event, quantity) from a file: all rows or none.
 
-    Every item must already be in the catalogue; new shoppers are created. Re-importing rows that are
-    already stored is refused rather than doubling them.
+    Every item must already be in the catalogue; new shoppers are created. Rows already stored, or
+    repeated within the file, are refused rather than doubled; so are timestamps in the future.
+    ``wording`` phrases mapping hints for the front end in use (the CLI's ``--map`` by default).
     """
     settings = settings or get_settings()
     started = time.perf_counter()
     _stage(on_stage, "read")
     table = read_table(path)
     frame, problems = apply_mapping(
-        table.frame, mapping, known=INTERACTION_REQUIRED + INTERACTION_OPTIONAL, aliases=INTERACTION_ALIASES
+        table.frame,
+        mapping,
+        known=INTERACTION_REQUIRED + INTERACTION_OPTIONAL,
+        aliases=INTERACTION_ALIASES,
+        wording=wording,
     )
     if problems:
         raise ValidationError(
@@ -196,7 +211,7 @@ def import_interactions(
         with store.transaction() as con:
             known = catalog_repo.existing_item_ids(con, _text(frame["item_id"]).unique().tolist())
     clean = validate_interactions(
-        frame, known_items=known, limits=settings.imports, table=table, what=Path(path).name
+        frame, known_items=known, limits=settings.imports, table=table, what=Path(path).name, wording=wording
     )
     ignored = tuple(c for c in frame.columns if c not in INTERACTION_REQUIRED + INTERACTION_OPTIONAL)
     _stage(on_stage, "write")
