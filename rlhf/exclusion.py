@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from rlhf.errors import RecFeedbackError
+from rlhf.wording import counted
 from storage import Store
 from storage import queue as queue_repo
 from storage import users as users_repo
@@ -34,7 +35,7 @@ class Exclusion:
     kept_role: str | None = None
 
     def sentence(self) -> str:
-        labels = f"{self.labels} label{'' if self.labels == 1 else 's'} of {self.annotator_id}"
+        labels = f"{counted(self.labels, 'label')} of {self.annotator_id}"
         if self.restored:
             account = ", and the account is active again" if self.account_changed else ""
             return (f"{labels} count again{account}; pairs that reach their overlap with them are complete "

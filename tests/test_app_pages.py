@@ -433,7 +433,7 @@ def test_data_page_import_speaks_of_the_mapping_box_and_names_the_upload(app_env
     assert "Column mapping 'title' should look like OUR_COLUMN=FILE_COLUMN" in texts(at)
     at.text_input(key="data_mapping").input("item_id=id, title=name").run()
     next(b for b in at.button if b.label == "Import").click().run()
-    assert [s.value for s in at.success][-1].startswith("Imported 1 catalogue rows from shop items.csv in ")
+    assert [s.value for s in at.success][-1].startswith("Imported 1 catalogue row from shop items.csv in ")
     at.file_uploader(key="data_upload").upload("fake.parquet", b"not parquet").run()
     next(b for b in at.button if b.label == "Import").click().run()
     err = texts(at)

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from rlhf.cli.common import friendly_errors
+from rlhf.wording import counted
 
 agreement_app = typer.Typer(help="Inter-annotator agreement, annotator quality and aggregation.",
                             no_args_is_help=True)
@@ -42,10 +43,10 @@ def import_labels_command(
                            annotator_prefix=annotator_prefix)
     report = import_labels(open_store(), path, mapping)
     typer.echo(
-        f"Imported {report.labels:,} labels on {report.pairs_created + report.pairs_existing:,} pairs "
-        f"({report.pairs_created:,} new external pairs, {report.pairs_existing:,} already in the store), "
-        f"{report.annotators_created:,} new external annotators, {report.gold_answers:,} gold answers "
-        f"in {report.seconds:.1f} s."
+        f"Imported {counted(report.labels, 'label')} on {counted(report.pairs_created + report.pairs_existing, 'pair')}"
+        f" ({counted(report.pairs_created, 'new external pair')}, {report.pairs_existing:,} already in the store), "
+        f"{counted(report.annotators_created, 'new external annotator')}, "
+        f"{counted(report.gold_answers, 'gold answer')} in {report.seconds:.1f} s."
     )
 
 

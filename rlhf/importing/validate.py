@@ -12,6 +12,7 @@ import pandas as pd
 
 from rlhf.importing.files import CLI_WORDING, MappingWording, RawTable
 from rlhf.settings import ImportSettings
+from rlhf.wording import counted
 from storage.errors import ValidationError
 
 CATALOG_REQUIRED = ("item_id", "title")
@@ -66,10 +67,8 @@ class _Problems:
             return
         n = len(self.general) + len(self.rows) + self.extra
         rows = len({i for i, _ in self.rows})
-        place = f" in {rows:,}{'+' if self.extra else ''} rows" if rows else ""
-        raise ValidationError(
-            f"{what} has {n:,} problem{'s' if n != 1 else ''}{place}; nothing was imported.", self.messages()
-        )
+        place = f" in {rows:,}+ rows" if self.extra else f" in {counted(rows, 'row')}" if rows else ""
+        raise ValidationError(f"{what} has {counted(n, 'problem')}{place}; nothing was imported.", self.messages())
 
 
 def _text(series: pd.Series) -> pd.Series:

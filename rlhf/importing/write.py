@@ -27,6 +27,7 @@ from rlhf.importing.validate import (
     validate_interactions,
 )
 from rlhf.settings import ImportSettings, Settings, get_settings
+from rlhf.wording import counted
 from storage import Store
 from storage import catalog as catalog_repo
 from storage.errors import ValidationError
@@ -52,9 +53,9 @@ class ImportReport:
 
     def summary(self) -> str:
         """One sentence for the CLI and the Data page."""
-        text = f"Imported {self.rows_written:,} {self.kind} rows from {self.source} in {self.seconds:.1f} s"
+        text = f"Imported {counted(self.rows_written, f'{self.kind} row')} from {self.source} in {self.seconds:.1f} s"
         if self.shoppers_added:
-            text += f" ({self.shoppers_added:,} new shoppers)"
+            text += f" ({counted(self.shoppers_added, 'new shopper')})"
         if self.ignored_columns:
             text += f"; ignored columns: {', '.join(self.ignored_columns)}"
         return text + "."

@@ -36,6 +36,7 @@ import pandas as pd
 from rlhf.errors import RecFeedbackError
 from rlhf.reward.backbones import Backbone, effective_max_length, load_backbone, resolve_backbone
 from rlhf.reward.score import RewardScorer
+from rlhf.wording import counted
 
 if TYPE_CHECKING:
     from rlhf.settings import Settings
@@ -119,7 +120,7 @@ def choose_method(settings: Settings, n_examples: int) -> str:
 def method_summary(settings: Settings) -> str:
     """A short human description of the reward model a training run will produce (the Training page)."""
     rm = settings.reward_model
-    lora = f"TRL + LoRA on {rm.backbone}, {rm.epochs:g} epochs"
+    lora = f"TRL + LoRA on {rm.backbone}, {counted(rm.epochs, 'epoch')}"
     probe = (f"probe on frozen {rm.probe_backbone}" + (" + match features" if rm.probe_match_features else "")
              + (" + reason fit" if rm.probe_reason_features else ""))
     if rm.method == "lora":
