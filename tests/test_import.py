@@ -470,3 +470,12 @@ def test_online_retail_adapter_needs_both_files(tmp_path: Path, shared_data: Pat
     shutil.copy(shared_data / "uci_online_retail" / "products.parquet", tmp_path / "products.parquet")
     with pytest.raises(ImportFileError, match="online_retail.parquet not found"):
         online_retail_frames(tmp_path)
+
+
+def test_a_huge_price_is_named_in_a_readable_number(store, settings, tmp_path) -> None:
+    """1e308 was printed with its 309 digits."""
+    path = tmp_path / "huge.csv"
+    path.write_text("item_id,title,price\nH1,Gold Mug,1e308\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as excinfo:
+        import_catalog(store, path, settings=settings)
+    assert "line 2: price 1e+308 is above the limit 1,000,000" in _problems(excinfo)

@@ -97,7 +97,9 @@ def _not_in(values: np.ndarray, known: Any) -> np.ndarray:
 
 
 def _num(x: float) -> str:
-    """2000000.0 -> '2,000,000'; 3.5 -> '3.5' (for messages)."""
+    """2000000.0 -> '2,000,000'; 3.5 -> '3.5'; 1e308 -> '1e+308' (for messages: no 300-digit numbers)."""
+    if abs(x) >= 1e15:
+        return f"{x:.3g}"
     return f"{x:,.2f}".rstrip("0").rstrip(".")
 
 
