@@ -260,7 +260,8 @@ def test_users_add_and_list(cli) -> None:
     invoke, _ = cli
     result = invoke("users", "list")
     assert result.exit_code == 0 and "No accounts yet" in result.output
-    result = invoke("users", "add", "alice", "--role", "manager", "--password", "correct-horse")
+    result = invoke("users", "add", "alice", "--role", "manager", "--password", "correct-horse",
+                    "--name", "Alice Liddell")
     assert result.exit_code == 0 and "Created manager account 'alice'" in result.output
     result = invoke("users", "add", "bob", "--role", "annotator", input="secret-pass\nsecret-pass\n")
     assert result.exit_code == 0, result.output
@@ -270,6 +271,8 @@ def test_users_add_and_list(cli) -> None:
     assert result.exit_code == 1 and "already exists" in result.output
     result = invoke("users", "list")
     assert "alice" in result.output and "bob" in result.output and "carol" not in result.output
+    alice = next(line for line in result.output.splitlines() if line.startswith("alice"))
+    assert alice.split()[4:] == ["0", "Alice", "Liddell"]  # no label excluded; the name people see
 
     from rlhf.auth import authenticate
     from rlhf.runtime import open_store

@@ -263,7 +263,7 @@ def users_add_command(
 @users_app.command("list")
 @friendly_errors
 def users_list_command() -> None:
-    """List accounts with their role and whether they are active."""
+    """List accounts: role, kind, whether they may log in, excluded labels (by whom, when) and display name."""
     from rlhf.auth import list_users
     from rlhf.exclusion import excluded_annotators
 
@@ -272,14 +272,14 @@ def users_list_command() -> None:
     if not users:
         typer.echo("No accounts yet. Create one with `recfeedback users add NAME --role admin`.")
         return
-    typer.echo(f"{'user':<20} {'role':<10} {'kind':<10} {'active':<7} excluded labels")
+    typer.echo(f"{'user':<20} {'role':<10} {'kind':<10} {'active':<7} {'excluded labels':<40} name")
     for u in users:
         typer.echo(f"{u.annotator_id:<20} {u.role:<10} {u.kind:<10} {'yes' if u.active else 'no':<7} "
-                   f"{_excluded_in_words(excluded.get(u.annotator_id))}")
+                   f"{_excluded_in_words(excluded.get(u.annotator_id)):<40} {u.display_name or ''}")
 
 
 def _excluded_in_words(row: ExcludedAnnotator | None) -> str:
-    return "" if row is None else f"{row.labels} (by {row.excluded_by}, {row.excluded_at:%Y-%m-%d %H:%M} UTC)"
+    return "0" if row is None else f"{row.labels} (by {row.excluded_by}, {row.excluded_at:%Y-%m-%d %H:%M} UTC)"
 
 
 @users_app.command("exclude")
