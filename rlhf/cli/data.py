@@ -287,8 +287,9 @@ def _excluded_in_words(row: ExcludedAnnotator | None) -> str:
 def users_exclude_command(
     username: str = typer.Argument(..., help="The annotator whose labels stop counting."),
     by: str = typer.Option("cli", "--by", help="Recorded as who excluded them."),
-    keep_account: bool = typer.Option(False, "--keep-account", help="Leave the account active (by default it is "
-                                      "deactivated, so that no new label arrives)."),
+    keep_account: bool = typer.Option(False, "--keep-account", help="Leave the account active (by default an "
+                                      "annotator's is deactivated, so that no new label arrives; other roles' "
+                                      "accounts always stay)."),
 ) -> None:
     """Exclude every label of an annotator (e.g. a flagged spammer): they stop counting in agreement, training and
     exports, and their pairs re-open. Nothing is deleted; `users restore` lifts it."""
