@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from rlhf.errors import ImportFileError
+from rlhf.wording import counted
 from storage import Store, analytics
 from storage import queue as queue_repo
 from storage.errors import ValidationError
-from storage.ids import new_ids
+from storage.ids import looks_like_id, new_ids
 from storage.records import CHOICES, Label
 
 log = logging.getLogger(__name__)
@@ -215,13 +216,25 @@ def _normalise_choice(values: pd.Series, mapping: LabelMapping) -> pd.Series:
 def import_labels(store: Store, path: str | Path, mapping: LabelMapping | None = None) -> ImportReport:
     """Validate a label file, then store it in one transaction; nothing is stored if anything is wrong.
 
-    Labels that name a pair already in the store attach to it; other pair ids become external pairs.
+    Labels that name a pair already in the store attach to it; other tools' pair ids become external pairs,
+    but an id shaped like this store's that it does not hold is refused (a typo, or another store's).
     A (pair, annotator) that already has a current label in the store is a problem, so importing the
     same file twice is refused rather than doubling the labels.
     """
     started = time.perf_counter()
     labels = prepare_labels(read_label_file(path), mapping)
     return _store_labels(store, labels, started=started, origin=str(path))
+
+
+def _refuse_missing_store_pairs(unknown: list[str]) -> None:
+    """Refuse pair ids shaped like this store's (``pair_<hex>``) that it does not hold: a typo or another
+    store's export would otherwise become an external pair with no lists. Other tools' ids stay external."""
+    ours = [p for p in unknown if looks_like_id(str(p), "pair")]
+    if ours:
+        raise ValidationError(
+            f"The file names {counted(len(ours), 'pair id')} shaped like this store's that it does not hold (a typo, "
+            "or labels exported from another store?); nothing was imported.",
+            [f"pair {p!r} is not in this store" for p in ours[:_MAX_PROBLEMS]])
 
 
 def _store_labels(store: Store, labels: pd.DataFrame, *, started: float, origin: str) -> ImportReport:
@@ -233,6 +246,7 @@ def _store_labels(store: Store, labels: pd.DataFrame, *, started: float, origin:
         known_annotators = analytics.existing_ids(con, "annotators", "annotator_id", annotator_ids)
         gold_rows = labels.dropna(subset=["gold"]).drop_duplicates("pair_id")[["pair_id", "gold"]]
         known_gold = analytics.existing_ids(con, "gold", "pair_id", gold_rows["pair_id"].tolist())
+        _refuse_missing_store_pairs([p for p in pair_ids if p not in known_pairs])
         clashes = analytics.existing_label_keys(con, labels)
         problems = [f"pair {r.pair_id!r} already has a label by {r.annotator_id!r} in the store"
                     for r in clashes.head(_MAX_PROBLEMS).itertuples()]

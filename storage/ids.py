@@ -10,6 +10,7 @@ counter trick of UUIDv7), followed by random bits so that ids made by two proces
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -40,6 +41,12 @@ _clock = _MonotonicClock()
 def new_id(prefix: str) -> str:
     """A unique id with a readable prefix (``pair_0641f...``); an id made later in this process sorts later."""
     return new_ids(prefix, 1)[0]
+
+
+def looks_like_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` has the shape of an id this module makes with ``prefix`` (``pair_0641f...``): an id
+    of that shape missing from the store is a typo or another store's, never another tool's own id."""
+    return re.fullmatch(rf"{re.escape(prefix)}_[0-9a-f]{{{_CLOCK_HEX + 2 * _RANDOM_BYTES}}}", value) is not None
 
 
 def new_ids(prefix: str, n: int) -> list[str]:

@@ -157,3 +157,17 @@ def test_cli_import_then_agreement_report(tmp_path: Path, monkeypatch) -> None:
         assert raw["value"] == pytest.approx(0.25)
     finally:
         get_settings.cache_clear()
+
+
+def test_a_pair_id_shaped_like_ours_but_missing_is_refused(store, tmp_path: Path) -> None:
+    """A typo in one of our pair ids became an external pair with no lists; other tools' ids still import."""
+    from storage.ids import new_id
+
+    typo = new_id("pair")  # the shape of this store's ids, and not in it
+    rows = [{"pair_id": typo, "annotator_id": "w1", "choice": "A"}, {"pair_id": "q9", "annotator_id": "w1",
+                                                                     "choice": "B"}]
+    with pytest.raises(ValidationError, match="The file names 1 pair id shaped like this store's") as refused:
+        import_labels(store, _write(tmp_path, rows))
+    assert refused.value.problems == [f"pair {typo!r} is not in this store"]
+    assert _count(store, "labels") == 0 and _count(store, "pairs") == 0
+    assert import_labels(store, _write(tmp_path, rows[1:], "other.csv")).pairs_created == 1  # q9: external
