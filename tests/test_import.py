@@ -479,3 +479,36 @@ def test_a_huge_price_is_named_in_a_readable_number(store, settings, tmp_path) -
     with pytest.raises(ValidationError) as excinfo:
         import_catalog(store, path, settings=settings)
     assert "line 2: price 1e+308 is above the limit 1,000,000" in _problems(excinfo)
+
+
+def _import_tiny_catalog(store, settings, tmp_path) -> None:
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\nI1,Oak Spoon\nI2,Linen Apron\n", encoding="utf-8")
+    import_catalog(store, items, settings=settings)
+
+
+@pytest.mark.parametrize(("dates", "stored", "refused"), [
+    # a day above 12 in one row says the file writes the day first: 03/04 is 3 April
+    (["03/04/2025 10:00", "25/04/2025 11:00"], ["2025-04-03 10:00", "2025-04-25 11:00"], None),
+    # a second number above 12 says the month comes first: 03/04 is 4 March
+    (["03/04/2025 10:00", "04/25/2025 11:00"], ["2025-03-04 10:00", "2025-04-25 11:00"], None),
+    # nothing says: refused, not guessed (05/05 would be the same either way)
+    (["03/04/2025 10:00", "05/05/2025 11:00"], None, ("line 2: timestamp '03/04/2025 10:00' does not say whether "
+                                                   "the day or the month comes first")),
+    (["25/04/2025 10:00", "04/25/2025 11:00"], None, "is one of dates the file writes both day first and month first"),
+])
+def test_day_and_month_are_read_in_the_order_the_file_shows(store, settings, tmp_path, dates, stored, refused):
+    """pandas read 03/04/2025 as 4 March without a word, even in a file whose other dates put the day first."""
+    _import_tiny_catalog(store, settings, tmp_path)
+    path = tmp_path / "when.csv"
+    path.write_text("shopper_id,item_id,ts\n" + "".join(f"S1,I{k % 2 + 1},{d}\n" for k, d in enumerate(dates)),
+                    encoding="utf-8")
+    if refused:
+        with pytest.raises(ValidationError) as excinfo:
+            import_interactions(store, path, settings=settings)
+        assert refused in _problems(excinfo)
+        return
+    import_interactions(store, path, settings=settings)
+    with store.transaction() as con:
+        got = [str(r[0])[:16] for r in con.execute("SELECT ts FROM interactions ORDER BY ts").fetchall()]
+    assert got == stored

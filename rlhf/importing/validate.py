@@ -288,10 +288,14 @@ def validate_interactions(
         unknown = _not_in(items, known_items) & (items != "")
         problems.add(unknown, lambda i: f"item {_short(items[i])!r} is not in the catalogue")
 
-    ts, bad_ts, shown_ts = _parse_timestamps(frame["ts"])
+    ts, bad_ts, shown_ts, unordered, why = _parse_timestamps(frame["ts"])
     problems.add(
         bad_ts, lambda i: f"timestamp {_short(shown_ts[i])!r} is not a date and time (e.g. 2024-05-01 14:30)"
     )
+    problems.add(
+        unordered, lambda i: f"timestamp {_short(shown_ts[i])!r} {why}: write it as YYYY-MM-DD"
+    )
+    bad_ts = bad_ts | unordered
     _check_future(problems, ts, shown_ts, now or datetime.now(timezone.utc))
 
     allowed = [e.lower() for e in limits.events]
@@ -377,28 +381,61 @@ def _check_repeats(
     )
 
 
-def _parse_timestamps(series: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Parse a timestamp column (ISO 8601 fast path, then mixed formats); tz-aware values become UTC."""
+#: A date written with numbers only, day and month in an order the text does not say: 03/04/2025, 3.4.25 ...
+_NUMERIC_DATE = r"\s*(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D.*)?"
+
+
+_UNSAID_ORDER = "does not say whether the day or the month comes first, and no row of the file shows it"
+_BOTH_ORDERS = "is one of dates the file writes both day first and month first"
+
+
+def _day_month_order(text: pd.Series) -> tuple[bool | None, np.ndarray, str]:
+    """How the file orders day and month in dates like 03/04/2025, from the rows that show it (a first number
+    above 12 is a day, a second one a month), and the rows it leaves unreadable, with why.
+
+    Returns (dayfirst: True, False, or None when no row says), a mask of rows that cannot be read safely, and
+    the reason: every such date whose day and month differ when no row says (3 April or 4 March?), or all of
+    them when rows say both orders. pandas would read them month first without a word.
+    """
+    parts = text.astype("string").str.extract(_NUMERIC_DATE)
+    first, second = (pd.to_numeric(parts[k], errors="coerce").to_numpy() for k in (0, 1))
+    dated = ~np.isnan(first)
+    day_first, month_first = bool((first[dated] > 12).any()), bool((second[dated] > 12).any())
+    if day_first and month_first:
+        return None, dated, _BOTH_ORDERS
+    if day_first or month_first:
+        return day_first, np.zeros(len(text), dtype=bool), ""
+    return None, dated & (first != second), _UNSAID_ORDER
+
+
+def _parse_timestamps(series: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Parse a timestamp column (ISO 8601 fast path, then mixed formats); tz-aware values become UTC.
+
+    Returns (timestamps, unreadable rows, the values as written, rows whose day and month order is unknown,
+    and why it is unknown).
+    """
     if pd.api.types.is_datetime64_any_dtype(series):
         ts = series
         if getattr(ts.dt, "tz", None) is not None:
             ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
         ts = ts.astype("datetime64[us]")
         bad = ts.isna().to_numpy()
-        return ts.reset_index(drop=True), bad, series.astype(str).to_numpy()
+        return ts.reset_index(drop=True), bad, series.astype(str).to_numpy(), np.zeros(len(series), dtype=bool), ""
     text = _text(series)
     shown = text.to_numpy()
+    unordered, why = np.zeros(len(series), dtype=bool), ""
     if pd.api.types.is_numeric_dtype(series):  # epoch numbers are ambiguous (s? ms?): refuse them
         bad = np.ones(len(series), dtype=bool)
-        return pd.Series(pd.NaT, index=range(len(series)), dtype="datetime64[us]"), bad, shown
+        return pd.Series(pd.NaT, index=range(len(series)), dtype="datetime64[us]"), bad, shown, unordered, why
     parsed = pd.to_datetime(text.where(text != "", None), errors="coerce", format="ISO8601", utc=True)
     missing = parsed.isna().to_numpy() & (shown != "")
     if missing.any():
-        retry = pd.to_datetime(text[missing], errors="coerce", format="mixed", utc=True)
+        dayfirst, unordered, why = _day_month_order(text.where(missing, ""))
+        retry = pd.to_datetime(text[missing], errors="coerce", format="mixed", dayfirst=bool(dayfirst), utc=True)
         parsed = parsed.copy()
         parsed[missing] = retry
     # A bare number ("12345") parses as a year-ish date in 'mixed'; refuse it as ambiguous.
     numeric = text.astype("string").str.fullmatch(r"-?\d+(\.\d+)?").fillna(False).to_numpy(dtype=bool)
     bad = parsed.isna().to_numpy() | numeric
     ts = parsed.dt.tz_localize(None).astype("datetime64[us]").reset_index(drop=True)
-    return ts, bad, shown
+    return ts, bad & ~unordered, shown, unordered, why
