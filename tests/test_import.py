@@ -341,6 +341,15 @@ def test_semicolon_tab_and_pipe_separated_csv_files_import(store, settings, tmp_
     with store.transaction() as con:
         items = {i.item_id: i for i in catalog_repo.all_items(con)}
     assert [(items[f"S{n}"].title, items[f"S{n}"].price) for n in range(3)] == [("Mug, blue", 3.5)] * 3
+    euro = tmp_path / "euro.csv"  # such files write decimal commas; "1,000" could be a thousand: refused
+    euro.write_text("item_id;title;price\nE1;Teapot;3,50\nE2;Kettle;1,000\n")
+    with pytest.raises(ValidationError) as excinfo:
+        import_catalog(store, euro, settings=settings)
+    assert _problems(excinfo) == "line 3: price '1,000' is not a number"
+    euro.write_text("item_id;title;price\nE1;Teapot;3,50\nE2;Kettle;12,5\n")
+    import_catalog(store, euro, settings=settings)
+    with store.transaction() as con:
+        assert [i.price for i in catalog_repo.get_items(con, ["E1", "E2"]).values()] == [3.5, 12.5]
     mixed = tmp_path / "mixed.csv"  # a comma in the header: commas it is, whatever else it holds
     mixed.write_text("item_id,title;price\nM1,Bowl\n")
     with pytest.raises(ValidationError, match="missing column 'title'"):

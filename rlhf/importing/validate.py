@@ -195,6 +195,8 @@ def validate_catalog(
     if "price" in frame.columns:
         raw = frame["price"]
         text = _text(raw) if not pd.api.types.is_numeric_dtype(raw) else None
+        if text is not None:  # "3,50": a decimal comma (spreadsheets' semicolon CSV); "1,000" stays refused
+            text = text.str.replace(r"^(-?\d+),(\d{1,2})$", r"\1.\2", regex=True)
         price = pd.to_numeric(raw if text is None else text.where(text != "", None), errors="coerce")
         price = price.astype("float64")
         present = raw.notna().to_numpy() if text is None else (text != "").to_numpy()
