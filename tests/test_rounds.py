@@ -955,6 +955,49 @@ def test_a_misspelt_stage_to_stop_after_is_refused_before_a_round_starts(workdir
         assert rounds_repo.list_rounds(con) == []
 
 
+def test_a_misspelt_stage_is_refused_in_the_background_too(workdir, monkeypatch):
+    """`round run -b --stop-after bogus` used to start a full round in the background."""
+    from typer.testing import CliRunner
+
+    from rlhf import runtime
+    from rlhf.cli import app
+    from storage import rounds as rounds_repo
+
+    settings, store = workdir
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(runtime, "spawn_detached", lambda args, *rest: spawned.append(args) or 4242)
+    where = ["--data-dir", str(settings.data_dir)]
+    result = CliRunner().invoke(app, ["round", "run", "-b", "--stop-after", "bogus", *where])
+    assert result.exit_code == 1 and "There is no stage 'bogus'" in result.output, result.output
+    with store.transaction() as con:
+        assert rounds_repo.list_rounds(con) == [] and spawned == []
+    result = CliRunner().invoke(app, ["round", "run", "-b", "--stop-after", "snapshot", *where])
+    assert result.exit_code == 0, result.output
+    assert spawned[0][-2:] == ["--stop-after", "snapshot"]  # the background process stops where asked
+
+
+def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir):
+    """A deliberate --stop-after read as a crash ('Its process is gone'), and resuming "until" a finished
+    stage ran every stage left."""
+    from typer.testing import CliRunner
+
+    from rlhf import rounds
+    from rlhf.cli import app
+    from rlhf.errors import RoundError
+
+    settings, store = workdir
+    record = rounds.create_round(store, settings)
+    done = rounds.execute(store, record.round_id, progress=False, stop_after="snapshot")
+    assert (done.status, done.stage) == ("stopped", "snapshot")
+    shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.data_dir)])
+    assert "Stopped after its stage snapshot, as asked" in shown.output and "process is gone" not in shown.output
+    with pytest.raises(RoundError, match="has finished its stage snapshot already"):
+        rounds.resume_round(store, record.round_id, progress=False, stop_after="snapshot")
+    assert rounds.round_status(store, record.round_id)["status"] == "stopped"  # left as it was
+    again = rounds.resume_round(store, record.round_id, progress=False, stop_after="reward_model")
+    assert (again.status, again.stage) == ("stopped", "reward_model")
+
+
 def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
     from rlhf.errors import RoundError
     from rlhf.rounds import quick_overrides, quick_settings

@@ -32,7 +32,7 @@ settings = ui.settings()
 # Streamlit's bundled Material icons, not emoji: they render without the OS's emoji font.
 STATUS_ICONS = {"running": ":green[:material/play_circle:]", "done": ":green[:material/check_circle:]",
                 "failed": ":red[:material/error:]", "cancelled": ":gray[:material/stop_circle:]",
-                "interrupted": ":orange[:material/warning:]"}
+                "interrupted": ":orange[:material/warning:]", "stopped": ":blue[:material/pause_circle:]"}
 CURVE_TITLES = {"reward/score": "Reward (RM score + structure)", "kl/mean": "KL to the reference",
                 "reward/validity_rate": "Validity of sampled lists"}
 #: Said under every chart of PPO's curves: a step's KL can read below zero, which looks like a bug and is not.
@@ -203,7 +203,7 @@ def _progress_view(round_id: str) -> None:
             except (RecFeedbackError, StoreError) as exc:
                 st.error(str(exc))
         st.rerun()
-    if state in ("failed", "cancelled", "interrupted") and cols[0].button(
+    if state in ("failed", "cancelled", "interrupted", "stopped") and cols[0].button(
             "Resume round", key=f"training.resume.{round_id}", icon=":material/replay:",
             disabled=active is not None and active["round_id"] != round_id):
         try:

@@ -85,6 +85,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"  error: {status['error']}")
     if status["status"] == "interrupted":
         typer.echo(f"  Its process is gone: continue it with `recfeedback round resume {status['round_id']}`.")
+    if status["status"] == "stopped":
+        typer.echo(f"  Stopped after its stage {status['stage']}, as asked: continue it with "
+                   f"`recfeedback round resume {status['round_id']}`.")
 
 
 @friendly_errors
@@ -134,7 +137,7 @@ def run_command(
         else:
             typer.echo(sentence.replace("`", ""))
     if background:
-        launched = launch_round(settings, round_id=round_id, store=store)
+        launched = launch_round(settings, round_id=round_id, store=store, stop_after=stop_after)
         typer.echo(f"Round {launched.round_id} started in the background (pid {launched.pid}) on "
                    f"{launched.usable_labels} labels; `recfeedback round status {launched.round_id} --watch 10` follows it.")
         return
@@ -183,7 +186,7 @@ def resume_command(
     settings = _settings(data_dir)
     store = open_store(settings)
     if background:
-        launched = launch_round(settings, round_id=round_id, resume=True, store=store)
+        launched = launch_round(settings, round_id=round_id, resume=True, store=store, stop_after=stop_after)
         typer.echo(f"Round {launched.round_id} resumed in the background (pid {launched.pid}).")
         return
     record = resume_round(store, round_id, progress=progress, stop_after=stop_after)
@@ -195,6 +198,7 @@ def execute_command(
     round_id: str = typer.Argument(..., help="The round whose row `launch_round` wrote."),
     data_dir: DataDir = None,
     progress: Progress = True,
+    stop_after: StopAfter = None,
 ) -> None:
     """Run the stages of a launched round (the background process that `run -b`, `resume -b` and the
     Training page start; the launcher has already checked and marked the round running)."""
@@ -202,7 +206,7 @@ def execute_command(
     from rlhf.runtime import open_store, setup_logging
 
     setup_logging()
-    execute(open_store(_settings(data_dir)), round_id, progress=progress)
+    execute(open_store(_settings(data_dir)), round_id, progress=progress, stop_after=stop_after)
 
 
 @friendly_errors

@@ -19,7 +19,8 @@ UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
 #: The stages a round runs, in order.
 STAGES: tuple[str, ...] = ("snapshot", "reward_model", "ppo", "generate", "select", "enqueue")
-#: Statuses a rounds row can hold ("interrupted" is derived: running, but its process is gone).
+#: The statuses a round ends in. Before that it is "running", or "stopped" (after ``--stop-after``, until
+#: resumed); "interrupted" is derived: running, but its process is gone.
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
 

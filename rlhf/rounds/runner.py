@@ -96,8 +96,8 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
             stop_after: str | None = None) -> RoundRecord:
     """Run the stages of an existing round that have no completion marker, in order.
 
-    ``stop_after`` ends the run after that stage (tests, debugging); the round stays 'running' with its
-    markers, exactly like a killed one, until resumed.
+    ``stop_after`` ends the run after that stage (tests, debugging): the round is then 'stopped', with its
+    markers, until resumed.
     """
     _check_stage_name(stop_after)
     row = _get_row(store, round_id)
@@ -126,7 +126,8 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
             if stage == "enqueue":
                 # The marker exists now: add the enqueue time to the row's timings.
                 _update_row(store, round_id, timings=_timings(ctx))
-            if stop_after == stage:
+            if stop_after == stage and stage != STAGES[-1]:
+                _update_row(store, round_id, status="stopped")
                 break
         ctx.set_progress("done" if current == "enqueue" or ctx.paths.marker("enqueue").is_file() else (current or ""))
     except RoundCancelled as exc:
@@ -150,6 +151,16 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
 def _check_stage_name(stage: str | None) -> None:
     if stage is not None and stage not in STAGES:
         raise RoundError(f"There is no stage {stage!r}; the stages are {', '.join(STAGES)}.")
+
+
+def _check_not_past(store: Store, round_id: str, stop_after: str | None) -> None:
+    """Refuse to resume a round "until" a stage it has finished already: it would run every stage left."""
+    if stop_after is None:
+        return
+    row = _get_row(store, round_id)
+    if row.folder and RoundPaths(Path(row.folder)).marker(stop_after).is_file():
+        raise RoundError(f"Round {round_id} has finished its stage {stop_after} already; resume it without "
+                         "--stop-after, or stop after a later stage.")
 
 
 def _start_stage(store: Store, round_id: str, stage: str, timings: dict[str, float]) -> None:
@@ -188,6 +199,7 @@ def run_round(store: Store, settings: Settings, *, round_id: str | None = None, 
 def resume_round(store: Store, round_id: str, *, progress: bool = True, stop_after: str | None = None) -> RoundRecord:
     """Continue a failed, cancelled or interrupted round after its last finished stage."""
     _check_stage_name(stop_after)
+    _check_not_past(store, round_id, stop_after)
     prepare_resume(store, round_id)
     return execute(store, round_id, progress=progress, stop_after=stop_after)
 
@@ -258,7 +270,8 @@ class LaunchedRound(NamedTuple):
 
 
 def launch_round(settings: Settings, *, round_id: str | None = None, resume: bool = False,
-                 extra_env: Mapping[str, str] | None = None, store: Store | None = None) -> LaunchedRound:
+                 extra_env: Mapping[str, str] | None = None, store: Store | None = None,
+                 stop_after: str | None = None) -> LaunchedRound:
     """Start a round (or resume one) as a detached background process.
 
     The checks and the round's 'running' row happen HERE, before the process starts: the page or command
@@ -266,21 +279,24 @@ def launch_round(settings: Settings, *, round_id: str | None = None, resume: boo
     second click meets "one round at a time" instead of starting a second process. The child only runs
     the stages (``round execute``). The settings are written to the round folder and the child reads
     them from there, so the round runs with exactly what the caller had (in-process overrides included).
-    Output goes to ``round.log``.
+    Output goes to ``round.log``. ``stop_after`` is checked here too, before anything starts.
     """
     from rlhf.runtime import open_store, spawn_detached
 
+    _check_stage_name(stop_after)
     store = store or open_store(settings)
     if resume:
         if round_id is None:
             raise RoundError("Name the round to resume.")
+        _check_not_past(store, round_id, stop_after)
         prepare_resume(store, round_id)
     else:
         round_id = create_round(store, settings, round_id).round_id
     row = _get_row(store, round_id)
     folder = Path(row.folder or round_folder(settings, round_id))
     args = ["-c", "from rlhf.cli.rounds import main; main()", "execute", round_id,
-            "--data-dir", str(Path(settings.data_dir).resolve()), "--no-progress"]
+            "--data-dir", str(Path(settings.data_dir).resolve()), "--no-progress",
+            *(["--stop-after", stop_after] if stop_after else [])]
     try:
         pid = spawn_detached(args, RoundPaths(folder).log, extra_env)
     except OSError as exc:
