@@ -267,21 +267,26 @@ def record_label(
 
     ``shown_choice`` is 'left', 'right', 'tie' or 'both_bad' as the annotator saw the pair;
     ``item_flags`` maps a shown side ('left'/'right') to {item_id: [flags]}. Both are converted to the
-    pair's canonical A/B terms. A second submit for the same assignment returns the first label with
-    ``created=False`` (no double counting). A lease that expired is still honoured when the pair has
-    room; otherwise :class:`ConflictError` says the pair went to someone else.
+    pair's canonical A/B terms. A second submit of the same answer for the same assignment (a double click)
+    returns the first label with ``created=False`` (no double counting); a different answer (the same account
+    in a second window) is a :class:`ConflictError` that says the first one was kept. A lease that expired is
+    still honoured when the pair has room; otherwise :class:`ConflictError` says the pair went to someone else.
     """
     now = now or utcnow()
     assignment, pair = _assignment_with_pair(con, assignment_id)
     if assignment.annotator_id != annotator_id:
         raise ConflictError("This pair is assigned to someone else.")
+    choice, canonical_strength = _canonical_choice(shown_choice, strength, assignment.left_gen, pair)
     if assignment.status == "done":
         existing = fetch_dicts(con, f"SELECT {_LABEL_COLUMNS} FROM labels WHERE assignment_id = ?", [assignment_id])
         if existing:
-            return _label(existing[0]), False
+            first = _label(existing[0])
+            if (first.choice, first.strength) != (choice, canonical_strength):
+                raise ConflictError("You answered this pair already, perhaps in another window; that first answer "
+                                    "was kept and this one was not stored.")
+            return first, False
     if assignment.status != "active":
         raise ConflictError(f"This pair is no longer yours to label (it was {assignment.status}).")
-    choice, canonical_strength = _canonical_choice(shown_choice, strength, assignment.left_gen, pair)
     flags = _canonical_flags(item_flags, assignment.left_gen, pair)
     rationale = (rationale or "").strip() or None
     if rationale and len(rationale) > policy.max_rationale_chars:

@@ -102,6 +102,10 @@ def test_double_submit_stores_one_label(qstore, qsettings):
     second = label(qstore, "alice", task, qsettings, now=T0 + timedelta(seconds=1))
     assert first.label_id == second.label_id
     assert rows(qstore, "SELECT count(*) FROM labels")[0][0] == 1
+    # The same account in a second window answered differently: said, not silently dropped.
+    with pytest.raises(ConflictError, match="You answered this pair already, perhaps in another window"):
+        ann.submit_label(qstore, "alice", task.assignment_id, "both_bad", settings=qsettings)
+    assert rows(qstore, "SELECT count(*), min(label_id) FROM labels")[0] == (1, first.label_id)
 
 
 def test_choice_is_stored_in_canonical_terms_with_the_side_shown(qstore, qsettings):
