@@ -431,7 +431,9 @@ def undo_last(
     """Retract the annotator's most recent label (within the undo window) and serve its pair again.
 
     Only the latest label can be undone, once: the retraction is a new row, the label stays as a fact.
-    The returned assignment shows the pair with the same sides as before.
+    The returned assignment shows the pair with the same sides as before. The pair the annotator was shown
+    after that label is given back (they are on the undone one now), so that they hold one lease and
+    "pairs left" counts it as open again.
     """
     now = now or utcnow()
     rows = fetch_dicts(
@@ -455,6 +457,7 @@ def undo_last(
         [label.label_id, annotator_id, now],
     )
     refresh_pair_status(con, [label.pair_id])
+    release_leases(con, annotator_id, now=now)
     pair = _pair_row(con, label.pair_id)
     left_gen = pair["gen_a"] if label.left_side == "A" else pair["gen_b"]
     assignment = _insert_assignment(con, label.pair_id, annotator_id, left_gen, label.is_reshow, "undo", now, policy)

@@ -216,6 +216,21 @@ def test_undo_within_window_only_latest_and_own(qstore, qsettings):
         ann.undo_last_label(qstore, "alice", settings=qsettings, now=T0 + timedelta(seconds=200))
 
 
+def test_undo_gives_back_the_pair_shown_next_so_pairs_left_stays_right(qstore, qsettings):
+    """The Label page submits and leases the next pair in one step; an undo then held two leases, and 'Left'
+    counted one pair too few."""
+    seed_store(qstore, n_pairs=3, overlap_target=1)
+    first = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    _, shown_next = ann.submit_and_next(qstore, "alice", first.assignment_id, "tie", settings=qsettings, now=T0)
+    assert ann.get_progress(qstore, "alice", now=T0).queue_left == 2
+    again = ann.undo_last_label(qstore, "alice", settings=qsettings, now=T0 + timedelta(seconds=5))
+    assert again.pair_id == first.pair_id
+    live = rows(qstore, "SELECT pair_id FROM assignments WHERE annotator_id = 'alice' AND status = 'active'")
+    assert live == [(first.pair_id,)]  # the pair shown next was given back
+    assert ann.get_progress(qstore, "alice", now=T0 + timedelta(seconds=5)).queue_left == 3
+    assert shown_next.pair_id != first.pair_id
+
+
 def test_progress_counts_today_total_and_left(qstore, qsettings):
     seed_store(qstore, n_pairs=4, overlap_target=1)
     yesterday = T0 - timedelta(days=1)
