@@ -46,9 +46,15 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Log to stderr with timestamps; called once by entry points, never by library code."""
+def setup_logging(level: int = logging.INFO, *, progress: bool = True) -> None:
+    """Log to stderr with timestamps; called once by entry points, never by library code.
+
+    ``progress=False`` (a command's ``--no-progress``, for logs) also silences the libraries' own bars, such
+    as transformers' "Loading weights": they read ``HF_HUB_DISABLE_PROGRESS_BARS`` when first imported.
+    """
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not progress:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 
 def spawn_detached(args: Sequence[str], log_path: Path, extra_env: Mapping[str, str] | None = None) -> int:

@@ -7,6 +7,7 @@ run of zero labels with NaN latencies, and `rm train --epochs 0` would have load
 from __future__ import annotations
 
 import inspect
+import os
 
 import pytest
 import typer
@@ -82,3 +83,16 @@ def test_a_value_outside_an_options_choices_or_format_is_a_usage_error(args, opt
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output and allowed in " ".join(result.output.replace("│", " ").split())
     assert not (tmp_path / "data").exists()
+
+
+def test_no_progress_also_quiets_the_libraries_bars():
+    """`pairs bootstrap --no-progress` still printed transformers' "Loading weights" bars into its log."""
+    import subprocess
+    import sys
+
+    code = ("from rlhf.runtime import setup_logging; setup_logging(progress={}); "
+            "import transformers.utils.logging as t; print(t.is_progress_bar_enabled())")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    seen = [subprocess.run([sys.executable, "-c", code.format(flag)], capture_output=True, text=True, env=env,
+                           check=True).stdout.strip() for flag in (False, True)]
+    assert seen == ["False", "True"]

@@ -18,6 +18,7 @@ from annotate_app import ui
 from rlhf import annotation as ann
 from rlhf import bootstrap as first_pairs
 from rlhf.auth import can_open
+from rlhf.wording import counted
 from storage.errors import StoreError
 
 log = logging.getLogger("recfeedback.app")
@@ -187,7 +188,7 @@ with st.sidebar:
     c2.metric("Total", progress.total)
     c3.metric("Left", progress.queue_left)
     done_share = progress.total / max(1, progress.total + progress.queue_left)
-    st.progress(done_share, text=f"{progress.queue_left} pairs left for you")
+    st.progress(done_share, text=f"{counted(progress.queue_left, 'pair')} left for you")
     with st.expander("Guidelines", expanded=True, icon=":material/menu_book:"):
         st.markdown(_guidelines(str(settings.store.db_path)))
 

@@ -41,7 +41,7 @@ def generate_command(
     if buyers_only and (split != "heldout" or context_id):
         raise typer.BadParameter("--buyers-only picks held-out contexts: use it with --split heldout and "
                                  "without --context-id.")
-    setup_logging()
+    setup_logging(progress=progress)
     settings = get_settings()
     if settings.model.cpu_threads:
         import torch
@@ -124,7 +124,7 @@ def pairs_bootstrap(
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
 
-    setup_logging()
+    setup_logging(progress=progress)
     settings = get_settings()
     if settings.model.cpu_threads:
         import torch

@@ -118,7 +118,7 @@ def run_command(
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import with_values
 
-    setup_logging()
+    setup_logging(progress=progress)
     settings = _settings(data_dir)
     if quick:
         for sentence in quick_overrides(settings):
@@ -182,7 +182,7 @@ def resume_command(
     from rlhf.rounds import launch_round, resume_round
     from rlhf.runtime import open_store, setup_logging
 
-    setup_logging()
+    setup_logging(progress=progress)
     settings = _settings(data_dir)
     store = open_store(settings)
     if background:
@@ -205,7 +205,7 @@ def execute_command(
     from rlhf.rounds import execute
     from rlhf.runtime import open_store, setup_logging
 
-    setup_logging()
+    setup_logging(progress=progress)
     execute(open_store(_settings(data_dir)), round_id, progress=progress, stop_after=stop_after)
 
 
