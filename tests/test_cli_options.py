@@ -74,6 +74,7 @@ def test_a_number_out_of_range_is_a_usage_error(args, option, tmp_path, monkeypa
     (["rm", "train", "--method", "bayes"], "--method", "'auto', 'lora', 'probe'"),
     (["ppo", "--algo", "dpo"], "--algo", "'ppo', 'grpo', 'rloo'"),
     (["agreement", "report", "--since", "2024-13-45"], "--since", "does not match the formats '%Y-%m-%d'"),
+    (["pairs", "make", "--baseline", "copurchase"], "--baseline", "same_policy pairs have none"),  # was ignored
 ])
 def test_a_value_outside_an_options_choices_or_format_is_a_usage_error(args, option, allowed, tmp_path, monkeypatch):
     """A setting's choices come from the settings' own Literal, so the option and the setting cannot drift apart;

@@ -81,7 +81,7 @@ def generate_command(
 def pairs_make(
     strategy: str = typer.Option("same_policy", help="same_policy, new_vs_previous or vs_baseline."),
     policy: str = typer.Option(None, "--policy", help="Policy whose lists are paired (default: the latest LLM policy)."),
-    baseline: str = typer.Option("popularity", help="For vs_baseline: popularity or copurchase."),
+    baseline: str = typer.Option(None, help="For vs_baseline: popularity (default) or copurchase."),
     limit: int = typer.Option(None, min=1, help="At most this many new pairs (default: as many as possible)."),
     per_context: int = typer.Option(1, "--per-context", min=1, help="At most this many new pairs per context."),
 ) -> None:
@@ -90,9 +90,13 @@ def pairs_make(
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
 
+    if baseline is not None and strategy != "vs_baseline":
+        raise typer.BadParameter(f"--baseline names the other side of vs_baseline pairs; {strategy} pairs have "
+                                 "none. Add --strategy vs_baseline, or leave --baseline out.", param_hint="'--baseline'")
     setup_logging()
     settings = get_settings()
-    report = make_pairs(open_store(settings), settings, strategy=strategy, policy_id=policy, baseline=baseline,
+    report = make_pairs(open_store(settings), settings, strategy=strategy, policy_id=policy,
+                        baseline=baseline or "popularity",
                         limit=limit, per_context=per_context)
     other = f" vs {report.other_policy_id}" if report.other_policy_id else ""
     typer.echo(
