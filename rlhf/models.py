@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlhf.errors import ModelNotFoundError
+from rlhf.settings import CACHE_ENV_VAR
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-CACHE_ENV_VAR = "RECFEEDBACK_CACHE"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,10 @@ else:  # Python 3.10
     import tomli as tomllib
 
 CONFIG_ENV_VAR = "RECFEEDBACK_CONFIG"
+#: Where converted models are kept (rlhf.models); like the one above, a variable that is no setting.
+CACHE_ENV_VAR = "RECFEEDBACK_CACHE"
+#: RECFEEDBACK_* variables that are not settings: the two above, and the browser the UI tests drive.
+OTHER_ENV_VARS = frozenset({CONFIG_ENV_VAR, CACHE_ENV_VAR, "RECFEEDBACK_CHROMIUM"})
 DEFAULT_CONFIG_FILE = "recfeedback.toml"
 
 #: How a reward model is trained (``reward_model.method``; ``recfeedback rm train --method``).
@@ -539,6 +544,27 @@ def config_file_path() -> Path | None:
         return path
     default = Path(DEFAULT_CONFIG_FILE)
     return default if default.is_file() else None
+
+
+def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Names in the environment (``RECFEEDBACK_*``) or the settings file that are no setting: a misspelt one
+    would otherwise be ignored without a word, and the run would use the default instead."""
+    environ = os.environ if environ is None else environ
+    found = [name for name in sorted(environ) if name.startswith("RECFEEDBACK_") and name not in OTHER_ENV_VARS
+             and not _is_setting(*name.removeprefix("RECFEEDBACK_").lower().partition("__")[::2])]
+    path = config_file_path()
+    if path is not None:
+        for section, values in _TomlSource(Settings)().items():
+            if not _is_setting(section, ""):
+                found.append(f"[{section}] in {path}")
+            elif isinstance(values, dict):
+                found += [f"{section}.{key} in {path}" for key in values if not _is_setting(section, key)]
+    return found
+
+
+def _is_setting(section: str, key: str) -> bool:
+    model = Settings.model_fields.get(section)
+    return model is not None and (not key or key in model.annotation.model_fields)
 
 
 @lru_cache(maxsize=1)

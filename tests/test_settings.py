@@ -34,3 +34,29 @@ def test_a_change_that_breaks_the_quick_round_is_refused(tmp_path):
     settings = load_settings(store={"data_dir": tmp_path})
     with pytest.raises(ConfigError, match=r"rounds\.quick\.ppo has unknown keys: stepz"):
         with_values(settings, "rounds", quick={"ppo": {"stepz": 1}})
+
+
+def test_names_that_are_no_setting_are_found_in_the_environment_and_the_file(tmp_path, monkeypatch):
+    """RECFEEDBACK_QUEUE__BOGUS=1 or a misspelt key in recfeedback.toml were ignored without a word."""
+    from rlhf.settings import unknown_settings
+
+    config = tmp_path / "recfeedback.toml"
+    config.write_text("[queue]\noverlap_target = 3\noverlap_targte = 4\n[ppx]\nsteps = 1\n", encoding="utf-8")
+    monkeypatch.setenv("RECFEEDBACK_CONFIG", str(config))
+    environ = {"RECFEEDBACK_QUEUE__BOGUS": "1", "RECFEEDBACK_QUEUEE": "2", "RECFEEDBACK_PPO__STEPS": "3",
+               "RECFEEDBACK_CONFIG": str(config), "RECFEEDBACK_CACHE": "/tmp/models", "HOME": "/root"}
+    assert unknown_settings(environ) == ["RECFEEDBACK_QUEUEE", "RECFEEDBACK_QUEUE__BOGUS",
+                                         f"queue.overlap_targte in {config}", f"[ppx] in {config}"]
+
+
+def test_the_cli_warns_about_them_and_goes_on(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECFEEDBACK_QUEUE__BOGUS", "1")
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 0
+    assert "Warning: RECFEEDBACK_QUEUE__BOGUS is not a setting, so it is ignored" in result.output
+    assert "[queue]" in result.output  # the command still ran

@@ -36,5 +36,19 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+@app.callback()
+def _warn_about_unknown_settings() -> None:
+    """Say which RECFEEDBACK_* variables or settings-file keys are no setting (a typo would be ignored)."""
+    from rlhf.settings import ConfigError, unknown_settings
+
+    try:
+        unknown = unknown_settings()
+    except ConfigError:  # an unreadable file: the command's own settings load says so
+        return
+    for name in unknown:
+        typer.secho(f"Warning: {name} is not a setting, so it is ignored (`recfeedback config show` lists them).",
+                    fg=typer.colors.YELLOW, err=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
