@@ -245,13 +245,15 @@ def submit_label(
     time_ms: int | None = None,
     settings: Settings | None = None,
     now: datetime | None = None,
+    source: str = "app",
 ) -> Label:
-    """Record the annotator's answer to a task (display terms; see the module docstring)."""
+    """Record the annotator's answer to a task (display terms; see the module docstring). ``source`` is the
+    label's origin, which the Agreement page filters on: ``app``, or ``simulated`` for the simulated crowd."""
     policy = queue_policy(settings)
     with store.transaction() as con:
         label, _created = queue_repo.record_label(
             con, assignment_id=assignment_id, annotator_id=annotator_id, shown_choice=choice, strength=strength,
-            item_flags=item_flags, rationale=rationale, time_ms=time_ms, policy=policy, now=now,
+            item_flags=item_flags, rationale=rationale, time_ms=time_ms, policy=policy, now=now, source=source,
         )
     return label
 

@@ -43,6 +43,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: The source of the labels the simulated crowd gives (the Agreement page filters on it; people's are 'app').
+SIMULATED_SOURCE = "simulated"
+
 Behaviour = Literal["bt", "random", "always_left"]
 CrowdKind = Literal["default", "clean", "noisy"]
 CROWD_KINDS: tuple[str, ...] = ("default", "clean", "noisy")
@@ -605,6 +608,7 @@ def run_simulation(
                 store, profile.name, task.assignment_id, answer.side,
                 strength=answer.strength if answer.side in ("left", "right") else None,
                 item_flags=flags or None, time_ms=int(answer.seconds * 1000), settings=settings,
+                source=SIMULATED_SOURCE,
             )
         except ConflictError:
             log.info("simulated label by %s lost its pair (lease taken over)", profile.name)

@@ -262,6 +262,7 @@ def record_label(
     time_ms: int | None = None,
     policy: QueuePolicy = QueuePolicy(),
     now: datetime | None = None,
+    source: str = "app",
 ) -> tuple[Label, bool]:
     """Store one label for an assignment; returns (label, created).
 
@@ -271,6 +272,7 @@ def record_label(
     returns the first label with ``created=False`` (no double counting); a different answer (the same account
     in a second window) is a :class:`ConflictError` that says the first one was kept. A lease that expired is
     still honoured when the pair has room; otherwise :class:`ConflictError` says the pair went to someone else.
+    ``source`` says who answered: ``app`` (a person in the browser) or ``simulated`` (rlhf.simulate).
     """
     now = now or utcnow()
     assignment, pair = _assignment_with_pair(con, assignment_id)
@@ -301,7 +303,7 @@ def record_label(
         label_id=new_id("lab"), pair_id=assignment.pair_id, annotator_id=annotator_id, choice=choice,
         strength=canonical_strength, left_side="A" if assignment.left_gen == pair["gen_a"] else "B",
         item_flags=flags, rationale=rationale, time_ms=min(max(0, int(time_ms)), _MAX_TIME_MS), is_reshow=assignment.is_reshow,
-        source="app", assignment_id=assignment_id, created_at=now,
+        source=source, assignment_id=assignment_id, created_at=now,
     )
     _insert_labels(con, [label])
     con.execute(

@@ -137,6 +137,7 @@ def test_simulated_labels_land_in_the_store_through_the_service(store, settings)
     assert set(accounts) == set(names)
     assert len(labels) == 24 and {lab.annotator_id for lab in labels} <= set(names)
     assert all(lab.time_ms and lab.time_ms > 0 for lab in labels)
+    assert {lab.source for lab in labels} == {"simulated"}  # told apart from people's ('app') on the Agreement page
     per_pair = {pid: sum(lab.pair_id == pid for lab in labels) for pid in seeded.pair_ids}
     assert set(per_pair.values()) == {3}
     # a clean crowd's canonical choices follow the truth: left/right went through the service correctly
