@@ -998,6 +998,22 @@ def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir):
     assert (again.status, again.stage) == ("stopped", "reward_model")
 
 
+def test_the_training_page_says_why_an_unfinished_round_has_no_evaluation(workdir, monkeypatch):
+    """A cancelled round's details said "no held-out contexts" when the store had dozens: it never got there."""
+    from rlhf import rounds
+    from rlhf.auth import create_user
+
+    settings, store = workdir
+    record = rounds.create_round(store, settings)
+    rounds.execute(store, record.round_id, progress=False, stop_after="snapshot")
+    create_user(store, "eng", "a-long-password-2", "engineer")
+    at = render_training_page(store, settings, "eng", monkeypatch)
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption]
+    assert "This round is stopped: it has no held-out evaluation, which a round stores when it finishes." in captions
+    assert not any("no held-out contexts" in c for c in captions)
+
+
 def test_quick_settings_shrink_a_round_and_reject_unknown_keys(settings):
     from rlhf.errors import RoundError
     from rlhf.rounds import quick_overrides, quick_settings

@@ -254,12 +254,13 @@ elif latest is not None:
 FEW_SHOPPERS = 200
 
 
-def _evaluation_view(table: pd.DataFrame) -> None:
+def _evaluation_view(table: pd.DataFrame, status: str) -> None:
     """The round's held-out report: its policy beside its parent, the zero-shot model and the baselines."""
     # N is the round's list length (its report's ndcg@N column), not necessarily today's setting.
     n = next((int(c.split("@")[1]) for c in table.columns if c.startswith("ndcg@")), None)
     if table.empty or n is None:
-        st.caption("This round stored no held-out evaluation (no held-out contexts).")
+        st.caption("This round stored no held-out evaluation (no held-out contexts)." if status == "done" else
+                   f"This round is {status}: it has no held-out evaluation, which a round stores when it finishes.")
         return
     shoppers = int(table["contexts"].max()) if "contexts" in table else 0
     targets = int(table["contexts_with_targets"].max()) if "contexts_with_targets" in table else 0
@@ -461,10 +462,10 @@ else:
         if not wanted.empty:
             st.altair_chart(_ppo_curves_chart(wanted, points=False))
             st.caption(KL_CAPTION)
-        _evaluation_view(rounds_service.round_evaluation(store, chosen))
+        detail = rounds_service.round_status(store, chosen)
+        _evaluation_view(rounds_service.round_evaluation(store, chosen), detail["status"])
         _side_by_side_view(chosen)
         _settings_view(rounds_service.round_settings(store, chosen, summaries))
-        detail = rounds_service.round_status(store, chosen)
         table = (detail["metrics"] or {})
         st.caption("Stage timings (seconds), the round's metrics and its error, if any:")
         st.json({"timings_s": detail["timings"], "metrics": table, "error": detail["error"]}, expanded=False)
