@@ -998,6 +998,29 @@ def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir):
     assert (again.status, again.stage) == ("stopped", "reward_model")
 
 
+def test_a_cancel_wrapped_in_a_librarys_error_is_recorded_and_logged_as_a_cancel(workdir, monkeypatch, caplog):
+    """A SIGTERM during an import came back as "Could not import module 'AutoTokenizer'", and the round's log
+    ended with that traceback: an engineer would hunt for an install problem."""
+    from rlhf import rounds
+    from rlhf.rounds import runner
+
+    settings, store = workdir
+    record = rounds.create_round(store, settings)
+
+    def importing_when_cancelled(ctx):
+        try:
+            raise rounds.RoundCancelled("The round was cancelled (SIGTERM).")
+        except rounds.RoundCancelled as exc:  # as transformers' lazy import wraps what stopped it
+            raise RuntimeError("Could not import module 'AutoTokenizer'.") from exc
+
+    monkeypatch.setitem(runner.STAGE_FUNCS, "snapshot", importing_when_cancelled)
+    with pytest.raises(rounds.RoundCancelled, match="cancelled"):
+        rounds.execute(store, record.round_id, progress=False)
+    status = rounds.round_status(store, record.round_id)
+    assert status["status"] == "cancelled" and "AutoTokenizer" not in (status["error"] or "")
+    assert "failed" not in caplog.text and "cancelled during snapshot" in caplog.text
+
+
 def test_the_training_page_says_why_an_unfinished_round_has_no_evaluation(workdir, monkeypatch):
     """A cancelled round's details said "no held-out contexts" when the store had dozens: it never got there."""
     from rlhf import rounds

@@ -130,11 +130,14 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
                 _update_row(store, round_id, status="stopped")
                 break
         ctx.set_progress("done" if current == "enqueue" or ctx.paths.marker("enqueue").is_file() else (current or ""))
-    except RoundCancelled as exc:
-        log.warning("Round %s cancelled during %s", round_id, current)
-        _safe_update(store, round_id, status="cancelled", error=str(exc))
-        raise
     except BaseException as exc:
+        cancelled = _cancellation_in(exc)
+        if cancelled is not None:
+            # A SIGTERM that lands inside a library (an import, a thread pool) can come back wrapped in that
+            # library's error ("Could not import module 'AutoTokenizer'"): it is the cancel all the same.
+            log.warning("Round %s cancelled during %s", round_id, current)
+            _safe_update(store, round_id, status="cancelled", error=str(cancelled))
+            raise cancelled from (None if cancelled is exc else exc)
         message = f"{type(exc).__name__} in stage {current}: {exc}"
         log.exception("Round %s failed", round_id)
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -146,6 +149,17 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return _get_row(store, round_id)
+
+
+def _cancellation_in(exc: BaseException | None) -> RoundCancelled | None:
+    """The RoundCancelled that ``exc`` is, or that raised it (along its cause or context chain); else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, RoundCancelled):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _check_stage_name(stage: str | None) -> None:
