@@ -12,8 +12,8 @@ from rlhf.settings import PolicyAlgorithm
 
 @friendly_errors
 def ppo_command(
-    algo: PolicyAlgorithm | None = typer.Option(None, "--algo", help="ppo (our trainer, default: settings.ppo.algo), grpo or rloo "
-                              "(TRL's trainers on the same reward and prompts)."),
+    algo: PolicyAlgorithm | None = typer.Option(None, "--algo", help="ppo (our trainer, default: settings.ppo.algo), "
+                                                "grpo or rloo (TRL's trainers on the same reward and prompts)."),
     steps: int = typer.Option(None, "--steps", min=1, help="Iterations (default: settings.ppo.steps)."),
     reward_model: str = typer.Option(None, "--reward-model", help="Registered reward-model id (default: the latest); "
                                      "'none' trains on the structural terms only."),

@@ -36,7 +36,7 @@ def _summary(metrics: dict[str, Any]) -> str:
 @rm_app.command("train")
 @friendly_errors
 def train_command(
-    method: RewardModelMethod | None = typer.Option(None, help="'auto', 'lora' or 'probe' (default: settings.reward_model.method)."),
+    method: RewardModelMethod | None = typer.Option(None, help="Default: settings.reward_model.method."),
     backbone: str = typer.Option(None, help="LoRA backbone: 'policy', 'minilm' or a model path (default: settings)."),
     epochs: float = typer.Option(None, callback=above_zero, help="Training epochs (default: settings.reward_model.epochs)."),
     learning_rate: float = typer.Option(None, callback=above_zero, help="Learning rate."),
