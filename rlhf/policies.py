@@ -104,18 +104,15 @@ def export_policy(store: Store, settings: Settings, policy_id: str, out: str | o
     """Write ``policy_id`` as a standalone transformers model folder at ``out`` (see the module docstring).
 
     ``dtype`` is the weights' type on disk (``float32`` keeps the merged weights exact; ``bfloat16``
-    halves the folder). An existing non-empty ``out`` is refused unless ``overwrite``; it is then
-    replaced only once the new folder is complete.
+    halves the folder). An existing non-empty ``out`` is refused unless ``overwrite``, and even then unless it
+    holds an earlier export (its provenance file): ``--force`` must never delete a folder of other files, let
+    alone the store. It is replaced only once the new folder is complete.
     """
     if dtype not in EXPORT_DTYPES:
         raise PolicyExportError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, not {dtype!r}.")
     policy, round_record = _policy_to_export(store, policy_id)
     target = Path(out).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise PolicyExportError(f"{target} is a file; give a folder to export the model into.")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise PolicyExportError(f"{target} already has files in it; choose an empty folder or pass --force "
-                                "to replace it.")
+    _check_export_target(target, Path(settings.data_dir).resolve(), overwrite=overwrite)
     started = time.perf_counter()
     from rlhf.errors import ModelNotFoundError
     from rlhf.models import load_policy
@@ -149,6 +146,22 @@ def export_policy(store: Store, settings: Settings, policy_id: str, out: str | o
     log.info("Exported policy %s to %s", policy_id, target)
     return PolicyExport(policy_id=policy_id, path=target, merged_adapter=bool(policy.adapter_path), dtype=dtype,
                         n_parameters=n_parameters, seconds=time.perf_counter() - started)
+
+
+def _check_export_target(target: Path, data_dir: Path, *, overwrite: bool) -> None:
+    """Refuse a target the export would replace but must not: a file, the data folder or one that holds it, a
+    non-empty folder without ``overwrite``, and with it any folder that is not an earlier export."""
+    if target.exists() and not target.is_dir():
+        raise PolicyExportError(f"{target} is a file; give a folder to export the model into.")
+    if target == data_dir or target in data_dir.parents:
+        raise PolicyExportError(f"{target} holds the store ({data_dir}); export the model into a folder of its own.")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise PolicyExportError(f"{target} already has files in it; choose an empty folder or pass --force "
+                                    "to replace an earlier export.")
+        if not (target / PROVENANCE_FILE).is_file():
+            raise PolicyExportError(f"{target} is not an earlier export (it has no {PROVENANCE_FILE}); --force only "
+                                    "replaces those. Choose an empty folder.")
 
 
 def _policy_to_export(store: Store, policy_id: str) -> tuple[Policy, RoundRecord | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,9 +129,21 @@ def test_bad_requests_are_refused_by_name_and_touch_nothing(trained, settings, t
     a_file.write_text("x")
     with pytest.raises(PolicyExportError, match="is a file"):
         export_policy(trained, settings, TRAINED, a_file)
-    # --force replaces the folder with the complete export.
-    export_policy(trained, settings, TRAINED, taken, overwrite=True)
-    assert not (taken / "keep.txt").exists() and (taken / "model.safetensors").is_file()
+    # --force replaces an earlier export with the complete new one, and nothing else: it deleted a folder of
+    # other files, and given the data folder, the store.
+    with pytest.raises(PolicyExportError, match="is not an earlier export .*Choose an empty folder"):
+        export_policy(trained, settings, TRAINED, taken, overwrite=True)
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+    data_dir = Path(settings.data_dir)
+    for holder in (data_dir, data_dir.parent):
+        with pytest.raises(PolicyExportError, match="holds the store"):
+            export_policy(trained, settings, TRAINED, holder, overwrite=True)
+    assert settings.store.db_path.is_file()
+    earlier = tmp_path / "earlier"
+    export_policy(trained, settings, TRAINED, earlier)
+    (earlier / "stale.txt").write_text("from before")
+    export_policy(trained, settings, TRAINED, earlier, overwrite=True)
+    assert not (earlier / "stale.txt").exists() and (earlier / "model.safetensors").is_file()
 
 
 def test_a_policy_whose_adapter_is_gone_is_refused_with_what_to_do(trained, settings, tiny_folder, tmp_path):
@@ -166,9 +179,11 @@ def test_an_interrupted_export_leaves_nothing_and_keeps_the_old_folder(trained, 
     old = exports / "old"
     old.mkdir()
     (old / "keep.txt").write_text("previous export")
+    (old / PROVENANCE_FILE).write_text("{}")  # an earlier export, which --force may replace
     with pytest.raises(PolicyExportError, match="disk full.*the folder that was there is unchanged"):
         export_policy(trained, settings, TRAINED, old, overwrite=True)
-    assert [p.name for p in exports.iterdir()] == ["old"] and [p.name for p in old.iterdir()] == ["keep.txt"]
+    assert [p.name for p in exports.iterdir()] == ["old"]
+    assert sorted(p.name for p in old.iterdir()) == ["keep.txt", PROVENANCE_FILE]
 
 
 def test_policy_summaries_count_lists_and_carry_the_round_verdict(trained):

@@ -47,7 +47,7 @@ def export_command(
     policy_id: str = typer.Argument(..., help="The policy to export (`recfeedback policy list`)."),
     out: Path = typer.Option(..., "--out", help="Folder to write the model into (created; must be empty)."),
     dtype: str = typer.Option("float32", help="Weights on disk: float32 (exact), bfloat16 or float16 (half size)."),
-    force: bool = typer.Option(False, "--force", help="Replace the folder if it already has files."),
+    force: bool = typer.Option(False, "--force", help="Replace the folder if it holds an earlier export."),
 ) -> None:
     """Write a policy as a standalone transformers model: its LoRA adapter merged into the base weights,
     with the tokenizer, a model card and its provenance. The folder loads with
