@@ -76,8 +76,8 @@ class ContextBuildReport:
     def summary(self) -> str:
         return (
             f"Built {self.built:,} contexts ({self.heldout:,} held out) with '{self.strategy}' retrieval in "
-            f"{self.seconds:.1f} s; kept {self.skipped_existing:,} existing; {self.too_short:,} shoppers had too "
-            "little history before the cut."
+            f"{self.seconds:.1f} s; kept {self.skipped_existing:,} existing (with --replace: those with lists); "
+            f"{self.too_short:,} shoppers had too little history before the cut."
         )
 
 
@@ -386,8 +386,10 @@ def build_contexts(
 
     ``as_of``: one cut time for every shopper; None gives each shopper the midnight before their last
     purchase day. ``limit``: at most this many new contexts, taking shoppers in a stable pseudo-random
-    order. Existing context ids are kept unless ``replace`` (labels may already refer to them). Reads in
-    one unit of work, computes outside any transaction, writes in one.
+    order. Existing context ids are kept unless ``replace``; even then a context that has lists stays as
+    it is, since its lists, pairs and labels name its candidates (a rebuilt one would pair old answers with
+    new candidates in every export and reward model). Reads in one unit of work, computes outside any
+    transaction, writes in one.
     """
     settings = settings or get_settings()
     cfg = settings.contexts
@@ -421,9 +423,9 @@ def build_contexts(
     too_short = len(cuts) - len(eligible)
     eligible["context_id"] = [context_id(s, t) for s, t in zip(eligible["shopper_id"], eligible["as_of"])]
     skipped = 0
-    if not replace and len(eligible):
+    if len(eligible):
         with store.transaction() as con:
-            existing = contexts_repo.existing_context_ids(con, eligible["context_id"].tolist())
+            existing = contexts_repo.existing_context_ids(con, eligible["context_id"].tolist(), with_lists=replace)
         skipped = int(eligible["context_id"].isin(existing).sum())
         eligible = eligible[~eligible["context_id"].isin(existing)]
     if limit is not None:

@@ -67,15 +67,17 @@ def _context(r: dict[str, Any]) -> Context:
     )
 
 
-def existing_context_ids(con: Any, ids: Sequence[str]) -> set[str]:
-    """Which of ``ids`` are already stored."""
+def existing_context_ids(con: Any, ids: Sequence[str], *, with_lists: bool = False) -> set[str]:
+    """Which of ``ids`` are already stored (``with_lists``: and have generated lists, which pairs and labels
+    refer to)."""
     if not ids:
         return set()
     import pandas as pd
 
+    table = "generations" if with_lists else "contexts"
     con.register("_ctx_ids_in", pd.DataFrame({"context_id": list(ids)}))
     try:
-        rows = con.execute("SELECT c.context_id FROM contexts c JOIN _ctx_ids_in USING (context_id)").fetchall()
+        rows = con.execute(f"SELECT DISTINCT t.context_id FROM {table} t JOIN _ctx_ids_in USING (context_id)").fetchall()
     finally:
         con.unregister("_ctx_ids_in")
     return {r[0] for r in rows}

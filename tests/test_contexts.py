@@ -106,6 +106,26 @@ def test_category_and_popularity_strategies(store, settings) -> None:
         build_contexts(store, settings=settings, strategy="magic")
 
 
+def test_replace_keeps_a_context_that_already_has_lists(store, settings) -> None:
+    """`contexts build --replace` rebuilt contexts whose lists, pairs and labels name their candidates: every
+    export then paired old answers with new candidates."""
+    from storage import generations as gen_repo
+    from storage.records import Generation, Policy
+
+    _tiny_shop(store, settings)
+    cut = datetime(2024, 1, 10)
+    build_contexts(store, settings=settings, as_of=cut, strategy="category")
+    before = {c.shopper_id: c for c in _contexts(store)}
+    with store.transaction() as con:
+        gen_repo.upsert_policy(con, Policy("p"))
+        gen_repo.insert_generations(con, [Generation("g1", before["a"].context_id, "p", "", [], [], True)])
+    report = build_contexts(store, settings=settings, as_of=cut, strategy="popularity", replace=True)
+    after = {c.shopper_id: c for c in _contexts(store)}
+    assert after["a"] == before["a"] and after["a"].retrieval == "category"  # it has lists: left as it was
+    assert all(after[s].retrieval == "popularity" for s in after if s != "a")  # the others were rebuilt
+    assert report.skipped_existing == 1 and "kept 1 existing (with --replace: those with lists)" in report.summary()
+
+
 def test_no_leakage_later_interactions_change_nothing(tmp_path: Path) -> None:
     """A store with the full history and one cut at as_of give identical contexts at as_of."""
     settings = load_settings(store={"data_dir": tmp_path / "x"}, demo={"n_items": 120, "n_shoppers": 80})
