@@ -97,3 +97,12 @@ def test_no_progress_also_quiets_the_libraries_bars():
     seen = [subprocess.run([sys.executable, "-c", code.format(flag)], capture_output=True, text=True, env=env,
                            check=True).stdout.strip() for flag in (False, True)]
     assert seen == ["False", "True"]
+
+
+def test_a_path_the_system_refuses_is_a_sentence_not_a_traceback(tmp_path, monkeypatch):
+    """`export --out labels.parquet/x.jsonl` (a parent that is a file) ended in a FileExistsError traceback."""
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "labels.parquet").write_text("a file, not a folder")
+    result = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "labels.parquet" / "x.jsonl")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert result.output.startswith("Error: ") and str(tmp_path / "labels.parquet") in result.output

@@ -150,7 +150,10 @@ def test_cli_import_then_agreement_report(tmp_path: Path, monkeypatch) -> None:
         assert report.exit_code == 0, report.output
         import json
 
-        data = json.loads(report.output)
+        def no_nan(name: str) -> None:  # strict parsers (JS, Go) refuse NaN: a missing figure must be null
+            raise AssertionError(f"{name} in the JSON report")
+
+        data = json.loads(report.output, parse_constant=no_nan)
         assert data["counts"]["labels"] == 5 and data["counts"]["annotators"] == 3
         raw = next(r for r in data["agreement"] if r["metric"] == "raw_agreement")
         # q1: A, B, tie -> 0 of 3 label pairs agree; q2: B, B -> 1 of 1.
@@ -171,3 +174,30 @@ def test_a_pair_id_shaped_like_ours_but_missing_is_refused(store, tmp_path: Path
     assert refused.value.problems == [f"pair {typo!r} is not in this store"]
     assert _count(store, "labels") == 0 and _count(store, "pairs") == 0
     assert import_labels(store, _write(tmp_path, rows[1:], "other.csv")).pairs_created == 1  # q9: external
+
+
+def test_the_json_report_says_null_where_a_figure_is_missing(tmp_path: Path, monkeypatch) -> None:
+    """Without gold answers the gold accuracy is missing: the JSON said NaN, which strict parsers refuse."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.settings import get_settings
+
+    monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        rows = [{"pair_id": p, "annotator_id": w, "choice": c}
+                for p, w, c in [("q1", "w1", "A"), ("q1", "w2", "A"), ("q2", "w1", "B"), ("q2", "w2", "A")]]
+        assert CliRunner().invoke(app, ["import-labels", str(_write(tmp_path, rows))]).exit_code == 0
+        report = CliRunner().invoke(app, ["agreement", "report", "--bootstrap", "10", "--json"])
+        assert report.exit_code == 0, report.output
+
+        def no_nan(name: str) -> None:
+            raise AssertionError(f"{name} in the JSON report")
+
+        data = json.loads(report.output, parse_constant=no_nan)
+        assert all(r["gold_accuracy"] is None for r in data["aggregation"])
+    finally:
+        get_settings.cache_clear()

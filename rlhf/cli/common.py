@@ -24,7 +24,9 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (RecFeedbackError, StoreError, ConfigError, FileNotFoundError) as exc:
+        except (RecFeedbackError, StoreError, ConfigError, OSError) as exc:
+            # OSError: a path that is a folder, a parent that is a file, a full disk, no permission. Its own
+            # sentence names the path ("[Errno 21] Is a directory: 'ro'"), which beats a traceback.
             log.debug("command failed", exc_info=True)
             typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from exc

@@ -68,7 +68,7 @@ def agreement_report(
 ) -> None:
     """Print agreement coefficients, aggregation accuracy against gold and flagged annotators."""
     from rlhf.dashboard import build_dashboard
-    from rlhf.runtime import open_store
+    from rlhf.runtime import jsonable, open_store
     from rlhf.settings import get_settings
     from storage.analytics import LabelSelection
 
@@ -81,13 +81,13 @@ def agreement_report(
     dash = build_dashboard(open_store(settings), selection, settings, n_boot=bootstrap)
     flagged = dash.quality[dash.quality["flags"] != ""] if len(dash.quality) else dash.quality
     if as_json:
-        typer.echo(json.dumps({
+        typer.echo(json.dumps(jsonable({  # NaN (no gold labels, say) becomes null: strict parsers refuse NaN
             "counts": dash.counts,
             "agreement": dash.summary.to_dict(orient="records"),
             "aggregation": dash.aggregation_report.to_dict(orient="records"),
             "flagged_annotators": flagged[["annotator_id", "labels", "flags"]].to_dict(orient="records"),
             "seconds": dash.timings,
-        }, indent=2, default=str))
+        }), indent=2, default=str, allow_nan=False))
         return
     c = dash.counts
     typer.echo(f"{c['labels']:,} labels on {c['pairs']:,} pairs by {c['annotators']:,} annotators "
