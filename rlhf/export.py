@@ -1,8 +1,11 @@
 """Exports of labels for other tools: Parquet (every current label) and TRL-ready JSONL.
 
 TRL JSONL has one line per A/B label (ties, 'both bad' and re-shows left out) with
-``prompt``, ``chosen``, ``rejected`` and ``margin`` (the strength: 1 slightly, 2 clearly, 3 much
-better), which is what ``trl.RewardTrainer`` reads (``margin`` feeds its margin loss). The default
+``prompt``, ``chosen``, ``rejected`` and ``margin``, which is what ``trl.RewardTrainer`` reads (``margin``
+feeds its margin loss, -log sigmoid(r_chosen - r_rejected - margin)). The margin is the one RecFeedback's own
+reward model trains with: ``settings.reward_model.margin_by_strength`` for the label's strength (1 slightly,
+2 clearly, 3 much better; none: the smallest), so a model trained on the export with TRL and the product's
+own learn the same target. The raw ``strength`` is written beside it. The default
 style is *conversational*: ``prompt`` is the chat messages the policy saw (system + user, built by
 :func:`rlhf.prompts.build_messages`), ``chosen``/``rejected`` are one assistant message each; TRL
 applies the reward model's chat template. ``style="text"`` writes plain strings instead.
@@ -78,6 +81,7 @@ def _trl_records(
 ) -> tuple[list[dict[str, Any]], int]:
     """The records, and how many labels on held-out shoppers were left out."""
     from rlhf.prompts import build_context_views, build_messages
+    from rlhf.reward.dataset import strength_margin
 
     settings = settings or get_settings()
     with store.transaction() as con:
@@ -104,7 +108,8 @@ def _trl_records(
             }
         else:
             record = {"prompt": "\n\n".join(m["content"] for m in messages), "chosen": chosen, "rejected": rejected}
-        record["margin"] = float(int(r.strength) if pd.notna(r.strength) else 1)
+        record["margin"] = strength_margin(r.strength, settings.reward_model.margin_by_strength)
+        record["strength"] = None if pd.isna(r.strength) else int(r.strength)
         if with_ids:
             record.update(label_id=r.label_id, pair_id=r.pair_id, annotator_id=r.annotator_id)
         out.append(record)

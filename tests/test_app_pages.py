@@ -504,13 +504,17 @@ def test_exports_parquet_and_trl(app_env, tmp_path):
             "SELECT l.choice, l.strength, p.gen_a, p.gen_b FROM labels l JOIN pairs p USING (pair_id) "
             "WHERE l.choice IN ('A','B') AND l.label_id NOT IN (SELECT label_id FROM label_retractions) "
             "ORDER BY l.created_at, l.label_id").fetchall()
+    from rlhf.settings import get_settings
+
+    margins = get_settings().reward_model.margin_by_strength
     for rec, (choice, strength, gen_a, gen_b) in zip(records, labels):
-        assert set(rec) == {"prompt", "chosen", "rejected", "margin"}
+        assert set(rec) == {"prompt", "chosen", "rejected", "margin", "strength"}
         assert rec["prompt"][0]["role"] == "system" and rec["prompt"][1]["role"] == "user"
         winner, loser = (gen_a, gen_b) if choice == "A" else (gen_b, gen_a)
         assert rec["chosen"] == [{"role": "assistant", "content": texts_by_gen[winner]}]
         assert rec["rejected"] == [{"role": "assistant", "content": texts_by_gen[loser]}]
-        assert rec["margin"] == float(strength)
+        # The margin RecFeedback's own reward model trains with (it was the raw strength, 3x larger).
+        assert rec["strength"] == strength and rec["margin"] == margins[strength - 1] != strength
     text_style = export.trl_records(store, style="text", with_ids=True)
     assert isinstance(text_style[0]["prompt"], str) and "label_id" in text_style[0]
 
