@@ -82,3 +82,16 @@ def test_a_long_prompt_is_cut_without_a_false_indexing_error_warning():
         hf_logging.get_logger().removeHandler(handler)
     assert len(ids) <= 256 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
     assert not [r for r in records if "sequence length" in r.getMessage()]
+
+
+def test_scoring_an_unknown_policy_or_generation_is_refused_by_name(store, settings):
+    """`rm score --policy-id nope` said "No generations to score." and exited 0, as if the policy had none."""
+    from rlhf.errors import RecFeedbackError
+    from rlhf.reward.score import score_generations
+    from tests.seed import seed_store
+
+    seed_store(store, n_pairs=2)
+    with pytest.raises(RecFeedbackError, match="No policy 'nope'"):
+        score_generations(store, None, settings, policy_id="nope")  # refused before any model is used
+    with pytest.raises(RecFeedbackError, match="No generation 'gen_nope' in the store"):
+        score_generations(store, None, settings, generation_ids=["gen_nope"])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rlhf.errors import RecFeedbackError
 from rlhf.reward.backbones import Kind, encode_pair
 from rlhf.reward.inputs import reward_inputs
 
@@ -141,18 +142,25 @@ def score_generations(
     """Score stored generations (by id, or all of a policy, or all) on the prompt their policy saw.
 
     Reads what it needs in one short unit of work, then scores outside it. Returns a frame with
-    generation_id, context_id, policy_id, is_valid, reward.
+    generation_id, context_id, policy_id, is_valid, reward. An unknown generation or policy id is an error
+    (it read as "no generations to score").
     """
     import pandas as pd
 
     from rlhf.models import load_tokenizer
     from rlhf.prompts import build_context_views, render_prompt
     from storage.contexts import get_contexts, list_contexts
-    from storage.generations import generations_for_contexts, get_generations
+    from storage.generations import find_policy, generations_for_contexts, get_generations
 
     with store.transaction() as con:
+        if policy_id is not None and find_policy(con, policy_id) is None:
+            raise RecFeedbackError(f"No policy {policy_id!r}; `recfeedback policy list` shows them.")
         if generation_ids is not None:
-            gens = list(get_generations(con, list(generation_ids)).values())
+            found = get_generations(con, list(generation_ids))
+            missing = [g for g in generation_ids if g not in found]
+            if missing:
+                raise RecFeedbackError(f"No generation {', '.join(map(repr, missing))} in the store.")
+            gens = list(found.values())
         else:
             context_ids = [c.context_id for c in list_contexts(con)]
             gens = generations_for_contexts(con, context_ids, policy_id=policy_id)
