@@ -78,24 +78,30 @@ class ImportReport:
 
 
 def read_label_file(path: str | Path) -> pd.DataFrame:
-    """The file as a frame of strings/numbers; CSV, Parquet and JSON Lines are recognised by suffix."""
+    """The file as a frame of strings/numbers; CSV, Parquet and JSON Lines are recognised by suffix. A file
+    without a single label is refused, like a catalogue without rows ("Imported 0 labels" was no answer)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No file at {path}.")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True, dtype=False)
-        if suffix in (".csv", ".tsv", ".txt"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                               na_values=[""], encoding="utf-8")
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True, dtype=False)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                                na_values=[""], encoding="utf-8")
+        else:
+            raise ImportFileError(f"{path.name}: unsupported file type {suffix!r}; use .csv, .tsv, .parquet or "
+                                  ".jsonl.")
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
     except (ValueError, OSError) as exc:
         raise ImportFileError(f"{path.name} cannot be read as {suffix[1:]}: {exc}") from exc
-    raise ImportFileError(f"{path.name}: unsupported file type {suffix!r}; use .csv, .tsv, .parquet or .jsonl.")
+    if frame.empty:
+        raise ImportFileError(f"{path.name} has no labels in it; nothing was imported.")
+    return frame
 
 
 def prepare_labels(raw: pd.DataFrame, mapping: LabelMapping | None = None) -> pd.DataFrame:

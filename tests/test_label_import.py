@@ -201,3 +201,17 @@ def test_the_json_report_says_null_where_a_figure_is_missing(tmp_path: Path, mon
         assert all(r["gold_accuracy"] is None for r in data["aggregation"])
     finally:
         get_settings.cache_clear()
+
+
+def test_a_file_without_labels_is_refused(store, tmp_path: Path) -> None:
+    """A header-only file said "Imported 0 labels" and exited 0."""
+    from rlhf.errors import ImportFileError
+
+    path = tmp_path / "empty.csv"
+    path.write_text("pair_id,annotator_id,choice\n", encoding="utf-8")
+    with pytest.raises(ImportFileError, match="empty.csv has no labels in it"):
+        import_labels(store, path)
+    book = tmp_path / "book.xlsx"
+    book.write_bytes(b"PK")
+    with pytest.raises(ImportFileError, match="unsupported file type '.xlsx'"):
+        import_labels(store, book)
