@@ -27,6 +27,7 @@ import pandas as pd
 
 from rlhf.errors import RecFeedbackError
 from rlhf.settings import Settings, get_settings
+from rlhf.wording import counted
 from storage import Store
 from storage import exports as exports_repo
 from storage.contexts import get_contexts
@@ -48,7 +49,7 @@ class ExportSummary:
     def sentence(self) -> str:
         said = f"Wrote {self.rows:,} rows as {self.format} to {self.path}."
         if self.heldout_left_out:
-            said += (f" Left out {self.heldout_left_out:,} label{'s' if self.heldout_left_out != 1 else ''} on "
+            said += (f" Left out {counted(self.heldout_left_out, 'label')} on "
                      "held-out shoppers, who are for evaluation (--include-heldout keeps them).")
         return said
 

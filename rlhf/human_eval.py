@@ -14,6 +14,7 @@ import pandas as pd
 
 from rlhf.active import chosen_without_a_model
 from rlhf.evaluation.intervals import Estimate, bootstrap_ci
+from rlhf.wording import counted
 from storage import Store, analytics
 
 
@@ -41,8 +42,7 @@ def human_win_in_words(estimate: Estimate | None, labels: int) -> str | None:
     if estimate is None or not estimate.n:
         return None
     interval = f" [{estimate.lo:.0%}, {estimate.hi:.0%}]" if estimate.n >= 2 else ""
-    return (f"{estimate.mean:.0%}{interval} over {estimate.n} pair{'s' if estimate.n != 1 else ''} "
-            f"({labels} label{'s' if labels != 1 else ''})")
+    return f"{estimate.mean:.0%}{interval} over {counted(estimate.n, 'pair')} ({counted(labels, 'label')})"
 
 
 def human_win_rate(comparisons: pd.DataFrame | None, new: Any, parent: Any) -> tuple[Estimate, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rlhf.cli.common import friendly_errors
+from rlhf.wording import counted
 
 pairs_app = typer.Typer(help="Build A/B pairs of lists for the labelling queue.", no_args_is_help=True)
 
@@ -70,7 +71,7 @@ def generate_command(
         return
     speed = f", {run.completion_tokens / run.seconds:.1f} tokens/s" if run.seconds and run.completion_tokens else ""
     typer.echo(
-        f"{run.n_generations} lists for {run.n_contexts} context{'s' if run.n_contexts != 1 else ''} from "
+        f"{run.n_generations} lists for {counted(run.n_contexts, 'context')} from "
         f"{run.policy_id}: "
         f"{run.n_valid} valid ({run.validity:.0%}), {run.seconds:.1f} s{speed}."
     )
@@ -100,8 +101,9 @@ def pairs_make(
                         limit=limit, per_context=per_context)
     other = f" vs {report.other_policy_id}" if report.other_policy_id else ""
     typer.echo(
-        f"{report.created} new {strategy} pair{'s' if report.created != 1 else ''} ({report.policy_id}{other}) "
-        f"over {report.contexts_considered} context{'s' if report.contexts_considered != 1 else ''}; skipped {report.skipped_identical} identical, {report.skipped_existing} already queued, "
+        f"{counted(report.created, f'new {strategy} pair')} ({report.policy_id}{other}) over "
+        f"{counted(report.contexts_considered, 'context')}; skipped {report.skipped_identical} identical, "
+        f"{report.skipped_existing} already queued, "
         f"{report.skipped_empty} lists without usable items."
     )
     if report.on_heldout:
