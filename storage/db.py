@@ -80,6 +80,11 @@ class Store:
             self._lock = _lock_for(self.path)
             _migrate(self)
 
+    @property
+    def folder(self) -> Path:
+        """The data folder: the store file and the files its rows point at (rounds, models)."""
+        return self.path.parent
+
     @classmethod
     def from_settings(cls, settings: Any, *, migrate: bool = True) -> Store:
         """A store configured from :class:`rlhf.settings.Settings` (duck-typed to avoid a cycle)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import ConflictError, NotFoundError
+from storage.paths import from_stored, to_stored
 from storage.records import RewardModelRecord
 
 _COLUMNS = "rm_id, round_id, backbone, path, metrics, card, created_at"
@@ -18,7 +19,7 @@ def insert_reward_model(con: Any, record: RewardModelRecord) -> None:
         raise ConflictError(f"A reward model with id {record.rm_id!r} is already registered.")
     con.execute(
         "INSERT INTO reward_models (rm_id, round_id, backbone, path, metrics, card) VALUES (?, ?, ?, ?, ?, ?)",
-        [record.rm_id, record.round_id, record.backbone, record.path, as_json(record.metrics), as_json(record.card)],
+        [record.rm_id, record.round_id, record.backbone, to_stored(con, record.path), as_json(record.metrics), as_json(record.card)],
     )
 
 
@@ -26,7 +27,7 @@ def get_reward_model(con: Any, rm_id: str) -> RewardModelRecord:
     rows = fetch_dicts(con, f"SELECT {_COLUMNS} FROM reward_models WHERE rm_id = ?", [rm_id])
     if not rows:
         raise NotFoundError(f"No reward model with id {rm_id!r}.")
-    return _record(rows[0])
+    return _record(con, rows[0])
 
 
 def latest_reward_model(con: Any, *, round_id: str | None = None) -> RewardModelRecord | None:
@@ -37,17 +38,17 @@ def latest_reward_model(con: Any, *, round_id: str | None = None) -> RewardModel
         sql += " WHERE round_id = ?"
         params.append(round_id)
     rows = fetch_dicts(con, sql + " ORDER BY created_at DESC, rm_id DESC LIMIT 1", params)
-    return _record(rows[0]) if rows else None
+    return _record(con, rows[0]) if rows else None
 
 
 def list_reward_models(con: Any) -> list[RewardModelRecord]:
     """Every registered model, newest first."""
     rows = fetch_dicts(con, f"SELECT {_COLUMNS} FROM reward_models ORDER BY created_at DESC, rm_id DESC")
-    return [_record(r) for r in rows]
+    return [_record(con, r) for r in rows]
 
 
-def _record(r: dict[str, Any]) -> RewardModelRecord:
+def _record(con: Any, r: dict[str, Any]) -> RewardModelRecord:
     return RewardModelRecord(
-        rm_id=r["rm_id"], backbone=r["backbone"], path=r["path"], round_id=r["round_id"],
+        rm_id=r["rm_id"], backbone=r["backbone"], path=from_stored(con, r["path"]), round_id=r["round_id"],
         metrics=from_json(r["metrics"]), card=from_json(r["card"]), created_at=r["created_at"],
     )

@@ -9,6 +9,7 @@ import pandas as pd
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import NotFoundError
+from storage.paths import from_stored, to_stored
 from storage.records import RoundRecord
 
 _ROUND_COLUMNS = (
@@ -24,7 +25,7 @@ def insert_round(con: Any, record: RoundRecord) -> None:
         "parent_policy_id, reward_model_id, folder, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [record.round_id, record.status, record.stage, as_json(record.config), as_json(record.timings),
          as_json(record.metrics), record.error, record.policy_id, record.parent_policy_id,
-         record.reward_model_id, record.folder, record.pid],
+         record.reward_model_id, to_stored(con, record.folder), record.pid],
     )
 
 
@@ -38,7 +39,8 @@ def update_round(con: Any, round_id: str, **fields: Any) -> None:
     if unknown:
         raise ValueError(f"Unknown round fields: {sorted(unknown)}")
     sets = ", ".join(f"{k} = ?" for k in fields)
-    values = [as_json(v) if k in _JSON_FIELDS else v for k, v in fields.items()]
+    values = [as_json(v) if k in _JSON_FIELDS else to_stored(con, v) if k == "folder" else v
+              for k, v in fields.items()]
     con.execute(f"UPDATE rounds SET {sets} WHERE round_id = ?", [*values, round_id])
 
 
@@ -52,16 +54,17 @@ def get_round(con: Any, round_id: str) -> RoundRecord:
 def find_round(con: Any, round_id: str) -> RoundRecord | None:
     """The round with this id, or None."""
     rows = fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", [round_id])
-    return _round(rows[0]) if rows else None
+    return _round(con, rows[0]) if rows else None
 
 
 def list_rounds(con: Any) -> list[RoundRecord]:
-    return [_round(r) for r in fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY created_at")]
+    return [_round(con, r) for r in fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY created_at")]
 
 
-def _round(r: dict[str, Any]) -> RoundRecord:
+def _round(con: Any, r: dict[str, Any]) -> RoundRecord:
     for key in _JSON_FIELDS:
         r[key] = from_json(r[key])
+    r["folder"] = from_stored(con, r["folder"])
     return RoundRecord(**r)
 
 

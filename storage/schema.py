@@ -11,8 +11,9 @@ Labels are facts: they are never updated in place. An undo is a row in ``label_r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from storage.db import Store
@@ -20,9 +21,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Migration:
+    """Statements, then (where SQL alone cannot say it) a function of the connection, in one transaction."""
+
     version: int
     description: str
     statements: tuple[str, ...]
+    apply: Callable[[Any], None] | None = None
 
 
 _V1 = (
@@ -205,7 +209,38 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+
+# (table, key column, path column) of every column that names a file.
+PATH_COLUMNS = (
+    ("policies", "policy_id", "adapter_path"),
+    ("reward_models", "rm_id", "path"),
+    ("rounds", "round_id", "folder"),
+)
+
+
+def _relative_paths(con: Any) -> None:
+    """Rewrite the stored paths of version 1, absolute where they were written, relative to the store's folder.
+
+    A store opened at a new place (a copy, a backup restored elsewhere) pointed at the original's files, or at
+    nothing; :func:`storage.paths.relocated` says which file each old path names here.
+    """
+    from storage.paths import relocated, store_folder
+
+    folder = store_folder(con)
+    if folder is None:
+        return
+    for table, key, column in PATH_COLUMNS:
+        rows = con.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL").fetchall()
+        for row_id, value in rows:
+            new = relocated(value, folder)
+            if new != value:
+                con.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", [new, row_id])
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "file paths relative to the store's folder", (), apply=_relative_paths),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -240,6 +275,8 @@ def migrate(store: Store) -> int:
                 continue
             for statement in migration.statements:
                 con.execute(statement)
+            if migration.apply is not None:
+                migration.apply(con)
             con.execute(
                 "INSERT INTO schema_version (version, description) VALUES (?, ?)",
                 [migration.version, migration.description],

@@ -663,7 +663,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, w
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes(workdir, tmp_path):
+def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes_after_the_store_moved(workdir, tmp_path):
     from rlhf.ppo.checkpoint import latest_checkpoint
     from rlhf.rounds import (
         RoundPaths,
@@ -706,8 +706,24 @@ def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes(workdi
     assert status["status"] == "interrupted"
     assert status["completed_stages"] == ["snapshot", "reward_model"]
 
+    # The data folder moves (a restored backup, another disk) before the round resumes: it goes on from its
+    # files at the new place and writes nothing at the old one.
+    moved = tmp_path / "moved"
+    settings.data_dir.rename(moved)
+    store = Store(moved / settings.store.db_file)
+    paths = RoundPaths(moved / "rounds" / round_id)
     record = resume_round(store, round_id, progress=False)
     assert record.status == "done", record.error
+    assert not settings.data_dir.exists()
+    with store.transaction() as con:
+        from storage import generations as gen_repo
+        from storage import reward_models as rm_repo
+
+        policy = gen_repo.get_policy(con, record.policy_id)
+        reward_model = rm_repo.get_reward_model(con, record.reward_model_id)
+    assert Path(record.folder) == paths.folder.resolve()
+    assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
+    assert Path(reward_model.path).is_relative_to(moved.resolve()) and Path(reward_model.path).is_dir()
     marker = json.loads(paths.marker("ppo").read_text())
     assert marker["resumed_from"] >= 1  # continued from a PPO checkpoint, not from scratch
     after = data_fingerprint(store)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rlhf.errors import RoundError
-from rlhf.settings import Settings, load_settings
+from rlhf.settings import Settings, load_settings, with_values
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+
 
@@ -202,11 +202,13 @@ def save_round_settings(settings: Settings, folder: Path) -> None:
     _write_json(RoundPaths(folder).settings, settings.to_toml_dict())
 
 
-def load_round_settings(folder: Path) -> Settings:
-    """The settings recorded in a round folder."""
+def load_round_settings(folder: Path, *, data_dir: Path | None = None) -> Settings:
+    """The settings recorded in a round folder; with ``data_dir``, those of the store where the round runs now
+    (the recorded folder is where it started, and the store may have moved since)."""
     data = _read_json(RoundPaths(folder).settings)
     if data is None:
         raise RoundError(f"{folder} has no readable settings.json; the round cannot be resumed.")
-    return load_settings(**data)
+    settings = load_settings(**data)
+    return with_values(settings, "store", data_dir=data_dir) if data_dir is not None else settings
 
 

@@ -39,6 +39,7 @@ from rlhf.rounds.state import (
 from rlhf.runtime import jsonable
 from rlhf.settings import Settings
 from storage import Store
+from storage.paths import relative_within
 from storage.records import RoundRecord
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
     save_round_settings(settings, folder)
     with store.transaction() as con:
         found = find_policy(con, parent)
-    parent_adapter = found.adapter_path if found is not None else None
+    # Relative to the data folder, as the stage markers' paths are: a moved store's round still resumes.
+    parent_adapter = relative_within(found.adapter_path, settings.data_dir) if found is not None else None
     meta = {"round_id": round_id, "parent_policy_id": parent, "parent_adapter": parent_adapter,
             "policy_id": f"policy_{round_id.removeprefix('round_')}", "usable_labels_at_start": n_labels,
             "zero_shot_policy_id": default_policy_id(settings.model.policy),
@@ -106,7 +108,7 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
     folder = Path(row.folder) if row.folder else None
     if folder is None or not folder.is_dir():
         raise RoundError(f"Round {round_id} has no folder on disk ({row.folder}); it cannot run.")
-    settings = load_round_settings(folder)
+    settings = load_round_settings(folder, data_dir=store.folder)
     ctx = RoundContext(round_id, settings, store, RoundPaths(folder), progress_bars=progress)
     previous = _install_sigterm()
     current = None

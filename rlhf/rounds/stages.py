@@ -26,6 +26,7 @@ from rlhf.rounds.layout import (
 from rlhf.runtime import jsonable
 from rlhf.settings import Settings, with_values
 from storage import Store
+from storage.paths import absolute_within, relative_within
 from storage.records import Generation, ListItem, Pair, Policy, RewardModelRecord
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ class RoundContext:
     @property
     def meta(self) -> dict[str, Any]:
         return _read_json(self.paths.folder / "round.json", {}) or {}
+
+    def portable(self, path: str | Path) -> str:
+        """A path for a marker: relative to the data folder when inside it, so a moved store resumes."""
+        return relative_within(path, self.settings.data_dir)  # type: ignore[return-value]
+
+    def local(self, written: str | None) -> str | None:
+        """The absolute path a marker's (or ``round.json``'s) ``written`` path means here."""
+        return absolute_within(written, self.settings.data_dir)
 
 
 # ----------------------------------------------------------------------------------- stage: snapshot
@@ -118,8 +127,8 @@ def stage_reward_model(ctx: RoundContext) -> dict[str, Any]:
         members += _train_bootstrap_members(ctx, snap, k - 1, progress)
     m = record.metrics or {}
     return {
-        "rm_id": record.rm_id, "backbone": record.backbone, "path": record.path, "metrics": record.metrics,
-        "card": record.card, "members": members,
+        "rm_id": record.rm_id, "backbone": record.backbone, "path": ctx.portable(record.path),
+        "metrics": record.metrics, "card": record.card, "members": [ctx.portable(p) for p in members],
         "heldout_accuracy": m.get("heldout_accuracy", _dig(m, "heldout", "accuracy")),
         "loss_history": (record.card or {}).get("loss_history", []),
     }
@@ -249,7 +258,7 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
     model, tokenizer = load_causal_lm(settings.model.policy, device="cpu", dtype="float32")
     if settings.model.tokenizer:
         tokenizer = load_tokenizer(settings.model.tokenizer)
-    parent_adapter = ctx.meta.get("parent_adapter")
+    parent_adapter = ctx.local(ctx.meta.get("parent_adapter"))
     if parent_adapter:
         from peft import PeftModel
 
@@ -258,7 +267,7 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
     examples = _ppo_examples(snap, settings, tokenizer, _pool_contexts(snap, settings))
     if not examples:
         raise RoundError("No training contexts with enough candidates to run PPO on.")
-    scorer = load_reward_model_from_folder(rm["path"], device=settings.model.device, settings=settings)
+    scorer = load_reward_model_from_folder(ctx.local(rm["path"]), device=settings.model.device, settings=settings)
     reward = build_product_reward(scorer, settings)
     constraint = ListGrammarConstraint.from_settings(tokenizer, settings) if config.constrained else None
     ctx.paths.ppo.mkdir(parents=True, exist_ok=True)
@@ -282,7 +291,7 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
     trainer.save_adapter(ctx.paths.adapter)
     trainer.close()
     final = history[-1] if history else (trainer.history[-1] if trainer.history else {})
-    return {"adapter": str(ctx.paths.adapter.resolve()), "steps": config.steps, "resumed_from": resumed_from,
+    return {"adapter": ctx.portable(ctx.paths.adapter), "steps": config.steps, "resumed_from": resumed_from,
             "n_prompts": len(examples), "final_metrics": final}
 
 
@@ -360,7 +369,7 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     def counted(lists_so_far: int) -> None:
         ctx.set_progress("generate", done + lists_so_far, total)
 
-    model, tokenizer = _load_for_sampling(settings, ppo["adapter"])
+    model, tokenizer = _load_for_sampling(settings, ctx.local(ppo["adapter"]))
     new_policy = meta["policy_id"]
     rows = _sample(model, tokenizer, _views(snap, pool + held, settings), settings, new_policy, ctx.round_id, catalog,
                    ctx.progress_bars, counted)
@@ -368,7 +377,7 @@ def stage_generate(ctx: RoundContext) -> dict[str, Any]:
     del model
     # The comparison policies' lists on the evaluation contexts (the comparison and the RM win rates).
     for policy_id, (adapter, todo) in missing.items():
-        model, tokenizer = _load_for_sampling(settings, adapter)
+        model, tokenizer = _load_for_sampling(settings, ctx.local(adapter))
         rows += _sample(model, tokenizer, _views(snap, todo, settings), settings, policy_id, ctx.round_id, catalog,
                         ctx.progress_bars, counted)
         del model
@@ -456,7 +465,7 @@ def stage_select(ctx: RoundContext) -> dict[str, Any]:
     ids = sorted(by_id)
     prompts = [render(by_id[g].context_id) for g in ids]
     responses = [by_id[g].raw_text for g in ids]
-    scorers = [load_reward_model_from_folder(p, device=settings.model.device, settings=settings)
+    scorers = [load_reward_model_from_folder(ctx.local(p), device=settings.model.device, settings=settings)
                for p in rm["members"]]
     batch = settings.reward_model.eval_batch_size
     scores = bootstrap_scores([lambda p, r, s=s: s.score(p, r, batch_size=batch) for s in scorers], prompts, responses)
@@ -565,12 +574,12 @@ def stage_enqueue(ctx: RoundContext) -> dict[str, Any]:
         already = find_policy(con, new_policy)
         if already is None:
             upsert_policy(con, Policy(
-                policy_id=new_policy, kind="llm", base_model=settings.model.policy, adapter_path=ppo["adapter"],
+                policy_id=new_policy, kind="llm", base_model=settings.model.policy, adapter_path=ctx.local(ppo["adapter"]),
                 parent_id=meta["parent_policy_id"], round_id=ctx.round_id,
                 metrics={"algo": "ppo", "steps": ppo.get("steps"), "reward_model": rm["rm_id"], **final},
             ))
             insert_reward_model(con, RewardModelRecord(
-                rm_id=rm["rm_id"], backbone=rm["backbone"], path=rm["path"], round_id=ctx.round_id,
+                rm_id=rm["rm_id"], backbone=rm["backbone"], path=ctx.local(rm["path"]), round_id=ctx.round_id,
                 metrics=rm["metrics"], card=rm["card"],
             ))
             insert_generations(con, generations)
