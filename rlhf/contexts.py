@@ -72,13 +72,21 @@ class ContextBuildReport:
     heldout: int
     strategy: str
     seconds: float
+    #: Of the built contexts, those whose shopper bought something at or after the cut: what evaluation scores.
+    bought_after: int = 0
+    last_purchase: datetime | None = None
 
     def summary(self) -> str:
-        return (
+        text = (
             f"Built {self.built:,} contexts ({self.heldout:,} held out) with '{self.strategy}' retrieval in "
             f"{self.seconds:.1f} s; kept {self.skipped_existing:,} existing (with --replace: those with lists); "
             f"{self.too_short:,} shoppers had too little history before the cut."
         )
+        if self.built and not self.bought_after:
+            last = f" (the last purchase is on {self.last_purchase:%Y-%m-%d})" if self.last_purchase else ""
+            return (text + f" None of their shoppers bought anything after the cut{last}, so an evaluation on them "
+                    "has nothing to score: choose a cut inside the data.")
+        return text + f" {self.bought_after:,} of them bought again after the cut (what evaluations score)."
 
 
 def context_id(shopper_id: str, as_of: datetime | pd.Timestamp) -> str:
@@ -438,6 +446,8 @@ def build_contexts(
     )
     with store.transaction() as con:
         contexts_repo.insert_contexts_bulk(con, contexts)
+    built = eligible[eligible["context_id"].isin({c.context_id for c in contexts})]
+    after = purchases.merge(built[["shopper_id", "as_of"]], on="shopper_id")
     report = ContextBuildReport(
         built=len(contexts),
         skipped_existing=skipped,
@@ -445,6 +455,8 @@ def build_contexts(
         heldout=sum(c.split == "heldout" for c in contexts),
         strategy=strategy,
         seconds=time.perf_counter() - started,
+        bought_after=int(after.loc[after["ts"] >= after["as_of"], "shopper_id"].nunique()),
+        last_purchase=pd.Timestamp(purchases["ts"].max()).to_pydatetime(),
     )
     log.info(report.summary())
     return report

@@ -92,6 +92,17 @@ def test_history_and_candidates_on_a_tiny_shop(store, settings, monkeypatch) -> 
     assert contexts["d"].history == ["Q", "P"]
 
 
+def test_the_build_says_how_many_shoppers_bought_after_the_cut_and_warns_when_none_did(store, settings) -> None:
+    _tiny_shop(store, settings)
+    inside = build_contexts(store, settings=settings, as_of=datetime(2024, 1, 4), strategy="popularity")
+    # a, b and c have two items before the cut; a alone buys again (Q on 02-01).
+    assert inside.built == 3 and inside.bought_after == 1
+    assert "1 of them bought again after the cut" in inside.summary()
+    late = build_contexts(store, settings=settings, as_of=datetime(2024, 3, 1), strategy="popularity")
+    assert late.built == 4 and late.bought_after == 0  # d too now; e never has two items
+    assert "None of their shoppers bought anything after the cut (the last purchase is on 2024-02-01)" in late.summary()
+
+
 def test_category_and_popularity_strategies(store, settings) -> None:
     _tiny_shop(store, settings)
     cut = datetime(2024, 1, 10)
