@@ -6,8 +6,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-DATA_DIR ?= data
-STORE := $(DATA_DIR)/recfeedback.duckdb
 STAMP := $(VENV)/.recfeedback-installed
 DEV_STAMP := $(VENV)/.recfeedback-dev-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
@@ -64,10 +62,10 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-$(STORE): | $(STAMP)
-	$(BIN)/recfeedback init --demo
-
-demo: $(STORE)
+# Builds the demo store where the settings put it (store.data_dir: recfeedback.toml, RECFEEDBACK_* variables),
+# or says that it uses the one already there.
+demo: $(STAMP)
+	$(BIN)/recfeedback init --demo --keep-existing
 
 run: setup demo
 	$(BIN)/recfeedback app

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -204,6 +207,10 @@ def test_init_creates_the_store_and_demo_refuses_to_overwrite(cli, monkeypatch: 
     assert "already holds data (120 catalog items" in result.output and "--force" in result.output
     assert "Traceback" not in result.output
 
+    result = invoke("init", "--demo", "--keep-existing")  # a second `make run`
+    assert result.exit_code == 0, result.output
+    assert "Using the existing store" in result.output and not list(data_dir.glob("recfeedback.duckdb.bak-*"))
+
     result = invoke("init", "--demo", "--force")
     assert result.exit_code == 0, result.output
     assert "Moved the old store to" in result.output
@@ -320,3 +327,20 @@ def test_stopping_recfeedback_app_stops_the_server(cli, tmp_path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):  # whatever is left (an orphaned server before the fix)
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_builds_the_demo_where_the_settings_put_it_and_keeps_it_the_second_time(tmp_path: Path) -> None:
+    """`make run`'s demo step, with the store set by an environment variable as the README shows it: the
+    Makefile once looked for its own ./data and refused the second time."""
+    data_dir = tmp_path / "elsewhere"
+    env = {**os.environ, "RECFEEDBACK_STORE__DATA_DIR": str(data_dir), "RECFEEDBACK_DEMO__N_ITEMS": "60",
+           "RECFEEDBACK_DEMO__N_SHOPPERS": "30"}
+    first = subprocess.run(["make", "--no-print-directory", "demo"], check=False, cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Demo shop ready at " + str(data_dir) in first.stdout
+    second = subprocess.run(["make", "--no-print-directory", "demo"], check=False, cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Using the existing store at " + str(data_dir) in second.stdout

@@ -61,6 +61,10 @@ def init_command(
     force: bool = typer.Option(
         False, "--force", help="Move an existing store aside (kept as a .bak file) and start from scratch."
     ),
+    keep: bool = typer.Option(
+        False, "--keep-existing", help="With --demo: leave a store that already holds data as it is (what a "
+        "second `make run` does) instead of refusing."
+    ),
 ) -> None:
     """Create (or migrate) the store; with --demo, build the demo shop, accounts and contexts."""
     from rlhf import runtime
@@ -81,6 +85,9 @@ def init_command(
     elif path.exists() and demo:
         with Store.from_settings(settings).transaction() as con:
             counts = catalog_repo.data_counts(con)
+        if any(counts.values()) and keep:
+            typer.echo(f"Using the existing store at {path}.")
+            return
         if any(counts.values()):
             held = ", ".join(f"{n:,} {t.replace('_', ' ')}" for t, n in counts.items() if n)
             raise StoreNotEmptyError(
