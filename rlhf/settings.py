@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -580,16 +580,38 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _build(**overrides: Any) -> Settings:
     """Settings, with a value that fails validation reported as a :class:`ConfigError` that names the
-    setting, the value and where to change it (pydantic's own error is a wall of text in a CLI)."""
+    setting, the value and where it came from (pydantic's own error is a wall of text in a CLI)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe_invalid(exc)) from exc
+        raise ConfigError(_describe_invalid(exc, overrides)) from exc
 
 
-def _describe_invalid(exc: ValidationError) -> str:
-    """One sentence per invalid setting: ``section.field``, what is wrong, the value given, and the
-    environment variable that sets it; then where settings are read from."""
+def _origin(loc: Sequence[str], overrides: Mapping[str, Any], source: Path | None) -> str:
+    """Where an invalid value came from, by the sources' precedence (code, environment, file): so that the
+    message sends people to the place they have to change."""
+    node: Any = overrides
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            break
+        node = node[part]
+    else:
+        return "set in code"
+    variable = "RECFEEDBACK_" + "__".join(loc).upper()
+    if any(name.upper() == variable for name in os.environ):
+        return f"by environment variable {variable}"
+    if source is not None:
+        return f"in {source}"
+    return f"by environment variable {variable}"
+
+
+def _describe_invalid(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
+    """One sentence per invalid setting: ``section.field``, what is wrong, the value given and where it came
+    from; then where settings are read from."""
+    try:
+        source = config_file_path()
+    except ConfigError:
+        source = None
     problems = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
@@ -598,12 +620,7 @@ def _describe_invalid(exc: ValidationError) -> str:
             continue
         value = repr(error.get("input"))
         value = value if len(value) <= 60 else value[:57] + "..."
-        problems.append(f"{'.'.join(loc)}: {error['msg']} (given {value}; environment variable "
-                        f"RECFEEDBACK_{'__'.join(loc).upper()})")
-    try:
-        source = config_file_path()
-    except ConfigError:
-        source = None
+        problems.append(f"{'.'.join(loc)}: {error['msg']} (given {value} {_origin(loc, overrides, source)})")
     read_from = f"{source} and RECFEEDBACK_* environment variables" if source else \
         f"RECFEEDBACK_* environment variables (there is no {DEFAULT_CONFIG_FILE} here)"
     return f"Invalid settings. {'; '.join(problems)}. Settings are read from {read_from}."

@@ -60,3 +60,17 @@ def test_the_cli_warns_about_them_and_goes_on(tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "Warning: RECFEEDBACK_QUEUE__BOGUS is not a setting, so it is ignored" in result.output
     assert "[queue]" in result.output  # the command still ran
+
+
+def test_an_invalid_value_is_said_to_come_from_where_it_was_set(tmp_path, monkeypatch):
+    """A bad value in the settings file was reported as 'environment variable RECFEEDBACK_PPO__STEPS'."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[ppo]\nsteps = -1\n", encoding="utf-8")
+    monkeypatch.setenv("RECFEEDBACK_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=rf"ppo\.steps: .* \(given -1 in {config}\)"):
+        load_settings()
+    monkeypatch.setenv("RECFEEDBACK_PPO__STEPS", "-2")  # the environment wins over the file
+    with pytest.raises(ConfigError, match=r"\(given '-2' by environment variable RECFEEDBACK_PPO__STEPS\)"):
+        load_settings()
+    with pytest.raises(ConfigError, match=r"\(given -3 set in code\)"):  # and code over both
+        load_settings(ppo={"steps": -3})
