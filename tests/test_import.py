@@ -475,10 +475,27 @@ def test_online_retail_adapter_on_the_real_data(store, settings, shared_data: Pa
         assert catalog_repo.data_counts(con) == counts
 
 
-def test_online_retail_adapter_needs_both_files(tmp_path: Path, shared_data: Path) -> None:
+def test_online_retail_adapter_needs_the_invoice_lines(tmp_path: Path, shared_data: Path) -> None:
     shutil.copy(shared_data / "uci_online_retail" / "products.parquet", tmp_path / "products.parquet")
     with pytest.raises(ImportFileError, match="online_retail.parquet not found"):
         online_retail_frames(tmp_path)
+
+
+def test_the_invoice_lines_alone_import_as_with_the_derived_products_file(tmp_path: Path, shared_data: Path) -> None:
+    """The data set as UCI publishes it has no products.parquet; what the adapter derives in its place must be
+    that file's titles and prices (SOURCE.md: most frequent description, median price over sales)."""
+    from rlhf.importing.online_retail import products_from_lines
+
+    folder = shared_data / "uci_online_retail"
+    lines = pd.read_parquet(folder / "online_retail.parquet")
+    shipped = pd.read_parquet(folder / "products.parquet").set_index("StockCode").sort_index()
+    derived = products_from_lines(lines).set_index("StockCode").sort_index()
+    assert list(derived.index) == list(shipped.index)
+    pd.testing.assert_frame_equal(derived.astype(object), shipped[derived.columns].astype(object))
+    shutil.copy(folder / "online_retail.parquet", tmp_path / "online_retail.parquet")
+    alone, with_file = online_retail_frames(tmp_path), online_retail_frames(folder)
+    for a, b in zip(alone[:3], with_file[:3], strict=True):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
 def test_a_huge_price_is_named_in_a_readable_number(store, settings, tmp_path) -> None:

@@ -172,8 +172,8 @@ def import_online_retail_command(
     folder: Annotated[
         Path | None,
         typer.Argument(
-            help="Folder with online_retail.parquet and products.parquet "
-            f"(default: {DEFAULT_ONLINE_RETAIL_DIR} when it exists)."
+            help="Folder with online_retail.parquet (UCI's eight columns as Parquet) and optionally products.parquet "
+            f"(default: {DEFAULT_ONLINE_RETAIL_DIR}, the developers' shared data, when it exists)."
         ),
     ] = None,
 ) -> None:

@@ -157,6 +157,34 @@ def online_retail_category(titles: pd.Series) -> pd.Series:
     return out
 
 
+def products_from_lines(lines: pd.DataFrame) -> pd.DataFrame:
+    """One row per stock code, as ``products.parquet`` has it, from the invoice lines alone: so that the data
+    set as UCI publishes it (saved as Parquet) imports without the derived file.
+
+    ``Description``: the code's most frequent description (the first seen of those tied); the price, line,
+    customer and quantity figures over its sales lines (quantity and price above 0, not a cancellation).
+    """
+    described = lines.loc[lines["Description"].notna(), ["StockCode", "Description"]].reset_index(drop=True)
+    counts = (described.assign(_first=described.index)
+              .groupby(["StockCode", "Description"], sort=False)
+              .agg(n=("_first", "size"), first=("_first", "min")).reset_index()
+              .sort_values(["StockCode", "n", "first"], ascending=[True, False, True])
+              .drop_duplicates("StockCode").set_index("StockCode")["Description"])
+    sales = lines[(lines["Quantity"] > 0) & (lines["UnitPrice"] > 0)
+                  & ~lines["InvoiceNo"].astype("string").str.startswith("C")].groupby("StockCode")
+    codes = pd.Series(sorted(lines["StockCode"].dropna().unique()), name="StockCode")
+    return pd.DataFrame({
+        "StockCode": codes,
+        "Description": codes.map(counts).to_numpy(),
+        "n_distinct_descriptions": codes.map(described.groupby("StockCode")["Description"].nunique()).fillna(0)
+        .astype("int64").to_numpy(),
+        "median_unit_price": codes.map(sales["UnitPrice"].median()).to_numpy(),
+        "n_invoice_lines": codes.map(sales.size()).fillna(0).astype("int64").to_numpy(),
+        "n_customers": codes.map(sales["CustomerID"].nunique()).fillna(0).astype("int64").to_numpy(),
+        "total_quantity": codes.map(sales["Quantity"].sum()).fillna(0).astype("int64").to_numpy(),
+    })
+
+
 def online_retail_frames(
     path_dir: str | Path,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -171,13 +199,12 @@ def online_retail_frames(
     """
     folder = Path(path_dir)
     lines_path, products_path = folder / "online_retail.parquet", folder / "products.parquet"
-    for p in (lines_path, products_path):
-        if not p.is_file():
-            raise ImportFileError(
-                f"{p} not found: the UCI Online Retail folder must hold online_retail.parquet and products.parquet."
-            )
+    if not lines_path.is_file():
+        raise ImportFileError(
+            f"{lines_path} not found: the UCI Online Retail folder must hold online_retail.parquet (the data set's "
+            "eight columns, saved as Parquet) and may hold products.parquet."
+        )
     lines = pd.read_parquet(lines_path)
-    products = pd.read_parquet(products_path)
     need = {
         "InvoiceNo",
         "StockCode",
@@ -193,6 +220,7 @@ def online_retail_frames(
         raise ImportFileError(
             f"{lines_path.name} lacks the columns {', '.join(sorted(missing))}; is it the UCI file?"
         )
+    products = pd.read_parquet(products_path) if products_path.is_file() else products_from_lines(lines)
 
     p_codes = products["StockCode"].astype("string")
     p_rules = {
