@@ -567,6 +567,7 @@ def test_export_cli(app_env, tmp_path):
     # TRL-only options with the Parquet export are refused, not silently ignored.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "z.parquet"), "--no-gold"])
     assert result.exit_code == 2 and "--no-gold applies only to the TRL export" in result.output
+    assert "--format" not in result.output.split("--no-gold applies")[0]  # not blamed on an option not given
     assert not (tmp_path / "z.parquet").exists()
     # A format the name contradicts is refused: it wrote JSONL into a .parquet file, over a good one.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "all.parquet"), "--format", "trl"])

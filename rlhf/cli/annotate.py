@@ -58,7 +58,7 @@ def export_command(
     if fmt is ExportFormat.parquet and trl_only:
         raise typer.BadParameter(f"{', '.join(trl_only)} {'applies' if len(trl_only) == 1 else 'apply'} only to "
                                  "the TRL export; the Parquet export has every current label with its ids.",
-                                 param_hint="--format")
+                                 param_hint=trl_only[0])
     store = open_store()
     kwargs = {} if fmt is ExportFormat.parquet else {
         "style": style.value, "with_ids": with_ids, "include_gold": not no_gold, "include_heldout": include_heldout}
