@@ -7,7 +7,8 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,40 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """Log records to ``path`` too while the block runs, unless this process's stderr already is that file (a
+    process that :func:`spawn_detached` started): so that a round run in a terminal leaves its log in its folder,
+    as a background round does."""
+    try:
+        already = path.exists() and os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(path))
+    except (OSError, ValueError, AttributeError):  # stderr is no file (a test's capture)
+        already = False
+    if already:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def setup_logging(level: int = logging.INFO, *, progress: bool = True) -> None:
     """Log to stderr with timestamps; called once by entry points, never by library code.
 
     ``progress=False`` (a command's ``--no-progress``, for logs) also silences the libraries' own bars, such
     as transformers' "Loading weights": they read ``HF_HUB_DISABLE_PROGRESS_BARS`` when first imported.
     """
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     if not progress:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -702,6 +703,8 @@ def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes_after_
             proc.wait()
 
     assert data_fingerprint(store) == before, "a killed round changed the store's data"
+    # A background round's output is its log already: each record once, not again through a file handler.
+    assert paths.log.read_text(encoding="utf-8").count("stage snapshot finished") == 1
     status = round_status(store, round_id)
     assert status["status"] == "interrupted"
     assert status["completed_stages"] == ["snapshot", "reward_model"]
@@ -992,7 +995,7 @@ def test_a_misspelt_stage_is_refused_in_the_background_too(workdir, monkeypatch)
     assert spawned[0][-2:] == ["--stop-after", "snapshot"]  # the background process stops where asked
 
 
-def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir):
+def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir, caplog):
     """A deliberate --stop-after read as a crash ('Its process is gone'), and resuming "until" a finished
     stage ran every stage left."""
     from typer.testing import CliRunner
@@ -1001,10 +1004,12 @@ def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir):
     from rlhf.cli import app
     from rlhf.errors import RoundError
 
+    caplog.set_level(logging.INFO)
     settings, store = workdir
     record = rounds.create_round(store, settings)
     done = rounds.execute(store, record.round_id, progress=False, stop_after="snapshot")
     assert (done.status, done.stage) == ("stopped", "snapshot")
+    assert set(done.timings) == {"snapshot"}  # the stage it stopped after has its time (was written at the next)
     shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.data_dir)])
     assert "Stopped after its stage snapshot, as asked" in shown.output and "process is gone" not in shown.output
     with pytest.raises(RoundError, match="has finished its stage snapshot already"):
@@ -1012,6 +1017,10 @@ def test_a_stopped_round_says_so_and_resumes_only_to_a_later_stage(workdir):
     assert rounds.round_status(store, record.round_id)["status"] == "stopped"  # left as it was
     again = rounds.resume_round(store, record.round_id, progress=False, stop_after="reward_model")
     assert (again.status, again.stage) == ("stopped", "reward_model")
+    assert set(again.timings) == {"snapshot", "reward_model"}
+    # Run in this process (a terminal), not in the background: its log is in its folder all the same.
+    log = (Path(again.folder) / "round.log").read_text(encoding="utf-8")
+    assert "stage snapshot finished" in log and "stage reward_model finished" in log
 
 
 def test_a_cancel_wrapped_in_a_librarys_error_is_recorded_and_logged_as_a_cancel(workdir, monkeypatch, caplog):

@@ -36,7 +36,7 @@ from rlhf.rounds.state import (
     running_among,
     still_running,
 )
-from rlhf.runtime import jsonable
+from rlhf.runtime import jsonable, logging_to
 from rlhf.settings import Settings
 from storage import Store
 from storage.paths import relative_within
@@ -110,6 +110,14 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
         raise RoundError(f"Round {round_id} has no folder on disk ({row.folder}); it cannot run.")
     settings = load_round_settings(folder, data_dir=store.folder)
     ctx = RoundContext(round_id, settings, store, RoundPaths(folder), progress_bars=progress)
+    with logging_to(ctx.paths.log):  # a round run in a terminal keeps its log in its folder too
+        _run_stages(ctx, stop_after)
+    return _get_row(store, round_id)
+
+
+def _run_stages(ctx: RoundContext, stop_after: str | None) -> None:
+    """The stages without a completion marker, in order; the row records a stop, a cancel or a failure."""
+    store, round_id = ctx.store, ctx.round_id
     previous = _install_sigterm()
     current = None
     try:
@@ -129,7 +137,7 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
                 # The marker exists now: add the enqueue time to the row's timings.
                 _update_row(store, round_id, timings=_timings(ctx))
             if stop_after == stage and stage != STAGES[-1]:
-                _update_row(store, round_id, status="stopped")
+                _update_row(store, round_id, status="stopped", timings=_timings(ctx))  # with this stage's time
                 break
         ctx.set_progress("done" if current == "enqueue" or ctx.paths.marker("enqueue").is_file() else (current or ""))
     except BaseException as exc:
@@ -150,7 +158,6 @@ def execute(store: Store, round_id: str, *, progress: bool = True,
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return _get_row(store, round_id)
 
 
 def _cancellation_in(exc: BaseException | None) -> RoundCancelled | None:
