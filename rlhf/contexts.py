@@ -42,6 +42,7 @@ from scipy import sparse
 
 from rlhf.errors import RecFeedbackError
 from rlhf.settings import ContextSettings, Settings, get_settings
+from rlhf.wording import counted
 from storage import Store
 from storage import catalog as catalog_repo
 from storage import contexts as contexts_repo
@@ -78,7 +79,7 @@ class ContextBuildReport:
 
     def summary(self) -> str:
         text = (
-            f"Built {self.built:,} contexts ({self.heldout:,} held out) with '{self.strategy}' retrieval in "
+            f"Built {counted(self.built, 'context')} ({self.heldout:,} held out) with '{self.strategy}' retrieval in "
             f"{self.seconds:.1f} s; kept {self.skipped_existing:,} existing (with --replace: those with lists); "
             f"{self.too_short:,} shoppers had too little history before the cut."
         )

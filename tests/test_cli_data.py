@@ -253,7 +253,7 @@ def test_imports_contexts_and_errors(cli) -> None:
 
     result = invoke("contexts", "build", "--as-of", "2024-03-04", "--strategy", "popularity")
     assert result.exit_code == 0, result.output
-    assert "Built 1 contexts" in result.output  # u1 has two items before the cut; u2 only one
+    assert "Built 1 context " in result.output  # u1 has two items before the cut; u2 only one
     result = invoke("contexts", "build", "--as-of", "yesterday-ish")
     assert result.exit_code == 1 and "--as-of 'yesterday-ish' is not a date" in result.output
     result = invoke("contexts", "build", "--strategy", "magic")

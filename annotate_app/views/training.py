@@ -23,6 +23,7 @@ from rlhf.human_eval import human_win_in_words, human_win_rates
 from rlhf.policies import policy_summaries
 from rlhf.reward.train import method_summary
 from rlhf.settings import with_values
+from rlhf.wording import counted
 from storage.errors import StoreError
 
 user = ui.require_page("training")  # the role check: the menu hides the page, this refuses it
@@ -498,4 +499,4 @@ with tab_pol:
             st.caption("To serve a policy elsewhere, export it as a standalone transformers model (its adapter "
                        "merged into the base, with a model card); for the newest one:")
             st.code(f"recfeedback policy export {newest} --out exports/{newest}", language="bash")
-st.caption(f"{len(summaries)} rounds · data folder `{settings.data_dir}`")
+st.caption(f"{counted(len(summaries), 'round')} · data folder `{settings.data_dir}`")

@@ -17,6 +17,7 @@ import typer
 from rlhf.cli.common import friendly_errors
 from rlhf.errors import RecFeedbackError
 from rlhf.settings import get_settings
+from rlhf.wording import counted
 from storage.records import ExcludedAnnotator
 
 contexts_app = typer.Typer(
@@ -89,7 +90,7 @@ def init_command(
             typer.echo(f"Using the existing store at {path}.")
             return
         if any(counts.values()):
-            held = ", ".join(f"{n:,} {t.replace('_', ' ')}" for t, n in counts.items() if n)
+            held = ", ".join(counted(n, t.replace("_", " ").removesuffix("s")) for t, n in counts.items() if n)
             raise StoreNotEmptyError(
                 f"The store {path} already holds data ({held}); `init --demo` will not mix the demo into it. "
                 "Use `recfeedback init --demo --force` to start over (the old file is kept as a backup), "

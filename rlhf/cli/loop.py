@@ -73,7 +73,8 @@ def simulate_command(
         return
     typer.echo(f"{summary['labels']} labels by {summary['annotators']} simulated annotators ({kind} crowd); "
                f"stopped: {summary['stopped']}.")
-    typer.echo(f"choices: {summary['choices']}")
+    typer.echo("choices: " + (", ".join(f"{choice.replace('_', ' ')} {n}" for choice, n in summary["choices"].items())
+                              or "none"))
     typer.echo(f"simulated time on task: {summary['simulated_hours']} h; wall time {summary['wall_s']} s; "
                f"service p50 {summary['service_p50_ms']} ms, p95 {summary['service_p95_ms']} ms")
     typer.echo(f"crowd raw pairwise agreement (synthetic check): {summary['crowd_agreement_synthetic']}")
