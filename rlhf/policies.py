@@ -126,7 +126,7 @@ def export_policy(store: Store, settings: Settings, policy_id: str, out: str | o
                                        tokenizer_spec=settings.model.tokenizer, merge=True)
     except ModelNotFoundError as exc:
         raise PolicyExportError(f"Cannot load {policy_id}'s base model {base!r}: {exc}") from exc
-    provenance = _provenance(store, policy, round_record, base, dtype)
+    provenance = _provenance(store, policy, round_record, base, dtype, settings)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -185,8 +185,10 @@ def _policy_to_export(store: Store, policy_id: str) -> tuple[Policy, RoundRecord
     return policy, round_record
 
 
-def _provenance(store: Store, policy: Policy, round_record: RoundRecord | None, base: str, dtype: str) -> dict[str, Any]:
-    """Where the exported weights came from and how the policy was judged, as JSON-ready data."""
+def _provenance(store: Store, policy: Policy, round_record: RoundRecord | None, base: str, dtype: str,
+                settings: Settings) -> dict[str, Any]:
+    """Where the exported weights came from and how the policy was judged, as JSON-ready data. The sampling
+    settings are the round's; for a policy no round trained, those it is sampled with now."""
     from rlhf import __version__
     from rlhf.models import resolve_model_source
     from rlhf.prompts import PROMPT_VERSION
@@ -211,7 +213,7 @@ def _provenance(store: Store, policy: Policy, round_record: RoundRecord | None, 
         "round_metrics": (round_record.metrics or {}) if round_record else {},
         "ndcg_vs_zero_shot": verdict,
         "prompt_version": PROMPT_VERSION,
-        "generation": config.get("generation") or {},
+        "generation": config.get("generation") or settings.generation.model_dump(mode="json"),
         "dtype": dtype,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "recfeedback_version": __version__,
@@ -241,6 +243,12 @@ def _replace(partial: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _weights_note(provenance: Mapping[str, Any]) -> str:
+    if provenance.get("adapter_path"):
+        return "The LoRA adapter a round trained is merged into the base weights, so this folder loads like any causal LM."
+    return "No round trained it: these are the base model's weights as RecFeedback samples them, for comparison."
+
+
 def model_card(provenance: Mapping[str, Any]) -> str:
     """A Hugging Face style README for an exported policy: what it is, how it was judged, how to use it."""
     p = provenance
@@ -268,8 +276,8 @@ tags: [recfeedback, rlhf, ppo, recommendation]
 # {p["policy_id"]}
 
 A recommendation policy trained with human feedback in RecFeedback: it reads a shopper's recent
-purchases and a list of candidate items and writes a ranked list with a reason for each item. The
-LoRA adapter a round trained is merged into the base weights, so this folder loads like any causal LM.
+purchases and a list of candidate items and writes a ranked list with a reason for each item.
+{_weights_note(p)}
 
 | | |
 |---|---|

@@ -71,6 +71,7 @@ def test_exported_policy_is_base_plus_adapter_as_a_plain_model(trained, settings
     card = (out / "README.md").read_text()
     assert f"# {TRAINED}" in card and "| NDCG@5 on held-out shoppers | 0.123 |" in card and "better: +0.030" in card
     assert "constrained decoding" in card and "dequantized" not in card  # a transformers base, not a GGUF
+    assert "adapter a round trained is merged into the base weights" in card
     gguf_card = model_card({**provenance, "base_gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"})
     assert "dequantized from the GGUF file `SmolLM2-135M-Instruct.Q4_1.gguf`" in gguf_card
     assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no partial folder left beside it
@@ -107,7 +108,11 @@ def test_the_base_policy_exports_without_an_adapter(trained, settings, tiny_fold
         assert torch.allclose(base(ids).logits, exported(ids).logits, atol=1e-6)
     provenance = json.loads((result.path / PROVENANCE_FILE).read_text())
     assert provenance["round_id"] is None and provenance["ndcg_vs_zero_shot"] is None
-    assert "not trained: the base model as is" in (result.path / "README.md").read_text()
+    card = (result.path / "README.md").read_text()
+    assert "not trained: the base model as is" in card and "No round trained it" in card
+    assert "adapter a round trained is merged" not in card  # there is none
+    # The settings it is sampled with now, since no round recorded any (the card reads the list length there).
+    assert provenance["generation"] == settings.generation.model_dump(mode="json")
 
 
 def test_bad_requests_are_refused_by_name_and_touch_nothing(trained, settings, tmp_path):
