@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -99,4 +100,6 @@ def spawn_detached(args: Sequence[str], log_path: Path, extra_env: Mapping[str, 
     with log_path.open("ab") as fh:
         proc = subprocess.Popen([sys.executable, *args], stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=os.getcwd())
+    # Collect its exit status when it ends: unwaited, it would stay a zombie under a long-lived app.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid

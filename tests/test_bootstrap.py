@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from seed import seed_contexts
@@ -159,3 +161,14 @@ def test_a_job_that_cannot_start_says_so_at_once(settings, store, monkeypatch):
         bootstrap.start_bootstrap(settings, store)
     status = bootstrap.read_status(settings)
     assert status.state == "failed" and "could not start" in status.message and "/gone/python" in status.message
+
+
+def test_a_detached_process_that_ends_leaves_no_zombie_behind(tmp_path):
+    """The first-pairs job stayed `<defunct>` under the app until the app exited: nobody collected its status."""
+    from rlhf.runtime import spawn_detached
+
+    pid = spawn_detached(["-c", "pass"], tmp_path / "job.log")
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), Path(f"/proc/{pid}/status").read_text()[:200]
