@@ -106,3 +106,18 @@ def test_a_path_the_system_refuses_is_a_sentence_not_a_traceback(tmp_path, monke
     result = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "labels.parquet" / "x.jsonl")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert result.output.startswith("Error: ") and str(tmp_path / "labels.parquet") in result.output
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly(capsys):
+    """`recfeedback config show | head -1` ended with "Error: [Errno 32] Broken pipe" on stderr."""
+    import typer
+
+    from rlhf.cli.common import friendly_errors
+
+    @friendly_errors
+    def command() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(typer.Exit) as ended:
+        command()
+    assert ended.value.exit_code == 141 and capsys.readouterr().err == ""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +27,12 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError as exc:
+            # The reader went away (`| head`): as other Unix tools do, stop without a word. Python would
+            # otherwise complain again when it flushes stdout on exit.
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout may be no file (a test's)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=141) from exc
         except (RecFeedbackError, StoreError, ConfigError, OSError) as exc:
             # OSError: a path that is a folder, a parent that is a file, a full disk, no permission. Its own
             # sentence names the path ("[Errno 21] Is a directory: 'ro'"), which beats a traceback.
