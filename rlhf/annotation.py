@@ -142,12 +142,30 @@ def next_task(
 
 def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     """Everything the page shows for an assignment, in two queries (pair+context+generations, items)."""
-    shown = queue_repo.pair_for_display(con, assignment.pair_id)
-    left_id = assignment.left_gen
+    return _shown(con, assignment.pair_id, assignment.left_gen, settings, assignment_id=assignment.assignment_id,
+                  reason=assignment.reason, expires_at=assignment.expires_at, assigned_at=assignment.assigned_at)
+
+
+def pair_as_shown(store: Store, pair_id: str, *, settings: Settings | None = None) -> Task:
+    """A pair as annotators see it, list A on the left, with no lease: for a manager who reviews it (to give
+    it a gold answer, say). Its ``assignment_id`` is empty."""
+    settings = settings or get_settings()
+    with store.transaction() as con:
+        shown = queue_repo.pair_for_display(con, pair_id)
+        if not shown["gen_a"] or not shown["gen_b"]:
+            raise ValidationError(f"Pair {pair_id} has no two lists to show (an imported pair).")
+        now = queue_repo.utcnow()
+        return _shown(con, pair_id, shown["gen_a"], settings, assignment_id="", reason="review", expires_at=now,
+                      assigned_at=now, shown=shown)
+
+
+def _shown(con: Any, pair_id: str, left_id: str | None, settings: Settings, *, shown: dict[str, Any] | None = None,
+           **lease: Any) -> Task:
+    shown = shown or queue_repo.pair_for_display(con, pair_id)
     right_id = shown["gen_b"] if left_id == shown["gen_a"] else shown["gen_a"]
     gens = shown["generations"]
     if left_id not in gens or right_id not in gens:
-        raise NotFoundError(f"Pair {assignment.pair_id} names a generation that does not exist.")
+        raise NotFoundError(f"Pair {pair_id} names a generation that does not exist.")
     listed = [i.get("item_id", "") for g in (gens[left_id], gens[right_id]) for i in g["items"]]
     items = queue_repo.items_for_display(con, [*shown["history"], *shown["candidates"], *listed])
     keys = tuple(settings.contexts.item_attributes)
@@ -155,11 +173,9 @@ def _resolve(con: Any, assignment: Any, settings: Settings) -> Task:
     history = tuple(reversed([items[i] for i in shown["history"] if i in items]))  # most recent first
     candidates = tuple(items[i] for i in shown["candidates"] if i in items)
     return Task(
-        assignment_id=assignment.assignment_id, pair_id=assignment.pair_id, reason=assignment.reason,
-        shopper_id=shown["shopper_id"] or "", history=history, candidates=candidates,
+        pair_id=pair_id, shopper_id=shown["shopper_id"] or "", history=history, candidates=candidates,
         left=shown_list(gens[left_id], items, candidate_set, keys, history),
-        right=shown_list(gens[right_id], items, candidate_set, keys, history),
-        expires_at=assignment.expires_at, assigned_at=assignment.assigned_at, attribute_keys=keys,
+        right=shown_list(gens[right_id], items, candidate_set, keys, history), attribute_keys=keys, **lease,
     )
 
 

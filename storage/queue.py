@@ -670,6 +670,12 @@ def gold_answers(con: Any) -> dict[str, str]:
     return {r[0]: r[1] for r in con.execute("SELECT pair_id, expected_choice FROM gold").fetchall()}
 
 
+def gold_rows(con: Any) -> list[dict[str, Any]]:
+    """Every gold answer with its note, author and time, newest first."""
+    return fetch_dicts(con, "SELECT pair_id, expected_choice, note, created_by, created_at FROM gold "
+                            "ORDER BY created_at DESC, pair_id")
+
+
 def set_gold(con: Any, pair_id: str, expected_choice: str, *, note: str | None = None, created_by: str | None = None) -> None:
     """Mark a pair as gold with its expected canonical choice (A, B, tie or both_bad)."""
     if expected_choice not in CHOICES:

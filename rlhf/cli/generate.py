@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from rlhf.cli.common import friendly_errors
 from rlhf.wording import counted
 
-pairs_app = typer.Typer(help="Build A/B pairs of lists for the labelling queue.", no_args_is_help=True)
+pairs_app = typer.Typer(help="Build A/B pairs of lists for the labelling queue; review them; make gold pairs.",
+                        no_args_is_help=True)
 
 
 @friendly_errors
@@ -141,6 +144,68 @@ def pairs_bootstrap(
         typer.secho(f"Error: {status.message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1)
     typer.echo(f"{status.pairs} pairs over {status.contexts_done} contexts from {status.policy_id} are in the queue.")
+
+
+def _echo_list(side: str, shown: Any) -> None:
+    typer.echo(f"\nList {side}" + (f"  [{'; '.join(shown.problems)}]" if shown.problems else ""))
+    for item in shown.items:
+        badges = f"  [{'; '.join(item.badges)}]" if item.badges else ""
+        typer.echo(f"  {item.rank}. {item.title} ({item.category or 'no category'}) - {item.reason}{badges}")
+
+
+@pairs_app.command("show")
+@friendly_errors
+def pairs_show(pair_id: str = typer.Argument(..., help="The pair (ids in `export` files and the Agreement page).")) -> None:
+    """Show a pair as annotators see it, list A first, with the labels it has: to review it, e.g. before
+    giving it a gold answer."""
+    from rlhf.annotation import pair_as_shown
+    from rlhf.gold import label_tally
+    from rlhf.runtime import open_store
+
+    store = open_store()
+    task = pair_as_shown(store, pair_id)
+    typer.echo(f"Pair {pair_id}, shopper {task.shopper_id}: bought (most recent first) "
+               + "; ".join(item.title for item in task.history[:8])
+               + (f"; and {len(task.history) - 8} more" if len(task.history) > 8 else ""))
+    typer.echo(f"{counted(len(task.candidates), 'candidate')} to choose from.")
+    _echo_list("A", task.left)
+    _echo_list("B", task.right)
+    tally = label_tally(store, pair_id)
+    typer.echo("\nLabels: " + (", ".join(f"{choice} {n}" for choice, n in sorted(tally.items())) or "none yet"))
+
+
+@pairs_app.command("gold")
+@friendly_errors
+def pairs_gold(
+    pair_id: str = typer.Argument(..., help="The pair (`pairs show PAIR_ID` shows it)."),
+    answer: str = typer.Argument(..., help="The right answer in the pair's own terms: A, B, tie or both_bad."),
+    note: str = typer.Option(None, "--note", help="Why (kept with the answer)."),
+    by: str = typer.Option("cli", "--by", help="Recorded as who gave the answer."),
+) -> None:
+    """Make a pair gold: the queue mixes it into annotators' work (queue.gold_rate) and the Agreement page
+    scores each annotator's answers on it. Gold pairs never train a reward model."""
+    from rlhf.gold import mark_gold
+    from rlhf.runtime import open_store
+
+    mark_gold(open_store(), pair_id, answer, by=by, note=note)
+    typer.echo(f"Pair {pair_id} is gold, answer {answer}: annotators who have not labelled it will get it "
+               "among their pairs.")
+
+
+@pairs_app.command("gold-list")
+@friendly_errors
+def pairs_gold_list() -> None:
+    """The gold pairs: answer, who gave it, and how many current labels on each agree."""
+    from rlhf.gold import gold_pairs
+    from rlhf.runtime import open_store
+
+    golds = gold_pairs(open_store())
+    if not golds:
+        typer.echo("No gold pairs yet: `recfeedback pairs gold PAIR_ID ANSWER` makes one.")
+        return
+    typer.echo(f"{'pair':<40} {'answer':<9} {'agree':>9}  by")
+    for g in golds:
+        typer.echo(f"{g.pair_id:<40} {g.answer:<9} {f'{g.agreeing}/{g.labels}':>9}  {g.created_by or ''}")
 
 
 def register(app: typer.Typer) -> None:
