@@ -483,6 +483,27 @@ def test_a_manager_excludes_an_annotator_on_the_agreement_page_and_restores_them
     assert "1 label of a1 count again" in texts(at) and excluded_annotators(store) == {}
 
 
+def test_a_manager_reviews_a_pair_and_makes_it_gold_on_the_agreement_page(app_env):
+    from rlhf.gold import gold_pairs
+
+    store, seeded = app_env
+    _label_some(store)
+    at = as_user(store, "mgr", "views/agreement.py")
+    assert "No gold pairs yet" in texts(at)
+    at.text_input(key="agreement.gold.pair").input("pair_nope").run()
+    assert "No pair with id 'pair_nope'" in texts(at) and not at.exception
+    pair_id = seeded.pair_ids[0]
+    at.text_input(key="agreement.gold.pair").input(pair_id).run()
+    assert "**List A**" in texts(at) and "**List B**" in texts(at)
+    at.radio(key="agreement.gold.answer").set_value("B")
+    at.text_input(key="agreement.gold.note").input("A lists an item twice")
+    at.button(key="agreement.gold.save").click().run()
+    assert not at.exception, at.exception
+    assert f"Pair {pair_id} is gold, answer B is better." in texts(at)
+    [gold] = gold_pairs(store)
+    assert (gold.pair_id, gold.answer, gold.created_by, gold.note) == (pair_id, "B", "mgr", "A lists an item twice")
+
+
 def test_exports_parquet_and_trl(app_env, tmp_path):
     from rlhf import export
 

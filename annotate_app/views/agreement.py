@@ -15,11 +15,14 @@ import pandas as pd
 import streamlit as st
 
 from annotate_app import ui
+from rlhf import annotation, exclusion
 from rlhf import dashboard as dash_service
-from rlhf import exclusion
+from rlhf import gold as gold_service
 from rlhf.errors import RecFeedbackError
 from storage.analytics import NO_ROUND, LabelSelection
 from storage.errors import StoreError
+
+GOLD_CHOICES = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 user = ui.require_page("agreement")  # the role check: the menu hides the page, this refuses it
 store = ui.store()
@@ -51,6 +54,40 @@ def _exclusion_action(action: Callable[[], exclusion.Exclusion]) -> None:
         return
     st.cache_data.clear()
     st.session_state["agreement.notice"] = done.sentence()
+
+
+def _gold_form() -> None:
+    """Review one pair as annotators see it (list A on the left) and give it a gold answer."""
+    pair_id = st.text_input("Pair to review", key="agreement.gold.pair", placeholder="pair_…",
+                            help="Pair ids are in the drill-down and in label exports.").strip()
+    if not pair_id:
+        return
+    try:
+        task = annotation.pair_as_shown(store, pair_id, settings=settings)
+    except (RecFeedbackError, StoreError) as exc:
+        st.error(str(exc))
+        return
+    st.html(ui.LIST_CSS)
+    history = ", ".join(ui.esc(i.title) for i in task.history) or "nothing known"
+    st.html(f"<div><b>Bought before</b> (most recent first): {history}</div>")
+    for column, (side, shown) in zip(st.columns(2), (("A", task.left), ("B", task.right))):
+        with column:
+            st.markdown(f"**List {side}**" + (f" · {', '.join(shown.problems)}" if shown.problems else ""))
+            for item in shown.items:
+                st.html(ui.item_html(item))
+    tally = gold_service.label_tally(store, pair_id)
+    st.caption("Labels so far: " + (", ".join(f"{c} {n}" for c, n in sorted(tally.items())) or "none"))
+    with st.form("agreement.gold.form"):
+        answer = st.radio("Gold answer", GOLD_CHOICES, horizontal=True, format_func=GOLD_CHOICES.get,
+                          key="agreement.gold.answer")
+        note = st.text_input("Why (kept with the answer)", key="agreement.gold.note")
+        if st.form_submit_button("Save as gold", key="agreement.gold.save"):
+            try:
+                gold_service.mark_gold(store, pair_id, answer, by=user.annotator_id, note=note)
+            except (RecFeedbackError, StoreError) as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Pair {pair_id} is gold, answer {GOLD_CHOICES[answer]}.")
 
 
 def _download(frame: pd.DataFrame, name: str, key: str) -> None:
@@ -349,6 +386,19 @@ with tab_flow:
         st.dataframe(served, hide_index=True, width="stretch",
                      column_config={"gold_rate": PCT, "reshow_rate": PCT})
         _download(served, "gold_and_reshow_rates", "served")
+
+    st.subheader("Gold pairs")
+    golds = gold_service.gold_pairs(store)
+    if golds:
+        gold_table = pd.DataFrame([vars(g) for g in golds])
+        st.dataframe(gold_table, hide_index=True, width="stretch", column_config={
+            "answer": "Answer", "agreeing": "Labels agreeing", "labels": "Labels", "created_by": "By",
+            "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm")})
+        _download(gold_table, "gold_pairs", "gold")
+    else:
+        st.info("No gold pairs yet. Review a pair below and give it its answer; the queue then mixes it into "
+                f"annotators' work ({settings.queue.gold_rate:.0%} of served pairs, queue.gold_rate).")
+    _gold_form()
 
 # ------------------------------------------------------------------------------------- round quality
 with tab_rounds:
