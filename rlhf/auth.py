@@ -31,6 +31,10 @@ class AuthError(RecFeedbackError):
     """Login failed or an account operation is not allowed."""
 
 
+class AccountChangedError(AuthError):
+    """An account changed between the form that showed it and the save."""
+
+
 #: Display names longer than this would crowd the tables that show them.
 MAX_DISPLAY_NAME = 80
 
@@ -90,16 +94,26 @@ def authenticate(store: Store, username: str, password: str) -> Annotator:
 
 
 def update_account(store: Store, username: str, *, by: str, role: str | None = None, active: bool | None = None,
-                   password: str | None = None) -> None:
+                   password: str | None = None, as_shown: Annotator | None = None) -> None:
     """Change an account's role, whether it may log in, and its password (admin action): all of them or, when
     one is refused, none. ``by`` (the admin acting) may not remove their own admin role or deactivate
-    themselves, so that a store always keeps an admin who can log in."""
+    themselves, so that a store always keeps an admin who can log in.
+
+    ``as_shown`` is the account as the form showed it: if its role or active state changed since (another
+    admin, a manager's restore), nothing is saved and :class:`AccountChangedError` says how it is now, so
+    that a stale form never undoes someone else's change."""
     if role is not None and role not in ROLES:
         raise AuthError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
     if username == by and ((role is not None and role != "admin") or active is False):
         raise AuthError("You cannot remove your own admin role or deactivate yourself.")
     digest = hash_password(password) if password else None
     with store.transaction() as con:
+        if as_shown is not None:
+            now = users_repo.get_annotator(con, username)
+            if (now.role, now.active) != (as_shown.role, as_shown.active):
+                state = "active" if now.active else "deactivated"
+                raise AccountChangedError(f"{username} was changed meanwhile: it is now {state}, role {now.role}. "
+                                          "Nothing was saved; the form shows it as it is now.")
         users_repo.update_annotator(con, username, role=role, active=active, password_hash=digest)
 
 

@@ -31,15 +31,21 @@ class Exclusion:
     labels: int
     restored: bool = False
     account_changed: bool = False
+    #: After a restore: the account is still deactivated (it was not asked to be reactivated).
+    still_inactive: bool = False
     #: The account's role when it is not an annotator's, so an exclusion left it active (see exclude_annotator).
     kept_role: str | None = None
 
     def sentence(self) -> str:
         labels = f"{counted(self.labels, 'label')} of {self.annotator_id}"
         if self.restored:
+            if self.labels == 0:
+                return f"Nothing to restore: no label of {self.annotator_id} is excluded."
             account = ", and the account is active again" if self.account_changed else ""
+            inactive = (f" {self.annotator_id}'s account stays deactivated, so they cannot log in; an admin can "
+                        "reactivate it on the Users page.") if self.still_inactive else ""
             return (f"{labels} count again{account}; pairs that reach their overlap with them are complete "
-                    "again.")
+                    f"again.{inactive}")
         account = "; the account is deactivated" if self.account_changed else ""
         if self.kept_role:
             account = (f"; {self.annotator_id}'s {self.kept_role} account stays active (an admin can deactivate "
@@ -86,7 +92,8 @@ def restore_annotator(store: Store, annotator_id: str, *, reactivate: bool = Fal
         changed = bool(account and reactivate and not account.active)
         if changed:
             users_repo.update_annotator(con, annotator_id, active=True)
-    return Exclusion(annotator_id, n, restored=True, account_changed=changed)
+    return Exclusion(annotator_id, n, restored=True, account_changed=changed,
+                     still_inactive=bool(account and not account.active and not changed))
 
 
 def _account(con: Any, annotator_id: str) -> Annotator | None:

@@ -356,10 +356,16 @@ def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_en
     at = as_user(store, "boss", "views/users.py")
     at.text_input(key="users_new_name").input("newbie")
     at.selectbox(key="users_new_role").set_value("annotator")
+    at.text_input(key="users_new_password").input("short")
+    next(b for b in at.button if b.label == "Create account").click().run()
+    assert "at least 8 characters" in texts(at)
+    assert at.text_input(key="users_new_name").value == "newbie"  # kept to be corrected, not wiped
     at.text_input(key="users_new_password").input("a-long-password")
     next(b for b in at.button if b.label == "Create account").click().run()
     assert not at.exception, at.exception
     assert auth.authenticate(store, "newbie", "a-long-password").role == "annotator"
+    assert "Created newbie (annotator)." in texts(at) and at.text_input(key="users_new_name").value == ""
+    assert "newbie" in at.dataframe[0].value["user"].tolist()
 
     at.selectbox(key="users_edit_target").set_value("newbie").run()
     assert at.selectbox(key="users_edit_role_newbie").value == "annotator"
@@ -372,6 +378,10 @@ def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_en
     assert (user.role, user.active) == ("manager", False)
     with pytest.raises(auth.AuthError):
         auth.authenticate(store, "newbie", "another-password")  # inactive
+    # The table shows the save at once (it showed the state before it), and the password does not linger.
+    assert "Saved newbie." in texts(at) and at.text_input(key="users_edit_password_newbie").value == ""
+    shown = at.dataframe[0].value.set_index("user").loc["newbie"]
+    assert (shown["role"], shown["active"]) == ("manager", False)
 
     at.text_area(key="users_guidelines_body").input("New rules")
     next(b for b in at.button if b.label == "Save guidelines").click().run()
@@ -391,6 +401,27 @@ def test_the_users_page_shows_whose_labels_are_excluded(app_env):
     assert table.loc["ann", "excluded labels"] == 1 and not table.loc["ann", "active"]
     assert table.loc["eng", "excluded labels"] == 0
     assert any("a manager excluded them" in c.value for c in at.caption)
+
+
+def test_a_form_that_shows_an_account_as_it_was_does_not_undo_a_change_made_since(app_env):
+    """Tab A showed ann2 deactivated; tab B reactivated her; a password reset in tab A switched her off again."""
+    from rlhf import auth
+
+    store, _ = app_env
+    auth.update_account(store, "ann", by="boss", active=False)
+    at = as_user(store, "boss", "views/users.py")
+    at.selectbox(key="users_edit_target").set_value("ann").run()
+    assert not at.checkbox(key="users_edit_active_ann").value
+    auth.update_account(store, "ann", by="boss2", active=True)  # another window, meanwhile
+    at.text_input(key="users_edit_password_ann").input("a-new-password")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert not at.exception, at.exception
+    assert "ann was changed meanwhile: it is now active, role annotator. Nothing was saved" in texts(at)
+    assert next(u for u in auth.list_users(store) if u.annotator_id == "ann").active
+    assert at.checkbox(key="users_edit_active_ann").value  # the form shows it as it is now
+    at.text_input(key="users_edit_password_ann").input("a-new-password")  # typed again, on the fresh form
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert auth.authenticate(store, "ann", "a-new-password").active
 
 
 def test_admin_cannot_demote_themselves(app_env):

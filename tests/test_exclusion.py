@@ -56,6 +56,19 @@ def test_exclusion_retracts_every_label_reopens_pairs_and_restores(store, settin
     with store.transaction() as con:
         assert len(queue_repo.current_labels(con)) == before and get_annotator(con, "spam").active
     assert {_status(store, p) for p in spam_pairs} == {"complete"} and excluded_annotators(store) == {}
+    assert restore_annotator(store, "spam").sentence() == "Nothing to restore: no label of spam is excluded."
+
+
+def test_a_restore_without_reactivating_says_the_account_stays_off(store, settings):
+    """Labels counted again while the account stayed deactivated, and nothing said so: the annotator could not
+    log in, and the manager could not see why (only admins open the Users page)."""
+    seed_store(store, n_pairs=2, overlap_target=2, users={"ann": "annotator", "boss": "manager"})
+    _label(store, "ann", 1)
+    exclude_annotator(store, "ann", by="boss")
+    back = restore_annotator(store, "ann")
+    assert back.still_inactive and "ann's account stays deactivated, so they cannot log in" in back.sentence()
+    exclude_annotator(store, "ann", by="boss")
+    assert "stays deactivated" not in restore_annotator(store, "ann", reactivate=True).sentence()
 
 
 def test_restoring_leaves_undone_labels_undone(store, settings):

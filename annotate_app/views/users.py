@@ -14,6 +14,26 @@ from storage.records import ROLES
 admin = ui.require_page("users")
 store = ui.store()
 
+NEW_FIELDS = ("users_new_name", "users_new_display", "users_new_role", "users_new_password")
+
+
+def _edit_fields(target: str) -> tuple[str, ...]:
+    """The edit form's widget keys for one account, and the account as the form shows it (``users.shown.*``)."""
+    return (f"users_edit_role_{target}", f"users_edit_active_{target}", f"users_edit_password_{target}",
+            f"users.shown.{target}")
+
+
+def _reset_after(keys: tuple[str, ...], notice: tuple[str, str]) -> None:
+    """Rerun with these widgets back at their stored values (the table, the forms and a typed password all
+    refreshed), and the notice shown once above the forms."""
+    st.session_state["users.reset"] = keys
+    st.session_state["users.notice"] = notice
+    st.rerun()
+
+
+for key in st.session_state.pop("users.reset", ()):  # before the widgets exist, so that they start afresh
+    st.session_state.pop(key, None)
+
 st.title("Users")
 
 users = auth.list_users(store)
@@ -30,9 +50,10 @@ st.dataframe(
 if excluded:
     st.caption("Excluded labels: a manager excluded them on the Agreement page (or `recfeedback users exclude`); "
                "they stay in the store and can be restored there.")
+ui.one_shot_notice("users.notice")
 
 col_new, col_edit = st.columns(2, gap="large")
-with col_new, st.form("users_create", clear_on_submit=True):
+with col_new, st.form("users_create"):
     st.subheader("New account")
     name = st.text_input("User name", key="users_new_name")
     display = st.text_input("Display name (optional)", key="users_new_display")
@@ -40,34 +61,38 @@ with col_new, st.form("users_create", clear_on_submit=True):
     password = st.text_input("Initial password (8+ characters)", type="password", key="users_new_password")
     if st.form_submit_button("Create account", type="primary"):
         try:
-            auth.create_user(store, name.strip(), password, role, display_name=display.strip() or None)
+            created = auth.create_user(store, name.strip(), password, role, display_name=display.strip() or None)
         except (auth.AuthError, StoreError) as exc:
-            st.error(str(exc))
+            st.error(str(exc))  # what was typed stays, to be corrected
         else:
-            st.success(f"Created {name.strip()} ({role}).")
-            st.rerun()
+            _reset_after(NEW_FIELDS, ("success", f"Created {created.annotator_id} ({created.role})."))
 
 with col_edit:
     st.subheader("Change an account")
     names = [u.annotator_id for u in users]
     target = st.selectbox("Account", names, key="users_edit_target")
     current = next((u for u in users if u.annotator_id == target), None)
-    # Widgets are keyed per account so that picking another account shows that account's values.
-    with st.form(f"users_edit_{target}"):
-        new_role = st.selectbox("Role", ROLES, index=ROLES.index(current.role) if current else 0,
-                                key=f"users_edit_role_{target}")
-        active = st.checkbox("Active (may log in)", value=current.active if current else True,
-                             key=f"users_edit_active_{target}")
-        new_password = st.text_input("New password (leave empty to keep)", type="password",
-                                     key=f"users_edit_password_{target}")
-        if st.form_submit_button("Save changes"):
-            try:
-                auth.update_account(store, target, by=admin.annotator_id, role=new_role, active=active,
-                                    password=new_password or None)
-            except (auth.AuthError, StoreError) as exc:
-                st.error(str(exc))
-            else:
-                st.success(f"Saved {target}.")
+    if current is not None:
+        role_key, active_key, password_key, shown_key = _edit_fields(target)
+        # The account as these widgets show it, kept from their first run: a save compares it with the store.
+        shown = st.session_state.setdefault(shown_key, current)
+        # Widgets are keyed per account so that picking another account shows that account's values.
+        with st.form(f"users_edit_{target}"):
+            new_role = st.selectbox("Role", ROLES, index=ROLES.index(shown.role), key=role_key)
+            active = st.checkbox("Active (may log in)", value=shown.active, key=active_key)
+            new_password = st.text_input("New password (leave empty to keep)", type="password", key=password_key)
+            if st.form_submit_button("Save changes"):
+                try:  # only what the admin changed, and only if nobody changed the account since it was shown
+                    auth.update_account(store, target, by=admin.annotator_id, as_shown=shown,
+                                        role=new_role if new_role != shown.role else None,
+                                        active=active if active != shown.active else None,
+                                        password=new_password or None)
+                except auth.AccountChangedError as exc:
+                    _reset_after(_edit_fields(target), ("error", str(exc)))
+                except (auth.AuthError, StoreError) as exc:
+                    st.error(str(exc))
+                else:
+                    _reset_after(_edit_fields(target), ("success", f"Saved {target}."))
 
 st.divider()
 st.subheader("Labelling guidelines")
