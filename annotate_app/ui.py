@@ -287,12 +287,16 @@ def md_escape(text: Any) -> str:
 VERDICT_COLUMNS = ("ndcg_vs_zero_shot", "reasons_vs_zero_shot")
 #: A round's human win rate in words and its interval (``rlhf.human_eval``): empty until annotators label a
 #: pair of it that no model chose.
-HUMAN_WIN_COLUMNS = ("human_win", "human_win_interval")
+HUMAN_WIN_COLUMNS = ("human_win", "human_win_rate", "human_win_interval")
 
 
 def with_verdicts_said(frame: Any) -> Any:
     """``frame`` with an empty verdict (a round whose report predates the measure, or has none) written
-    as "not measured", and an empty human win rate as "no labels yet", not as a bare None in the table."""
+    as "not measured", and an empty human win rate as "no labels yet", not as a bare None in the table. A
+    numeric win rate is written as a percentage, so that the column holds text only."""
+    if "human_win_rate" in frame:
+        frame = frame.assign(human_win_rate=[None if v is None or v != v else f"{v:.0%}"
+                                             for v in frame["human_win_rate"]])
     filled = {c: "not measured" for c in VERDICT_COLUMNS if c in frame}
     filled.update({c: "no labels yet" for c in HUMAN_WIN_COLUMNS if c in frame})
     return frame.fillna(filled)

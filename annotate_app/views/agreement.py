@@ -428,8 +428,8 @@ with tab_rounds:
             "rm_human_agreement": st.column_config.NumberColumn("RM agreement with annotators", format="percent"),
             "rm_win_rate": st.column_config.NumberColumn("RM win rate vs previous", format="percent"),
             "rm_win_rate_vs_zero_shot": st.column_config.NumberColumn("RM win rate vs zero-shot", format="percent"),
-            "human_win_rate": st.column_config.NumberColumn(
-                "Human win rate vs previous", format="percent", help="Labels preferring the round's policy to its "
+            "human_win_rate": st.column_config.TextColumn(
+                "Human win rate vs previous", help="Labels preferring the round's policy to its "
                 "parent, on pairs no model chose: the round's human-evaluation pairs (held-out shoppers), its "
                 "random slice and pairs made with `pairs make`."),
             "human_win_interval": st.column_config.TextColumn("95% interval"),
