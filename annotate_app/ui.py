@@ -295,8 +295,8 @@ def with_verdicts_said(frame: Any) -> Any:
     as "not measured", and an empty human win rate as "no labels yet", not as a bare None in the table. A
     numeric win rate is written as a percentage, so that the column holds text only."""
     if "human_win_rate" in frame:
-        frame = frame.assign(human_win_rate=[None if v is None or v != v else f"{v:.0%}"
-                                             for v in frame["human_win_rate"]])
+        rates = frame["human_win_rate"]
+        frame = frame.assign(human_win_rate=rates.map("{:.0%}".format, na_action="ignore"))
     filled = {c: "not measured" for c in VERDICT_COLUMNS if c in frame}
     filled.update({c: "no labels yet" for c in HUMAN_WIN_COLUMNS if c in frame})
     return frame.fillna(filled)

@@ -12,7 +12,9 @@ Definitions (the page quotes them):
 - **gold accuracy**: share of labels on gold pairs that match the gold answer.
 - **labels/hour**: labels divided by active time; active time is the sum of work sessions (a pause
   longer than ``session_gap_minutes`` starts a new one), each session lasting from its first to its last
-  label plus the time spent on its first label.
+  label plus the time spent on its first label, and never less than the time on task the labels record
+  (labels written faster than their own time on task, as a simulated crowd's are, would read as thousands
+  an hour).
 - **median s/label**: median time on task (``time_ms``) per label.
 - **tie rate**: share of 'tie' answers.
 - **left share**: among A/B answers with a known screen side, the share that picked the list shown on
@@ -139,7 +141,8 @@ def annotator_quality(
         out["gold_accuracy"] = np.nan
     out["gold_labels"] = out["gold_labels"].fillna(0).astype(int)
 
-    hours = _active_hours(frame, settings.session_gap_minutes)
+    on_task = pd.to_numeric(frame["time_ms"], errors="coerce").fillna(0).groupby(frame["annotator_id"]).sum() / 3.6e6
+    hours = np.maximum(_active_hours(frame, settings.session_gap_minutes), on_task.reindex(out.index).fillna(0))
     out["labels_per_hour"] = out["labels"] / hours.reindex(out.index).where(lambda h: h > 0)
     out["median_seconds"] = pd.to_numeric(frame["time_ms"], errors="coerce").groupby(frame["annotator_id"]).median() / 1000
     out["tie_rate"] = (frame["choice"] == "tie").groupby(frame["annotator_id"]).mean()
