@@ -273,10 +273,13 @@ def annotator_labels(store: Store, annotator_id: str, selection: LabelSelection 
 
 
 def kappa_long(matrix: ag.KappaMatrix) -> pd.DataFrame:
-    """The kappa matrix as rows (rater_a, rater_b, kappa, shared) for a heatmap."""
+    """The kappa matrix as rows (rater_a, rater_b, kappa, shared) for a heatmap and its CSV: two different
+    annotators who labelled a pair in common, both ways round. An annotator against themself (kappa 1 by
+    definition) read as perfect agreement on a chart that had little else."""
     k = matrix.kappa.rename_axis(index="rater_a", columns="rater_b").stack(future_stack=True).rename("kappa")
     s = matrix.shared.rename_axis(index="rater_a", columns="rater_b").stack(future_stack=True).rename("shared")
-    return pd.concat([k, s], axis=1).reset_index()
+    rows = pd.concat([k, s], axis=1).reset_index()
+    return rows[(rows["rater_a"] != rows["rater_b"]) & (rows["shared"] > 0)].reset_index(drop=True)
 
 
 def throughput_for_chart(throughput: pd.DataFrame, top_n: int = 12) -> pd.DataFrame:

@@ -74,7 +74,10 @@ def test_dashboard_numbers_from_the_store(filled, settings) -> None:
     days = dash.throughput.assign(day=pd.to_datetime(dash.throughput["day"]).dt.date).groupby("day")["labels"].sum()
     assert days.loc[date(2026, 2, 2)] == 8 and days.loc[date(2026, 2, 3)] == 5
     assert throughput_for_chart(dash.throughput, top_n=1)["annotator"].isin(["u1", "others"]).all()
-    assert {"rater_a", "rater_b", "kappa", "shared"} <= set(kappa_long(dash.kappa).columns)
+    heat = kappa_long(dash.kappa)
+    assert {"rater_a", "rater_b", "kappa", "shared"} <= set(heat.columns)
+    # Nobody against themself (kappa 1 by definition), and only annotators who share a pair.
+    assert not (heat["rater_a"] == heat["rater_b"]).any() and (heat["shared"] > 0).all() and len(heat)
     assert dash.rounds.empty  # no rounds have run: the page says so
 
 

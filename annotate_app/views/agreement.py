@@ -192,7 +192,7 @@ with tab_agree:
                f"the {settings.quality.kappa_heatmap_annotators} most active annotators; blank where they share "
                f"fewer than {settings.quality.kappa_min_shared} pairs.")
     heat = dash_service.kappa_long(dash.kappa)
-    if heat.empty or heat["kappa"].notna().sum() <= len(dash.kappa.kappa):
+    if not heat["kappa"].notna().any():
         st.info("Not enough annotators share pairs yet for a kappa heatmap.")
     else:
         heat_chart = alt.Chart(heat.dropna(subset=["kappa"])).mark_rect().encode(
