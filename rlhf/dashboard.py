@@ -258,7 +258,12 @@ def filter_options(store: Store) -> dict[str, list[Any]]:
 
 
 def annotator_labels(store: Store, annotator_id: str, selection: LabelSelection | None = None) -> pd.DataFrame:
-    """One annotator's labels in the selection, with rationale and the others' majority (drill-down)."""
+    """One annotator's labels in the selection, with rationale and the others' majority (drill-down).
+
+    ``choice`` is in the pair's own A/B terms, which the Label page does not show: it calls the list on the
+    left A. ``as_seen`` is the answer as the annotator gave it on the screen ("A" = the left list), so that it
+    reads with their rationale ("list A fits the tea shopper").
+    """
     selection = selection or LabelSelection()
     with store.transaction() as con:
         everyone = analytics.label_frame(con, LabelSelection(
@@ -267,8 +272,11 @@ def annotator_labels(store: Store, annotator_id: str, selection: LabelSelection 
     loo = q.leave_one_out_agreement(everyone)
     mine = everyone[everyone["annotator_id"] == annotator_id].merge(
         loo[["label_id", "loo_majority", "loo_agrees"]], on="label_id", how="left")
-    cols = ["created_at", "pair_id", "choice", "strength", "left_side", "time_ms", "is_reshow", "gold_choice",
-            "loo_majority", "loo_agrees", "strategy", "round_id", "label_source", "rationale"]
+    sided = mine["choice"].isin(["A", "B"]) & mine["left_side"].isin(["A", "B"])
+    mine["as_seen"] = mine["choice"].where(~sided, np.where(mine["choice"] == mine["left_side"], "A", "B"))
+    mine.loc[mine["choice"].isin(["A", "B"]) & ~sided, "as_seen"] = None  # an import that did not record the side
+    cols = ["created_at", "pair_id", "as_seen", "choice", "strength", "left_side", "time_ms", "is_reshow",
+            "gold_choice", "loo_majority", "loo_agrees", "strategy", "round_id", "label_source", "rationale"]
     return mine[cols].sort_values("created_at", ascending=False).reset_index(drop=True)
 
 

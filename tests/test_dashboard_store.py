@@ -214,3 +214,21 @@ def test_round_list_gives_the_reward_models_accuracy_on_pairs_no_model_chose_whe
     r1, r2 = (next(line for line in out.output.splitlines() if line.startswith(r)) for r in ("r1", "r2"))
     assert "rm_acc=0.500 (12 held-out pairs)" in r1
     assert "rm_acc=0.500 (12 held-out pairs; 1.000 on the 6 no model chose)" in r2
+
+
+def test_the_drill_down_gives_each_answer_as_the_annotator_saw_it(store) -> None:
+    """ann1 clicked A and wrote 'list A fits'; the drill-down showed B, the pair's own name for that list."""
+    from rlhf.dashboard import annotator_labels
+
+    p = seed_store(store, n_pairs=4, overlap_target=3).pair_ids
+    with store.transaction() as con:
+        queue_repo.import_labels(con, [
+            _label(1, p[0], "u1", "B", left="B"),   # the pair's B was on the left: they clicked the left list, A
+            _label(2, p[1], "u1", "B", left="A"),   # B on the right: they clicked B
+            _label(3, p[2], "u1", "tie", left="B"),
+            _label(4, p[3], "u1", "A", left=None),  # an import without sides: unknown
+        ])
+    shown = annotator_labels(store, "u1").set_index("pair_id")
+    assert shown.loc[p[0], "as_seen"] == "A" and shown.loc[p[0], "choice"] == "B"
+    assert shown.loc[p[1], "as_seen"] == "B" and shown.loc[p[2], "as_seen"] == "tie"
+    assert pd.isna(shown.loc[p[3], "as_seen"])

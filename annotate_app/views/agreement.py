@@ -269,9 +269,23 @@ with tab_people:
                            help="Flagged annotators first. Shows each label beside the others' majority.")
         if who:
             mine = _drilldown(db_key, who, selection)
-            st.dataframe(mine, hide_index=True, width="stretch", column_config={
+            st.dataframe(mine.fillna({"gold_choice": "", "loo_majority": "", "as_seen": ""}), hide_index=True,
+                         width="stretch", column_config={
+                "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+                "pair_id": "Pair",
+                "as_seen": st.column_config.TextColumn(
+                    "Answer as seen", help="As the annotator gave it: A is the list that was on their left."),
+                "choice": st.column_config.TextColumn(
+                    "Choice (pair's A/B)", help="In the pair's own terms, which sides swap between annotators: "
+                    "what agreement, gold and training compare."),
+                "strength": st.column_config.NumberColumn("Strength", format="%d"),
+                "left_side": st.column_config.TextColumn("Pair's list on their left"),
+                "is_reshow": st.column_config.CheckboxColumn("Re-show"),
                 "loo_agrees": st.column_config.CheckboxColumn("Agrees with others"),
-                "loo_majority": "Others' majority", "gold_choice": "Gold",
+                "loo_majority": st.column_config.TextColumn(
+                    "Others' majority", help="Empty where the others have no unique majority (or no label)."),
+                "gold_choice": st.column_config.TextColumn("Gold", help="Empty unless the pair is gold."),
+                "strategy": "Strategy", "round_id": "Round", "label_source": "Source",
                 "rationale": st.column_config.TextColumn("Rationale", width="large"),
                 "time_ms": st.column_config.NumberColumn("ms", format="%d")})
             _download(mine, f"labels_{who}", "drill")
