@@ -8,6 +8,7 @@ per selection.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -275,9 +276,23 @@ def annotator_labels(store: Store, annotator_id: str, selection: LabelSelection 
     sided = mine["choice"].isin(["A", "B"]) & mine["left_side"].isin(["A", "B"])
     mine["as_seen"] = mine["choice"].where(~sided, np.where(mine["choice"] == mine["left_side"], "A", "B"))
     mine.loc[mine["choice"].isin(["A", "B"]) & ~sided, "as_seen"] = None  # an import that did not record the side
+    mine["flags"] = [_flags_in_words(v) for v in mine["item_flags"]]
     cols = ["created_at", "pair_id", "as_seen", "choice", "strength", "left_side", "time_ms", "is_reshow",
-            "gold_choice", "loo_majority", "loo_agrees", "strategy", "round_id", "label_source", "rationale"]
+            "gold_choice", "loo_majority", "loo_agrees", "strategy", "round_id", "label_source", "flags", "rationale"]
     return mine[cols].sort_values("created_at", ascending=False).reset_index(drop=True)
+
+
+def _flags_in_words(stored: str | None) -> str:
+    """A label's item flags ({"A:item": [flags]}, the pair's own sides) as "A item: irrelevant; B item: ..."."""
+    flags = json.loads(stored) if isinstance(stored, str) and stored else {}
+    return "; ".join(f"{key.replace(':', ' ', 1)}: {', '.join(f.replace('_', ' ') for f in values)}"
+                     for key, values in sorted(flags.items()))
+
+
+def skipped_pairs(store: Store, selection: LabelSelection | None = None) -> pd.DataFrame:
+    """The pairs annotators skipped, with their reasons (a pair is never served to its skipper again)."""
+    with store.transaction() as con:
+        return analytics.skipped_frame(con, selection)
 
 
 def kappa_long(matrix: ag.KappaMatrix) -> pd.DataFrame:

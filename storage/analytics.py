@@ -69,23 +69,53 @@ def label_frame(con: Any, selection: LabelSelection | None = None, *, with_ratio
 
     Columns: label_id, pair_id, annotator_id, choice, strength, left_side, time_ms, is_reshow,
     label_source, created_at, rationale, strategy, round_id (NO_ROUND when none), is_gold,
-    pair_source, context_id, gold_choice (NULL unless the pair is gold), annotator_kind. The free-text
-    rationale is left out unless asked for (it dominates the transfer on big selections).
+    pair_source, context_id, gold_choice (NULL unless the pair is gold), annotator_kind, item_flags (JSON
+    text). The free-text rationale and the item flags are left out unless asked for (they dominate the
+    transfer on big selections).
     """
     where, params = _where(selection or LabelSelection())
     rationale = "l.rationale" if with_rationale else "CAST(NULL AS VARCHAR)"
+    flags = "CAST(l.item_flags AS VARCHAR)" if with_rationale else "CAST(NULL AS VARCHAR)"
     sql = f"""
         SELECT l.label_id, l.pair_id, l.annotator_id, l.choice, l.strength, l.left_side, l.time_ms,
                l.is_reshow, l.source AS label_source, l.created_at, {rationale} AS rationale,
                p.strategy, coalesce(p.round_id, '{NO_ROUND}') AS round_id, p.is_gold,
                p.source AS pair_source, p.context_id, g.expected_choice AS gold_choice,
-               a.kind AS annotator_kind
+               a.kind AS annotator_kind, {flags} AS item_flags
         FROM labels l
         JOIN pairs p ON p.pair_id = l.pair_id
         LEFT JOIN gold g ON g.pair_id = l.pair_id
         LEFT JOIN annotators a ON a.annotator_id = l.annotator_id
         WHERE {where}
         ORDER BY l.created_at, l.label_id
+    """
+    return con.execute(sql, params).df()
+
+
+def skipped_frame(con: Any, selection: LabelSelection | None = None) -> pd.DataFrame:
+    """Skipped assignments in the selection (its rounds, strategies, annotators and days; skips have no label
+    source), newest first: closed_at, annotator_id, pair_id, skip_reason, strategy, round_id."""
+    sel = selection or LabelSelection()
+    clauses, params = ["a.status = 'skipped'"], []
+    if sel.round_ids is not None:
+        clauses.append("list_contains(?, coalesce(p.round_id, ?))")
+        params += [list(sel.round_ids), NO_ROUND]
+    if sel.date_from is not None:
+        clauses.append("a.closed_at >= ?")
+        params.append(datetime.combine(_as_date(sel.date_from), time.min))
+    if sel.date_to is not None:
+        clauses.append("a.closed_at < ?")
+        params.append(datetime.combine(_as_date(sel.date_to) + timedelta(days=1), time.min))
+    for column, values in (("p.strategy", sel.strategies), ("a.annotator_id", sel.annotators)):
+        if values is not None:
+            clauses.append(f"list_contains(?, {column})")
+            params.append(list(values))
+    sql = f"""
+        SELECT a.closed_at, a.annotator_id, a.pair_id, a.skip_reason, p.strategy,
+               coalesce(p.round_id, '{NO_ROUND}') AS round_id
+        FROM assignments a JOIN pairs p ON p.pair_id = a.pair_id
+        WHERE {" AND ".join(clauses)}
+        ORDER BY a.closed_at DESC, a.assignment_id
     """
     return con.execute(sql, params).df()
 

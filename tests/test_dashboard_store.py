@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -223,12 +224,30 @@ def test_the_drill_down_gives_each_answer_as_the_annotator_saw_it(store) -> None
     p = seed_store(store, n_pairs=4, overlap_target=3).pair_ids
     with store.transaction() as con:
         queue_repo.import_labels(con, [
-            _label(1, p[0], "u1", "B", left="B"),   # the pair's B was on the left: they clicked the left list, A
+            replace(_label(1, p[0], "u1", "B", left="B"),  # the pair's B was on the left: they clicked it, "A"
+                    item_flags={"A:I0003": ["irrelevant"], "B:I0007": ["bad_reason", "duplicate"]}),
             _label(2, p[1], "u1", "B", left="A"),   # B on the right: they clicked B
             _label(3, p[2], "u1", "tie", left="B"),
             _label(4, p[3], "u1", "A", left=None),  # an import without sides: unknown
         ])
     shown = annotator_labels(store, "u1").set_index("pair_id")
     assert shown.loc[p[0], "as_seen"] == "A" and shown.loc[p[0], "choice"] == "B"
+    assert shown.loc[p[0], "flags"] == "A I0003: irrelevant; B I0007: bad reason, duplicate"
     assert shown.loc[p[1], "as_seen"] == "B" and shown.loc[p[2], "as_seen"] == "tie"
     assert pd.isna(shown.loc[p[3], "as_seen"])
+
+
+def test_the_manager_sees_which_pairs_were_skipped_and_why(store) -> None:
+    """Skips and their reasons were stored and shown nowhere (Label Studio and Argilla list them)."""
+    from rlhf import annotation as ann
+    from rlhf.dashboard import skipped_pairs
+
+    seed_store(store, n_pairs=3, overlap_target=2)
+    task = ann.next_task(store, "u1")
+    ann.skip_task(store, "u1", task.assignment_id, "the lists look truncated")
+    other = ann.next_task(store, "u2")
+    ann.skip_task(store, "u2", other.assignment_id, "cannot judge furniture")
+    shown = skipped_pairs(store)
+    assert sorted(shown[["annotator_id", "pair_id", "skip_reason"]].values.tolist()) == [
+        ["u1", task.pair_id, "the lists look truncated"], ["u2", other.pair_id, "cannot judge furniture"]]
+    assert skipped_pairs(store, LabelSelection(annotators=("u2",)))["annotator_id"].tolist() == ["u2"]

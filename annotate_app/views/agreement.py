@@ -286,6 +286,8 @@ with tab_people:
                     "Others' majority", help="Empty where the others have no unique majority (or no label)."),
                 "gold_choice": st.column_config.TextColumn("Gold", help="Empty unless the pair is gold."),
                 "strategy": "Strategy", "round_id": "Round", "label_source": "Source",
+                "flags": st.column_config.TextColumn(
+                    "Item flags", help="Items they flagged, by the pair's own A/B and the item id."),
                 "rationale": st.column_config.TextColumn("Rationale", width="large"),
                 "time_ms": st.column_config.NumberColumn("ms", format="%d")})
             _download(mine, f"labels_{who}", "drill")
@@ -383,6 +385,20 @@ with tab_flow:
                    "waiting = some labels but fewer; labels needed = what open pairs still need; live leases = "
                    "pairs being labelled right now.")
         _download(queue, "queue", "queue")
+
+    st.subheader("Skipped pairs")
+    skipped = dash_service.skipped_pairs(store, selection)
+    if skipped.empty:
+        st.info("No pair was skipped in this selection.")
+    else:
+        st.dataframe(skipped, hide_index=True, width="stretch", column_config={
+            "closed_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+            "annotator_id": "Annotator", "pair_id": "Pair",
+            "skip_reason": st.column_config.TextColumn("Reason", width="large"),
+            "strategy": "Strategy", "round_id": "Round"})
+        st.caption("A skipped pair is never served to the annotator who skipped it; it goes to others. Many skips "
+                   "of one round's pairs, or one reason again and again, point at the lists or the guidelines.")
+        _download(skipped, "skipped_pairs", "skipped")
 
     st.subheader("Gold and re-show rates achieved")
     served = dash.served
