@@ -471,7 +471,8 @@ def agreement_summary(
 
     ``frame`` needs a ``choice`` column and a numeric ``scale`` column (NaN where the label has no
     place on the 7-point scale, e.g. 'both bad'). Columns of the result: metric, label, convention,
-    value, ci_low, ci_high, n_items (items with >= 2 labels used), n_labels. All coefficients are
+    value, ci_low, ci_high, n_items (items with >= 2 labels used), n_labels (the labels on those items). All
+    coefficients are
     resampled with the same replicates (the same items drawn), so their intervals are comparable.
     """
     specs = summary_metrics()
@@ -486,12 +487,16 @@ def agreement_summary(
 
     values: dict[str, float] = {}
     used: dict[str, int] = {}
+    used_labels: dict[str, int] = {}
     for spec in specs:
         table = aligned[(spec.value_column, spec.categories)]
-        used[spec.key] = int((table.counts.sum(1) >= 2).sum())
+        per_item = table.counts.sum(1)
+        used[spec.key] = int((per_item >= 2).sum())
+        used_labels[spec.key] = int(per_item[per_item >= 2].sum())
         try:
             if spec.key == "fleiss_kappa" and used[spec.key]:
-                used[spec.key] = _modal_rows(table)[0].size
+                rows = _modal_rows(table)[0]
+                used[spec.key], used_labels[spec.key] = rows.size, int(per_item[rows].sum())
             values[spec.key] = spec.statistic(table)
         except AgreementError:
             values[spec.key] = float("nan")
@@ -511,7 +516,7 @@ def agreement_summary(
         rows.append({
             "metric": spec.key, "label": spec.label, "convention": CONVENTIONS[spec.key],
             "value": values[spec.key], "ci_low": low, "ci_high": high, "n_items": used[spec.key],
-            "n_labels": table.n_labels,
+            "n_labels": used_labels[spec.key],
         })
     return pd.DataFrame(rows)
 

@@ -370,6 +370,8 @@ class QualitySettings(BaseModel):
     session_gap_minutes: float = Field(30.0, description="A longer pause between labels starts a new work session.")
     kappa_heatmap_annotators: int = Field(20, description="Most active annotators shown in the Cohen's kappa heatmap.")
     kappa_min_shared: int = Field(5, description="Items two annotators must share for a kappa cell.")
+    min_pairs_for_agreement: int = Field(20, ge=1, description="Below this many pairs with two or more labels, "
+                                         "the Agreement page warns that its coefficients say little yet.")
     seed: int = Field(0, description="Seed of the bootstrap resampling.")
 
 

@@ -160,6 +160,18 @@ def test_summary_uses_the_same_statistics_as_the_public_functions() -> None:
         assert r.ci_low <= r.value <= r.ci_high, metric
 
 
+def test_the_summary_counts_the_labels_on_the_pairs_it_used() -> None:
+    """'Pairs used 1, Labels 4': the count included labels on pairs with one label, which no coefficient uses."""
+    frame = pd.DataFrame([("p0", "r0", "A", 2), ("p0", "r1", "B", 1), ("p1", "r0", "A", 1), ("p2", "r1", "tie", None)],
+                         columns=["pair_id", "annotator_id", "choice", "strength"])
+    from storage.records import preference_scale
+
+    frame["scale"] = [preference_scale(c, s) for c, s in zip(frame.choice, frame.strength)]
+    frame["scale"] = frame["scale"].astype("float")
+    summary = ag.agreement_summary(frame, n_boot=0).set_index("metric")
+    assert (summary["n_items"] == 1).all() and (summary["n_labels"] == 2).all()
+
+
 def test_weighted_kappa_levels_convention_is_explicit() -> None:
     """Observed-level weights (R irr) differ from full-scale weights when a level is unused."""
     a = [1, 2, 3, 4, 6, 1, 2]

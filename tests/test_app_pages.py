@@ -521,6 +521,7 @@ def test_a_manager_reviews_a_pair_and_makes_it_gold_on_the_agreement_page(app_en
     _label_some(store)
     at = as_user(store, "mgr", "views/agreement.py")
     assert "No gold pairs yet" in texts(at)
+    assert "with two or more labels (fewer than 20, quality.min_pairs_for_agreement)" in texts(at)  # few labels
     at.text_input(key="agreement.gold.pair").input("pair_nope").run()
     assert "No pair with id 'pair_nope'" in texts(at) and not at.exception
     pair_id = seeded.pair_ids[0]

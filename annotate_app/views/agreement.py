@@ -19,6 +19,7 @@ from rlhf import annotation, exclusion
 from rlhf import dashboard as dash_service
 from rlhf import gold as gold_service
 from rlhf.errors import RecFeedbackError
+from rlhf.wording import counted
 from storage.analytics import NO_ROUND, LabelSelection
 from storage.errors import StoreError
 
@@ -168,6 +169,11 @@ with tab_agree:
         st.info("No pair in this selection has two labels yet, so agreement cannot be measured.")
     else:
         top = dash.summary.set_index("metric")
+        fewest = int(dash.summary["n_items"].min())
+        if fewest < settings.quality.min_pairs_for_agreement:
+            st.warning(f"Some of these coefficients rest on {counted(fewest, 'pair')} with two or more labels "
+                       f"(fewer than {settings.quality.min_pairs_for_agreement}, quality.min_pairs_for_agreement): "
+                       "read them with their intervals, which say how little is known yet.")
         m = st.columns(3)
         m[0].metric("Raw agreement", f"{top.loc['raw_agreement', 'value']:.1%}")
         m[1].metric("Krippendorff's alpha (nominal)", f"{top.loc['krippendorff_alpha_nominal', 'value']:.3f}")
@@ -175,10 +181,12 @@ with tab_agree:
         st.dataframe(
             dash.summary[["label", "value", "ci_low", "ci_high", "n_items", "n_labels", "convention"]],
             hide_index=True, width="stretch",
-            column_config={"label": "Coefficient", "value": COEF, "ci_low": st.column_config.NumberColumn(
+            column_config={"label": "Coefficient", "value": st.column_config.NumberColumn("Value", format="%.3f"),
+                           "ci_low": st.column_config.NumberColumn(
                 "95% low", format="%.3f"), "ci_high": st.column_config.NumberColumn("95% high", format="%.3f"),
                 "n_items": st.column_config.NumberColumn("Pairs used", format="%d"),
-                "n_labels": st.column_config.NumberColumn("Labels", format="%d"),
+                "n_labels": st.column_config.NumberColumn(
+                    "Labels", format="%d", help="The labels on the pairs used (pairs with one label are not used)."),
                 "convention": st.column_config.TextColumn("Weighting / level / library", width="large")},
         )
         st.caption("Choice = A / B / tie / both bad (nominal). 7-point scale = -3 'A much better' .. 0 tie .. "
