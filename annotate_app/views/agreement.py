@@ -118,7 +118,10 @@ with st.sidebar:
     strategies = st.multiselect("Pair strategy", options["strategies"], key="agreement.strategies")
     sources = st.multiselect("Label source", options["sources"], key="agreement.sources",
                              help="app = labelled here; import = recfeedback import-labels; others from simulations.")
-    annotators = st.multiselect("Annotators", options["annotators"], key="agreement.annotators")
+    annotators = st.multiselect("Annotators", options["annotators"], key="agreement.annotators",
+                                help="Only these annotators' labels count everywhere on the page, also as the "
+                                "others an annotator is compared with (agreement, kappa, LOO majority). The "
+                                "drill-down compares with everyone.")
     first, last = options["first_label"][0], options["last_label"][0]
     dates = None
     if first is not None and last is not None:
