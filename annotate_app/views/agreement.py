@@ -98,8 +98,20 @@ def _download(frame: pd.DataFrame, name: str, key: str) -> None:
                        icon=":material/download:")
 
 
-PCT = st.column_config.NumberColumn(format="percent")
-COEF = st.column_config.NumberColumn(format="%.3f")
+#: Headers for the columns several tables share (a table's own config adds to or overrides them).
+HEADERS = {
+    "annotator_id": "Annotator", "pair_id": "Pair", "round_id": "Round", "strategy": "Strategy", "labels": "Labels",
+    "day": st.column_config.DateColumn("Day (UTC)"), "pairs": "Pairs", "complete": "Complete",
+    "waiting_for_overlap": "Waiting for overlap", "unlabelled": "Unlabelled", "labels_needed": "Labels needed",
+    "live_leases": "Being labelled", "gold_labels": "Gold labels", "reshow_labels": "Re-shows",
+    "gold_rate": st.column_config.NumberColumn("Gold rate", format="percent"),
+    "reshow_rate": st.column_config.NumberColumn("Re-show rate", format="percent"),
+    "method": "Method", "contested_pairs": "Contested pairs", "gold_pairs": "Gold pairs", "choice": "Choice",
+    "strength": "Strength", "n_labels": "Labels", "n_agree": "Agreeing", "agreement": "Agreement",
+    "contested": st.column_config.CheckboxColumn("Contested"), "status": "Status",
+    "created_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+}
+
 
 db_key = str(settings.store.db_path.resolve())
 st.title("Agreement")
@@ -347,17 +359,21 @@ with tab_agg:
     if report.empty:
         st.info("No labels to aggregate in this selection.")
     else:
-        st.dataframe(report, hide_index=True, width="stretch", column_config={
-            "mean_confidence": COEF, "gold_accuracy": st.column_config.NumberColumn("Gold accuracy", format="percent")})
+        st.dataframe(report, hide_index=True, width="stretch", column_config={**HEADERS,
+            "mean_confidence": st.column_config.NumberColumn("Mean confidence", format="%.3f"), "gold_accuracy": st.column_config.NumberColumn("Gold accuracy", format="percent")})
         _download(report, "aggregation_methods", "aggreport")
         method = st.radio("Show pairs from", list(dash.aggregations), horizontal=True, key="agreement.aggmethod")
         result = dash.aggregations[method]
         st.dataframe(result.pairs.sort_values("confidence").head(2000), hide_index=True, width="stretch",
-                     column_config={"confidence": COEF, "scale_mean": COEF})
+                     column_config={**HEADERS, "confidence": st.column_config.NumberColumn("Confidence", format="%.3f"),
+                                    "scale_mean": st.column_config.NumberColumn("Mean on the 7-point scale",
+                                                                                format="%.2f")})
         st.caption("Lowest-confidence pairs first (first 2,000 shown; the download has all).")
         _download(result.pairs, f"aggregated_pairs_{method}", "aggpairs")
         st.dataframe(result.reliability.sort_values("labels", ascending=False), hide_index=True, width="stretch",
-                     column_config={"agreement_with_aggregate": PCT, "reliability": COEF})
+                     column_config={**HEADERS, "agreement_with_aggregate": st.column_config.NumberColumn(
+                         "Agrees with the aggregate", format="percent"),
+                         "reliability": st.column_config.NumberColumn("Reliability", format="%.3f")})
         _download(result.reliability, f"annotator_reliability_{method}", "aggrel")
 
 # ---------------------------------------------------------------------------------- throughput/queue
@@ -375,7 +391,8 @@ with tab_flow:
         st.altair_chart(chart, width="stretch")
         st.caption("The 12 busiest annotators by name, everyone else as 'others'.")
     st.dataframe(dash.throughput, hide_index=True, width="stretch",
-                 column_config={"median_seconds": st.column_config.NumberColumn("Median s/label", format="%.1f")})
+                 column_config={**HEADERS,
+                                "median_seconds": st.column_config.NumberColumn("Median s/label", format="%.1f")})
     _download(dash.throughput, "labels_per_day", "throughput")
 
     st.subheader("Queue")
@@ -391,7 +408,7 @@ with tab_flow:
             color=alt.Color("state:N", title=None, scale=alt.Scale(
                 domain=["complete", "waiting_for_overlap", "unlabelled"], range=["#54a24b", "#f58518", "#bab0ac"])),
             tooltip=["strategy", "round_id", "state", "n"]), width="stretch")
-        st.dataframe(queue, hide_index=True, width="stretch")
+        st.dataframe(queue, hide_index=True, width="stretch", column_config=HEADERS)
         st.caption(f"Complete = current labels reach the pair's overlap target (default {settings.queue.overlap_target}); "
                    "waiting = some labels but fewer; labels needed = what open pairs still need; live leases = "
                    "pairs being labelled right now.")
@@ -424,8 +441,7 @@ with tab_flow:
                     help=f"Target {settings.queue.reshow_rate:.0%} (settings queue.reshow_rate)")
         st.caption(f"Targets: gold {settings.queue.gold_rate:.0%}, re-shows {settings.queue.reshow_rate:.0%} of served "
                    "items (imported labels are not served, so their pairs only count if marked gold).")
-        st.dataframe(served, hide_index=True, width="stretch",
-                     column_config={"gold_rate": PCT, "reshow_rate": PCT})
+        st.dataframe(served, hide_index=True, width="stretch", column_config=HEADERS)
         _download(served, "gold_and_reshow_rates", "served")
 
     st.subheader("Gold pairs")
@@ -448,7 +464,7 @@ with tab_rounds:
         st.info("No training rounds have run yet. After a round, its reward model's held-out accuracy, its "
                 "agreement with annotators and the new policy's win rate over its predecessor appear here.")
     else:
-        st.dataframe(ui.with_verdicts_said(rq), hide_index=True, width="stretch", column_config={
+        st.dataframe(ui.with_verdicts_said(rq), hide_index=True, width="stretch", column_config={**HEADERS,
             "parent_policy_id": st.column_config.TextColumn(
                 "Started from", help="The policy the round continued from: the newest round's, or an earlier one "
                 "an engineer chose to roll back to."),
