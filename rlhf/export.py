@@ -67,6 +67,11 @@ def parquet_bytes(store: Store) -> bytes:
     return buf.getvalue()
 
 
+def csv_bytes(store: Store) -> bytes:
+    """The labels table as CSV bytes (UTF-8 with a byte-order mark, so that spreadsheets read accents right)."""
+    return labels_table(store).to_csv(index=False).encode("utf-8-sig")
+
+
 def trl_records(
     store: Store, *, style: Style = "conversational", include_gold: bool = True, with_ids: bool = False,
     include_heldout: bool = False, settings: Settings | None = None,
@@ -123,16 +128,21 @@ def trl_jsonl_bytes(store: Store, **kwargs: Any) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "trl"], **kwargs: Any) -> ExportSummary:
-    """Write labels to ``out`` as Parquet or TRL JSONL (atomically: a temp file, then rename)."""
+def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "csv", "trl"],
+                  **kwargs: Any) -> ExportSummary:
+    """Write labels to ``out`` as Parquet, CSV (the same table, for a spreadsheet) or TRL JSONL (atomically:
+    a temp file, then rename)."""
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out} is a folder; give a file name.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    if fmt == "parquet":
+    if fmt in ("parquet", "csv"):
         frame = labels_table(store)
-        frame.to_parquet(tmp, index=False)
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, encoding="utf-8-sig")
         rows = len(frame)
     elif fmt == "trl":
         records, left_out = _trl_records(store, **kwargs)
@@ -141,6 +151,6 @@ def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "trl
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         rows = len(records)
     else:
-        raise ExportError(f"Unknown export format {fmt!r}; use parquet or trl.")
+        raise ExportError(f"Unknown export format {fmt!r}; use parquet, csv or trl.")
     tmp.replace(out)
     return ExportSummary(str(out), rows, fmt, heldout_left_out=left_out if fmt == "trl" else 0)

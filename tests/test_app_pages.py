@@ -471,11 +471,11 @@ def test_data_page_import_speaks_of_the_mapping_box_and_names_the_upload(app_env
     assert "fake.parquet is not a readable Parquet file" in err and "/tmp" not in err
 
 
-def test_data_page_offers_both_exports(app_env):
+def test_data_page_offers_every_export(app_env):
     store, _ = app_env
     at = as_user(store, "eng", "views/data.py")
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels == ["Labels as Parquet", "Labels as TRL JSONL"]
+    assert labels == ["Labels as Parquet", "Labels as CSV", "Labels as TRL JSONL"]
     assert {m.label for m in at.metric} >= {"Open pairs", "Labels"}
 
 
@@ -607,16 +607,21 @@ def test_export_cli(app_env, tmp_path):
     assert result.exit_code == 0 and "0 rows" in result.output and "Left out 3 labels" in result.output, result.output
     result = runner.invoke(app, ["export", "--format", "trl", "--out", str(tmp_path / "x.jsonl"), "--include-heldout"])
     assert result.exit_code == 0 and "3 rows" in result.output, result.output
-    result = runner.invoke(app, ["export", "--format", "csv", "--out", str(tmp_path / "x.csv")])
+    result = runner.invoke(app, ["export", "--format", "xlsx", "--out", str(tmp_path / "x.xlsx")])
     assert result.exit_code != 0
     # The format follows the file's name when --format is not given; a name that says nothing is refused.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "all.parquet")])
     assert result.exit_code == 0 and len(pd.read_parquet(tmp_path / "all.parquet")) == 5, result.output  # ties too
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "y.jsonl"), "--include-heldout"])
     assert result.exit_code == 0 and len((tmp_path / "y.jsonl").read_text().splitlines()) == 3, result.output
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "labels.txt")])
+    assert result.exit_code == 2 and "name the file .parquet, .csv or .jsonl" in result.output
+    assert not (tmp_path / "labels.txt").exists()
+    # A manager's spreadsheet: the Parquet table as CSV, the same rows.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "labels.csv")])
-    assert result.exit_code == 2 and "name the file .parquet or .jsonl" in result.output
-    assert not (tmp_path / "labels.csv").exists()
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "labels.csv", encoding="utf-8-sig")[["label_id", "choice"]],
+                                  pd.read_parquet(tmp_path / "all.parquet")[["label_id", "choice"]])
     # TRL-only options with the Parquet export are refused, not silently ignored.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "z.parquet"), "--no-gold"])
     assert result.exit_code == 2 and "--no-gold applies only to the TRL export" in result.output

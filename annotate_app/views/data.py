@@ -35,10 +35,12 @@ st.subheader("Export labels")
 st.caption("Current labels only (undone labels are left out). TRL JSONL holds A/B labels with "
            "prompt / chosen / rejected / margin for trl.RewardTrainer, without the labels on held-out shoppers "
            "(they are for evaluation; `recfeedback export --format trl --include-heldout` keeps them). Parquet "
-           "holds every label and its context's split.")
-c1, c2 = st.columns(2)
+           "and CSV hold every label and its context's split.")
+c1, c3, c2 = st.columns(3)
 c1.download_button("Labels as Parquet", data=lambda: export.parquet_bytes(store), file_name="labels.parquet",
                    mime="application/octet-stream", key="data_export_parquet", icon=":material/download:")
+c3.download_button("Labels as CSV", data=lambda: export.csv_bytes(store), file_name="labels.csv", mime="text/csv",
+                   key="data_export_csv", icon=":material/download:", help="The Parquet table, for a spreadsheet.")
 c2.download_button("Labels as TRL JSONL", data=lambda: export.trl_jsonl_bytes(store), file_name="labels_trl.jsonl",
                    mime="application/jsonl", key="data_export_trl", icon=":material/download:")
 

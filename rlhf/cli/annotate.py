@@ -17,11 +17,12 @@ queue_app = typer.Typer(help="Inspect the labelling queue.", no_args_is_help=Tru
 
 class ExportFormat(str, Enum):
     parquet = "parquet"
+    csv = "csv"
     trl = "trl"
 
 
 #: The export format a file name's suffix asks for, and the suffix each format writes.
-SUFFIX_FORMATS = {".parquet": ExportFormat.parquet, ".jsonl": ExportFormat.trl}
+SUFFIX_FORMATS = {".parquet": ExportFormat.parquet, ".csv": ExportFormat.csv, ".jsonl": ExportFormat.trl}
 SUFFIX_OF = {fmt: suffix for suffix, fmt in SUFFIX_FORMATS.items()}
 
 
@@ -32,11 +33,11 @@ class TrlStyle(str, Enum):
 
 @friendly_errors
 def export_command(
-    out: Path = typer.Option(..., "--out", help="File to write (replaced atomically). A .parquet or .jsonl name "
-                             "picks the format."),
-    fmt: ExportFormat | None = typer.Option(None, "--format", help="parquet: every current label; trl: prompt/"
-                                            "chosen/rejected/margin JSONL for trl.RewardTrainer. Default: from "
-                                            "--out's suffix."),
+    out: Path = typer.Option(..., "--out", help="File to write (replaced atomically). A .parquet, .csv or .jsonl "
+                             "name picks the format."),
+    fmt: ExportFormat | None = typer.Option(None, "--format", help="parquet or csv: every current label (csv for "
+                                            "a spreadsheet); trl: prompt/chosen/rejected/margin JSONL for "
+                                            "trl.RewardTrainer. Default: from --out's suffix."),
     style: TrlStyle = typer.Option(TrlStyle.conversational, help="TRL only: chat messages or plain strings."),
     with_ids: bool = typer.Option(False, "--with-ids", help="TRL only: add label_id, pair_id, annotator_id."),
     no_gold: bool = typer.Option(False, "--no-gold", help="TRL only: leave gold pairs out."),
@@ -55,23 +56,23 @@ def export_command(
     fmt = fmt or _format_from_suffix(out)
     trl_only = [flag for flag, given in (("--style", style is not TrlStyle.conversational), ("--with-ids", with_ids),
                                          ("--no-gold", no_gold), ("--include-heldout", include_heldout)) if given]
-    if fmt is ExportFormat.parquet and trl_only:
+    if fmt is not ExportFormat.trl and trl_only:
         raise typer.BadParameter(f"{', '.join(trl_only)} {'applies' if len(trl_only) == 1 else 'apply'} only to "
-                                 "the TRL export; the Parquet export has every current label with its ids.",
+                                 f"the TRL export; the {fmt.value} export has every current label with its ids.",
                                  param_hint=trl_only[0])
     store = open_store()
-    kwargs = {} if fmt is ExportFormat.parquet else {
+    kwargs = {} if fmt is not ExportFormat.trl else {
         "style": style.value, "with_ids": with_ids, "include_gold": not no_gold, "include_heldout": include_heldout}
     summary = export_labels(store, out, fmt=fmt.value, **kwargs)
     typer.echo(summary.sentence())
 
 
 def _format_from_suffix(out: Path) -> ExportFormat:
-    """The export format a file name asks for (.parquet, or .jsonl for TRL), else a request to say it."""
+    """The export format a file name asks for (.parquet, .csv, or .jsonl for TRL), else a request to say it."""
     if out.suffix.lower() in SUFFIX_FORMATS:
         return SUFFIX_FORMATS[out.suffix.lower()]
-    raise typer.BadParameter(f"cannot tell the format from the name {out.name!r}: name the file .parquet or .jsonl, "
-                             "or give --format parquet|trl.", param_hint="--format")
+    raise typer.BadParameter(f"cannot tell the format from the name {out.name!r}: name the file .parquet, .csv or "
+                             ".jsonl, or give --format parquet|csv|trl.", param_hint="--format")
 
 
 @guidelines_app.command("set")
