@@ -199,6 +199,9 @@ def test_the_json_report_says_null_where_a_figure_is_missing(tmp_path: Path, mon
 
         data = json.loads(report.output, parse_constant=no_nan)
         assert all(r["gold_accuracy"] is None for r in data["aggregation"])
+        # Every annotator's row of the page's Annotators table, so the CLI can check it too.
+        assert {r["annotator_id"]: r["labels"] for r in data["annotators"]} == {"w1": 2, "w2": 2}
+        assert {"loo_agreement", "gold_accuracy", "left_share", "flags"} <= set(data["annotators"][0])
     finally:
         get_settings.cache_clear()
 

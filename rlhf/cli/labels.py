@@ -66,7 +66,8 @@ def agreement_report(
     bootstrap: int = typer.Option(None, min=0, help="Bootstrap resamples for the 95% intervals (default: settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Print agreement coefficients, aggregation accuracy against gold and flagged annotators."""
+    """Print agreement coefficients, aggregation accuracy against gold and flagged annotators (with --json, also
+    every annotator's quality figures, as the Agreement page's Annotators table has them)."""
     from rlhf.dashboard import build_dashboard
     from rlhf.runtime import jsonable, open_store
     from rlhf.settings import get_settings
@@ -86,6 +87,7 @@ def agreement_report(
             "agreement": dash.summary.to_dict(orient="records"),
             "aggregation": dash.aggregation_report.to_dict(orient="records"),
             "flagged_annotators": flagged[["annotator_id", "labels", "flags"]].to_dict(orient="records"),
+            "annotators": dash.quality.to_dict(orient="records"),  # the Agreement page's Annotators table
             "seconds": dash.timings,
         }), indent=2, default=str, allow_nan=False))
         return
