@@ -384,8 +384,9 @@ with tab_flow:
         st.info("No labels in this selection.")
     else:
         chart = alt.Chart(tp).mark_bar().encode(
-            x=alt.X("day:T", title="Day (UTC)"), y=alt.Y("labels:Q", title="Labels", stack=True),
-            color=alt.Color("annotator:N", title="Annotator"),
+            # Days as bands (a time axis drew one day as a hairline); 20 colours for the 12 names and 'others'.
+            x=alt.X("yearmonthdate(day):O", title="Day (UTC)"), y=alt.Y("labels:Q", title="Labels", stack=True),
+            color=alt.Color("annotator:N", title="Annotator", scale=alt.Scale(scheme="tableau20")),
             tooltip=[alt.Tooltip("day:T"), "annotator:N", "labels:Q"],
         )
         st.altair_chart(chart, width="stretch")
