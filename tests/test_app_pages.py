@@ -534,6 +534,8 @@ def test_a_manager_reviews_a_pair_and_makes_it_gold_on_the_agreement_page(app_en
     assert f"Pair {pair_id} is gold, answer B is better." in texts(at)
     [gold] = gold_pairs(store)
     assert (gold.pair_id, gold.answer, gold.created_by, gold.note) == (pair_id, "B", "mgr", "A lists an item twice")
+    shown = next(d.value for d in at.dataframe if "answer" in d.value.columns)  # the table includes it at once
+    assert shown[["pair_id", "answer"]].values.tolist() == [[pair_id, "B"]]
 
 
 def test_exports_parquet_and_trl(app_env, tmp_path):

@@ -87,8 +87,10 @@ def _gold_form() -> None:
                 gold_service.mark_gold(store, pair_id, answer, by=user.annotator_id, note=note)
             except (RecFeedbackError, StoreError) as exc:
                 st.error(str(exc))
-            else:
-                st.success(f"Pair {pair_id} is gold, answer {GOLD_CHOICES[answer]}.")
+            else:  # rerun, so that the table above and the gold figures include it
+                st.cache_data.clear()
+                st.session_state["agreement.gold.notice"] = f"Pair {pair_id} is gold, answer {GOLD_CHOICES[answer]}."
+                st.rerun()
 
 
 def _download(frame: pd.DataFrame, name: str, key: str) -> None:
@@ -103,7 +105,7 @@ HEADERS = {
     "annotator_id": "Annotator", "pair_id": "Pair", "round_id": "Round", "strategy": "Strategy", "labels": "Labels",
     "day": st.column_config.DateColumn("Day (UTC)"), "pairs": "Pairs", "complete": "Complete",
     "waiting_for_overlap": "Waiting for overlap", "unlabelled": "Unlabelled", "labels_needed": "Labels needed",
-    "live_leases": "Being labelled", "gold_labels": "Gold labels", "reshow_labels": "Re-shows",
+    "live_leases": "Being labelled", "open_pairs": "Open", "gold_labels": "Gold labels", "reshow_labels": "Re-shows",
     "gold_rate": st.column_config.NumberColumn("Gold rate", format="percent"),
     "reshow_rate": st.column_config.NumberColumn("Re-show rate", format="percent"),
     "method": "Method", "contested_pairs": "Contested pairs", "gold_pairs": "Gold pairs", "choice": "Choice",
@@ -446,10 +448,11 @@ with tab_flow:
         _download(served, "gold_and_reshow_rates", "served")
 
     st.subheader("Gold pairs")
+    ui.one_shot_notice("agreement.gold.notice", "success")
     golds = gold_service.gold_pairs(store)
     if golds:
         gold_table = pd.DataFrame([vars(g) for g in golds])
-        st.dataframe(gold_table, hide_index=True, width="stretch", column_config={
+        st.dataframe(gold_table, hide_index=True, width="stretch", column_config={**HEADERS, "note": "Note",
             "answer": "Answer", "agreeing": "Labels agreeing", "labels": "Labels", "created_by": "By",
             "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm")})
         _download(gold_table, "gold_pairs", "gold")
