@@ -41,23 +41,29 @@ class LabelSelection:
 
 def _where(sel: LabelSelection) -> tuple[str, list[Any]]:
     """The WHERE clause (over ``l`` labels and ``p`` pairs) for a selection, with its parameters."""
-    clauses = [_CURRENT]
+    clauses, params = _selected(sel, at="l.created_at", annotator="l.annotator_id", source="l.source")
+    return " AND ".join([_CURRENT, *clauses]), params
+
+
+def _selected(sel: LabelSelection, *, at: str, annotator: str, source: str | None) -> tuple[list[str], list[Any]]:
+    """The conditions of a selection over pairs ``p`` and rows that have a time ``at``, an ``annotator`` and
+    (unless None) a label ``source`` column, with their parameters."""
+    clauses: list[str] = []
     params: list[Any] = []
     if sel.round_ids is not None:
         clauses.append("list_contains(?, coalesce(p.round_id, ?))")
         params += [list(sel.round_ids), NO_ROUND]
     if sel.date_from is not None:
-        clauses.append("l.created_at >= ?")
+        clauses.append(f"{at} >= ?")
         params.append(datetime.combine(_as_date(sel.date_from), time.min))
     if sel.date_to is not None:
-        clauses.append("l.created_at < ?")
+        clauses.append(f"{at} < ?")
         params.append(datetime.combine(_as_date(sel.date_to) + timedelta(days=1), time.min))
-    for column, values in (("p.strategy", sel.strategies), ("l.annotator_id", sel.annotators),
-                           ("l.source", sel.sources)):
-        if values is not None:
+    for column, values in (("p.strategy", sel.strategies), (annotator, sel.annotators), (source, sel.sources)):
+        if column is not None and values is not None:
             clauses.append(f"list_contains(?, {column})")
             params.append(list(values))
-    return " AND ".join(clauses), params
+    return clauses, params
 
 
 def _as_date(value: date | datetime) -> date:
@@ -95,26 +101,13 @@ def label_frame(con: Any, selection: LabelSelection | None = None, *, with_ratio
 def skipped_frame(con: Any, selection: LabelSelection | None = None) -> pd.DataFrame:
     """Skipped assignments in the selection (its rounds, strategies, annotators and days; skips have no label
     source), newest first: closed_at, annotator_id, pair_id, skip_reason, strategy, round_id."""
-    sel = selection or LabelSelection()
-    clauses, params = ["a.status = 'skipped'"], []
-    if sel.round_ids is not None:
-        clauses.append("list_contains(?, coalesce(p.round_id, ?))")
-        params += [list(sel.round_ids), NO_ROUND]
-    if sel.date_from is not None:
-        clauses.append("a.closed_at >= ?")
-        params.append(datetime.combine(_as_date(sel.date_from), time.min))
-    if sel.date_to is not None:
-        clauses.append("a.closed_at < ?")
-        params.append(datetime.combine(_as_date(sel.date_to) + timedelta(days=1), time.min))
-    for column, values in (("p.strategy", sel.strategies), ("a.annotator_id", sel.annotators)):
-        if values is not None:
-            clauses.append(f"list_contains(?, {column})")
-            params.append(list(values))
+    clauses, params = _selected(selection or LabelSelection(), at="a.closed_at", annotator="a.annotator_id",
+                                source=None)
     sql = f"""
         SELECT a.closed_at, a.annotator_id, a.pair_id, a.skip_reason, p.strategy,
                coalesce(p.round_id, '{NO_ROUND}') AS round_id
         FROM assignments a JOIN pairs p ON p.pair_id = a.pair_id
-        WHERE {" AND ".join(clauses)}
+        WHERE {" AND ".join(["a.status = 'skipped'", *clauses])}
         ORDER BY a.closed_at DESC, a.assignment_id
     """
     return con.execute(sql, params).df()
