@@ -370,7 +370,8 @@ with tab_agg:
                      column_config={**HEADERS, "confidence": st.column_config.NumberColumn("Confidence", format="%.3f"),
                                     "scale_mean": st.column_config.NumberColumn("Mean on the 7-point scale",
                                                                                 format="%.2f")})
-        st.caption("Lowest-confidence pairs first (first 2,000 shown; the download has all).")
+        st.caption("Lowest-confidence pairs first (first 2,000 shown; the download has all). Under majority vote a "
+                   "pair with one label has confidence 1: read confidence beside the Labels column.")
         _download(result.pairs, f"aggregated_pairs_{method}", "aggpairs")
         st.dataframe(result.reliability.sort_values("labels", ascending=False), hide_index=True, width="stretch",
                      column_config={**HEADERS, "agreement_with_aggregate": st.column_config.NumberColumn(
