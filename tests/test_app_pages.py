@@ -368,10 +368,10 @@ def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_en
     assert "newbie" in at.dataframe[0].value["user"].tolist()
 
     at.selectbox(key="users_edit_target").set_value("newbie").run()
-    assert at.selectbox(key="users_edit_role_newbie").value == "annotator"
-    at.selectbox(key="users_edit_role_newbie").set_value("manager")
-    at.checkbox(key="users_edit_active_newbie").uncheck()
-    at.text_input(key="users_edit_password_newbie").input("another-password")
+    assert at.selectbox(key="users_edit_role_newbie_0").value == "annotator"
+    at.selectbox(key="users_edit_role_newbie_0").set_value("manager")
+    at.checkbox(key="users_edit_active_newbie_0").uncheck()
+    at.text_input(key="users_edit_password_newbie_0").input("another-password")
     next(b for b in at.button if b.label == "Save changes").click().run()
     assert not at.exception, at.exception
     user = next(u for u in auth.list_users(store) if u.annotator_id == "newbie")
@@ -379,7 +379,7 @@ def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_en
     with pytest.raises(auth.AuthError):
         auth.authenticate(store, "newbie", "another-password")  # inactive
     # The table shows the save at once (it showed the state before it), and the password does not linger.
-    assert "Saved newbie." in texts(at) and at.text_input(key="users_edit_password_newbie").value == ""
+    assert "Saved newbie." in texts(at) and at.text_input(key="users_edit_password_newbie_1").value == ""
     shown = at.dataframe[0].value.set_index("user").loc["newbie"]
     assert (shown["role"], shown["active"]) == ("manager", False)
 
@@ -411,15 +411,15 @@ def test_a_form_that_shows_an_account_as_it_was_does_not_undo_a_change_made_sinc
     auth.update_account(store, "ann", by="boss", active=False)
     at = as_user(store, "boss", "views/users.py")
     at.selectbox(key="users_edit_target").set_value("ann").run()
-    assert not at.checkbox(key="users_edit_active_ann").value
+    assert not at.checkbox(key="users_edit_active_ann_0").value
     auth.update_account(store, "ann", by="boss2", active=True)  # another window, meanwhile
-    at.text_input(key="users_edit_password_ann").input("a-new-password")
+    at.text_input(key="users_edit_password_ann_0").input("a-new-password")
     next(b for b in at.button if b.label == "Save changes").click().run()
     assert not at.exception, at.exception
     assert "ann was changed meanwhile: it is now active, role annotator. Nothing was saved" in texts(at)
     assert next(u for u in auth.list_users(store) if u.annotator_id == "ann").active
-    assert at.checkbox(key="users_edit_active_ann").value  # the form shows it as it is now
-    at.text_input(key="users_edit_password_ann").input("a-new-password")  # typed again, on the fresh form
+    assert at.checkbox(key="users_edit_active_ann_1").value  # the form shows it as it is now
+    at.text_input(key="users_edit_password_ann_1").input("a-new-password")  # typed again, on the fresh form
     next(b for b in at.button if b.label == "Save changes").click().run()
     assert auth.authenticate(store, "ann", "a-new-password").active
 
@@ -430,7 +430,7 @@ def test_admin_cannot_demote_themselves(app_env):
     store, _ = app_env
     at = as_user(store, "boss", "views/users.py")
     at.selectbox(key="users_edit_target").set_value("boss").run()
-    at.selectbox(key="users_edit_role_boss").set_value("annotator")
+    at.selectbox(key="users_edit_role_boss_0").set_value("annotator")
     next(b for b in at.button if b.label == "Save changes").click().run()
     assert any("cannot remove your own admin role" in e.value for e in at.error)
     assert next(u for u in auth.list_users(store) if u.annotator_id == "boss").role == "admin"
@@ -443,8 +443,8 @@ def test_a_refused_password_saves_no_part_of_the_change(app_env):
     store, _ = app_env
     at = as_user(store, "boss", "views/users.py")
     at.selectbox(key="users_edit_target").set_value("ann").run()
-    at.selectbox(key="users_edit_role_ann").set_value("engineer")
-    at.text_input(key="users_edit_password_ann").input("abc")
+    at.selectbox(key="users_edit_role_ann_0").set_value("engineer")
+    at.text_input(key="users_edit_password_ann_0").input("abc")
     next(b for b in at.button if b.label == "Save changes").click().run()
     assert any("at least 8 characters" in e.value for e in at.error)
     assert next(u for u in auth.list_users(store) if u.annotator_id == "ann").role == "annotator"

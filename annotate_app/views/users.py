@@ -18,15 +18,22 @@ NEW_FIELDS = ("users_new_name", "users_new_display", "users_new_role", "users_ne
 
 
 def _edit_fields(target: str) -> tuple[str, ...]:
-    """The edit form's widget keys for one account, and the account as the form shows it (``users.shown.*``)."""
-    return (f"users_edit_role_{target}", f"users_edit_active_{target}", f"users_edit_password_{target}",
-            f"users.shown.{target}")
+    """The edit form's widget keys for one account, and the account as the form shows it (``users.shown.*``).
+    The keys carry a version that every reset bumps: the browser keeps a widget's last value for as long as
+    its key lives, so a form reset by popping the keys could still send the stale value back."""
+    version = st.session_state.get(f"users.version.{target}", 0)
+    return (f"users_edit_role_{target}_{version}", f"users_edit_active_{target}_{version}",
+            f"users_edit_password_{target}_{version}", f"users.shown.{target}")
 
 
-def _reset_after(keys: tuple[str, ...], notice: tuple[str, str]) -> None:
-    """Rerun with these widgets back at their stored values (the table, the forms and a typed password all
-    refreshed), and the notice shown once above the forms."""
-    st.session_state["users.reset"] = keys
+def _reset_after(target: str | None, notice: tuple[str, str]) -> None:
+    """Rerun with fresh forms (the new-account form, or ``target``'s edit form showing the account as stored),
+    the table refreshed, and the notice shown once above the forms."""
+    if target is None:
+        st.session_state["users.reset"] = NEW_FIELDS
+    else:
+        st.session_state.pop(f"users.shown.{target}", None)
+        st.session_state[f"users.version.{target}"] = st.session_state.get(f"users.version.{target}", 0) + 1
     st.session_state["users.notice"] = notice
     st.rerun()
 
@@ -65,7 +72,7 @@ with col_new, st.form("users_create"):
         except (auth.AuthError, StoreError) as exc:
             st.error(str(exc))  # what was typed stays, to be corrected
         else:
-            _reset_after(NEW_FIELDS, ("success", f"Created {created.annotator_id} ({created.role})."))
+            _reset_after(None, ("success", f"Created {created.annotator_id} ({created.role})."))
 
 with col_edit:
     st.subheader("Change an account")
@@ -88,11 +95,11 @@ with col_edit:
                                         active=active if active != shown.active else None,
                                         password=new_password or None)
                 except auth.AccountChangedError as exc:
-                    _reset_after(_edit_fields(target), ("error", str(exc)))
+                    _reset_after(target, ("error", str(exc)))
                 except (auth.AuthError, StoreError) as exc:
                     st.error(str(exc))
                 else:
-                    _reset_after(_edit_fields(target), ("success", f"Saved {target}."))
+                    _reset_after(target, ("success", f"Saved {target}."))
 
 st.divider()
 st.subheader("Labelling guidelines")
