@@ -45,12 +45,16 @@ class ExportSummary:
     rows: int
     format: str
     heldout_left_out: int = 0
+    gold_left_out: int = 0
 
     def sentence(self) -> str:
         said = f"Wrote {self.rows:,} rows as {self.format} to {self.path}."
         if self.heldout_left_out:
             said += (f" Left out {counted(self.heldout_left_out, 'label')} on "
                      "held-out shoppers, who are for evaluation (--include-heldout keeps them).")
+        if self.gold_left_out:
+            said += (f" Left out {counted(self.gold_left_out, 'label')} on gold pairs, which measure annotators "
+                     "(--include-gold keeps them).")
         return said
 
 
@@ -68,12 +72,25 @@ def parquet_bytes(store: Store) -> bytes:
 
 
 def csv_bytes(store: Store) -> bytes:
-    """The labels table as CSV bytes (UTF-8 with a byte-order mark, so that spreadsheets read accents right)."""
-    return labels_table(store).to_csv(index=False).encode("utf-8-sig")
+    """The labels table as CSV bytes, for a spreadsheet (see :func:`_csv`)."""
+    return _csv(labels_table(store))
+
+
+#: What a spreadsheet reads as the start of a formula (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv(frame: pd.DataFrame) -> bytes:
+    """CSV for a spreadsheet: UTF-8 with a byte-order mark (so accents read right), and every text cell that a
+    spreadsheet would run as a formula (a rationale typed as ``=HYPERLINK(...)``) prefixed with an apostrophe."""
+    safe = frame.copy()
+    for column in safe.select_dtypes(include=["object", "string"]).columns:
+        safe[column] = [f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_STARTS) else v for v in safe[column]]
+    return safe.to_csv(index=False).encode("utf-8-sig")
 
 
 def trl_records(
-    store: Store, *, style: Style = "conversational", include_gold: bool = True, with_ids: bool = False,
+    store: Store, *, style: Style = "conversational", include_gold: bool = False, with_ids: bool = False,
     include_heldout: bool = False, settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Preference records for TRL (see the module docstring)."""
@@ -82,16 +99,21 @@ def trl_records(
 
 
 def _trl_records(
-    store: Store, *, style: Style = "conversational", include_gold: bool = True, with_ids: bool = False,
+    store: Store, *, style: Style = "conversational", include_gold: bool = False, with_ids: bool = False,
     include_heldout: bool = False, settings: Settings | None = None,
-) -> tuple[list[dict[str, Any]], int]:
-    """The records, and how many labels on held-out shoppers were left out."""
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The records, and how many labels on held-out shoppers and on gold pairs were left out. Both are left
+    out by default, as RecFeedback's own reward model leaves them out: held-out shoppers are for evaluation,
+    gold pairs for measuring annotators."""
     from rlhf.prompts import build_context_views, build_messages
     from rlhf.reward.dataset import strength_margin
 
     settings = settings or get_settings()
     with store.transaction() as con:
-        rows = exports_repo.preference_rows(con, include_gold=include_gold)
+        rows = exports_repo.preference_rows(con, include_gold=True)
+        gold = rows["is_gold"].astype(bool)
+        gold_left_out = 0 if include_gold else int(gold.sum())
+        rows = rows if include_gold else rows[~gold]
         heldout = rows["context_split"] == "heldout"
         left_out = 0 if include_heldout else int(heldout.sum())
         rows = rows if include_heldout else rows[~heldout]
@@ -119,7 +141,7 @@ def _trl_records(
         if with_ids:
             record.update(label_id=r.label_id, pair_id=r.pair_id, annotator_id=r.annotator_id)
         out.append(record)
-    return out, left_out
+    return out, left_out, gold_left_out
 
 
 def trl_jsonl_bytes(store: Store, **kwargs: Any) -> bytes:
@@ -137,15 +159,16 @@ def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "csv
         raise ExportError(f"{out} is a folder; give a file name.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    left_out = gold_left_out = 0
     if fmt in ("parquet", "csv"):
         frame = labels_table(store)
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
-            frame.to_csv(tmp, index=False, encoding="utf-8-sig")
+            tmp.write_bytes(_csv(frame))
         rows = len(frame)
     elif fmt == "trl":
-        records, left_out = _trl_records(store, **kwargs)
+        records, left_out, gold_left_out = _trl_records(store, **kwargs)
         with tmp.open("w", encoding="utf-8") as fh:
             for r in records:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -153,4 +176,4 @@ def export_labels(store: Store, out: str | Path, *, fmt: Literal["parquet", "csv
     else:
         raise ExportError(f"Unknown export format {fmt!r}; use parquet, csv or trl.")
     tmp.replace(out)
-    return ExportSummary(str(out), rows, fmt, heldout_left_out=left_out if fmt == "trl" else 0)
+    return ExportSummary(str(out), rows, fmt, heldout_left_out=left_out, gold_left_out=gold_left_out)

@@ -619,15 +619,21 @@ def test_export_cli(app_env, tmp_path):
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "labels.txt")])
     assert result.exit_code == 2 and "name the file .parquet, .csv or .jsonl" in result.output
     assert not (tmp_path / "labels.txt").exists()
-    # A manager's spreadsheet: the Parquet table as CSV, the same rows.
+    with store.transaction() as con:  # a rationale a spreadsheet would run as a formula
+        con.execute("UPDATE labels SET rationale = '=HYPERLINK(\"http://evil.example\",\"x\")' "
+                    "WHERE label_id = (SELECT min(label_id) FROM labels)")
+    # A manager's spreadsheet: the Parquet table as CSV, the same rows, formulas defused.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "labels.csv")])
     assert result.exit_code == 0, result.output
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "labels.csv", encoding="utf-8-sig")[["label_id", "choice"]],
+    table = pd.read_csv(tmp_path / "labels.csv", encoding="utf-8-sig")
+    pd.testing.assert_frame_equal(table[["label_id", "choice"]],
                                   pd.read_parquet(tmp_path / "all.parquet")[["label_id", "choice"]])
+    assert '\'=HYPERLINK("http://evil.example","x")' in table["rationale"].tolist()
     # TRL-only options with the Parquet export are refused, not silently ignored.
-    result = runner.invoke(app, ["export", "--out", str(tmp_path / "z.parquet"), "--no-gold"])
-    assert result.exit_code == 2 and "--no-gold applies only to the TRL export" in result.output
-    assert "--format" not in result.output.split("--no-gold applies")[0]  # not blamed on an option not given
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "z.parquet"), "--include-gold"])
+    said = " ".join(result.output.replace("│", " ").split())  # the error box wraps its lines
+    assert result.exit_code == 2 and "--include-gold applies only to the TRL export" in said
+    assert "--format" not in said.split("--include-gold applies")[0]  # not blamed on an option not given
     assert not (tmp_path / "z.parquet").exists()
     # A format the name contradicts is refused: it wrote JSONL into a .parquet file, over a good one.
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "all.parquet"), "--format", "trl"])

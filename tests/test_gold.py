@@ -67,6 +67,15 @@ def test_a_reviewed_pair_made_gold_is_served_as_gold_scored_and_never_trained_on
     quality = build_dashboard(store, settings=settings).quality.set_index("annotator_id")
     assert quality.loc["ann2", "gold_accuracy"] == 1.0 and quality.loc["ann1", "gold_accuracy"] == 0.0
 
+    # Gold labels measure annotators: the TRL export leaves them out unless asked, as training does.
+    from rlhf.export import export_labels, trl_records
+
+    assert pair_id not in {r["pair_id"] for r in trl_records(store, with_ids=True, include_heldout=True)}
+    kept = trl_records(store, with_ids=True, include_heldout=True, include_gold=True)
+    assert sum(r["pair_id"] == pair_id for r in kept) == 2
+    summary = export_labels(store, settings.data_dir / "labels.jsonl", fmt="trl", include_heldout=True)
+    assert "Left out 2 labels on gold pairs, which measure annotators (--include-gold keeps them)" in summary.sentence()
+
     mark_gold(store, pair_id, "tie", by="manager")  # a second look replaces the answer
     assert [g.answer for g in gold_pairs(store)] == ["tie"]
 

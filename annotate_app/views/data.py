@@ -34,8 +34,9 @@ for col, (name, key) in zip(cols, (("Open pairs", "open_pairs"), ("Complete pair
 st.subheader("Export labels")
 st.caption("Current labels only (undone labels are left out). TRL JSONL holds A/B labels with "
            "prompt / chosen / rejected / margin for trl.RewardTrainer, without the labels on held-out shoppers "
-           "(they are for evaluation; `recfeedback export --format trl --include-heldout` keeps them). Parquet "
-           "and CSV hold every label and its context's split.")
+           "(they are for evaluation) or on gold pairs (they measure annotators), as RecFeedback's own reward "
+           "model trains; `recfeedback export --format trl --include-heldout --include-gold` keeps them. Parquet "
+           "and CSV hold every label, its context's split and whether its pair is gold.")
 c1, c3, c2 = st.columns(3)
 c1.download_button("Labels as Parquet", data=lambda: export.parquet_bytes(store), file_name="labels.parquet",
                    mime="application/octet-stream", key="data_export_parquet", icon=":material/download:")

@@ -40,7 +40,9 @@ def export_command(
                                             "trl.RewardTrainer. Default: from --out's suffix."),
     style: TrlStyle = typer.Option(TrlStyle.conversational, help="TRL only: chat messages or plain strings."),
     with_ids: bool = typer.Option(False, "--with-ids", help="TRL only: add label_id, pair_id, annotator_id."),
-    no_gold: bool = typer.Option(False, "--no-gold", help="TRL only: leave gold pairs out."),
+    include_gold: bool = typer.Option(False, "--include-gold", help="TRL only: keep labels on gold pairs, which "
+                                      "measure annotators (left out by default, as RecFeedback's own reward model "
+                                      "leaves them out)."),
     include_heldout: bool = typer.Option(False, "--include-heldout", help="TRL only: keep labels on held-out "
                                          "shoppers, whom offline evaluation scores policies on (left out by default, "
                                          "as RecFeedback's own reward model leaves them out)."),
@@ -55,14 +57,14 @@ def export_command(
                                  f"{SUFFIX_OF[fmt]} or leave --format out.", param_hint="--format")
     fmt = fmt or _format_from_suffix(out)
     trl_only = [flag for flag, given in (("--style", style is not TrlStyle.conversational), ("--with-ids", with_ids),
-                                         ("--no-gold", no_gold), ("--include-heldout", include_heldout)) if given]
+                                         ("--include-gold", include_gold), ("--include-heldout", include_heldout)) if given]
     if fmt is not ExportFormat.trl and trl_only:
         raise typer.BadParameter(f"{', '.join(trl_only)} {'applies' if len(trl_only) == 1 else 'apply'} only to "
                                  f"the TRL export; the {fmt.value} export has every current label with its ids.",
                                  param_hint=trl_only[0])
     store = open_store()
     kwargs = {} if fmt is not ExportFormat.trl else {
-        "style": style.value, "with_ids": with_ids, "include_gold": not no_gold, "include_heldout": include_heldout}
+        "style": style.value, "with_ids": with_ids, "include_gold": include_gold, "include_heldout": include_heldout}
     summary = export_labels(store, out, fmt=fmt.value, **kwargs)
     typer.echo(summary.sentence())
 
