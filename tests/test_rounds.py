@@ -1418,3 +1418,19 @@ def test_the_training_page_says_what_in_the_settings_stops_a_round_before_a_clic
     usable = rounds.usable_label_count(store)
     assert not at.error and start_button().disabled
     assert start_button().help == f"Needs at least 100000 usable labels; the store has {usable:,}."
+
+
+def test_a_marker_written_with_the_old_absolute_paths_means_the_moved_stores_own_files(tmp_path):
+    """Rounds from before paths were relative wrote absolute ones into their stage markers; resumed after the
+    store moved (its original still in place), PPO would have trained on the original store's reward model."""
+    from rlhf.rounds import RoundPaths
+    from rlhf.rounds.stages import RoundContext
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder in (old, new):
+        (folder / "reward_models" / "rm_1").mkdir(parents=True)
+    ctx = RoundContext("round_1", load_settings(store={"data_dir": new}), None, RoundPaths(new / "rounds" / "round_1"))
+    assert ctx.local(str(old / "reward_models" / "rm_1")) == str(new.resolve() / "reward_models" / "rm_1")
+    assert ctx.local("reward_models/rm_1") == str(new.resolve() / "reward_models" / "rm_1")
+    assert ctx.local(str(tmp_path / "elsewhere" / "adapter")) == str(tmp_path / "elsewhere" / "adapter")  # no such tail
+    assert ctx.portable(new / "reward_models" / "rm_1") == "reward_models/rm_1"

@@ -26,7 +26,7 @@ from rlhf.rounds.layout import (
 from rlhf.runtime import jsonable
 from rlhf.settings import Settings, with_values
 from storage import Store
-from storage.paths import absolute_within, relative_within
+from storage.paths import absolute_within, relative_within, relocated
 from storage.records import Generation, ListItem, Pair, Policy, RewardModelRecord
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,11 @@ class RoundContext:
         return relative_within(path, self.settings.data_dir)  # type: ignore[return-value]
 
     def local(self, written: str | None) -> str | None:
-        """The absolute path a marker's (or ``round.json``'s) ``written`` path means here."""
+        """The absolute path a marker's (or ``round.json``'s) ``written`` path means here. An absolute one was
+        written before paths were relative, perhaps in the folder the store had before a move or a copy: it
+        means the same file in this data folder (:func:`storage.paths.relocated`), not the old folder's."""
+        if written is not None and Path(written).is_absolute():
+            written = relocated(written, Path(self.settings.data_dir).expanduser().resolve())
         return absolute_within(written, self.settings.data_dir)
 
 
