@@ -40,19 +40,35 @@ def label_tally(store: Store, pair_id: str) -> dict[str, int]:
     return dict(Counter(label.choice for label in labels if not label.is_reshow))
 
 
-def mark_gold(store: Store, pair_id: str, answer: str, *, by: str, note: str | None = None) -> None:
-    """Give a pair its gold answer (or a new one): from now on the queue serves it as a gold pair.
+def gold_answer(answer: str) -> str:
+    """A gold answer as stored (A, B, tie or both_bad), from how a person may type it ('b', 'Both bad')."""
+    said = " ".join(answer.split()).replace(" ", "_").lower()
+    for choice in CHOICES:
+        if said == choice.lower():
+            return choice
+    raise ValidationError(f"A gold answer is one of {', '.join(CHOICES)}, not {answer!r}.")
+
+
+def gold_of(store: Store, pair_id: str) -> GoldPair | None:
+    """The pair's gold answer and its record, or None when the pair is not gold."""
+    return next((g for g in gold_pairs(store) if g.pair_id == pair_id), None)
+
+
+def mark_gold(store: Store, pair_id: str, answer: str, *, by: str, note: str | None = None) -> str | None:
+    """Give a pair its gold answer (or a new one): from now on the queue serves it as a gold pair. Returns the
+    answer it replaced, if the pair was gold already, so that the caller can say so.
 
     Raises ValidationError for an answer that is none of the choices or a pair without two lists, and
     NotFoundError for an unknown pair.
     """
-    if answer not in CHOICES:
-        raise ValidationError(f"A gold answer is one of {', '.join(CHOICES)}, not {answer!r}.")
+    answer = gold_answer(answer)
     with store.transaction() as con:
         shown = queue_repo.pair_for_display(con, pair_id)  # NotFoundError names an unknown pair
         if not shown["gen_a"] or not shown["gen_b"]:
             raise ValidationError(f"Pair {pair_id} has no two lists for annotators to compare (an imported pair).")
+        before = queue_repo.gold_answers(con).get(pair_id)
         queue_repo.set_gold(con, pair_id, answer, note=(note or "").strip() or None, created_by=by)
+    return before
 
 
 def gold_pairs(store: Store) -> list[GoldPair]:

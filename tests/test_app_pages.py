@@ -527,15 +527,21 @@ def test_a_manager_reviews_a_pair_and_makes_it_gold_on_the_agreement_page(app_en
     pair_id = seeded.pair_ids[0]
     at.text_input(key="agreement.gold.pair").input(pair_id).run()
     assert "**List A**" in texts(at) and "**List B**" in texts(at)
-    at.radio(key="agreement.gold.answer").set_value("B")
-    at.text_input(key="agreement.gold.note").input("A lists an item twice")
-    at.button(key="agreement.gold.save").click().run()
+    assert at.radio(key=f"agreement.gold.answer.{pair_id}").value is None  # no answer chosen for the manager
+    at.button(key=f"agreement.gold.save.{pair_id}").click().run()
+    assert "Choose the gold answer first." in texts(at) and gold_pairs(store) == []
+    at.radio(key=f"agreement.gold.answer.{pair_id}").set_value("B")
+    at.text_input(key=f"agreement.gold.note.{pair_id}").input("A lists an item twice")
+    at.button(key=f"agreement.gold.save.{pair_id}").click().run()
     assert not at.exception, at.exception
     assert f"Pair {pair_id} is gold, answer B is better." in texts(at)
     [gold] = gold_pairs(store)
     assert (gold.pair_id, gold.answer, gold.created_by, gold.note) == (pair_id, "B", "mgr", "A lists an item twice")
     shown = next(d.value for d in at.dataframe if "answer" in d.value.columns)  # the table includes it at once
     assert shown[["pair_id", "answer"]].values.tolist() == [[pair_id, "B"]]
+    # Reviewed again, it says it is gold and with which answer, and offers that answer, not A.
+    assert "This pair is gold already: B is better, given by mgr (A lists an item twice)" in texts(at)
+    assert at.radio(key=f"agreement.gold.answer.{pair_id}").value == "B"
 
 
 def test_exports_parquet_and_trl(app_env, tmp_path):

@@ -106,7 +106,11 @@ def test_pairs_show_gold_and_gold_list_from_the_shell(gold_setup, monkeypatch):
     assert "Labels: none yet" in shown.output
     assert "No gold pairs yet" in runner.invoke(app, ["pairs", "gold-list"]).output
     made = runner.invoke(app, ["pairs", "gold", pair_id, "A", "--by", "manager"])
-    assert made.exit_code == 0 and f"Pair {pair_id} is gold, answer A" in made.output
+    assert made.exit_code == 0 and f"Pair {pair_id} is gold, answer A:" in made.output
+    assert "Gold: answer A, given by manager." in runner.invoke(app, ["pairs", "show", pair_id]).output
+    again = runner.invoke(app, ["pairs", "gold", pair_id, "both bad", "--by", "manager"])  # as people type it
+    assert again.exit_code == 0 and "answer both_bad (it was A)" in again.output, again.output
+    runner.invoke(app, ["pairs", "gold", pair_id, "a", "--by", "manager"])
     listed = runner.invoke(app, ["pairs", "gold-list"]).output
     assert pair_id in listed and "0/0" in listed and "manager" in listed
     refused = runner.invoke(app, ["pairs", "gold", pair_id, "maybe"])

@@ -78,11 +78,19 @@ def _gold_form() -> None:
                 st.html(ui.item_html(item))
     tally = gold_service.label_tally(store, pair_id)
     st.caption("Labels so far: " + (", ".join(f"{c} {n}" for c, n in sorted(tally.items())) or "none"))
-    with st.form("agreement.gold.form"):
-        answer = st.radio("Gold answer", GOLD_CHOICES, horizontal=True, format_func=GOLD_CHOICES.get,
-                          key="agreement.gold.answer")
-        note = st.text_input("Why (kept with the answer)", key="agreement.gold.note")
-        if st.form_submit_button("Save as gold", key="agreement.gold.save"):
+    gold = gold_service.gold_of(store, pair_id)
+    if gold is not None:
+        st.info(f"This pair is gold already: {GOLD_CHOICES[gold.answer]}, given by {gold.created_by or 'an import'}"
+                + (f" ({gold.note})" if gold.note else "") + ". Saving replaces that answer.")
+    with st.form(f"agreement.gold.form.{pair_id}"):
+        answer = st.radio("Gold answer", list(GOLD_CHOICES), horizontal=True, format_func=GOLD_CHOICES.get,
+                          index=list(GOLD_CHOICES).index(gold.answer) if gold else None,
+                          key=f"agreement.gold.answer.{pair_id}")
+        note = st.text_input("Why (kept with the answer)", key=f"agreement.gold.note.{pair_id}")
+        if st.form_submit_button("Save as gold", key=f"agreement.gold.save.{pair_id}"):
+            if answer is None:
+                st.warning("Choose the gold answer first.")
+                return
             try:
                 gold_service.mark_gold(store, pair_id, answer, by=user.annotator_id, note=note)
             except (RecFeedbackError, StoreError) as exc:

@@ -150,7 +150,8 @@ def _echo_list(side: str, shown: Any) -> None:
     typer.echo(f"\nList {side}" + (f"  [{'; '.join(shown.problems)}]" if shown.problems else ""))
     for item in shown.items:
         badges = f"  [{'; '.join(item.badges)}]" if item.badges else ""
-        typer.echo(f"  {item.rank}. {item.title} ({item.category or 'no category'}) - {item.reason}{badges}")
+        price = f", {item.price:.2f}" if item.price is not None else ""
+        typer.echo(f"  {item.rank}. {item.title} ({item.category or 'no category'}{price}) - {item.reason}{badges}")
 
 
 @pairs_app.command("show")
@@ -159,7 +160,7 @@ def pairs_show(pair_id: str = typer.Argument(..., help="The pair (ids in `export
     """Show a pair as annotators see it, list A first, with the labels it has: to review it, e.g. before
     giving it a gold answer."""
     from rlhf.annotation import pair_as_shown
-    from rlhf.gold import label_tally
+    from rlhf.gold import gold_of, label_tally
     from rlhf.runtime import open_store
 
     store = open_store()
@@ -172,6 +173,10 @@ def pairs_show(pair_id: str = typer.Argument(..., help="The pair (ids in `export
     _echo_list("B", task.right)
     tally = label_tally(store, pair_id)
     typer.echo("\nLabels: " + (", ".join(f"{choice} {n}" for choice, n in sorted(tally.items())) or "none yet"))
+    gold = gold_of(store, pair_id)
+    if gold is not None:
+        typer.echo(f"Gold: answer {gold.answer}, given by {gold.created_by or 'an import'}"
+                   + (f" ({gold.note})" if gold.note else "") + ".")
 
 
 @pairs_app.command("gold")
@@ -184,12 +189,14 @@ def pairs_gold(
 ) -> None:
     """Make a pair gold: the queue mixes it into annotators' work (queue.gold_rate) and the Agreement page
     scores each annotator's answers on it. Gold pairs never train a reward model."""
-    from rlhf.gold import mark_gold
+    from rlhf.gold import gold_answer, mark_gold
     from rlhf.runtime import open_store
 
-    mark_gold(open_store(), pair_id, answer, by=by, note=note)
-    typer.echo(f"Pair {pair_id} is gold, answer {answer}: annotators who have not labelled it will get it "
-               "among their pairs.")
+    before = mark_gold(open_store(), pair_id, answer, by=by, note=note)
+    answer = gold_answer(answer)
+    replaced = f" (it was {before})" if before and before != answer else ""
+    typer.echo(f"Pair {pair_id} is gold, answer {answer}{replaced}: annotators who have not labelled it will get "
+               "it among their pairs.")
 
 
 @pairs_app.command("gold-list")
