@@ -160,13 +160,15 @@ def queue_by_strategy_round(con: Any, now: datetime) -> pd.DataFrame:
 
 
 def served_mix(con: Any, selection: LabelSelection | None = None) -> pd.DataFrame:
-    """Per annotator: labels, labels on gold pairs and re-shown labels (to compare with the set rates)."""
+    """Per annotator: labels, labels on pairs the queue served as gold and re-shown labels (to compare with the
+    set rates). A label given before its pair became gold was not served as gold and does not count here."""
     where, params = _where(selection or LabelSelection())
     sql = f"""
         SELECT l.annotator_id, count(*) AS labels,
-               count(*) FILTER (WHERE p.is_gold) AS gold_labels,
+               count(*) FILTER (WHERE a.reason = 'gold') AS gold_labels,
                count(*) FILTER (WHERE l.is_reshow) AS reshow_labels
         FROM labels l JOIN pairs p ON p.pair_id = l.pair_id
+        LEFT JOIN assignments a ON a.assignment_id = l.assignment_id
         WHERE {where} GROUP BY ALL ORDER BY 1
     """
     return con.execute(sql, params).df()

@@ -45,6 +45,10 @@ def filled(store):
     with store.transaction() as con:
         queue_repo.import_labels(con, labels)
         con.execute("INSERT INTO label_retractions (label_id, retracted_by, reason) VALUES ('L014', 'u3', 'undo')")
+        # u1's gold label came through the queue as a gold pair; u2's did not (given before the pair was gold).
+        con.execute("INSERT INTO assignments (assignment_id, pair_id, annotator_id, reason, status, assigned_at, "
+                    "expires_at) VALUES ('as10', ?, 'u1', 'gold', 'done', ?, ?)", [gold, T0, T0])
+        con.execute("UPDATE labels SET assignment_id = 'as10' WHERE label_id = 'L010'")
     return store, p, gold
 
 
@@ -70,6 +74,7 @@ def test_dashboard_numbers_from_the_store(filled, settings) -> None:
 
     served = dash.served.set_index("annotator_id")
     assert served.loc["u1", "gold_labels"] == 1 and served.loc["u1", "reshow_labels"] == 1
+    assert served.loc["u2", "gold_labels"] == 0  # on the gold pair, but not served to u2 as gold
     assert served.loc["u1", "gold_rate"] == pytest.approx(1 / 6)
 
     days = dash.throughput.assign(day=pd.to_datetime(dash.throughput["day"]).dt.date).groupby("day")["labels"].sum()

@@ -452,7 +452,8 @@ with tab_flow:
         g[1].metric("Re-show rate", f"{totals['reshow_labels'] / totals['labels']:.1%}",
                     help=f"Target {settings.queue.reshow_rate:.0%} (settings queue.reshow_rate)")
         st.caption(f"Targets: gold {settings.queue.gold_rate:.0%}, re-shows {settings.queue.reshow_rate:.0%} of served "
-                   "items (imported labels are not served, so their pairs only count if marked gold).")
+                   "items: labels on pairs the queue served as gold (not those given before a pair became gold, nor "
+                   "imported ones, which were never served).")
         st.dataframe(served, hide_index=True, width="stretch", column_config=HEADERS)
         _download(served, "gold_and_reshow_rates", "served")
 
