@@ -131,7 +131,9 @@ def queue_by_strategy_round(con: Any, now: datetime) -> pd.DataFrame:
 
     A pair is complete when its current, non-re-show labels reach its overlap target; ``waiting``
     pairs have some labels but fewer than the target; ``labels_needed`` is what the queue still has to
-    collect on servable ('open') pairs; ``live_leases`` are unexpired assignments at ``now`` (UTC).
+    collect on servable ('open') pairs; ``live_leases`` are unexpired assignments at ``now`` (UTC). Gold
+    pairs are counted apart (``gold_pairs``): the queue serves them to everyone and never completes them, so
+    complete + waiting + unlabelled + gold = pairs, and open counts the other pairs, as ``queue status`` does.
     """
     sql = f"""
         WITH cur AS (
@@ -142,13 +144,13 @@ def queue_by_strategy_round(con: Any, now: datetime) -> pd.DataFrame:
             WHERE status = 'active' AND expires_at > ? AND NOT is_reshow GROUP BY pair_id)
         SELECT p.strategy, coalesce(p.round_id, '{NO_ROUND}') AS round_id,
                count(*) AS pairs,
-               count(*) FILTER (WHERE coalesce(cur.n, 0) >= p.overlap_target) AS complete,
-               count(*) FILTER (WHERE coalesce(cur.n, 0) > 0 AND coalesce(cur.n, 0) < p.overlap_target)
-                   AS waiting_for_overlap,
-               count(*) FILTER (WHERE coalesce(cur.n, 0) = 0) AS unlabelled,
+               count(*) FILTER (WHERE NOT p.is_gold AND coalesce(cur.n, 0) >= p.overlap_target) AS complete,
+               count(*) FILTER (WHERE NOT p.is_gold AND coalesce(cur.n, 0) > 0
+                                AND coalesce(cur.n, 0) < p.overlap_target) AS waiting_for_overlap,
+               count(*) FILTER (WHERE NOT p.is_gold AND coalesce(cur.n, 0) = 0) AS unlabelled,
                coalesce(sum(greatest(p.overlap_target - coalesce(cur.n, 0), 0))
-                   FILTER (WHERE p.status = 'open'), 0) AS labels_needed,
-               count(*) FILTER (WHERE p.status = 'open') AS open_pairs,
+                   FILTER (WHERE p.status = 'open' AND NOT p.is_gold), 0) AS labels_needed,
+               count(*) FILTER (WHERE p.status = 'open' AND NOT p.is_gold) AS open_pairs,
                coalesce(sum(lease.n), 0) AS live_leases,
                count(*) FILTER (WHERE p.is_gold) AS gold_pairs
         FROM pairs p

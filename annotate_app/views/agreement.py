@@ -412,18 +412,21 @@ with tab_flow:
     if queue.empty:
         st.info("There are no pairs in the store yet.")
     else:
-        long = queue.melt(id_vars=["strategy", "round_id"], value_vars=["complete", "waiting_for_overlap", "unlabelled"],
-                          var_name="state", value_name="n")
+        long = queue.melt(id_vars=["strategy", "round_id"],
+                          value_vars=["complete", "waiting_for_overlap", "unlabelled", "gold_pairs"],
+                          var_name="state", value_name="n").replace({"state": {"gold_pairs": "gold"}})
         long["group"] = long["strategy"] + " / " + long["round_id"]
         st.altair_chart(alt.Chart(long).mark_bar().encode(
             x=alt.X("n:Q", stack=True, title="Pairs"), y=alt.Y("group:N", title="Strategy / round"),
             color=alt.Color("state:N", title=None, scale=alt.Scale(
-                domain=["complete", "waiting_for_overlap", "unlabelled"], range=["#54a24b", "#f58518", "#bab0ac"])),
+                domain=["complete", "waiting_for_overlap", "unlabelled", "gold"],
+                range=["#54a24b", "#f58518", "#bab0ac", "#e6b800"])),
             tooltip=["strategy", "round_id", "state", "n"]), width="stretch")
         st.dataframe(queue, hide_index=True, width="stretch", column_config=HEADERS)
         st.caption(f"Complete = current labels reach the pair's overlap target (default {settings.queue.overlap_target}); "
-                   "waiting = some labels but fewer; labels needed = what open pairs still need; live leases = "
-                   "pairs being labelled right now.")
+                   "waiting = some labels but fewer; labels needed = what open pairs still need; being labelled "
+                   "= leases live right now. Gold pairs are counted apart: every annotator gets them, so they are "
+                   "never complete.")
         _download(queue, "queue", "queue")
 
     st.subheader("Skipped pairs")
