@@ -202,6 +202,9 @@ def test_the_json_report_says_null_where_a_figure_is_missing(tmp_path: Path, mon
         # Every annotator's row of the page's Annotators table, so the CLI can check it too.
         assert {r["annotator_id"]: r["labels"] for r in data["annotators"]} == {"w1": 2, "w2": 2}
         assert {"loo_agreement", "gold_accuracy", "left_share", "flags"} <= set(data["annotators"][0])
+        assert data["agreement_rests_on_few_pairs"]  # two pairs: the page warns, and so does the report
+        text = CliRunner().invoke(app, ["agreement", "report", "--bootstrap", "0"]).output
+        assert "Warning: some coefficients rest on 2 pairs" in text and "nan" not in text
     finally:
         get_settings.cache_clear()
 

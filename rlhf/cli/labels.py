@@ -81,10 +81,13 @@ def agreement_report(
     settings = get_settings()
     dash = build_dashboard(open_store(settings), selection, settings, n_boot=bootstrap)
     flagged = dash.quality[dash.quality["flags"] != ""] if len(dash.quality) else dash.quality
+    fewest = int(dash.summary["n_items"].min()) if len(dash.summary) else 0
+    few = bool(len(dash.summary)) and fewest < settings.quality.min_pairs_for_agreement
     if as_json:
         typer.echo(json.dumps(jsonable({  # NaN (no gold labels, say) becomes null: strict parsers refuse NaN
             "counts": dash.counts,
             "agreement": dash.summary.to_dict(orient="records"),
+            "agreement_rests_on_few_pairs": few,  # below quality.min_pairs_for_agreement, as the page warns
             "aggregation": dash.aggregation_report.to_dict(orient="records"),
             "flagged_annotators": flagged[["annotator_id", "labels", "flags"]].to_dict(orient="records"),
             "annotators": dash.quality.to_dict(orient="records"),  # the Agreement page's Annotators table
@@ -99,8 +102,14 @@ def agreement_report(
     else:
         typer.echo("\nAgreement (95% bootstrap interval over pairs)")
         for r in dash.summary.itertuples():
-            typer.echo(f"  {r.label:<52} {r.value:7.4f}  [{r.ci_low:.4f}, {r.ci_high:.4f}]  n={r.n_items:,}")
+            interval = f"[{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low == r.ci_low else "(no interval)"
+            typer.echo(f"  {r.label:<52} {r.value:7.4f}  {interval}  n={r.n_items:,}")
             typer.echo(f"      {r.convention}")
+        if few:
+            typer.secho(f"Warning: some coefficients rest on {counted(fewest, 'pair')} with two or more labels "
+                        f"(fewer than {settings.quality.min_pairs_for_agreement}, "
+                        "quality.min_pairs_for_agreement): read them with their intervals.",
+                        fg=typer.colors.YELLOW)
     if len(dash.aggregation_report):
         typer.echo("\nAggregation")
         for r in dash.aggregation_report.itertuples():
