@@ -243,6 +243,12 @@ def _replace(partial: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _what_it_is(provenance: Mapping[str, Any]) -> str:
+    if provenance.get("adapter_path"):
+        return "A recommendation policy trained with human feedback in RecFeedback"
+    return "A recommendation policy as RecFeedback runs it before any training"
+
+
 def _weights_note(provenance: Mapping[str, Any]) -> str:
     if provenance.get("adapter_path"):
         return "The LoRA adapter a round trained is merged into the base weights, so this folder loads like any causal LM."
@@ -275,9 +281,8 @@ tags: [recfeedback, rlhf, ppo, recommendation]
 
 # {p["policy_id"]}
 
-A recommendation policy trained with human feedback in RecFeedback: it reads a shopper's recent
-purchases and a list of candidate items and writes a ranked list with a reason for each item.
-{_weights_note(p)}
+{_what_it_is(p)}: it reads a shopper's recent purchases and a list of candidate items and writes a ranked
+list with a reason for each item. {_weights_note(p)}
 
 | | |
 |---|---|

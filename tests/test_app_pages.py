@@ -538,7 +538,7 @@ def test_a_manager_reviews_a_pair_and_makes_it_gold_on_the_agreement_page(app_en
     [gold] = gold_pairs(store)
     assert (gold.pair_id, gold.answer, gold.created_by, gold.note) == (pair_id, "B", "mgr", "A lists an item twice")
     shown = next(d.value for d in at.dataframe if "answer" in d.value.columns)  # the table includes it at once
-    assert shown[["pair_id", "answer"]].values.tolist() == [[pair_id, "B"]]
+    assert shown[["pair_id", "answer"]].values.tolist() == [[pair_id, "B is better"]]  # in the form's words
     # Reviewed again, it says it is gold and with which answer, and offers that answer, not A.
     assert "This pair is gold already: B is better, given by mgr (A lists an item twice)" in texts(at)
     assert at.radio(key=f"agreement.gold.answer.{pair_id}").value == "B"

@@ -464,7 +464,8 @@ with tab_flow:
     ui.one_shot_notice("agreement.gold.notice", "success")
     golds = gold_service.gold_pairs(store)
     if golds:
-        gold_table = pd.DataFrame([vars(g) for g in golds])
+        gold_table = pd.DataFrame([vars(g) for g in golds]).fillna({"note": "", "created_by": "an import"})
+        gold_table["answer"] = gold_table["answer"].map(GOLD_CHOICES)
         st.dataframe(gold_table, hide_index=True, width="stretch", column_config={**HEADERS, "note": "Note",
             "answer": "Answer", "agreeing": "Labels agreeing", "labels": "Labels", "created_by": "By",
             "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm")})
