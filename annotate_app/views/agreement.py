@@ -362,7 +362,9 @@ with tab_agg:
     st.caption(
         "How several labels per pair become one training target. Majority vote (crowd-kit MajorityVote): "
         "confidence = the winner's vote share, 'contested' = a draw at the top. Dawid-Skene (crowd-kit): one "
-        "confusion matrix per annotator, fitted by EM; confidence = posterior probability. Gold answers are not "
+        "confusion matrix per annotator, fitted by EM; confidence = posterior probability. With few labels per "
+        "annotator the fit says little: its reliabilities can rank first someone whom gold and agreement rank "
+        "last, so read them beside the Labels column. Gold answers are not "
         f"used by either, so 'gold accuracy' is an honest check. Training uses `{settings.reward_model.aggregation}` "
         "(settings `reward_model.aggregation`).")
     report = dash.aggregation_report
