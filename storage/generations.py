@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import NotFoundError
-from storage.paths import from_stored, to_stored
+from storage.paths import from_stored, store_folder, to_stored
 from storage.records import Generation, ListItem, Pair, Policy
 
 _GEN_COLUMNS = (
@@ -34,16 +35,18 @@ def get_policy(con: Any, policy_id: str) -> Policy:
     rows = fetch_dicts(con, "SELECT * FROM policies WHERE policy_id = ?", [policy_id])
     if not rows:
         raise NotFoundError(f"No policy with id {policy_id!r}.")
-    return _policy(con, rows[0])
+    return _policy(store_folder(con), rows[0])
 
 
 def list_policies(con: Any) -> list[Policy]:
-    return [_policy(con, r) for r in fetch_dicts(con, "SELECT * FROM policies ORDER BY created_at, policy_id")]
+    folder = store_folder(con)
+    return [_policy(folder, r) for r in fetch_dicts(con, "SELECT * FROM policies ORDER BY created_at, policy_id")]
 
 
-def _policy(con: Any, r: dict[str, Any]) -> Policy:
+def _policy(folder: Path | None, r: dict[str, Any]) -> Policy:
     return Policy(
-        policy_id=r["policy_id"], kind=r["kind"], base_model=r["base_model"], adapter_path=from_stored(con, r["adapter_path"]),
+        policy_id=r["policy_id"], kind=r["kind"], base_model=r["base_model"],
+        adapter_path=from_stored(folder, r["adapter_path"]),
         parent_id=r["parent_id"], round_id=r["round_id"], metrics=from_json(r["metrics"]),
         created_at=r["created_at"],
     )
@@ -151,7 +154,7 @@ def existing_pair_keys(con: Any) -> set[tuple[str, str]]:
 def find_policy(con: Any, policy_id: str) -> Policy | None:
     """The policy with this id, or None."""
     rows = fetch_dicts(con, "SELECT * FROM policies WHERE policy_id = ?", [policy_id])
-    return _policy(con, rows[0]) if rows else None
+    return _policy(store_folder(con), rows[0]) if rows else None
 
 
 def contexts_without_generations(

@@ -43,9 +43,9 @@ def to_stored(con: Any, path: str | None) -> str | None:
     return relative_within(path, folder) if folder is not None and path is not None else path
 
 
-def from_stored(con: Any, value: str | None) -> str | None:
-    """The absolute path a stored value means."""
-    folder = store_folder(con) if value is not None and not Path(value).is_absolute() else None
+def from_stored(folder: Path | None, value: str | None) -> str | None:
+    """The absolute path a stored value means, for the store in ``folder`` (:func:`store_folder`, asked once
+    per query by the repositories, not once per row)."""
     return absolute_within(value, folder) if folder is not None else value
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import ConflictError, NotFoundError
-from storage.paths import from_stored, to_stored
+from storage.paths import from_stored, store_folder, to_stored
 from storage.records import RewardModelRecord
 
 _COLUMNS = "rm_id, round_id, backbone, path, metrics, card, created_at"
@@ -27,7 +28,7 @@ def get_reward_model(con: Any, rm_id: str) -> RewardModelRecord:
     rows = fetch_dicts(con, f"SELECT {_COLUMNS} FROM reward_models WHERE rm_id = ?", [rm_id])
     if not rows:
         raise NotFoundError(f"No reward model with id {rm_id!r}.")
-    return _record(con, rows[0])
+    return _record(store_folder(con), rows[0])
 
 
 def latest_reward_model(con: Any, *, round_id: str | None = None) -> RewardModelRecord | None:
@@ -38,17 +39,18 @@ def latest_reward_model(con: Any, *, round_id: str | None = None) -> RewardModel
         sql += " WHERE round_id = ?"
         params.append(round_id)
     rows = fetch_dicts(con, sql + " ORDER BY created_at DESC, rm_id DESC LIMIT 1", params)
-    return _record(con, rows[0]) if rows else None
+    return _record(store_folder(con), rows[0]) if rows else None
 
 
 def list_reward_models(con: Any) -> list[RewardModelRecord]:
     """Every registered model, newest first."""
     rows = fetch_dicts(con, f"SELECT {_COLUMNS} FROM reward_models ORDER BY created_at DESC, rm_id DESC")
-    return [_record(con, r) for r in rows]
+    folder = store_folder(con)
+    return [_record(folder, r) for r in rows]
 
 
-def _record(con: Any, r: dict[str, Any]) -> RewardModelRecord:
+def _record(folder: Path | None, r: dict[str, Any]) -> RewardModelRecord:
     return RewardModelRecord(
-        rm_id=r["rm_id"], backbone=r["backbone"], path=from_stored(con, r["path"]), round_id=r["round_id"],
+        rm_id=r["rm_id"], backbone=r["backbone"], path=from_stored(folder, r["path"]), round_id=r["round_id"],
         metrics=from_json(r["metrics"]), card=from_json(r["card"]), created_at=r["created_at"],
     )

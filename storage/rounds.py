@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from storage._rows import as_json, fetch_dicts, from_json
 from storage.errors import NotFoundError
-from storage.paths import from_stored, to_stored
+from storage.paths import from_stored, store_folder, to_stored
 from storage.records import RoundRecord
 
 _ROUND_COLUMNS = (
@@ -54,17 +55,18 @@ def get_round(con: Any, round_id: str) -> RoundRecord:
 def find_round(con: Any, round_id: str) -> RoundRecord | None:
     """The round with this id, or None."""
     rows = fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", [round_id])
-    return _round(con, rows[0]) if rows else None
+    return _round(store_folder(con), rows[0]) if rows else None
 
 
 def list_rounds(con: Any) -> list[RoundRecord]:
-    return [_round(con, r) for r in fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY created_at")]
+    folder = store_folder(con)
+    return [_round(folder, r) for r in fetch_dicts(con, f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY created_at")]
 
 
-def _round(con: Any, r: dict[str, Any]) -> RoundRecord:
+def _round(folder: Path | None, r: dict[str, Any]) -> RoundRecord:
     for key in _JSON_FIELDS:
         r[key] = from_json(r[key])
-    r["folder"] = from_stored(con, r["folder"])
+    r["folder"] = from_stored(folder, r["folder"])
     return RoundRecord(**r)
 
 
