@@ -110,7 +110,7 @@ def _trl_records(
 
     settings = settings or get_settings()
     with store.transaction() as con:
-        rows = exports_repo.preference_rows(con, include_gold=True)
+        rows = exports_repo.preference_rows(con)
         gold = rows["is_gold"].astype(bool)
         gold_left_out = 0 if include_gold else int(gold.sum())
         rows = rows if include_gold else rows[~gold]

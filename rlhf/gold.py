@@ -51,7 +51,8 @@ def gold_answer(answer: str) -> str:
 
 def gold_of(store: Store, pair_id: str) -> GoldPair | None:
     """The pair's gold answer and its record, or None when the pair is not gold."""
-    return next((g for g in gold_pairs(store) if g.pair_id == pair_id), None)
+    found = gold_pairs(store, pair_id=pair_id)
+    return found[0] if found else None
 
 
 def mark_gold(store: Store, pair_id: str, answer: str, *, by: str, note: str | None = None) -> str | None:
@@ -71,10 +72,11 @@ def mark_gold(store: Store, pair_id: str, answer: str, *, by: str, note: str | N
     return before
 
 
-def gold_pairs(store: Store) -> list[GoldPair]:
-    """Every gold pair with its answer and how many current first labels on it agree, newest first."""
+def gold_pairs(store: Store, *, pair_id: str | None = None) -> list[GoldPair]:
+    """Every gold pair (or only ``pair_id``, if gold) with its answer and how many current first labels on it
+    agree, newest first."""
     with store.transaction() as con:
-        rows = queue_repo.gold_rows(con)
+        rows = queue_repo.gold_rows(con, pair_id)
         labels = queue_repo.current_labels(con, pair_ids=[r["pair_id"] for r in rows]) if rows else []
     by_pair: dict[str, list[str]] = {}
     for label in labels:

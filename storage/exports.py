@@ -35,8 +35,9 @@ def labels_frame(con: Any, *, include_reshow: bool = True) -> pd.DataFrame:
     return con.execute(sql).df()
 
 
-def preference_rows(con: Any, *, include_gold: bool = True) -> pd.DataFrame:
-    """Current, first-time (not re-show) A/B labels with both generations' text, for pairwise training.
+def preference_rows(con: Any) -> pd.DataFrame:
+    """Current, first-time (not re-show) A/B labels with both generations' text, for pairwise training, with
+    ``is_gold`` and ``context_split`` so that the caller can leave out (and count) gold and held-out labels.
 
     Ties and 'both bad' carry no preference and are left out.
     """
@@ -48,6 +49,6 @@ def preference_rows(con: Any, *, include_gold: bool = True) -> pd.DataFrame:
         LEFT JOIN contexts c ON c.context_id = p.context_id
         JOIN generations ga ON ga.generation_id = p.gen_a
         JOIN generations gb ON gb.generation_id = p.gen_b
-        WHERE {_CURRENT} AND NOT l.is_reshow AND l.choice IN ('A', 'B') {'' if include_gold else 'AND NOT p.is_gold'}
+        WHERE {_CURRENT} AND NOT l.is_reshow AND l.choice IN ('A', 'B')
         ORDER BY l.created_at, l.label_id"""
     return con.execute(sql).df()

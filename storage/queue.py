@@ -670,10 +670,11 @@ def gold_answers(con: Any) -> dict[str, str]:
     return {r[0]: r[1] for r in con.execute("SELECT pair_id, expected_choice FROM gold").fetchall()}
 
 
-def gold_rows(con: Any) -> list[dict[str, Any]]:
-    """Every gold answer with its note, author and time, newest first."""
-    return fetch_dicts(con, "SELECT pair_id, expected_choice, note, created_by, created_at FROM gold "
-                            "ORDER BY created_at DESC, pair_id")
+def gold_rows(con: Any, pair_id: str | None = None) -> list[dict[str, Any]]:
+    """Every gold answer (or one pair's) with its note, author and time, newest first."""
+    where, params = ("WHERE pair_id = ?", [pair_id]) if pair_id is not None else ("", [])
+    return fetch_dicts(con, f"SELECT pair_id, expected_choice, note, created_by, created_at FROM gold {where} "
+                            "ORDER BY created_at DESC, pair_id", params)
 
 
 def set_gold(con: Any, pair_id: str, expected_choice: str, *, note: str | None = None, created_by: str | None = None) -> None:
