@@ -354,17 +354,17 @@ def test_admin_creates_changes_and_deactivates_users_and_edits_guidelines(app_en
 
     store, _ = app_env
     at = as_user(store, "boss", "views/users.py")
-    at.text_input(key="users_new_name").input("newbie")
-    at.selectbox(key="users_new_role").set_value("annotator")
-    at.text_input(key="users_new_password").input("short")
+    at.text_input(key="users_new_name_0").input("newbie")
+    at.selectbox(key="users_new_role_0").set_value("annotator")
+    at.text_input(key="users_new_password_0").input("short")
     next(b for b in at.button if b.label == "Create account").click().run()
     assert "at least 8 characters" in texts(at)
-    assert at.text_input(key="users_new_name").value == "newbie"  # kept to be corrected, not wiped
-    at.text_input(key="users_new_password").input("a-long-password")
+    assert at.text_input(key="users_new_name_0").value == "newbie"  # kept to be corrected, not wiped
+    at.text_input(key="users_new_password_0").input("a-long-password")
     next(b for b in at.button if b.label == "Create account").click().run()
     assert not at.exception, at.exception
     assert auth.authenticate(store, "newbie", "a-long-password").role == "annotator"
-    assert "Created newbie (annotator)." in texts(at) and at.text_input(key="users_new_name").value == ""
+    assert "Created newbie (annotator)." in texts(at) and at.text_input(key="users_new_name_1").value == ""
     assert "newbie" in at.dataframe[0].value["user"].tolist()
 
     at.selectbox(key="users_edit_target").set_value("newbie").run()

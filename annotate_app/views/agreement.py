@@ -437,10 +437,8 @@ with tab_flow:
         st.info("No pair was skipped in this selection.")
     else:
         st.dataframe(skipped, hide_index=True, width="stretch", column_config={
-            "closed_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
-            "annotator_id": "Annotator", "pair_id": "Pair",
-            "skip_reason": st.column_config.TextColumn("Reason", width="large"),
-            "strategy": "Strategy", "round_id": "Round"})
+            **HEADERS, "closed_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+            "skip_reason": st.column_config.TextColumn("Reason", width="large")})
         st.caption("A skipped pair is never served to the annotator who skipped it; it goes to others. Many skips "
                    "of one round's pairs, or one reason again and again, point at the lists or the guidelines.")
         _download(skipped, "skipped_pairs", "skipped")
@@ -469,7 +467,7 @@ with tab_flow:
         gold_table = pd.DataFrame([vars(g) for g in golds]).fillna({"note": "", "created_by": "an import"})
         gold_table["answer"] = gold_table["answer"].map(GOLD_CHOICES)
         st.dataframe(gold_table, hide_index=True, width="stretch", column_config={**HEADERS, "note": "Note",
-            "answer": "Answer", "agreeing": "Labels agreeing", "labels": "Labels", "created_by": "By",
+            "answer": "Answer", "agreeing": "Labels agreeing", "created_by": "By",
             "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm")})
         _download(gold_table, "gold_pairs", "gold")
     else:

@@ -14,32 +14,22 @@ from storage.records import ROLES
 admin = ui.require_page("users")
 store = ui.store()
 
-NEW_FIELDS = ("users_new_name", "users_new_display", "users_new_role", "users_new_password")
+def _keys(form: str, *names: str) -> tuple[str, ...]:
+    """The widget keys of one form, with a version that every reset of the form bumps: the browser keeps a
+    widget's last value for as long as its key lives, so a form reset by popping its keys could still send the
+    stale values back (a second Save then undid another admin's change)."""
+    version = st.session_state.get(f"users.version.{form}", 0)
+    return tuple(f"{name}_{version}" for name in names)
 
 
-def _edit_fields(target: str) -> tuple[str, ...]:
-    """The edit form's widget keys for one account, and the account as the form shows it (``users.shown.*``).
-    The keys carry a version that every reset bumps: the browser keeps a widget's last value for as long as
-    its key lives, so a form reset by popping the keys could still send the stale value back."""
-    version = st.session_state.get(f"users.version.{target}", 0)
-    return (f"users_edit_role_{target}_{version}", f"users_edit_active_{target}_{version}",
-            f"users_edit_password_{target}_{version}", f"users.shown.{target}")
-
-
-def _reset_after(target: str | None, notice: tuple[str, str]) -> None:
-    """Rerun with fresh forms (the new-account form, or ``target``'s edit form showing the account as stored),
-    the table refreshed, and the notice shown once above the forms."""
-    if target is None:
-        st.session_state["users.reset"] = NEW_FIELDS
-    else:
-        st.session_state.pop(f"users.shown.{target}", None)
-        st.session_state[f"users.version.{target}"] = st.session_state.get(f"users.version.{target}", 0) + 1
+def _reset_after(form: str, notice: tuple[str, str]) -> None:
+    """Rerun with ``form`` fresh (an edit form showing the account as stored), the table refreshed, and the
+    notice shown once above the forms."""
+    st.session_state.pop(f"users.shown.{form}", None)
+    st.session_state[f"users.version.{form}"] = st.session_state.get(f"users.version.{form}", 0) + 1
     st.session_state["users.notice"] = notice
     st.rerun()
 
-
-for key in st.session_state.pop("users.reset", ()):  # before the widgets exist, so that they start afresh
-    st.session_state.pop(key, None)
 
 st.title("Users")
 
@@ -62,17 +52,19 @@ ui.one_shot_notice("users.notice")
 col_new, col_edit = st.columns(2, gap="large")
 with col_new, st.form("users_create"):
     st.subheader("New account")
-    name = st.text_input("User name", key="users_new_name")
-    display = st.text_input("Display name (optional)", key="users_new_display")
-    role = st.selectbox("Role", ROLES, key="users_new_role")
-    password = st.text_input("Initial password (8+ characters)", type="password", key="users_new_password")
+    name_key, display_key, role_key, password_key = _keys(
+        "create", "users_new_name", "users_new_display", "users_new_role", "users_new_password")
+    name = st.text_input("User name", key=name_key)
+    display = st.text_input("Display name (optional)", key=display_key)
+    role = st.selectbox("Role", ROLES, key=role_key)
+    password = st.text_input("Initial password (8+ characters)", type="password", key=password_key)
     if st.form_submit_button("Create account", type="primary"):
         try:
             created = auth.create_user(store, name.strip(), password, role, display_name=display.strip() or None)
         except (auth.AuthError, StoreError) as exc:
             st.error(str(exc))  # what was typed stays, to be corrected
         else:
-            _reset_after(None, ("success", f"Created {created.annotator_id} ({created.role})."))
+            _reset_after("create", ("success", f"Created {created.annotator_id} ({created.role})."))
 
 with col_edit:
     st.subheader("Change an account")
@@ -80,7 +72,10 @@ with col_edit:
     target = st.selectbox("Account", names, key="users_edit_target")
     current = next((u for u in users if u.annotator_id == target), None)
     if current is not None:
-        role_key, active_key, password_key, shown_key = _edit_fields(target)
+        form = f"edit.{target}"
+        role_key, active_key, password_key = _keys(
+            form, f"users_edit_role_{target}", f"users_edit_active_{target}", f"users_edit_password_{target}")
+        shown_key = f"users.shown.{form}"
         # The account as these widgets show it, kept from their first run: a save compares it with the store.
         shown = st.session_state.setdefault(shown_key, current)
         # Widgets are keyed per account so that picking another account shows that account's values.
@@ -95,11 +90,11 @@ with col_edit:
                                         active=active if active != shown.active else None,
                                         password=new_password or None)
                 except auth.AccountChangedError as exc:
-                    _reset_after(target, ("error", str(exc)))
+                    _reset_after(form, ("error", str(exc)))
                 except (auth.AuthError, StoreError) as exc:
                     st.error(str(exc))
                 else:
-                    _reset_after(target, ("success", f"Saved {target}."))
+                    _reset_after(form, ("success", f"Saved {target}."))
 
 st.divider()
 st.subheader("Labelling guidelines")
