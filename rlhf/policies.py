@@ -243,16 +243,15 @@ def _replace(partial: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _what_it_is(provenance: Mapping[str, Any]) -> str:
+def _introduction(provenance: Mapping[str, Any]) -> str:
+    """The card's first lines: what the policy is, and whether a round's adapter is merged into it."""
+    does = ("it reads a shopper's recent purchases and a list of candidate items and writes a ranked\nlist with a "
+            "reason for each item.")
     if provenance.get("adapter_path"):
-        return "A recommendation policy trained with human feedback in RecFeedback"
-    return "A recommendation policy as RecFeedback runs it before any training"
-
-
-def _weights_note(provenance: Mapping[str, Any]) -> str:
-    if provenance.get("adapter_path"):
-        return "The LoRA adapter a round trained is merged into the base weights, so this folder loads like any causal LM."
-    return "No round trained it: these are the base model's weights as RecFeedback samples them, for comparison."
+        return (f"A recommendation policy trained with human feedback in RecFeedback: {does} The LoRA adapter a "
+                "round trained is merged into the base weights, so this folder loads like any causal LM.")
+    return (f"A recommendation policy as RecFeedback runs it before any training: {does} No round trained it: "
+            "these are the base model's weights as RecFeedback samples them, for comparison.")
 
 
 def model_card(provenance: Mapping[str, Any]) -> str:
@@ -281,8 +280,7 @@ tags: [recfeedback, rlhf, ppo, recommendation]
 
 # {p["policy_id"]}
 
-{_what_it_is(p)}: it reads a shopper's recent purchases and a list of candidate items and writes a ranked
-list with a reason for each item. {_weights_note(p)}
+{_introduction(p)}
 
 | | |
 |---|---|
