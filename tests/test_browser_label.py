@@ -3,7 +3,8 @@
 An annotator logs in, labels three pairs with the mouse and one with the keyboard, undoes the last
 one; the rows are checked in DuckDB. An annotator cannot reach the Users page by URL; a logged-in
 /login shows the Label page. A catalogue title with <script> and **markdown** shows literally and runs
-nothing. A panel opened right after logging in stays open when a widget in it reruns the page.
+nothing. A panel opened right after logging in stays open when a widget in it reruns the page. The undo button
+leaves by itself when the undo window ends.
 """
 
 from __future__ import annotations
@@ -208,3 +209,28 @@ def test_an_open_panel_stays_open_at_the_first_click_after_logging_in(seeded_app
     assert page.locator(".st-key-label_skip_note").is_visible()
     assert current_task(page) == task
     page.context.close()
+
+
+def test_the_undo_button_goes_by_itself_when_its_time_is_up(tmp_path, chromium):  # noqa: F811
+    # An annotator who reads the next pair for longer than the undo window must not be offered an Undo that
+    # the store would refuse: the button leaves without any click.
+    from browser_support import BROWSER_USERS, AppServer
+    from seed import seed_store
+
+    from storage import Store
+
+    data_dir = tmp_path / "data"
+    seed_store(Store(data_dir / "recfeedback.duckdb"), n_pairs=3, users=BROWSER_USERS)
+    with AppServer(data_dir, env={"RECFEEDBACK_QUEUE__UNDO_WINDOW_S": "6"}) as server:
+        page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        login(page, server.url, "ann1", PASSWORD)
+        task = current_task(page)
+        page.locator(".st-key-label_choice").get_by_text("A", exact=True).click()
+        page.locator(".st-key-label_submit button").click()
+        wait_for_task_change(page, task)
+        undo = page.get_by_role("button", name="Undo last label")
+        undo.wait_for(state="visible", timeout=5_000)
+        undo.wait_for(state="detached", timeout=15_000)
+        page.wait_for_timeout(1_000)
+        assert undo.count() == 0
+        page.context.close()

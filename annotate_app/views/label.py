@@ -199,10 +199,28 @@ ui.one_shot_notice("label.notice")
 
 task = _current_task()
 
-last = st.session_state.get("label.last")
-undo_slot = st.empty()  # every run, so that the page keeps its layout when the button goes (ui.one_shot_notice)
-if last and time.monotonic() - last[1] < settings.queue.undo_window_s:
-    undo_slot.button("Undo last label", key="label_undo", on_click=_on_undo, icon=":material/undo:")
+
+def _undo_slot() -> None:
+    """The undo button while the last label may still be undone; the slot reruns by itself when that time ends,
+    so that the button goes away rather than stay for a click the store would refuse."""
+    last = st.session_state.get("label.last")
+    left_s = settings.queue.undo_window_s - (time.monotonic() - last[1]) if last else 0.0
+
+    @st.fragment(run_every=max(left_s, 0.0) + 0.5 if left_s > 0 else None)
+    def slot() -> None:
+        still = st.session_state.get("label.last")
+        open_now = bool(still) and time.monotonic() - still[1] < settings.queue.undo_window_s
+        if open_now and st.button("Undo last label", key="label_undo", icon=":material/undo:",
+                                  help=f"Possible for {settings.queue.undo_window_s:.0f} s after a label."):
+            _on_undo()
+            st.rerun(scope="app")
+
+    with st.empty():  # every run, so that the page keeps its layout when the button goes (ui.one_shot_notice)
+        slot()
+
+
+_undo_slot()
+
 
 @st.fragment(run_every=3)
 def _first_pairs_progress() -> None:
