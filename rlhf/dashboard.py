@@ -295,14 +295,16 @@ def skipped_pairs(store: Store, selection: LabelSelection | None = None) -> pd.D
         return analytics.skipped_frame(con, selection)
 
 
-def kappa_long(matrix: ag.KappaMatrix) -> pd.DataFrame:
-    """The kappa matrix as rows (rater_a, rater_b, kappa, shared) for a heatmap and its CSV: two different
-    annotators who labelled a pair in common, both ways round. An annotator against themself (kappa 1 by
+def kappa_long(matrix: ag.KappaMatrix, *, both_ways: bool = True) -> pd.DataFrame:
+    """The kappa matrix as rows (rater_a, rater_b, kappa, shared): two different annotators who labelled a pair
+    in common. Both ways round for the symmetric heatmap; once (``rater_a < rater_b``) for a CSV, where a pair
+    of raters listed twice would count twice in anyone's average. An annotator against themself (kappa 1 by
     definition) read as perfect agreement on a chart that had little else."""
     k = matrix.kappa.rename_axis(index="rater_a", columns="rater_b").stack(future_stack=True).rename("kappa")
     s = matrix.shared.rename_axis(index="rater_a", columns="rater_b").stack(future_stack=True).rename("shared")
     rows = pd.concat([k, s], axis=1).reset_index()
-    return rows[(rows["rater_a"] != rows["rater_b"]) & (rows["shared"] > 0)].reset_index(drop=True)
+    keep = (rows["rater_a"] < rows["rater_b"]) if not both_ways else (rows["rater_a"] != rows["rater_b"])
+    return rows[keep & (rows["shared"] > 0)].reset_index(drop=True)
 
 
 def throughput_for_chart(throughput: pd.DataFrame, top_n: int = 12) -> pd.DataFrame:

@@ -86,6 +86,11 @@ def test_dashboard_numbers_from_the_store(filled, settings) -> None:
     assert {"rater_a", "rater_b", "kappa", "shared"} <= set(heat.columns)
     # Nobody against themself (kappa 1 by definition), and only annotators who share a pair.
     assert not (heat["rater_a"] == heat["rater_b"]).any() and (heat["shared"] > 0).all() and len(heat)
+    # The CSV lists each pair of raters once; the heatmap needs both ways round.
+    once = kappa_long(dash.kappa, both_ways=False)
+    assert 2 * len(once) == len(heat)
+    assert set(map(frozenset, zip(once["rater_a"], once["rater_b"], strict=True))) == set(
+        map(frozenset, zip(heat["rater_a"], heat["rater_b"], strict=True)))
     assert dash.rounds.empty  # no rounds have run: the page says so
 
 

@@ -234,7 +234,7 @@ with tab_agree:
             tooltip=["rater_a", "rater_b", alt.Tooltip("kappa:Q", format=".3f"), "shared:Q"],
         ).properties(height=min(40 * len(dash.kappa.kappa) + 40, 700))
         st.altair_chart(heat_chart, width="stretch")
-    _download(heat, "cohen_kappa_pairs", "kappa")
+    _download(dash_service.kappa_long(dash.kappa, both_ways=False), "cohen_kappa_pairs", "kappa")
 
 # ---------------------------------------------------------------------------------------- annotators
 with tab_people:
