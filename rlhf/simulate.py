@@ -694,6 +694,60 @@ def demo_utility(store: Any) -> UtilityFn | None:
     return None if factory is None else factory(store)
 
 
+UTILITIES: tuple[str, ...] = ("auto", "purchases")
+
+
+def label_queue(
+    store: Any,
+    settings: Any,
+    n_labels: int,
+    *,
+    annotators: int | None = None,
+    crowd: str | None = None,
+    seed: int | None = None,
+    utility: str = "auto",
+    reason_penalty: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Let a simulated crowd label up to ``n_labels`` pairs of the queue: ``recfeedback simulate`` and the
+    Training page's demo button, one way. Unset choices come from ``settings.simulation``; ``utility`` is
+    ``auto`` (the demo shop's hidden preferences if any, else later purchases) or ``purchases``.
+
+    Returns :meth:`SimulationReport.summary` with the crowd's kind and its raw pairwise agreement on
+    synthetic pairs (the calibration check). Raises RecFeedbackError for an unknown crowd or utility.
+    """
+    from rlhf.errors import RecFeedbackError
+    from storage import contexts as contexts_repo
+
+    s = settings.simulation
+    n = annotators if annotators is not None else s.annotators
+    kind = crowd or s.crowd
+    seed = s.seed if seed is None else seed
+    if kind not in CROWD_KINDS:
+        raise RecFeedbackError(f"Unknown crowd {kind!r}; choose one of {', '.join(CROWD_KINDS)}.")
+    if utility not in UTILITIES:
+        raise RecFeedbackError(f"Unknown utility {utility!r}; choose {' or '.join(UTILITIES)}.")
+    if n < 1 or n_labels < 0:
+        raise RecFeedbackError("Use at least one annotator and a non-negative number of labels.")
+    events = settings.rounds.eval_events or None
+    if utility == "purchases":
+        with store.transaction() as con:
+            contexts = contexts_repo.list_contexts(con)
+        utility_fn = PurchaseUtility.from_store(store, contexts, events=events, category_credit=s.category_credit)
+    else:
+        utility_fn = default_utility(store, events=events, category_credit=s.category_credit)
+    profiles = make_crowd(n, kind, seed=seed, target_agreement=s.target_agreement if kind == "default" else None)
+    ensure_accounts(store, profiles)
+    report = run_simulation(store, profiles, utility_fn, n_labels, settings=settings, seed=seed,
+                            reason_penalty=reason_penalty, progress=progress)
+    summary = report.summary()
+    summary["crowd"] = kind
+    summary["crowd_agreement_synthetic"] = round(
+        raw_agreement(profiles, synthetic_utility_pairs(1500, seed=seed + 1), seed=seed,
+                      labels_per_pair=min(3, n)), 3) if n >= 2 else None
+    return summary
+
+
 def observed_agreement(labels: Iterable[Any]) -> float:
     """Raw pairwise agreement among stored labels (``pair_id``, ``choice``), re-shows excluded."""
     by_pair: dict[str, list[str]] = {}

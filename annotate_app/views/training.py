@@ -18,6 +18,7 @@ import streamlit as st
 from annotate_app import ui
 from rlhf import rounds as rounds_service
 from rlhf import side_by_side
+from rlhf import simulate as simulation
 from rlhf.errors import RecFeedbackError
 from rlhf.human_eval import human_win_in_words, human_win_rates
 from rlhf.policies import policy_summaries
@@ -100,6 +101,40 @@ def _start() -> None:
     st.rerun()
 
 
+def _simulation_panel(too_few: bool) -> None:
+    """A simulated crowd labels the queue (`recfeedback simulate`), so that a demo store's first round can start
+    from the browser alone: its first pairs take a dozen labels from one person, and a round needs more."""
+    with st.expander("Simulated annotators (demos and load tests)", expanded=too_few, icon=":material/smart_toy:"):
+        st.caption("A crowd calibrated to about 75% raw agreement (as real labellers show) labels open pairs through "
+                   "the Label page's own service, from the shop's ground truth: the demo shop's hidden preferences, "
+                   "else what shoppers bought after the cut. Its labels (source `simulated`, accounts `sim_…`) train "
+                   "rounds like people's; the Agreement page can leave them out, and `recfeedback users exclude` "
+                   "takes them back. The same as `recfeedback simulate`.")
+        wanted = int(st.number_input("Labels", min_value=1, max_value=5000, value=60, step=10,
+                                     key="training.simulate_labels"))
+        if not st.button("Label with simulated annotators", key="training.simulate", icon=":material/smart_toy:",
+                         disabled=active is not None, help="Not while a round runs: it snapshots the labels."
+                         if active is not None else None):
+            return
+        bar = st.progress(0.0, text="Simulated annotators are labelling…")
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.progress(min(1.0, done[0] / wanted), text=f"{done[0]} of {counted(wanted, 'label')}")
+
+        try:
+            summary = simulation.label_queue(store, settings, wanted, progress=advance)
+        except (RecFeedbackError, StoreError) as exc:
+            st.error(str(exc))
+            return
+        st.session_state["training.notice"] = (
+            f"{counted(summary['labels'], 'label')} by {summary['annotators']} simulated annotators"
+            + ("; the queue has no open pair left for them" if summary["stopped"] == "queue empty" else "")
+            + f". The store has {rounds_service.usable_label_count(store):,} usable labels now.")
+        st.rerun()
+
+
 with st.container(border=True):
     st.subheader("New round")
     default_size = 1 if rounds_service.gpu_visible() else 0
@@ -148,6 +183,8 @@ with st.container(border=True):
                  key="training.start", icon=":material/play_arrow:",
                  help=f"Needs at least {r.min_labels} usable labels; the store has {usable:,}." if too_few else None):
         _start()
+
+_simulation_panel(too_few)
 
 
 # ------------------------------------------------------------------------------------------- live view

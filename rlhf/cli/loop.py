@@ -31,47 +31,19 @@ def simulate_command(
     from tqdm import tqdm
 
     from rlhf import simulate as sim
-    from rlhf.errors import RecFeedbackError
     from rlhf.runtime import open_store, setup_logging
     from rlhf.settings import get_settings
-    from storage import contexts as contexts_repo
 
     setup_logging()
     settings = get_settings()
-    s = settings.simulation
-    n = annotators if annotators is not None else s.annotators
-    kind = crowd or s.crowd
-    seed = s.seed if seed is None else seed
-    if kind not in sim.CROWD_KINDS:
-        raise RecFeedbackError(f"Unknown crowd {kind!r}; choose one of {', '.join(sim.CROWD_KINDS)}.")
-    if n < 1 or labels < 0:
-        raise RecFeedbackError("Use at least one annotator and a non-negative number of labels.")
     store = open_store(settings)
-    if utility == "purchases":
-        with store.transaction() as con:
-            ctxs = contexts_repo.list_contexts(con)
-        utility_fn = sim.PurchaseUtility.from_store(store, ctxs, events=settings.rounds.eval_events or None,
-                                                    category_credit=s.category_credit)
-    elif utility == "auto":
-        utility_fn = sim.default_utility(store, events=settings.rounds.eval_events or None,
-                                         category_credit=s.category_credit)
-    else:
-        raise RecFeedbackError(f"Unknown utility {utility!r}; choose auto or purchases.")
-    target = s.target_agreement if kind == "default" else None
-    profiles = sim.make_crowd(n, kind, seed=seed, target_agreement=target)
-    sim.ensure_accounts(store, profiles)
-    with tqdm(total=labels, desc="simulated labels", unit="label") as bar:
-        report = sim.run_simulation(store, profiles, utility_fn, labels, settings=settings, seed=seed,
-                                    reason_penalty=reason_penalty, progress=bar.update)
-    summary = report.summary()
-    summary["crowd"] = kind
-    summary["crowd_agreement_synthetic"] = round(
-        sim.raw_agreement(profiles, sim.synthetic_utility_pairs(1500, seed=seed + 1), seed=seed,
-                          labels_per_pair=min(3, n)), 3) if n >= 2 else None
+    with tqdm(total=labels, desc="simulated labels", unit="label", delay=1) as bar:  # no bar for a refusal
+        summary = sim.label_queue(store, settings, labels, annotators=annotators, crowd=crowd, seed=seed,
+                                  utility=utility, reason_penalty=reason_penalty, progress=bar.update)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    typer.echo(f"{summary['labels']} labels by {summary['annotators']} simulated annotators ({kind} crowd); "
+    typer.echo(f"{summary['labels']} labels by {summary['annotators']} simulated annotators ({summary['crowd']} crowd); "
                f"stopped: {summary['stopped']}.")
     typer.echo("choices: " + (", ".join(f"{choice.replace('_', ' ')} {n}" for choice, n in summary["choices"].items())
                               or "none"))
