@@ -10,7 +10,7 @@ unit(s) of work, and returns plain records; none imports torch or any model code
 - :func:`submit_and_next` -- both of the above in ONE unit of work (one commit; all or nothing).
 - :func:`skip_task` -- close a task with a reason; the pair is never shown to this annotator again.
 - :func:`undo_last_label` -- retract the annotator's latest label within ``settings.queue.undo_window_s``
-  and return its pair as the current task (same sides as before).
+  and return its pair as the current task (same sides as before), with the undone answer to edit.
 - :func:`get_progress` -- labels today / in total, pairs left for this annotator.
 - :func:`release_tasks` -- give back held pairs (log-out).
 - :func:`get_guidelines` / :func:`set_guidelines` -- the markdown shown in the Label page's sidebar.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -77,11 +77,38 @@ class ShownList:
 
 
 @dataclass(frozen=True)
+class ShownAnswer:
+    """An answer in the terms it was given in: ``choice`` is 'left', 'right', 'tie' or 'both_bad', ``flags``
+    maps a shown side to {item_id: [flag codes]}."""
+
+    choice: str
+    strength: int | None
+    flags: dict[str, dict[str, list[str]]]
+    rationale: str | None
+
+    @classmethod
+    def of(cls, label: Label) -> ShownAnswer:
+        """A stored label (canonical A/B) as its annotator gave it (``label.left_side`` was on the left)."""
+        left_is_a = label.left_side != "B"
+
+        def shown(side: str) -> str:
+            return "left" if (side == "A") == left_is_a else "right"
+
+        flags: dict[str, dict[str, list[str]]] = {}
+        for key, codes in (label.item_flags or {}).items():
+            side, item_id = key.split(":", 1)
+            flags.setdefault(shown(side), {})[item_id] = list(codes)
+        choice = shown(label.choice) if label.choice in ("A", "B") else label.choice
+        return cls(choice, label.strength, flags, label.rationale)
+
+
+@dataclass(frozen=True)
 class Task:
     """A pair leased to an annotator, resolved for display.
 
     ``reason`` (priority / gold / reshow / undo) is for logs and debugging only: the page must not show
-    it, so that gold pairs and re-shows are not recognisable.
+    it, so that gold pairs and re-shows are not recognisable. ``previous_answer`` is the answer an undo
+    took back, for the page to show again.
     """
 
     assignment_id: str
@@ -95,6 +122,7 @@ class Task:
     expires_at: datetime
     assigned_at: datetime = field(compare=False, default=None)  # type: ignore[assignment]
     attribute_keys: tuple[str, ...] = ()
+    previous_answer: ShownAnswer | None = field(compare=False, default=None)
 
     def attributes(self, item: CatalogItem) -> tuple[str, ...]:
         """The attributes of a history or candidate item that the policy's prompt describes."""
@@ -313,13 +341,18 @@ def skip_task(
 
 
 def undo_last_label(
-    store: Store, annotator_id: str, *, settings: Settings | None = None, now: datetime | None = None
+    store: Store, annotator_id: str, *, label_id: str | None = None, settings: Settings | None = None,
+    now: datetime | None = None,
 ) -> Task:
-    """Retract the latest label (within the undo window) and return its pair as the current task."""
+    """Retract the latest label (within the undo window) and return its pair as the current task, with the
+    undone answer as ``previous_answer`` so that the annotator corrects it rather than start again.
+    ``label_id``: the label the caller showed as its last; refused if the annotator has labelled since."""
     settings = settings or get_settings()
     with store.transaction() as con:
-        _label, assignment = queue_repo.undo_last(con, annotator_id, queue_policy(settings), now=now)
-        return _resolve(con, assignment, settings)
+        label, assignment = queue_repo.undo_last(con, annotator_id, queue_policy(settings), now=now,
+                                                 label_id=label_id)
+        task = _resolve(con, assignment, settings)
+    return replace(task, previous_answer=ShownAnswer.of(label))
 
 
 def get_progress(store: Store, annotator_id: str, *, now: datetime | None = None) -> Progress:

@@ -288,7 +288,7 @@ def record_label(
                                     "was kept and this one was not stored.")
             return first, False
     if assignment.status != "active":
-        raise ConflictError(f"This pair is no longer yours to label (it was {assignment.status}).")
+        raise ConflictError(f"This pair is no longer yours to label: {_GONE.get(assignment.status, assignment.status)}.")
     flags = _canonical_flags(item_flags, assignment.left_gen, pair)
     rationale = (rationale or "").strip() or None
     if rationale and len(rationale) > policy.max_rationale_chars:
@@ -427,12 +427,19 @@ def skip(con: Any, *, assignment_id: str, annotator_id: str, reason: str, now: d
     )
 
 
+#: Why an assignment can no longer be answered, in an annotator's words (by its status).
+_GONE = {"released": "it went back to the queue (an undo or a log-out, perhaps in another window)",
+         "skipped": "you skipped it"}
+
+
 def undo_last(
-    con: Any, annotator_id: str, policy: QueuePolicy, *, now: datetime | None = None
+    con: Any, annotator_id: str, policy: QueuePolicy, *, now: datetime | None = None, label_id: str | None = None
 ) -> tuple[Label, Assignment]:
     """Retract the annotator's most recent label (within the undo window) and serve its pair again.
 
     Only the latest label can be undone, once: the retraction is a new row, the label stays as a fact.
+    ``label_id`` is the label the caller means (the one its window gave): when the annotator has labelled
+    since, perhaps in another window, the undo is refused rather than retract a label the caller never showed.
     The returned assignment shows the pair with the same sides as before. The pair the annotator was shown
     after that label is given back (they are on the undone one now), so that they hold one lease and
     "pairs left" counts it as open again.
@@ -447,6 +454,9 @@ def undo_last(
     if not rows:
         raise ConflictError("There is no label to undo.")
     label = _label(rows[0])
+    if label_id is not None and label.label_id != label_id:
+        raise ConflictError("You have labelled another pair since, perhaps in another window: only your latest "
+                            "label can be undone, in the window where you gave it.")
     retracted = con.execute("SELECT reason FROM label_retractions WHERE label_id = ?", [label.label_id]).fetchone()
     if retracted:
         raise ConflictError("Your labels were excluded by a manager; there is nothing to undo."

@@ -224,10 +224,16 @@ def test_label_page_renders_untrusted_text_escaped_and_submits(app_env):
     assert nxt.assignment_id != task.assignment_id
     assert at.radio(key="label_choice").value is None  # answer cleared for the next pair
 
-    # Undo brings the same pair back and writes a retraction.
+    # Undo brings the same pair back and writes a retraction; the answer comes back to be corrected.
     at.button(key="label_undo").click().run()
-    assert at.session_state["label.task"].pair_id == task.pair_id
+    assert not at.exception, at.exception
+    back = at.session_state["label.task"]
+    assert back.pair_id == task.pair_id
     assert len(query(store, "SELECT * FROM label_retractions")) == 1
+    assert at.radio(key="label_choice").value == "B" and at.radio(key="label_strength").value == "much better"
+    assert at.text_area(key="label_rationale").value == "B fits the history"
+    assert at.button_group(key=f"label_flags_{back.assignment_id}_right_1").value == ["bad reason"]
+    assert any("its answer is back" in i.value for i in at.info)
 
 
 def test_label_page_requires_a_choice_and_can_skip(app_env):
@@ -237,10 +243,22 @@ def test_label_page_requires_a_choice_and_can_skip(app_env):
     at.button(key="label_submit").click().run()
     assert any("Choose A, B" in w.value for w in at.warning)
     assert query(store, "SELECT count(*) FROM labels")[0][0] == 0
-    at.selectbox(key="label_skip_reason").set_value("context unclear")
+    # Skip asks for a reason: none is chosen for the annotator, and a skip without one is refused.
+    reason = at.selectbox(key=f"label_skip_reason_{first.assignment_id}")
+    assert reason.value is None
     at.button(key="label_skip").click().run()
-    assert at.session_state["label.task"].pair_id != first.pair_id
-    assert query(store, "SELECT skip_reason FROM assignments WHERE status = 'skipped'") == [("context unclear",)]
+    assert any("Say why you skip" in w.value for w in at.warning)
+    assert at.session_state["label.task"].pair_id == first.pair_id
+    at.selectbox(key=f"label_skip_reason_{first.assignment_id}").set_value("context unclear")
+    at.text_input(key=f"label_skip_note_{first.assignment_id}").input("the history is empty")
+    at.button(key="label_skip").click().run()
+    nxt = at.session_state["label.task"]
+    assert nxt.pair_id != first.pair_id
+    assert query(store, "SELECT skip_reason FROM assignments WHERE status = 'skipped'") == [
+        ("context unclear: the history is empty",)]
+    # The next pair's skip panel starts empty: the last reason and note are not reused by mistake.
+    assert at.selectbox(key=f"label_skip_reason_{nxt.assignment_id}").value is None
+    assert at.text_input(key=f"label_skip_note_{nxt.assignment_id}").value == ""
 
 
 def _position(node, label: str, path: tuple[int, ...] = ()) -> tuple[int, ...] | None:
@@ -675,3 +693,23 @@ def test_the_training_page_lets_simulated_annotators_label_a_store_too_small_for
     assert rows == [("simulated", 7)]
     said = " ".join(s.value for s in at.success)
     assert said.startswith("7 labels by ") and "simulated annotators. The store has" in said
+
+
+def test_every_new_pair_starts_from_the_same_answer_however_it_arrives(app_env):
+    # A pair that appears after a run without the form (the queue was empty, the first pairs were still being
+    # written) started on "slightly better" where every other starts on "clearly better".
+    store, _ = app_env
+    at = as_user(store, "ann")
+    at.session_state["label.task"] = None  # nothing to label: the form is not drawn
+    at.run()
+    assert any("Nothing left to label" in s.value for s in at.success)
+    del at.session_state["label.task"]  # "Check again", or the first pairs' poll: a pair is ready
+    at.run()
+    assert at.radio(key="label_strength").value == "clearly better" and at.radio(key="label_choice").value is None
+    # A rationale over the limit is refused with a sentence, and kept for shortening: nothing is stored.
+    at.radio(key="label_choice").set_value("A")
+    at.text_area(key="label_rationale").input("x" * 1001)
+    at.button(key="label_submit").click().run()
+    assert any("Your rationale has 1,001 characters; shorten it to 1,000" in w.value for w in at.warning)
+    assert query(store, "SELECT count(*) FROM labels")[0][0] == 0
+    assert at.text_area(key="label_rationale").value == "x" * 1001

@@ -191,7 +191,7 @@ def test_an_open_panel_stays_open_at_the_first_click_after_logging_in(seeded_app
     task = current_task(page)
     page.wait_for_function("() => document.cookie.includes('recfeedback_session=')", timeout=30_000)
     page.get_by_text("Skip this pair").click()
-    reason = page.locator(".st-key-label_skip_reason")
+    reason = page.locator("[class*='st-key-label_skip_reason_']")
     reason.wait_for(state="visible", timeout=10_000)
     option = page.get_by_role("option", name="context unclear")
     for _attempt in range(3):  # a click while the page is still settling may not open the list
@@ -203,10 +203,10 @@ def test_an_open_panel_stays_open_at_the_first_click_after_logging_in(seeded_app
             page.keyboard.press("Escape")
     option.click()  # a rerun
     page.wait_for_function(
-        "() => document.querySelector('.st-key-label_skip_reason input')?.value === 'context unclear'",
+        "() => document.querySelector('[class*=\"st-key-label_skip_reason_\"] input')?.value === 'context unclear'",
         timeout=15_000)
     page.wait_for_timeout(3_000)  # let the rerun finish drawing
-    assert page.locator(".st-key-label_skip_note").is_visible()
+    assert page.locator("[class*='st-key-label_skip_note_']").is_visible()
     assert current_task(page) == task
     page.context.close()
 
@@ -234,3 +234,43 @@ def test_the_undo_button_goes_by_itself_when_its_time_is_up(tmp_path, chromium):
         page.wait_for_timeout(1_000)
         assert undo.count() == 0
         page.context.close()
+
+
+def test_the_last_number_key_wins_and_enter_keeps_its_meaning_on_panels_but_not_on_flags(seeded_app, chromium):  # noqa: F811
+    server, db_path = seeded_app
+    from rlhf.auth import create_user
+    from storage import Store
+
+    create_user(Store(db_path, migrate=False), "ann4", PASSWORD, "annotator")
+    page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    login(page, server.url, "ann4", PASSWORD)
+    task = current_task(page)
+    checked = ("() => [...document.querySelectorAll('.st-key-label_choice input[type=radio]')]"
+               ".findIndex(r => r.checked)")
+    # Two keys a few milliseconds apart: each used to keep re-clicking its own option for seconds, so the
+    # choice flipped back and forth and Enter could store the first key's.
+    page.keyboard.press("1")
+    page.keyboard.press("2")
+    page.wait_for_function(f"() => ({checked})() === 1", timeout=10_000)
+    seen = set()
+    for _ in range(12):
+        page.wait_for_timeout(150)
+        seen.add(page.evaluate(checked))
+    assert seen == {1}, seen
+    # Enter on a panel's header opens the panel; it does not submit the answer.
+    page.locator("summary", has_text="Skip this pair").focus()
+    page.keyboard.press("Enter")
+    page.locator("[class*='st-key-label_skip_reason_']").wait_for(state="visible", timeout=10_000)
+    page.wait_for_timeout(1_000)
+    assert _db(db_path, "SELECT count(*) FROM labels WHERE annotator_id = 'ann4'") == [(0,)]
+    assert current_task(page) == task
+    # A flag is part of the answer: Enter right after clicking one submits, with the flag kept.
+    flag = page.locator(f"[class*='st-key-label_flags_{task}_left_1'] button", has_text="irrelevant")
+    flag.click()
+    page.keyboard.press("Enter")
+    wait_for_task_change(page, task)
+    (choice, flags), = _db(db_path, "SELECT choice, CAST(item_flags AS VARCHAR) FROM labels "
+                                    "WHERE annotator_id = 'ann4'")
+    assert choice == _expected_canonical(db_path, task, "right")
+    assert list(json.loads(flags).values()) == [["irrelevant"]]
+    page.context.close()

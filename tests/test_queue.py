@@ -216,6 +216,38 @@ def test_undo_within_window_only_latest_and_own(qstore, qsettings):
         ann.undo_last_label(qstore, "alice", settings=qsettings, now=T0 + timedelta(seconds=200))
 
 
+def test_undo_in_one_window_never_takes_back_a_label_given_in_another(qstore, qsettings):
+    """Two windows of one annotator: the first window's Undo names its own label; the annotator has labelled
+    in the second window since, so the undo is refused and nothing is retracted. The right window's undo
+    gives the answer back as it was given (shown sides), to be corrected."""
+    seed_store(qstore, n_pairs=3, overlap_target=1)
+    t1 = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    first = label(qstore, "alice", t1, qsettings, now=T0)
+    t2 = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    flagged = t2.right.items[0].item_id
+    second = ann.submit_label(qstore, "alice", t2.assignment_id, "right", strength=3, rationale="B fits",
+                              item_flags={"right": {flagged: ["irrelevant"]}}, settings=qsettings,
+                              now=T0 + timedelta(seconds=1))
+    with pytest.raises(ConflictError, match="another window"):
+        ann.undo_last_label(qstore, "alice", label_id=first.label_id, settings=qsettings,
+                            now=T0 + timedelta(seconds=5))
+    assert rows(qstore, "SELECT count(*) FROM label_retractions")[0][0] == 0
+    again = ann.undo_last_label(qstore, "alice", label_id=second.label_id, settings=qsettings,
+                                now=T0 + timedelta(seconds=6))
+    assert again.pair_id == t2.pair_id
+    assert again.previous_answer == ann.ShownAnswer("right", 3, {"right": {flagged: ["irrelevant"]}}, "B fits")
+
+
+def test_a_pair_that_went_back_to_the_queue_says_so_in_words(qstore, qsettings):
+    seed_store(qstore, n_pairs=2, overlap_target=1)
+    task = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    with qstore.transaction() as con:  # a log-out in another window
+        assert queue_repo.release_leases(con, "alice", now=T0) == 1
+    with pytest.raises(ConflictError, match=r"no longer yours to label: it went back to the queue \(an undo or a "
+                                            r"log-out, perhaps in another window\)\."):
+        label(qstore, "alice", task, qsettings, now=T0)
+
+
 def test_undo_gives_back_the_pair_shown_next_so_pairs_left_stays_right(qstore, qsettings):
     """The Label page submits and leases the next pair in one step; an undo then held two leases, and 'Left'
     counted one pair too few."""

@@ -38,13 +38,15 @@ FLAG_BY_NAME = {v: k for k, v in FLAG_NAMES.items()}
 _KEYS_JS = """
 (function () {
   const doc = document;
+  let latest = 0;  // the newest key press: an older one's retries stop, so that the last key wins
   // The page may be re-rendering when a key arrives: retry briefly until the choice sticks.
-  function choose(idx, attempt) {
+  function choose(idx, attempt, token) {
+    if (token !== latest) { return; }
     const inputs = doc.querySelectorAll('.st-key-label_choice [role="radiogroup"] input[type="radio"]');
     const labels = doc.querySelectorAll('.st-key-label_choice [role="radiogroup"] label');
     if (inputs[idx] && inputs[idx].checked) { return; }
     if (labels[idx]) { labels[idx].click(); }
-    if (attempt < 40) { setTimeout(function () { choose(idx, attempt + 1); }, 100); }
+    if (attempt < 40) { setTimeout(function () { choose(idx, attempt + 1, token); }, 100); }
   }
   function submit(attempt) {
     const btn = doc.querySelector('.st-key-label_submit button');
@@ -59,10 +61,15 @@ _KEYS_JS = """
       (tag === 'input' && !['radio', 'checkbox', 'button', 'submit'].includes((t.type || '').toLowerCase()));
     if (typing) { return; }
     const idx = {'1': 0, '2': 1, '3': 2, '4': 3}[e.key];
+    // Enter keeps its own meaning on links, panel headers and buttons (Skip, Undo); an item's flag is a
+    // button too, but a flag is part of the answer, so Enter there submits like anywhere else in it.
+    const near = function (sel) { return t.closest ? t.closest(sel) : null; };
+    const own = near('a, summary') || (near('button') && !near('[class*="st-key-label_flags_"]'));
     if (idx !== undefined) {
       e.preventDefault();
-      choose(idx, 0);
-    } else if (e.key === 'Enter' && tag !== 'button' && tag !== 'a' && doc.querySelector('.st-key-label_choice')) {
+      latest += 1;
+      choose(idx, 0, latest);
+    } else if (e.key === 'Enter' && !own && doc.querySelector('.st-key-label_choice')) {
       e.preventDefault();
       submit(0);
     }
@@ -97,11 +104,27 @@ def _flags_from_state(task: ann.Task) -> dict[str, dict[str, list[str]]]:
     return flags
 
 
+SHOWN_TO_CHOICE = {v: k for k, v in CHOICE_TO_SHOWN.items()}
+
+
 def _reset_answer() -> None:
-    """Clear the answer widgets for the next pair (flag widgets are keyed per assignment)."""
+    """Clear the answer widgets for the next pair (flag and skip widgets are keyed per assignment)."""
     st.session_state["label_choice"] = None
     st.session_state["label_strength"] = STRENGTH_OPTIONS[1]
     st.session_state["label_rationale"] = ""
+
+
+def _show_answer(task: ann.Task, answer: ann.ShownAnswer) -> None:
+    """Put an undone answer back in the widgets, for the annotator to correct."""
+    st.session_state["label_choice"] = SHOWN_TO_CHOICE.get(answer.choice)
+    st.session_state["label_strength"] = STRENGTH_OPTIONS[(answer.strength or 2) - 1]
+    st.session_state["label_rationale"] = answer.rationale or ""
+    for side, shown in (("left", task.left), ("right", task.right)):
+        for item in shown.items:
+            codes = answer.flags.get(side, {}).get(item.item_id, [])
+            st.session_state[f"label_flags_{task.assignment_id}_{side}_{item.rank}"] = [FLAG_NAMES[c] for c in codes
+                                                                                        if c in FLAG_NAMES]
+    st.session_state["label.answer_for"] = task.assignment_id
 
 
 def _on_submit() -> None:
@@ -113,6 +136,12 @@ def _on_submit() -> None:
     if picked not in CHOICE_TO_SHOWN:
         _notice("warning", "Choose A, B, Tie or Both bad first (keys 1-4).")
         return
+    rationale = (st.session_state.get("label_rationale") or "").strip()
+    limit = settings.queue.max_rationale_chars
+    if len(rationale) > limit:
+        _notice("warning", f"Your rationale has {len(rationale):,} characters; shorten it to {limit:,} and submit "
+                           "again (nothing was stored).")
+        return
     shown = CHOICE_TO_SHOWN[picked]
     strength = None
     if shown in ("left", "right"):
@@ -122,7 +151,7 @@ def _on_submit() -> None:
     try:
         label, nxt = ann.submit_and_next(
             store, user.annotator_id, task.assignment_id, shown, strength=strength,
-            item_flags=_flags_from_state(task), rationale=st.session_state.get("label_rationale") or None,
+            item_flags=_flags_from_state(task), rationale=rationale or None,
             time_ms=time_ms, settings=settings,
         )
     except StoreError as exc:
@@ -135,25 +164,31 @@ def _on_submit() -> None:
 
 
 def _on_undo() -> None:
+    last = st.session_state.get("label.last")
     try:
-        task = ann.undo_last_label(store, user.annotator_id, settings=settings)
+        task = ann.undo_last_label(store, user.annotator_id, label_id=last[0] if last else None, settings=settings)
     except StoreError as exc:
         _notice("error", str(exc))
+        st.session_state.pop("label.last", None)
         return
     st.session_state.pop("label.last", None)
-    _reset_answer()
     _set_task(task)
-    _notice("info", "Your last label was undone. Label this pair again.")
+    if task.previous_answer is not None:
+        _show_answer(task, task.previous_answer)
+    _notice("info", "Your last label was undone: its answer is back for you to change and submit again.")
 
 
 def _on_skip() -> None:
     task: ann.Task | None = st.session_state.get("label.task")
     if task is None:
         return
-    reason = st.session_state.get("label_skip_reason") or ""
-    extra = (st.session_state.get("label_skip_note") or "").strip()
+    reason = st.session_state.get(f"label_skip_reason_{task.assignment_id}") or ""
+    extra = (st.session_state.get(f"label_skip_note_{task.assignment_id}") or "").strip()
     if extra:
         reason = f"{reason}: {extra}" if reason else extra
+    if not reason:
+        _notice("warning", "Say why you skip this pair: choose a reason or write a note.")
+        return
     try:
         ann.skip_task(store, user.annotator_id, task.assignment_id, reason)
     except StoreError as exc:
@@ -233,7 +268,7 @@ def _first_pairs_progress() -> None:
         st.rerun()
     st.info("The model is writing the first pairs for this new store. The first one appears here by itself "
             "in a moment; you need not reload.", icon=":material/hourglass_top:")
-    text = f"{job.contexts_done} of {job.contexts_total} shoppers done; {job.pairs} pairs ready"
+    text = f"{job.contexts_done} of {counted(job.contexts_total, 'shopper')} done; {counted(job.pairs, 'pair')} ready"
     st.progress(job.fraction, text=f"{text} ({job.message})" if job.message else text)
 
 
@@ -267,8 +302,9 @@ with st.expander(f"Candidate items the lists could choose from ({len(task.candid
 
 # ---------------------------------------------------------------- the two lists and the answer
 
-if "label_choice" not in st.session_state:
+if st.session_state.get("label.answer_for") != task.assignment_id:  # a new pair, however it came: a clean answer
     _reset_answer()
+    st.session_state["label.answer_for"] = task.assignment_id
 
 with st.form("label_form", border=False, enter_to_submit=False):
     if task.same_items:
@@ -295,13 +331,18 @@ with st.form("label_form", border=False, enter_to_submit=False):
         st.radio("How much better?", STRENGTH_OPTIONS, horizontal=True, key="label_strength",
                  help="Ignored for Tie and Both bad.")
     with right:
-        st.text_area("Why? (optional)", key="label_rationale", max_chars=settings.queue.max_rationale_chars,
-                     height=80, placeholder="A short rationale helps reviewers.")
+        # No max_chars: the browser would drop a longer paste whole, without a word; submit says so instead.
+        st.text_area("Why? (optional)", key="label_rationale", height=80,
+                     placeholder="A short rationale helps reviewers.",
+                     help=f"Up to {settings.queue.max_rationale_chars:,} characters.")
     st.form_submit_button("Submit (Enter)", type="primary", key="label_submit", on_click=_on_submit)
 
-with st.expander("Skip this pair", icon=":material/skip_next:"):
-    st.selectbox("Reason", settings.queue.skip_reasons, key="label_skip_reason")
-    st.text_input("Note (optional)", key="label_skip_note", max_chars=200)
+# Keyed per assignment, like the flags: the next pair's panel starts closed and empty.
+with st.expander("Skip this pair", icon=":material/skip_next:", key=f"label_skip_panel_{task.assignment_id}"):
+    st.selectbox("Reason", settings.queue.skip_reasons, index=None, placeholder="Why do you skip it?",
+                 key=f"label_skip_reason_{task.assignment_id}")
+    st.text_input("Note", key=f"label_skip_note_{task.assignment_id}", max_chars=200,
+                  help="Instead of a reason, or to say more.")
     st.button("Skip", key="label_skip", on_click=_on_skip)
 
 # Last element of the page: marks which task is fully rendered (browser tests and benchmarks wait on it).
