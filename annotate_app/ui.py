@@ -328,9 +328,11 @@ table.rf-table td, table.rf-table th { border-bottom: 1px solid rgba(128,128,128
 
 def item_html(item: ShownItem, *, bought_later: bool = False, off_topic: bool = False, copied: bool = False) -> str:
     """One listed item as a card: rank, title, problem badges (and, where the evaluation knows them, a
-    "bought later" mark and an "off-topic reason" or "reason is a product line" mark), category, price
+    "bought later" mark and an "off-topic reason" or "reason only names a product" mark), category, price
     and attributes, and the policy's reason; all text escaped."""
-    badges = "".join(f'<span class="rf-badge">{esc(b)}</span>' for b in item.badges)
+    # A problem (red) makes the list invalid; the product-line hint (grey) leaves it valid.
+    badges = "".join(f'<span class="{"rf-note" if b == COPIED_LINE_BADGE else "rf-badge"}">{esc(b)}</span>'
+                     for b in item.badges)
     if off_topic:
         badges += '<span class="rf-note">off-topic reason</span>'
     if copied:

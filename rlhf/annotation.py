@@ -49,7 +49,18 @@ DEFAULT_GUIDELINES = """\
    when neither is useful.
 4. Flag single items that are irrelevant, not in the catalogue, duplicated, or have a bad reason.
 
-Keyboard: **1** = A, **2** = B, **3** = tie, **4** = both bad, **Enter** = submit.
+**Badges** on an item are what the system checked for you:
+- red ones are problems that make the list invalid: *unknown item*, *not a candidate* (not among the
+  shopper's candidates), *duplicate*, *no reason*, *copied example reason* (the instructions' example), and
+  *describes another item* (the reason is about another candidate);
+- the grey *reason only names a product* marks a reason that is only a product's name or its line from the
+  catalogue (title, category, price): it tells the shopper nothing about why.
+
+A list with badges usually deserves to lose against one without, but judge the whole list. A reason can be
+wrong without any badge: read each and ask whether it is true and specific for this shopper.
+
+Keyboard: **1** = A, **2** = B, **3** = tie, **4** = both bad, **Enter** = submit; **Tab** to "How much
+better?" and the **arrow keys** set the strength.
 """
 
 
@@ -210,7 +221,7 @@ def _shown(con: Any, pair_id: str, left_id: str | None, settings: Settings, *, s
 #: The badge of an item whose reason is only a product line: a candidate's line copied from the prompt, one in
 #: its format under an invented name, or a bare product name (:func:`rlhf.reasons.line_verdicts`' ``copy``). The
 #: side-by-side lists and ``round lists`` use the same words.
-COPIED_LINE_BADGE = "reason is a product line"
+COPIED_LINE_BADGE = "reason only names a product"
 
 
 def shown_list(

@@ -713,3 +713,14 @@ def test_every_new_pair_starts_from_the_same_answer_however_it_arrives(app_env):
     assert any("Your rationale has 1,001 characters; shorten it to 1,000" in w.value for w in at.warning)
     assert query(store, "SELECT count(*) FROM labels")[0][0] == 0
     assert at.text_area(key="label_rationale").value == "x" * 1001
+
+
+def test_a_problem_badge_is_red_and_the_product_line_hint_grey():
+    # Red means the list is invalid; the hint leaves it valid, so it must not look like a problem.
+    from annotate_app.ui import item_html
+    from rlhf.annotation import COPIED_LINE_BADGE, ShownItem
+
+    html = item_html(ShownItem(1, "I1", "Mug", "Kitchen", 3.5, "Mug (Kitchen, 3.50)",
+                               badges=(COPIED_LINE_BADGE, "duplicate")))
+    assert f'<span class="rf-note">{COPIED_LINE_BADGE}</span>' in html
+    assert '<span class="rf-badge">duplicate</span>' in html

@@ -118,7 +118,7 @@ def test_round_lists_prints_the_lists_with_what_was_bought_later(shop, settings)
     assert "    2. Thing 7  [bought later; off-topic reason]  | reason for I07" in lines  # s3's parent list
     everything = runner.invoke(app, ["round", "lists", "--data-dir", data_dir])  # the newest finished round
     assert "    1. Thing 1  [off-topic reason; not a candidate]  | reason for I01" in everything.output.splitlines()
-    assert ("    1. Thing 6  [reason is a product line; describes another item]  | Thing 10 (Kitchen, 11.00)"
+    assert ("    1. Thing 6  [reason only names a product; describes another item]  | Thing 10 (Kitchen, 11.00)"
             in everything.output.splitlines())
     unknown = runner.invoke(app, ["round", "lists", "round_x", "--data-dir", data_dir])
     assert unknown.exit_code == 1 and "No round with id 'round_x'" in unknown.output

@@ -354,7 +354,7 @@ def _side_by_side_view(round_id: str) -> None:
                      key=f"training.sbs_open.{round_id}", on_change="rerun"):
         st.caption("Each policy's first list for the same held-out shopper; \"bought later\" marks what the shopper "
                    "bought after the cut, \"off-topic reason\" a reason that names nothing of the item or of the "
-                   "shopper's earlier purchases, \"reason is a product line\" one that only repeats a candidate's "
+                   "shopper's earlier purchases, \"reason only names a product\" one that only repeats a candidate's "
                    "title and details from the prompt, or writes an item in that format under a name of its own. "
                    "Shoppers who bought something come first, those on whom the lists score most differently at "
                    "the top.")
