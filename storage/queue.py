@@ -290,7 +290,7 @@ def record_label(
     if assignment.status != "active":
         raise ConflictError(f"This pair is no longer yours to label: {_GONE.get(assignment.status, assignment.status)}.")
     flags = _canonical_flags(item_flags, assignment.left_gen, pair)
-    rationale = (rationale or "").strip() or None
+    rationale = _plain(rationale or "").strip() or None
     if rationale and len(rationale) > policy.max_rationale_chars:
         raise ValidationError(f"The rationale is longer than {policy.max_rationale_chars} characters.")
     if assignment.expires_at <= now and not assignment.is_reshow and not pair["is_gold"]:
@@ -423,8 +423,17 @@ def skip(con: Any, *, assignment_id: str, annotator_id: str, reason: str, now: d
         raise ConflictError(f"This pair cannot be skipped any more (it was {assignment.status}).")
     con.execute(
         "UPDATE assignments SET status = 'skipped', skip_reason = ?, closed_at = ? WHERE assignment_id = ?",
-        [reason[:500], now, assignment_id],
+        [_plain(reason)[:500], now, assignment_id],
     )
+
+
+#: Unicode's direction overrides and isolates: invisible, they make a rationale read backwards wherever it is
+#: shown (a manager's drill-down, an export), so free text is stored without them.
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def _plain(text: str) -> str:
+    return text.translate(_BIDI_CONTROLS)
 
 
 #: Why an assignment can no longer be answered, in an annotator's words (by its status).

@@ -419,3 +419,14 @@ def test_the_task_shows_the_attributes_the_prompt_describes(qstore, qsettings):
     assert task.attributes(history)[-1].startswith("rating ")
     bare = ann.next_task(qstore, "bob", settings=qsettings, now=T0)  # the default: none
     assert bare.attribute_keys == () and all(i.attributes == () for i in bare.left.items)
+
+
+def test_free_text_is_stored_without_direction_overrides(qstore, qsettings):
+    # U+202E turned "override LTR" into "RTL edirrevo" on the manager's drill-down.
+    seed_store(qstore, n_pairs=2, overlap_target=1)
+    task = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    label(qstore, "alice", task, qsettings, rationale="A \u202eoverride\u202c LTR \u2067x\u2069", now=T0)
+    skipped = ann.next_task(qstore, "alice", settings=qsettings, now=T0)
+    ann.skip_task(qstore, "alice", skipped.assignment_id, "other: \u202ebackwards")
+    assert rows(qstore, "SELECT rationale FROM labels") == [("A override LTR x",)]
+    assert rows(qstore, "SELECT skip_reason FROM assignments WHERE status = 'skipped'") == [("other: backwards",)]
