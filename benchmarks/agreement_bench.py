@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +92,31 @@ def main() -> None:
 
     say(f"hardware: {hardware()}")
     work = Path(tempfile.mkdtemp(prefix="agreement_bench_"))
+    try:
+        _run(args, say, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # ~21 MB of store and label file per run
+    if args.write:
+        _write_report(args.write, "\n".join(lines))
+        print(f"\nwrote {args.write}")
+
+
+def _write_report(path: Path, body: str) -> None:
+    """Write this run as the file's recorded run; notes written below an earlier run's block are kept."""
+    notes = ""
+    if path.exists():
+        parts = path.read_text().split("```\n")  # header, the recorded block, what follows it
+        notes = "```\n".join(parts[2:]) if len(parts) >= 3 else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Agreement dashboard benchmark (UKPConvArg1)\n\n"
+        f"Command: `.venv/bin/python benchmarks/agreement_bench.py --write {path}`\n\n"
+        f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n```\n{body}\n```\n{notes}"
+    )
+
+
+def _run(args: argparse.Namespace, say: Callable[..., None], work: Path) -> None:
+    """Import the corpus into a store under ``work``, time the dashboard on it, and compare aggregations."""
     data_dir = work / "data"
 
     t = time.perf_counter()
@@ -174,16 +201,6 @@ def main() -> None:
     best = max(("majority", "dawid_skene"), key=lambda m: results.get(m, float("nan")))
     other = "majority" if best == "dawid_skene" else "dawid_skene"
     say(f"  winner (model-based vs majority): {best}, by {100 * (results[best] - results[other]):.2f} percentage points")
-
-    if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        body = "\n".join(lines)
-        args.write.write_text(
-            "# Agreement dashboard benchmark (UKPConvArg1)\n\n"
-            f"Command: `.venv/bin/python benchmarks/agreement_bench.py --write {args.write}`\n\n"
-            f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n```\n{body}\n```\n"
-        )
-        print(f"\nwrote {args.write}")
 
 
 if __name__ == "__main__":
