@@ -164,14 +164,12 @@ def _on_submit() -> None:
 
 
 def _on_undo() -> None:
-    last = st.session_state.get("label.last")
+    last = st.session_state.pop("label.last", None)  # one undo per label, whether the store allows it or not
     try:
         task = ann.undo_last_label(store, user.annotator_id, label_id=last[0] if last else None, settings=settings)
     except StoreError as exc:
         _notice("error", str(exc))
-        st.session_state.pop("label.last", None)
         return
-    st.session_state.pop("label.last", None)
     _set_task(task)
     if task.previous_answer is not None:
         _show_answer(task, task.previous_answer)
