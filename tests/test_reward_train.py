@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from round_support import tiny_model  # noqa: F401
 from test_reward_dataset import KEYWORD, build_preference_store
 
 from rlhf.reward.evaluate import (
@@ -29,24 +30,9 @@ N_CONTEXTS = 56
 
 
 @pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    """A 2-layer Llama with the real SmolLM2 tokenizer, saved as a local model folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from rlhf.models import load_tokenizer
-
-    tokenizer = load_tokenizer(load_settings().model.policy)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+def tiny_backbone(tiny_model):  # noqa: F811
+    """A 2-layer Llama with the real SmolLM2 tokenizer, saved as a local model folder (the rounds' tiny policy)."""
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
