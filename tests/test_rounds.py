@@ -1366,3 +1366,25 @@ def test_a_marker_written_with_the_old_absolute_paths_means_the_moved_stores_own
     assert ctx.local("reward_models/rm_1") == str(new.resolve() / "reward_models" / "rm_1")
     assert ctx.local(str(tmp_path / "elsewhere" / "adapter")) == str(tmp_path / "elsewhere" / "adapter")  # no such tail
     assert ctx.portable(new / "reward_models" / "rm_1") == "reward_models/rm_1"
+
+
+def test_a_round_id_the_engineer_chooses_must_be_new_and_name_a_folder_inside_rounds(workdir):
+    from rlhf.errors import RoundError
+    from rlhf.rounds import create_round
+    from storage.rounds import list_rounds
+
+    settings, store = workdir
+    first = create_round(store, settings, "round_mine", pid=os.getpid())
+    with store.transaction() as con:  # as if it had stopped: the id is still taken
+        con.execute("UPDATE rounds SET status = 'stopped' WHERE round_id = ?", [first.round_id])
+    # A second round under the same id: a sentence, not DuckDB's duplicate-key traceback.
+    with pytest.raises(RoundError, match=r"A round with id 'round_mine' exists already: .* round resume round_mine"):
+        create_round(store, settings, "round_mine")
+    # An id that would leave rounds/ (or need quoting in the command the CLI prints next) is refused.
+    for bad in ("my/../../bad", "../x", "with space", ".hidden", "a" * 81):
+        with pytest.raises(RoundError, match="cannot be a round id"):
+            create_round(store, settings, bad)
+    with store.transaction() as con:
+        assert [r.round_id for r in list_rounds(con)] == ["round_mine"]
+    assert sorted(p.name for p in (settings.data_dir / "rounds").iterdir()) == ["round_mine"]
+    assert not (settings.data_dir / "bad").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -126,6 +127,18 @@ def _quick_sections(settings: Settings) -> dict[str, tuple[BaseModel, BaseModel]
         return quick_sections(settings)
     except ValueError as exc:
         raise RoundError(f"settings.{exc}.") from exc
+
+
+#: A round id names a folder under ``rounds/`` and a policy (``policy_<id>``): letters, digits, ``_``, ``-``
+#: and ``.``, starting with a letter or digit, so that it can neither leave that folder nor need quoting.
+_ROUND_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+
+
+def check_round_id(round_id: str) -> None:
+    """Raise RoundError with a sentence when ``round_id`` cannot name a round (see :data:`_ROUND_ID`)."""
+    if not _ROUND_ID.fullmatch(round_id) or ".." in round_id:
+        raise RoundError(f"{round_id!r} cannot be a round id: use up to 80 letters, digits, '_', '-' and '.', "
+                         "starting with a letter or digit (or leave the id out for a new one).")
 
 
 def new_round_id() -> str:

@@ -20,6 +20,7 @@ from rlhf.rounds.layout import (
     RoundCancelled,
     RoundPaths,
     _write_json,
+    check_round_id,
     load_round_settings,
     new_round_id,
     round_folder,
@@ -51,6 +52,8 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
     from storage.generations import find_policy
     from storage.rounds import insert_round, list_rounds
 
+    if round_id is not None:
+        _check_new_round_id(store, settings, round_id)
     n_labels = check_can_start(store, settings)
     parent = parent_policy_id(store, settings)  # checked before anything is written
     round_id = round_id or new_round_id()
@@ -82,6 +85,18 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
         raise still_running(busy)
     log.info("Round %s created (parent policy %s, %d usable labels)", round_id, parent, n_labels)
     return record
+
+
+def _check_new_round_id(store: Store, settings: Settings, round_id: str) -> None:
+    """A round id the caller chose: one that can name a folder, and no round's yet (its row or its folder)."""
+    from storage.rounds import list_rounds
+
+    check_round_id(round_id)
+    with store.transaction() as con:
+        taken = any(r.round_id == round_id for r in list_rounds(con))
+    if taken or round_folder(settings, round_id).exists():
+        raise RoundError(f"A round with id {round_id!r} exists already: choose another id, or continue that one "
+                         f"with `recfeedback round resume {round_id}`.")
 
 
 def _install_sigterm() -> Any:
