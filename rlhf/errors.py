@@ -17,3 +17,7 @@ class ImportFileError(RecFeedbackError):
 
 class RoundError(RecFeedbackError):
     """A training round cannot start or continue."""
+
+
+class NoStoreError(RecFeedbackError):
+    """The configured data folder holds no store (``recfeedback init`` makes one)."""

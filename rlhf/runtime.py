@@ -18,9 +18,19 @@ from rlhf.settings import Settings, get_settings
 from storage import Store
 
 
-def open_store(settings: Settings | None = None) -> Store:
-    """The store named by the settings, migrated to the latest schema on first use in this process."""
+def open_store(settings: Settings | None = None, *, create: bool = False) -> Store:
+    """The store named by the settings, migrated to the latest schema on first use in this process.
+
+    A folder without a store is refused (:class:`NoStoreError`), not given a new empty one: a mistyped data
+    folder would read as "my rounds are gone". ``create``: for the commands that fill a new store (imports,
+    accounts) as ``recfeedback init`` does.
+    """
+    from rlhf.errors import NoStoreError
+
     settings = settings or get_settings()
+    if not create and not settings.store.db_path.exists():
+        raise NoStoreError(f"There is no store at {settings.store.db_path}. Check RECFEEDBACK_STORE__DATA_DIR (or "
+                           "[store] data_dir in recfeedback.toml), or make one there with `recfeedback init`.")
     return _open_store(
         str(settings.store.db_path.resolve()),
         settings.store.lock_timeout_s,

@@ -264,9 +264,12 @@ def test_imports_contexts_and_errors(cli) -> None:
 
 
 def test_users_add_and_list(cli) -> None:
-    invoke, _ = cli
+    invoke, data_dir = cli
+    # A folder without a store (a mistyped data folder) is refused in a sentence, not given a new, empty store
+    # that would read as "every account is gone"; a command that fills a new store makes it, as init does.
     result = invoke("users", "list")
-    assert result.exit_code == 0 and "No accounts yet" in result.output
+    assert result.exit_code == 1 and f"There is no store at {data_dir / 'recfeedback.duckdb'}" in result.output
+    assert "RECFEEDBACK_STORE__DATA_DIR" in result.output and not (data_dir / "recfeedback.duckdb").exists()
     result = invoke("users", "add", "alice", "--role", "manager", "--password", "correct-horse",
                     "--name", "Alice Liddell")
     assert result.exit_code == 0 and "Created manager account 'alice'" in result.output

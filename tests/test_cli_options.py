@@ -101,7 +101,10 @@ def test_no_progress_also_quiets_the_libraries_bars():
 
 def test_a_path_the_system_refuses_is_a_sentence_not_a_traceback(tmp_path, monkeypatch):
     """`export --out labels.parquet/x.jsonl` (a parent that is a file) ended in a FileExistsError traceback."""
+    from storage import Store
+
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    Store(tmp_path / "data" / "recfeedback.duckdb")
     (tmp_path / "labels.parquet").write_text("a file, not a folder")
     result = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "labels.parquet" / "x.jsonl")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception

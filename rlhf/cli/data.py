@@ -48,10 +48,12 @@ def _stage_bar(total: int, desc: str):
     return bar, on_stage
 
 
-def _open_store():
+def _open_store(*, create: bool = False):
+    """The configured store; ``create``: made if the folder has none, for the commands that fill a new store
+    (imports, a first account) as ``init`` does. The others refuse a folder without a store."""
     from rlhf.runtime import open_store
 
-    return open_store(get_settings())
+    return open_store(get_settings(), create=create)
 
 
 @friendly_errors
@@ -136,7 +138,7 @@ def import_catalog_command(
     bar, on_stage = _stage_bar(3, f"import {path.name}")
     try:
         report = import_catalog(
-            _open_store(), path, mapping=mapping, settings=get_settings(), on_stage=on_stage
+            _open_store(create=True), path, mapping=mapping, settings=get_settings(), on_stage=on_stage
         )
     finally:
         bar.close()
@@ -161,7 +163,7 @@ def import_interactions_command(
     bar, on_stage = _stage_bar(3, f"import {path.name}")
     try:
         report = import_interactions(
-            _open_store(), path, mapping=mapping, settings=get_settings(), on_stage=on_stage
+            _open_store(create=True), path, mapping=mapping, settings=get_settings(), on_stage=on_stage
         )
     finally:
         bar.close()
@@ -191,7 +193,7 @@ def import_online_retail_command(
         folder = DEFAULT_ONLINE_RETAIL_DIR
     bar, on_stage = _stage_bar(3, "UCI Online Retail")
     try:
-        report = import_online_retail(_open_store(), folder, settings=get_settings(), on_stage=on_stage)
+        report = import_online_retail(_open_store(create=True), folder, settings=get_settings(), on_stage=on_stage)
     finally:
         bar.close()
     typer.echo(report.summary())
@@ -264,7 +266,7 @@ def users_add_command(
 
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = create_user(_open_store(), username, password, role, display_name=display_name)
+    user = create_user(_open_store(create=True), username, password, role, display_name=display_name)
     typer.echo(f"Created {user.role} account {user.annotator_id!r}.")
 
 

@@ -41,7 +41,7 @@ def import_labels_command(
 
     mapping = LabelMapping(columns=_pairs(map_, "--map"), choice_values=_pairs(choice, "--choice"),
                            annotator_prefix=annotator_prefix)
-    report = import_labels(open_store(), path, mapping)
+    report = import_labels(open_store(create=True), path, mapping)  # labels may be a new store's first data
     typer.echo(
         f"Imported {counted(report.labels, 'label')} on {counted(report.pairs_created + report.pairs_existing, 'pair')}"
         f" ({counted(report.pairs_created, 'new external pair')}, {report.pairs_existing:,} already in the store), "
