@@ -1388,3 +1388,33 @@ def test_a_round_id_the_engineer_chooses_must_be_new_and_name_a_folder_inside_ro
         assert [r.round_id for r in list_rounds(con)] == ["round_mine"]
     assert sorted(p.name for p in (settings.data_dir / "rounds").iterdir()) == ["round_mine"]
     assert not (settings.data_dir / "bad").exists()
+
+
+def test_a_cancel_reads_as_what_the_engineer_asked_for_and_says_how_to_resume(workdir, monkeypatch):
+    """A cancel from the page showed a red "The round was cancelled (SIGTERM)." (the round process's own record
+    overwrote the cancel's), and `round status` did not say how to go on."""
+    from typer.testing import CliRunner
+
+    from rlhf import rounds
+    from rlhf.auth import create_user
+    from rlhf.cli import app
+    from rlhf.rounds import runner
+
+    settings, store = workdir
+    record = rounds.create_round(store, settings, pid=os.getpid())
+    rounds.cancel_round(store, record.round_id)
+    # The round's process then records its SIGTERM: the user's words stay.
+    runner._safe_update(store, record.round_id, status="cancelled", error="Its process was stopped (SIGTERM).")
+    assert rounds.round_status(store, record.round_id)["error"] == "Cancelled by the user."
+    shown = CliRunner().invoke(app, ["round", "status", record.round_id, "--data-dir", str(settings.data_dir)])
+    assert "why: Cancelled by the user." in shown.output and "error:" not in shown.output
+    assert f"`recfeedback round resume {record.round_id}`" in shown.output
+    create_user(store, "eng", "a-long-password-2", "engineer")
+    at = render_training_page(store, settings, "eng", monkeypatch)
+    assert not at.exception, at.exception
+    assert not [e for e in at.error if "Cancelled" in e.value]
+    assert any(i.value.startswith("Cancelled by the user. The store is as it was") for i in at.info)
+    # Resumed, it is running again: no finish time left from the cancel.
+    rounds.prepare_resume(store, record.round_id)
+    status = rounds.round_status(store, record.round_id)
+    assert status["status"] == "running" and status["finished_at"] is None and status["error"] is None

@@ -221,7 +221,10 @@ def _progress_view(round_id: str) -> None:
         _like_round_hint(round_id, prog)
     if status["timings"]:
         st.caption("Seconds per finished stage: " + ", ".join(f"{k} {v:.1f}" for k, v in status["timings"].items()))
-    if status["error"]:
+    if status["error"] and state == "cancelled":  # what the engineer asked for: no red box
+        st.info(f"{status['error']} The store is as it was before the round; Resume continues it after its last "
+                "finished stage.", icon=":material/stop_circle:")
+    elif status["error"]:
         st.error(status["error"])
     if status["folder"]:
         curves = rounds_service.live_ppo_metrics(status["folder"])

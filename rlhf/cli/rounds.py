@@ -82,7 +82,10 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
                 was = f"   (was {setting_text(v['previous'])})" if v["changed"] else ""
                 typer.echo(f"    {v['setting']} = {setting_text(v['value'])}{was}")
     if status.get("error"):
-        typer.echo(f"  error: {status['error']}")
+        typer.echo(f"  {'why' if status['status'] == 'cancelled' else 'error'}: {status['error']}")
+    if status["status"] in ("cancelled", "failed"):
+        typer.echo(f"  The store is as it was before the round; continue it after its last finished stage with "
+                   f"`recfeedback round resume {status['round_id']}`.")
     if status["status"] == "interrupted":
         typer.echo(f"  Its process is gone: continue it with `recfeedback round resume {status['round_id']}`.")
     if status["status"] == "stopped":

@@ -101,7 +101,7 @@ def _check_new_round_id(store: Store, settings: Settings, round_id: str) -> None
 
 def _install_sigterm() -> Any:
     def handler(signum: int, frame: Any) -> None:
-        raise RoundCancelled("The round was cancelled (SIGTERM).")
+        raise RoundCancelled("Its process was stopped (SIGTERM) before the round finished.")
 
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -214,9 +214,8 @@ def _start_stage(store: Store, round_id: str, stage: str, timings: dict[str, flo
 
 def _safe_update(store: Store, round_id: str, **fields: Any) -> None:
     try:
-        current = _get_row(store, round_id)
-        if current.status == "cancelled" and fields.get("status") != "cancelled":
-            return  # `round cancel` already recorded the outcome
+        if _get_row(store, round_id).status == "cancelled":
+            return  # `round cancel` already recorded the outcome, in the user's words
         _update_row(store, round_id, **fields)
     except Exception:  # recording the failure must not hide the failure
         log.warning("Could not record the outcome of round %s", round_id, exc_info=True)
@@ -226,10 +225,6 @@ def run_round(store: Store, settings: Settings, *, round_id: str | None = None, 
               stop_after: str | None = None) -> RoundRecord:
     """Start a new round (checks, folder, row) and run it to the end in this process."""
     _check_stage_name(stop_after)  # before the round exists: a misspelt stage must not run a whole round
-    if round_id is not None:
-        folder = round_folder(settings, round_id)
-        if (folder / "settings.json").is_file():
-            settings = load_round_settings(folder)  # prepared by `launch_round`
     record = create_round(store, settings, round_id)
     return execute(store, record.round_id, progress=progress, stop_after=stop_after)
 
@@ -255,7 +250,7 @@ def prepare_resume(store: Store, round_id: str) -> None:
     with store.transaction() as con:  # one unit of work: of two resumes at once, one marks it and one is refused
         busy = running_among(list_rounds(con))
         if busy is None:
-            update_round(con, round_id, status="running", pid=os.getpid(), error=None)
+            update_round(con, round_id, status="running", pid=os.getpid(), error=None, finished_at=None)
     if busy is not None:
         raise RoundError(f"Round {busy.round_id} is running; wait for it or cancel it before resuming {round_id}.")
 
