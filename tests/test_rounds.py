@@ -1388,6 +1388,20 @@ def test_a_round_id_the_engineer_chooses_must_be_new_and_name_a_folder_inside_ro
         assert [r.round_id for r in list_rounds(con)] == ["round_mine"]
     assert sorted(p.name for p in (settings.data_dir / "rounds").iterdir()) == ["round_mine"]
     assert not (settings.data_dir / "bad").exists()
+    # A mistyped id names the round it was cut from, or where the ids are; a round id given where a policy
+    # belongs names the round's policy.
+    from rlhf.rounds import parent_policy_id, round_status
+    from rlhf.settings import with_values
+    from storage.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match=r"No round with id 'round_mi'; did you mean round_mine\?"):
+        round_status(store, "round_mi")
+    with pytest.raises(NotFoundError, match=r"No round with id 'zzz' \(`recfeedback round list` shows them\)"):
+        round_status(store, "zzz")
+    with store.transaction() as con:
+        con.execute("UPDATE rounds SET policy_id = 'policy_mine' WHERE round_id = 'round_mine'")
+    with pytest.raises(RoundError, match="'round_mine' is a round, not a policy: start from its policy, policy_mine"):
+        parent_policy_id(store, with_values(settings, "rounds", parent_policy="round_mine"))
 
 
 def test_a_cancel_reads_as_what_the_engineer_asked_for_and_says_how_to_resume(workdir, monkeypatch):

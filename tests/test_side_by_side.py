@@ -110,6 +110,7 @@ def test_round_lists_prints_the_lists_with_what_was_bought_later(shop, settings)
     shown = runner.invoke(app, ["round", "lists", ROUND, "--shoppers", "2", "--data-dir", data_dir])
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
+    assert lines[0] == f"Round {ROUND}: its lists beside its parent's and the zero-shot model's"
     assert [line.split(" (")[0] for line in lines if line.startswith("==")] == ["== shopper s1", "== shopper s3"]
     assert "== shopper s1 (context c1): 1 item bought before, 1 after the cut" in lines
     assert "  new policy new: NDCG 1.000, valid" in lines and "  parent (zero-shot) zero: NDCG 0.000, valid" in lines
@@ -117,6 +118,7 @@ def test_round_lists_prints_the_lists_with_what_was_bought_later(shop, settings)
     assert "    2. Thing 6  [off-topic reason]  | reason for I06" in lines
     assert "    2. Thing 7  [bought later; off-topic reason]  | reason for I07" in lines  # s3's parent list
     everything = runner.invoke(app, ["round", "lists", "--data-dir", data_dir])  # the newest finished round
+    assert everything.output.startswith(f"Round {ROUND}, the newest finished round: ")  # said, not left to guess
     assert "    1. Thing 1  [off-topic reason; not a candidate]  | reason for I01" in everything.output.splitlines()
     assert ("    1. Thing 6  [reason only names a product; describes another item]  | Thing 10 (Kitchen, 11.00)"
             in everything.output.splitlines())

@@ -324,7 +324,7 @@ def _human_line(estimate: Any, labels: int) -> str:
 
 @friendly_errors
 def lists_command(
-    round_id: str = typer.Argument(None, help="Round id (default: the newest round)."),
+    round_id: str = typer.Argument(None, help="Round id (default: the newest finished round)."),
     shoppers: int = typer.Option(3, "--shoppers", "-n", min=1, help="How many held-out shoppers to show."),
     data_dir: DataDir = None,
 ) -> None:
@@ -337,17 +337,19 @@ def lists_command(
 
     settings = _settings(data_dir)
     store = open_store(settings)
+    which = ""
     if round_id is None:
         rounds = [r for r in list_round_summaries(store) if r["status"] == "done"]
         if not rounds:
             typer.echo("No finished rounds yet.")
             return
-        round_id = rounds[-1]["round_id"]
+        round_id, which = rounds[-1]["round_id"], ", the newest finished round"
     found = round_side_by_side(store, settings, round_id, limit=shoppers)
     if not found:
         typer.echo(f"Round {round_id} has no held-out lists to compare (it has not finished, or evaluated no "
                    "held-out shoppers).")
         return
+    typer.echo(f"Round {round_id}{which}: its lists beside its parent's and the zero-shot model's")
     for shopper in found:
         before = len(shopper.history)
         typer.echo(f"== shopper {shopper.shopper_id} (context {shopper.context_id}): {before} item{'' if before == 1 else 's'} "

@@ -10,6 +10,7 @@ from typing import Any
 from rlhf.errors import RoundError
 from rlhf.settings import Settings
 from storage import Store
+from storage.errors import NotFoundError
 from storage.records import RoundRecord
 
 
@@ -129,7 +130,7 @@ def parent_policy_id(store: Store, settings: Settings) -> str:
     base model. Raises :class:`RoundError` for a policy a round cannot start from."""
     from rlhf.generate import default_policy_id
     from storage.generations import find_policy
-    from storage.rounds import list_rounds
+    from storage.rounds import find_round, list_rounds
 
     base = default_policy_id(settings.model.policy)
     chosen = settings.rounds.parent_policy
@@ -141,6 +142,10 @@ def parent_policy_id(store: Store, settings: Settings) -> str:
             return done[-1].policy_id if done else base
         found = find_policy(con, chosen)
     if found is None:
+        with store.transaction() as con:
+            as_round = find_round(con, chosen)
+        if as_round is not None and as_round.policy_id:
+            raise RoundError(f"{chosen!r} is a round, not a policy: start from its policy, {as_round.policy_id}.")
         raise RoundError(f"No policy with id {chosen!r} to start a round from (settings.rounds.parent_policy); "
                          "`recfeedback policy list` shows them.")
     if found.kind != "llm" or found.base_model != settings.model.policy:
@@ -169,9 +174,15 @@ def _update_row(store: Store, round_id: str, **fields: Any) -> None:
 
 
 def _get_row(store: Store, round_id: str) -> RoundRecord:
-    from storage.rounds import get_round
+    """The round's row; an unknown id is refused with the round it was probably cut from, if one."""
+    from storage.rounds import find_round, list_rounds
 
     with store.transaction() as con:
-        return get_round(con, round_id)
+        found = find_round(con, round_id)
+        if found is not None:
+            return found
+        near = [r.round_id for r in list_rounds(con) if round_id and r.round_id.startswith(round_id)]
+    hint = f"; did you mean {near[-1]}?" if len(near) == 1 else " (`recfeedback round list` shows them)."
+    raise NotFoundError(f"No round with id {round_id!r}{hint}")
 
 
