@@ -97,12 +97,13 @@ def render_training_page(store: Store, settings, username: str, monkeypatch):
     return at
 
 
-def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeypatch):
+def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeypatch, caplog):
     from rlhf import annotation
     from rlhf.rounds import STAGES, run_round, usable_label_count
     from storage import generations as gen_repo
     from storage import rounds as rounds_repo
 
+    caplog.set_level(logging.INFO)  # as a round's process logs
     settings, store = workdir
     from storage import contexts as contexts_repo
 
@@ -115,6 +116,8 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
     record = run_round(store, settings, progress=False)
 
     assert record.status == "done", record.error
+    # The log follows PPO step by step: a background round has no progress bar to show it.
+    assert f"PPO step {settings.ppo.steps}/{settings.ppo.steps}: reward " in (Path(record.folder) / "round.log").read_text()
     assert record.metrics["usable_labels"] == usable  # what it trained on, kept beside what it measured
     assert record.stage == "done"
     assert set(record.timings) == set(STAGES)

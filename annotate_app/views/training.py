@@ -233,7 +233,8 @@ def _progress_view(round_id: str) -> None:
             st.altair_chart(_ppo_curves_chart(wanted, points=True))
             st.caption(KL_CAPTION)
         with st.expander("Log", expanded=state == "running"):
-            st.code(rounds_service.log_tail(Path(status["folder"]), 30) or "(no log yet)", language=None)
+            st.code(rounds_service.log_tail(Path(status["folder"]), 30) or "(no log yet)", language=None,
+                    wrap_lines=True)
     cols = st.columns(3)
     if state == "running" and cols[0].button("Cancel round", key=f"training.cancel.{round_id}",
                                              icon=":material/stop:"):

@@ -567,6 +567,9 @@ class PPOTrainer:
                 out.append(metrics)
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward/score']:.3f}", kl=f"{metrics['kl/mean']:.2f}")
+                # Also in the log: a background round has no bar, and its log said nothing for a whole stage.
+                log.info("PPO step %d/%d: reward %.3f, KL %.3f", self.step_count, total, metrics["reward/score"],
+                         metrics["kl/mean"])
                 every = self.config.checkpoint_every
                 if self.output_dir is not None and every and self.step_count % every == 0:
                     self.save(self.output_dir / "checkpoints" / checkpoint_name(self.step_count))
