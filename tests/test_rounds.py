@@ -673,6 +673,22 @@ def test_a_round_killed_during_ppo_leaves_the_store_unchanged_and_resumes_after_
 
         steps = rounds_repo.training_metrics_frame(con, run_id=f"{round_id}-ppo")["step"].tolist()
     assert sorted(steps) == list(range(1, 5))  # each step once, though some ran twice around the kill
+    # The live file too: the steps after the checkpoint that the killed attempt wrote were dropped when PPO
+    # went on, so the Training page never drew two attempts' curves as one.
+    written = [json.loads(line)["step"] for line in paths.metrics.read_text().splitlines()]
+    assert written == sorted(set(written)) == list(range(1, 5)), written
+
+
+def test_an_interrupted_ppo_forgets_the_steps_it_runs_again(tmp_path):
+    from rlhf.rounds.stages import _drop_metrics_after
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "kl/mean": 0.1 * s}) + "\n" for s in (1, 2, 3)))
+    _drop_metrics_after(path, 1)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 1, "kl/mean": 0.1}]
+    _drop_metrics_after(path, 0)
+    assert path.read_text() == ""
+    _drop_metrics_after(tmp_path / "none.jsonl", 0)  # no file yet: nothing to do
 
 
 def test_usable_labels_leave_out_gold_pairs_and_heldout_shoppers(workdir):

@@ -94,7 +94,7 @@ def _check_new_round_id(store: Store, settings: Settings, round_id: str) -> None
     check_round_id(round_id)
     with store.transaction() as con:
         taken = any(r.round_id == round_id for r in list_rounds(con))
-    if taken or round_folder(settings, round_id).exists():
+    if taken or (round_folder(settings, round_id) / "round.json").exists():
         raise RoundError(f"A round with id {round_id!r} exists already: choose another id, or continue that one "
                          f"with `recfeedback round resume {round_id}`.")
 
@@ -225,6 +225,11 @@ def run_round(store: Store, settings: Settings, *, round_id: str | None = None, 
               stop_after: str | None = None) -> RoundRecord:
     """Start a new round (checks, folder, row) and run it to the end in this process."""
     _check_stage_name(stop_after)  # before the round exists: a misspelt stage must not run a whole round
+    if round_id is not None:
+        check_round_id(round_id)
+        folder = round_folder(settings, round_id)
+        if (folder / "settings.json").is_file() and not (folder / "round.json").exists():
+            settings = load_round_settings(folder)  # prepared for it (settings a process cannot be given otherwise)
     record = create_round(store, settings, round_id)
     return execute(store, record.round_id, progress=progress, stop_after=stop_after)
 

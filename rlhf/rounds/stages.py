@@ -227,6 +227,17 @@ def _eval_contexts(ctx: RoundContext, snap: Any) -> list[str]:
     return held[: ctx.settings.rounds.eval_contexts]
 
 
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Forget the per-step metrics an interrupted PPO wrote after its last checkpoint: it runs those steps again,
+    and the live charts would show the two attempts' curves as one until the new steps replaced them."""
+    rows = _read_jsonl(path)
+    kept = [row for row in rows if int(row["step"]) <= step]
+    if len(kept) < len(rows):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        tmp.replace(path)
+
+
 def _ppo_examples(snap: Any, settings: Settings, tokenizer: Any, context_ids: Sequence[str]) -> list[dict[str, Any]]:
     from rlhf.ppo.product import ppo_example
     from rlhf.prompts import PromptTooLongError, render_prompt
@@ -290,6 +301,7 @@ def stage_ppo(ctx: RoundContext) -> dict[str, Any]:
     if latest_checkpoint(ctx.paths.ppo) is not None:
         resumed_from = trainer.load(ctx.paths.ppo)
         log.info("Round %s: PPO resumes at step %d", ctx.round_id, resumed_from)
+    _drop_metrics_after(ctx.paths.metrics, resumed_from)
     ctx.set_progress("ppo", trainer.step_count, config.steps)
     history = trainer.train(progress=ctx.progress_bars)
     trainer.save_adapter(ctx.paths.adapter)
