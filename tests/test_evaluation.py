@@ -168,6 +168,13 @@ def test_store_evaluation_matches_hand_computed_values(store) -> None:
     # Five candidates and N = 5: every random list holds all of them, so both targets are always hit.
     rand = table.set_index("policy").loc[ev.RANDOM_CANDIDATES]
     assert rand["kind"] == "baseline" and rand["hr@5"] == pytest.approx(1.0) and rand["item_validity"] == 1.0
+    # A held-out shopper no policy wrote a list for: the baselines leave them out too, so that every row of
+    # the table (and of a round's own report on the same lists) is over the same shoppers.
+    with store.transaction() as con:
+        contexts.insert_contexts(con, [Context("ctx4", "s2", CUT, ["i1"], ["i2", "i3", "i4"], split="heldout")])
+    again = ev.evaluate_policies(store, ["pol"], settings=_settings(store), split="heldout")
+    assert set(again["contexts"]) == {3}
+    pd.testing.assert_frame_equal(again, table)
 
 
 def test_a_round_evaluates_shoppers_who_bought_again_first(store) -> None:

@@ -182,6 +182,9 @@ def test_generate_command_shows_its_progress_bar_unless_told_not_to(tmp_path, mo
 
     monkeypatch.setattr(generate_module, "generate_for_store", fake_generate_for_store)
     monkeypatch.setenv("RECFEEDBACK_STORE__DATA_DIR", str(tmp_path / "data"))
+    from storage import Store
+
+    Store(tmp_path / "data" / "recfeedback.duckdb")  # generate writes into a store; it does not make one
     get_settings.cache_clear()
     runtime._open_store.cache_clear()
     try:

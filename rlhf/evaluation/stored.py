@@ -60,6 +60,13 @@ def _evaluate_stored(
     truth = load_ground_truth(store, split=split, list_length=settings.generation.list_length,
                               events=r.eval_events or None, limit=limit)
     policies = {pid: policy_lists_from_store(store, pid, list(truth.contexts)) for pid in policy_ids}
+    covered = sorted({cid for p in policies.values() for cid in p.lists})
+    if covered and len(covered) < len(truth.contexts):
+        # Every row on the same shoppers, the ones the policies wrote lists for: baselines on all the split's
+        # shoppers (and popularity ranked from an earlier cut) made a table whose rows did not compare, and
+        # which disagreed with the round's own report on the same lists.
+        truth = load_ground_truth(store, context_ids=covered, list_length=settings.generation.list_length,
+                                  events=r.eval_events or None)
     empty = [pid for pid, p in policies.items() if not p.lists]
     if empty and len(empty) == len(policies) and not baselines:
         raise RecFeedbackError(f"Policy {', '.join(empty)} has no lists on the {split} contexts.")
