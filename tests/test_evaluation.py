@@ -171,7 +171,8 @@ def test_store_evaluation_matches_hand_computed_values(store) -> None:
     # A held-out shopper no policy wrote a list for: the baselines leave them out too, so that every row of
     # the table (and of a round's own report on the same lists) is over the same shoppers.
     with store.transaction() as con:
-        contexts.insert_contexts(con, [Context("ctx4", "s2", CUT, ["i1"], ["i2", "i3", "i4"], split="heldout")])
+        contexts.insert_contexts(con, [Context("ctx4", "s2", CUT - timedelta(days=9, hours=12), ["i1"], ["i2", "i3", "i4"],
+                                               split="heldout")])  # an earlier cut: popularity from fewer purchases
     again = ev.evaluate_policies(store, ["pol"], settings=_settings(store), split="heldout")
     assert set(again["contexts"]) == {3}
     pd.testing.assert_frame_equal(again, table)
