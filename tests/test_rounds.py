@@ -310,6 +310,12 @@ def test_a_round_runs_end_to_end_and_its_pairs_reach_annotators(workdir, monkeyp
         titles = set(convert_arrow_bytes_to_pandas_df(chart.datasets[0].data.data)["metric"])
         assert "KL to the reference" in titles
         assert titles <= {"Reward (RM score + structure)", "KL to the reference", "Validity of sampled lists"}
+    # Past rounds: the NDCG panel draws the zero-shot model's NDCG beside the round's, the bar to clear.
+    past = [chart for spec, chart in specs if "facet" in spec and spec["spec"]["encoding"]["x"]["field"] == "round"]
+    (history,) = past
+    drawn = convert_arrow_bytes_to_pandas_df(history.datasets[0].data.data)
+    ndcg = drawn[drawn["metric"].str.startswith("NDCG@")]
+    assert set(ndcg["policy"]) == {"the round's", "zero-shot"}, ndcg
     at = render_training_page(store, settings, "fresh_annotator", monkeypatch)
     assert any("Access denied" in e.value for e in at.error)
 

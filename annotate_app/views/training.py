@@ -482,18 +482,22 @@ else:
               "rm_heldout_accuracy_unselected": "RM accuracy, pairs no model chose",
               "eval_reasons_grounded": "Reasons about the item or shopper",
               "rm_win_rate": "RM win rate vs previous policy", "rm_win_rate_vs_zero_shot": "RM win rate vs zero-shot",
-              **{f"ndcg@{n}": f"NDCG@{n} (held-out)" for n in lengths}}
+              **{f"ndcg@{n}": f"NDCG@{n} (held-out)" for n in lengths},
+              # In the same panel as the round's own NDCG: the bar each round has to clear.
+              **{f"zero_shot_ndcg@{n}": f"NDCG@{n} (held-out)" for n in lengths}}
     done = frame[frame["status"] == "done"]
     long = done.melt(id_vars="round", value_vars=[c for c in charts if c in done], var_name="metric",
                      value_name="value").dropna(subset=["value"])
     if not long.empty:
+        long["policy"] = ["zero-shot" if m.startswith("zero_shot_") else "the round's" for m in long["metric"]]
         long["metric"] = long["metric"].map(charts)
         st.altair_chart(
             alt.Chart(long).mark_line(point=True).encode(
                 # ".3~f": a single round's 0 reads "0", not "0.000000".
                 x=alt.X("round:O", title="round", axis=alt.Axis(labelAngle=0)),
                 y=alt.Y("value:Q", title=None, axis=alt.Axis(format=".3~f")),
-                tooltip=["round", "metric", alt.Tooltip("value:Q", format=".3f")],
+                color=alt.Color("policy:N", title="policy", legend=alt.Legend(orient="bottom")),
+                tooltip=["round", "metric", "policy", alt.Tooltip("value:Q", format=".3f")],
             ).properties(width=220, height=160).facet(facet=alt.Facet("metric:N", title=None), columns=3)
             .resolve_scale(y="independent"),
         )
