@@ -222,7 +222,7 @@ def cli(settings, monkeypatch):
 def test_policy_commands(trained, cli, tmp_path):
     listed = cli("policy", "list")
     assert listed.exit_code == 0, listed.output
-    assert f"{TRAINED}  round={ROUND} parent=zero  lists=0 valid=-" in listed.output
+    assert f"{TRAINED}  round={ROUND} parent=zero  lists=0 valid=- (of all its lists)" in listed.output
     assert "NDCG vs zero-shot, paired: better: +0.030 [+0.010, +0.050] over 40 shoppers" in listed.output
     as_json = json.loads(cli("policy", "list", "--json").output)
     assert {p["policy_id"]: p["validity"] for p in as_json} == {"zero": None, TRAINED: None}

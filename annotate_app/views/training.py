@@ -329,6 +329,13 @@ def _evaluation_view(table: pd.DataFrame, status: str) -> None:
                         "diversity", "novelty", "coverage", "reasons_grounded", "reasons_verdict"] if c in table]
     fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in cols if c.startswith(("ndcg", "hr"))}
     fmt |= {c: st.column_config.NumberColumn(format="percent") for c in ("validity", "item_validity", "coverage")}
+    fmt |= {"validity": st.column_config.NumberColumn("held-out lists valid", format="percent"),
+            "item_validity": st.column_config.NumberColumn("items valid", format="percent"),
+            "contexts_with_targets": st.column_config.NumberColumn("shoppers who bought later", format="%d"),
+            "ndcg_lo": st.column_config.NumberColumn("NDCG lo", format="%.4f"),
+            "ndcg_hi": st.column_config.NumberColumn("NDCG hi", format="%.4f"),
+            "hr_lo": st.column_config.NumberColumn("HR lo", format="%.4f"),
+            "hr_hi": st.column_config.NumberColumn("HR hi", format="%.4f")}
     fmt |= {"reasons_grounded": st.column_config.NumberColumn(
         "reasons grounded", format="percent", help="Reasons that share a word with the item's title or category "
         "or with the shopper's earlier purchases, besides any product line they begin with, and are more than a "
@@ -454,7 +461,10 @@ else:
                                     "as rounds add them; this one does not."),
                                 "rm_heldout_unselected_pairs": st.column_config.NumberColumn(
                                     "of which no model chose", format="%d"),
-                                "generation_validity": st.column_config.NumberColumn("validity", format="percent"),
+                                "generation_validity": st.column_config.NumberColumn(
+                                    "new lists valid", format="percent", help="The lists the round wrote for its "
+                                    "training shoppers (its new pairs); the held-out report below counts the lists "
+                                    "for held-out shoppers, and `policy list` every list of the policy."),
                                 "eval_reasons_grounded": st.column_config.NumberColumn(
                                     "reasons grounded", format="percent", help="Held-out lists' reasons that share "
                                     "a word with the item or the shopper's earlier purchases, besides any product "
@@ -464,6 +474,10 @@ else:
                                                                                           format="%.3f"),
                                 **{f"zero_shot_ndcg@{n}": st.column_config.NumberColumn(f"zero-shot NDCG@{n}",
                                                                                         format="%.4f")
+                                   for n in lengths},
+                                **{f"ndcg@{n}": st.column_config.NumberColumn(f"NDCG@{n}", format="%.4f")
+                                   for n in lengths},
+                                **{f"hr@{n}": st.column_config.NumberColumn(f"HR@{n}", format="%.4f")
                                    for n in lengths},
                                 "ndcg_vs_zero_shot": st.column_config.TextColumn(
                                     "NDCG vs zero-shot, paired", help="The round's NDCG minus the zero-shot model's "

@@ -37,7 +37,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         valid = "-" if s.validity is None else f"{s.validity:.0%}"
         trained = f"round={s.round_id} parent={s.parent_id}" if s.round_id else (
             "baseline" if s.kind == "baseline" else f"base={s.base_model}")
-        typer.echo(f"{s.policy_id}  {trained}  lists={s.n_lists} valid={valid}"
+        typer.echo(f"{s.policy_id}  {trained}  lists={s.n_lists} valid={valid} (of all its lists)"
                    + (f"\n    NDCG vs zero-shot, paired: {s.verdict}" if s.verdict else ""))
 
 
