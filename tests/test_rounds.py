@@ -1121,7 +1121,7 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
         return "\n".join(c.value for c in at.caption)
 
     assert "The last round with these settings" not in said()  # none has finished yet
-    assert ("No round with these settings has finished here yet; a Quick round takes about 9 minutes on a 2-core "
+    assert ("No round with these settings has finished here yet; a Quick round takes about 11 minutes on a 2-core "
             "CPU with the default model.") in said()
     next(r for r in at.radio if r.label == "Size").set_value("Full").run()
     assert "No round with these settings has finished here yet" not in said()  # a Full round gets the warning
@@ -1130,7 +1130,7 @@ def test_the_training_page_and_round_status_say_how_long_a_round_will_take(workd
     assert [w.value for w in at.warning if "no GPU" in w.value] == [
         (f"This machine has no GPU, and a Full round is sized for one: PPO samples {page.ppo.steps} steps of "
          f"{page.ppo.batch_size} lists, {times:,.0f}× a Quick round's {quick_ppo.steps} of {quick_ppo.batch_size}, "
-         f"and a Quick round takes about 9 minutes on a 2-core CPU.")]
+         f"and a Quick round takes about 11 minutes on a 2-core CPU.")]
 
     def add_round(round_id: str, status: str, run_settings, **fields) -> RoundRecord:
         folder = rounds.round_folder(page, round_id)
@@ -1236,7 +1236,7 @@ def test_round_run_says_how_long_to_expect_before_it_starts(workdir, monkeypatch
     assert "The last round" not in refused.output  # the refusal comes first, not an estimate for a round that won't run
     quick = CliRunner().invoke(app, [*run, "--quick"])  # no Quick round has finished: what one takes on 2 cores
     assert quick.exit_code == 0, quick.output
-    assert ("No round with these settings has finished here yet; a Quick round takes about 9 minutes on a 2-core "
+    assert ("No round with these settings has finished here yet; a Quick round takes about 11 minutes on a 2-core "
             "CPU with the default model.") in quick.output and "no GPU" not in quick.output
 
 
