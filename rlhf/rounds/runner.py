@@ -89,11 +89,11 @@ def create_round(store: Store, settings: Settings, round_id: str | None = None, 
 
 def _check_new_round_id(store: Store, settings: Settings, round_id: str) -> None:
     """A round id the caller chose: one that can name a folder, and no round's yet (its row or its folder)."""
-    from storage.rounds import list_rounds
+    from storage.rounds import find_round
 
     check_round_id(round_id)
     with store.transaction() as con:
-        taken = any(r.round_id == round_id for r in list_rounds(con))
+        taken = find_round(con, round_id) is not None
     if taken or (round_folder(settings, round_id) / "round.json").exists():
         raise RoundError(f"A round with id {round_id!r} exists already: choose another id, or continue that one "
                          f"with `recfeedback round resume {round_id}`.")
