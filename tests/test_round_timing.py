@@ -38,6 +38,11 @@ def test_the_time_left_in_a_stage_follows_its_pace_since_this_process_started_co
     assert stage_seconds_left(progress, at_update) == pytest.approx(30.0)
     assert stage_seconds_left(progress, at_update + timedelta(seconds=12)) == pytest.approx(18.0)  # counts down
     assert stage_seconds_left(progress, at_update + timedelta(seconds=100)) == 0.0  # a slow step: never below 0
+    # In words: "under a minute" while the estimate runs, and no such promise once its step is overdue.
+    from rlhf.rounds import stage_left_text
+
+    assert stage_left_text(18.0) == "under a minute left in this stage"
+    assert stage_left_text(0.0) == "its next step is taking longer than the ones before"
     # Nothing to say before a step has passed in this process, without a total, or at the end.
     assert stage_seconds_left(_progress(2, 8, 2, 0, 5), at_update) is None
     assert stage_seconds_left({**progress, "total": None}, at_update) is None

@@ -215,7 +215,7 @@ def _progress_view(round_id: str) -> None:
             extra = f" · reward {prog['reward']:.3f} · KL {prog.get('kl') or 0:.3f}"
         left = rounds_service.stage_seconds_left(prog) if state == "running" else None
         if left is not None:
-            extra += f" · {rounds_service.duration_text(left)} left in this stage"
+            extra += f" · {rounds_service.stage_left_text(left)}"
         st.progress(min(1.0, step / max(total, 1)), text=f"{prog.get('stage')}: {step}/{total}{extra}")
     if state == "running":
         _like_round_hint(round_id, prog)

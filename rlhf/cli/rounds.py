@@ -34,14 +34,14 @@ def _settings(data_dir: str | None) -> Any:
 def _progress_line(status: dict[str, Any], round_left: float | None = None) -> str | None:
     """``progress: ppo 2/6, about 7 min left in this stage; …`` for a round whose stage counts its work, with
     ``round_left`` (seconds left in the whole round, when known)."""
-    from rlhf.rounds import duration_text, stage_seconds_left
+    from rlhf.rounds import duration_text, stage_left_text, stage_seconds_left
 
     progress = status.get("progress") or {}
     if not progress.get("total"):
         return None
     left = stage_seconds_left(progress) if status["status"] == "running" else None
     return (f"progress: {progress.get('stage')} {progress.get('step')}/{progress.get('total')}"
-            + (f", {duration_text(left)} left in this stage" if left is not None else "")
+            + (f", {stage_left_text(left)}" if left is not None else "")
             + (f"; {duration_text(round_left)} left in the round, by the last round with these settings"
                if round_left is not None else ""))
 

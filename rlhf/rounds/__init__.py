@@ -122,6 +122,7 @@ from rlhf.rounds.timing import (
     reward_model_change,
     round_estimate,
     round_seconds_left,
+    stage_left_text,
     stage_seconds_left,
 )
 
@@ -187,6 +188,7 @@ __all__ = [
     "settings_problems",
     "stage_enqueue",
     "stage_generate",
+    "stage_left_text",
     "stage_ppo",
     "stage_reward_model",
     "stage_seconds_left",

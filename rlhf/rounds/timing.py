@@ -167,6 +167,14 @@ def past_duration_text(past: PastDuration) -> str:
             + (f": {stages}." if stages else "."))
 
 
+def stage_left_text(seconds: float) -> str:
+    """The time left in a stage (:func:`stage_seconds_left`), in words; at 0 the stage's next step is due at its
+    pace so far and has not come, which "under a minute" would promise again every few seconds."""
+    if seconds <= 0:
+        return "its next step is taking longer than the ones before"
+    return f"{duration_text(seconds)} left in this stage"
+
+
 def duration_text(seconds: float) -> str:
     """A wait as a person says it: "under a minute", "about 4 min", "about 2 h 10 min"."""
     minutes = round(seconds / 60)
