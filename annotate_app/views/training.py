@@ -428,7 +428,7 @@ def _settings_view(recorded: rounds_service.RoundSettings) -> None:
 st.subheader("Past rounds")
 frame = rounds_service.rounds_metrics_frame(store, summaries)  # the rounds read at the top of the page
 if frame.empty:
-    st.info("No rounds yet. Collect labels on the Label page (or `recfeedback simulate`), then start one.")
+    st.info("No rounds yet. Collect labels on the Label page (or with the simulated annotators above), then start one.")
 else:
     # Each round names its ranking metrics after its own list length N (rounds run with other settings differ).
     humans = human_win_rates(store)
