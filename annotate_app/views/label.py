@@ -108,7 +108,8 @@ SHOWN_TO_CHOICE = {v: k for k, v in CHOICE_TO_SHOWN.items()}
 
 
 def _reset_answer() -> None:
-    """Clear the answer widgets for the next pair (flag and skip widgets are keyed per assignment)."""
+    """Clear the answer widgets for a new pair, whichever way it came (flag and skip widgets are keyed per
+    assignment)."""
     st.session_state["label_choice"] = None
     st.session_state["label_strength"] = STRENGTH_OPTIONS[1]
     st.session_state["label_rationale"] = ""
@@ -159,8 +160,7 @@ def _on_submit() -> None:
         _set_task(ann.next_task(store, user.annotator_id, settings=settings))
         return
     st.session_state["label.last"] = (label.label_id, time.monotonic())
-    _reset_answer()
-    _set_task(nxt)
+    _set_task(nxt)  # the page clears the answer for any new pair (label.answer_for)
 
 
 def _on_undo() -> None:
